@@ -1,0 +1,36 @@
+# divergence_lab — `make demo` runs the main job, `make test` the test suite; both install first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+STUDY  ?= kd_divergences
+
+.PHONY: install demo sweep test test-fast lint clean
+
+install: $(STAMP)
+
+# torch first, pinned: the local CPU build. Anything that pulls an unpinned torch would fetch a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: sweep
+	$(BIN)/dlab-report outputs/sweeps/$(STUDY)
+
+sweep: install
+	$(BIN)/dlab -m -cd sweeps -cn $(STUDY)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf outputs build dist *.egg-info .pytest_cache

@@ -1,0 +1,147 @@
+"""Refuse a bad configuration before any work starts, with one line that names the key and what is allowed.
+
+Two kinds of check:
+
+* :func:`check_group_choices` runs on the command line, before Hydra composes anything, so that
+  ``dlab divergence=nope`` prints ``divergence=nope is not an option; choose one of: cs, fdiv, ...``
+  instead of Hydra's multi-line search-path report.
+* :func:`validate` runs on the composed config at the start of a run: types and ranges of values
+  (``seed`` an integer, learning rates > 0, ``trainer.max_epochs`` >= 1, the divergence parameters, ...).
+
+Both raise :class:`ConfigError`; the entry point prints its message as a single line and exits with 2.
+This module imports no deep-learning framework, so the checks are cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+CONF_DIR = Path(__file__).parent / "conf"
+OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
+SCHEDULER_NAMES = ("none", "cosine")
+NULL_ALLOWED_GROUPS = ("experiment",)
+
+
+class ConfigError(ValueError):
+    """A configuration value the user must change; its message is one line."""
+
+
+def group_options(config_dirs: Iterable[Path]) -> dict[str, set[str]]:
+    """Map each config group (``data``, ``model``, ``hydra/launcher`` ...) to its available option names."""
+    options: dict[str, set[str]] = {}
+    for root in config_dirs:
+        for path in Path(root).rglob("*.yaml"):
+            group = path.parent.relative_to(root).as_posix()
+            if group != ".":
+                options.setdefault(group, set()).add(path.stem)
+    return options
+
+
+def _extra_config_dirs(argv: Sequence[str]) -> list[Path]:
+    dirs = []
+    for i, arg in enumerate(argv):
+        for flag in ("--config-dir", "-cd"):
+            if arg == flag and i + 1 < len(argv):
+                dirs.append(Path(argv[i + 1]))
+            elif arg.startswith(flag + "="):
+                dirs.append(Path(arg.split("=", 1)[1]))
+    return [d for d in dirs if d.is_dir()]
+
+
+def check_group_choices(argv: Sequence[str]) -> None:
+    """Check ``group=option`` overrides on the command line against the options that exist.
+
+    Sweep values (``divergence=kl,rkl``) are checked one by one. Options that Hydra or its plugins
+    register in code (``hydra/launcher=submitit_slurm``) are left to Hydra.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    if not overrides:
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # malformed syntax: Hydra reports it with its own message
+        return
+    options = group_options([CONF_DIR, *_extra_config_dirs(argv)])
+    for override in parsed:
+        group = override.key_or_group
+        if group not in options or group.startswith("hydra/") or override.is_delete():
+            continue
+        if override.is_sweep_override():
+            try:
+                values = list(override.sweep_string_iterator())
+            except Exception:  # glob() and range sweeps: Hydra expands them
+                continue
+        else:
+            values = [override.get_value_element_as_str()]
+        for value in values:
+            if value == "null" and group in NULL_ALLOWED_GROUPS:
+                continue
+            if value not in options[group]:
+                raise ConfigError(
+                    f"{group}={value} is not an option; choose one of: {', '.join(sorted(options[group]))}"
+                )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_optimizer(optimizer: Any, key: str) -> None:
+    """Check ``{name, lr, weight_decay, scheduler}``: known names, ``lr > 0``, ``weight_decay >= 0``."""
+    name = optimizer.get("name")
+    if name not in OPTIMIZER_NAMES:
+        raise ConfigError(f"{key}.name must be one of {', '.join(OPTIMIZER_NAMES)} (got {name!r})")
+    lr = optimizer.get("lr")
+    if not _is_number(lr) or lr <= 0:
+        raise ConfigError(f"{key}.lr must be a number > 0 (got {lr!r})")
+    weight_decay = optimizer.get("weight_decay", 0.0)
+    if not _is_number(weight_decay) or weight_decay < 0:
+        raise ConfigError(f"{key}.weight_decay must be a number >= 0 (got {weight_decay!r})")
+    scheduler = optimizer.get("scheduler", "none")
+    if scheduler not in SCHEDULER_NAMES:
+        raise ConfigError(f"{key}.scheduler must be one of {', '.join(SCHEDULER_NAMES)} (got {scheduler!r})")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the composed config's values; raise :class:`ConfigError` naming the first bad key."""
+    from divergence_lab import divergences
+
+    if not _is_int(cfg.seed):
+        raise ConfigError(f"seed must be an integer (got {cfg.seed!r})")
+    max_epochs = cfg.trainer.max_epochs
+    if not _is_int(max_epochs) or max_epochs < 1:
+        raise ConfigError(f"trainer.max_epochs must be an integer >= 1 (got {max_epochs!r})")
+    check_optimizer(cfg.method.optimizer, "method.optimizer")
+    teacher = cfg.method.get("teacher")
+    if teacher is not None:
+        check_optimizer(teacher.optimizer, "method.teacher.optimizer")
+        if not _is_int(teacher.max_epochs) or teacher.max_epochs < 1:
+            raise ConfigError(
+                f"method.teacher.max_epochs must be an integer >= 1 (got {teacher.max_epochs!r})"
+            )
+        if not _is_int(teacher.seed):
+            raise ConfigError(f"method.teacher.seed must be an integer (got {teacher.seed!r})")
+    alpha = cfg.method.get("alpha")
+    if alpha is not None and (not _is_number(alpha) or not 0.0 <= alpha <= 1.0):
+        raise ConfigError(f"method.alpha must be a number in [0, 1] (got {alpha!r})")
+    batch_size = cfg.data.get("batch_size")
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ConfigError(f"data.batch_size must be an integer >= 1 (got {batch_size!r})")
+    try:
+        divergences.build(**cfg.divergence)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"divergence: {error}") from None
+    ckpt = cfg.get("ckpt_path")
+    if ckpt not in (None, "auto") and not os.path.isfile(str(ckpt)):
+        raise ConfigError(f"ckpt_path must be null, 'auto' or an existing checkpoint file (got {ckpt!r})")

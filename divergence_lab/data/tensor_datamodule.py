@@ -1,0 +1,95 @@
+"""A LightningDataModule over in-memory tensors, with deterministic, resumable shuffling.
+
+Every dataset here is small enough to live in memory as tensors. The training order is a function of
+``(seed, epoch)`` only: the loader gets its own ``torch.Generator`` re-seeded at each epoch, so a run
+resumed from an end-of-epoch checkpoint sees exactly the batches an uninterrupted run would see.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+
+class EpochSeededSampler(Sampler[int]):
+    """Random permutation of ``range(n)`` drawn from ``hash(seed, epoch)``; ``set_epoch`` advances it."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class TensorDataModule(L.LightningDataModule):
+    """Train/val/test splits held as tensors ``(x, y)``; subclasses implement :meth:`load_splits`.
+
+    Attributes set by :meth:`setup`: ``input_shape`` (shape of one example) and ``num_classes``.
+    """
+
+    def __init__(self, batch_size: int = 64, eval_batch_size: int = 512, seed: int = 0) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be an integer >= 1 (got {batch_size})")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.seed = seed
+        self.splits: dict[str, TensorDataset] = {}
+
+    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Return ``{"train": (x, y), "val": (x, y), "test": (x, y)}``."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self.splits = {name: TensorDataset(x, y) for name, (x, y) in self.load_splits().items()}
+        x_train, y_train = self.splits["train"].tensors
+        self.input_shape = tuple(x_train.shape[1:])
+        self.num_classes = int(max(int(ds.tensors[1].max()) for ds in self.splits.values()) + 1)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.splits["train"]
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=EpochSeededSampler(len(dataset), self.seed),
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(self.splits[split], batch_size=self.eval_batch_size, shuffle=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+
+def stratified_split(
+    y: torch.Tensor, fractions: tuple[float, float], seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices of a train/val/test split that keeps class proportions; ``fractions`` = (val, test)."""
+    val_fraction, test_fraction = fractions
+    generator = torch.Generator().manual_seed(seed)
+    parts: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
+    for label in torch.unique(y):
+        members = torch.nonzero(y == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_val = round(val_fraction * len(members))
+        n_test = round(test_fraction * len(members))
+        parts[1].append(members[:n_val])
+        parts[2].append(members[n_val : n_val + n_test])
+        parts[0].append(members[n_val + n_test :])
+    return tuple(torch.sort(torch.cat(p)).values for p in parts)  # type: ignore[return-value]

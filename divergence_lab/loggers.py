@@ -1,0 +1,95 @@
+"""Experiment loggers: a CSV logger in every run directory, and Weights & Biases when ``logger=wandb``.
+
+W&B runs are grouped by sweep (``group`` = the study name plus the sweep folder, so one dashboard compares
+the divergences of one sweep side by side), ``job_type`` is the method, and the tags carry the divergence,
+method and data. The run id is stored in the run directory (``wandb_id.txt``), so a resumed job continues
+its own W&B run. Without a login (no ``WANDB_API_KEY``, no ``api.wandb.ai`` entry in ``~/.netrc``) runs are
+logged offline; ``wandb sync`` uploads them later.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def wandb_logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode(requested: str | None) -> str:
+    """The explicit mode, else ``WANDB_MODE``, else online when logged in and offline otherwise."""
+    if requested:
+        return requested
+    return os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
+
+
+def persistent_run_id(run_dir: Path) -> str:
+    """The W&B run id of this run directory, created on first use."""
+    path = run_dir / "wandb_id.txt"
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]
+    path.write_text(run_id + "\n")
+    return run_id
+
+
+def keep_earlier_csv(run_dir: Path) -> None:
+    """Keep an earlier attempt's ``metrics.csv`` as ``metrics.attempt-<k>.csv``.
+
+    Lightning's CSV logger deletes an existing ``metrics.csv``; a resumed run must not lose its curves.
+    """
+    csv_file = run_dir / "csv" / "metrics.csv"
+    if csv_file.is_file():
+        attempt = len(list(csv_file.parent.glob("metrics.attempt-*.csv")))
+        csv_file.rename(csv_file.with_name(f"metrics.attempt-{attempt}.csv"))
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, sweep_name: str | None) -> list[Any]:
+    """CSV always; W&B when ``cfg.logger.wandb`` is set."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    keep_earlier_csv(run_dir)
+    loggers: list[Any] = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+    wandb_cfg = cfg.logger.get("wandb")
+    if wandb_cfg:
+        from lightning.pytorch.loggers import WandbLogger
+
+        group = f"{cfg.study}/{sweep_name}" if sweep_name else cfg.study
+        loggers.append(
+            WandbLogger(
+                project=wandb_cfg.project,
+                entity=wandb_cfg.entity,
+                name=f"{cfg.divergence.name}-seed{cfg.seed}-{run_dir.name}",
+                id=persistent_run_id(run_dir),
+                save_dir=str(run_dir),
+                group=group,
+                job_type=cfg.method.name,
+                tags=[cfg.divergence.name, cfg.method.name, cfg.data.name, *wandb_cfg.tags],
+                mode=wandb_mode(wandb_cfg.mode),
+                resume="allow",
+                config=OmegaConf.to_container(cfg, resolve=True),
+            )
+        )
+    return loggers
+
+
+def close_loggers(loggers: list[Any]) -> None:
+    """Finish the W&B run of this job (else the next job of a multirun would log into it)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            wandb.finish()

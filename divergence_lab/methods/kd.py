@@ -1,0 +1,78 @@
+"""``method=kd``: Hinton-style offline knowledge distillation, and the base of every offline-KD method.
+
+The student minimises ``(1 - alpha) * CE(student, y) + alpha * mean_i D(student_i, teacher_i)`` where
+``D`` is any registry divergence (``divergence=kl`` is classic KD; temperature and the T² factor belong to
+the divergence config). The teacher is frozen, kept in eval mode, and comes from the teacher cache, so a
+sweep over divergences and seeds trains it once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from divergence_lab import divergences
+from divergence_lab.methods.classifier import ClassifierModule
+from divergence_lab.models import build_network
+from divergence_lab.teachers import load_or_train_teacher
+
+
+class DistillationModule(ClassifierModule):
+    """A student trained against a frozen ``teacher`` through a registry ``divergence``."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        teacher: nn.Module,
+        divergence: divergences.Divergence,
+        alpha: float,
+        num_classes: int,
+        optimizer: dict[str, Any],
+        max_epochs: int,
+    ) -> None:
+        super().__init__(net, num_classes, optimizer, max_epochs)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"method.alpha must be in [0, 1] (got {alpha})")
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.divergence = divergence
+        self.alpha = alpha
+
+    def train(self, mode: bool = True) -> DistillationModule:
+        """Switch the student's mode; the teacher always stays in eval mode."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def teacher_logits(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.teacher(x)
+
+    def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        student = self(x)
+        ce = F.cross_entropy(student, y)
+        distill = self.divergence(student, self.teacher_logits(x)).mean()
+        loss = (1.0 - self.alpha) * ce + self.alpha * distill
+        return {"loss": loss, "ce": ce.detach(), "distill": distill.detach()}
+
+
+def build_teacher(cfg: DictConfig) -> nn.Module:
+    """The cached teacher of ``cfg.method.teacher`` on ``cfg.data`` (trained on first use)."""
+    trainer_kwargs = {"accelerator": cfg.trainer.accelerator, "devices": 1, "deterministic": True}
+    return load_or_train_teacher(cfg.method.teacher, cfg.data, cfg.paths.teacher_cache, trainer_kwargs)
+
+
+def build(cfg: DictConfig, datamodule: Any) -> DistillationModule:
+    """KD of ``cfg.model`` from the cached teacher with ``cfg.divergence``."""
+    return DistillationModule(
+        net=build_network(cfg.model, datamodule),
+        teacher=build_teacher(cfg),
+        divergence=divergences.build(**cfg.divergence),
+        alpha=cfg.method.alpha,
+        num_classes=datamodule.num_classes,
+        optimizer=dict(cfg.method.optimizer),
+        max_epochs=cfg.trainer.max_epochs,
+    )

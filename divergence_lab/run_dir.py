@@ -1,0 +1,91 @@
+"""The run-directory contract: what every finished run leaves behind, and how a run finds its checkpoint.
+
+A run directory holds::
+
+    config.yaml          the resolved config of the run
+    .hydra/              Hydra's own record (config as composed, overrides, hydra settings)
+    metrics.json         final numbers: {"metrics": {...}, "seed", "wall_time_s", "git_commit", ...}
+    checkpoints/         last.ckpt (every epoch) and best.ckpt (best val/acc)
+    csv/metrics.csv      per-epoch curves; wandb/ too when ``logger=wandb``
+
+``metrics.json`` is written last, atomically: its presence means the run finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+METRICS_FILE = "metrics.json"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+
+
+def git_commit(path: Path = Path(__file__).parent) -> dict[str, Any]:
+    """``{"commit": sha or None, "dirty": bool or None}`` of the source tree the code runs from."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": sha, "dirty": bool(status.strip())}
+
+
+def save_resolved_config(run_dir: Path, cfg: DictConfig) -> None:
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """``auto`` means this run's own ``checkpoints/last.ckpt`` when it exists (a resumed run), else none."""
+    if ckpt_path == "auto":
+        last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+        return str(last) if last.is_file() else None
+    return ckpt_path
+
+
+def write_metrics(
+    run_dir: Path, cfg: DictConfig, metrics: dict[str, float], started: float
+) -> dict[str, Any]:
+    """Write ``metrics.json`` (atomically) and return its content."""
+    import lightning
+    import torch
+
+    record = {
+        "metrics": {name: float(value) for name, value in sorted(metrics.items())},
+        "method": cfg.method.name,
+        "divergence": cfg.divergence.name,
+        "data": cfg.data.name,
+        "study": cfg.study,
+        "seed": cfg.seed,
+        "wall_time_s": round(time.time() - started, 3),
+        "git": git_commit(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "lightning": lightning.__version__,
+        },
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    tmp = run_dir / (METRICS_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, run_dir / METRICS_FILE)
+    return record

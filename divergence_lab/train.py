@@ -1,0 +1,48 @@
+"""``dlab``: the Hydra training application (``dlab --help`` lists the config groups).
+
+Examples::
+
+    dlab                                   # KD on the embedded digits with forward KL
+    dlab divergence=rkl seed=3             # reverse KL, another seed
+    dlab -m divergence=kl,rkl,js seed=0,1  # a sweep; see sweeps/ for named studies
+
+Kept thin and cheap to import: no deep-learning framework is imported until a run starts.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from divergence_lab.config_checks import ConfigError, check_group_choices
+
+
+def _fail(error: ConfigError) -> None:
+    print(f"dlab: error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def hydra_app(cfg: DictConfig) -> float:
+    from divergence_lab.pipeline import train
+
+    try:
+        return train(cfg)
+    except ConfigError as error:
+        _fail(error)
+        raise  # unreachable; keeps type checkers content
+
+
+def main() -> None:
+    """Console-script entry: check group choices on the command line, then hand over to Hydra."""
+    try:
+        check_group_choices(sys.argv[1:])
+    except ConfigError as error:
+        _fail(error)
+    hydra_app()
+
+
+if __name__ == "__main__":
+    main()

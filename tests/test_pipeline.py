@@ -1,0 +1,93 @@
+"""End-to-end runs of the real pipeline on the embedded digits (tiny epochs), checked on disk."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import run_training
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_directory_contract(tmp_path, tiny_overrides):
+    record, run_dir = run_training(tmp_path, [*tiny_overrides, "divergence=js", "seed=4"])
+    assert set(record["metrics"]) == {"test/acc", "test/ece", "test/nll", "val/acc", "train/loss"}
+    assert 0.1 < record["metrics"]["test/acc"] <= 1.0
+    assert 0.0 <= record["metrics"]["test/ece"] <= 1.0
+    assert record["seed"] == 4 and record["divergence"] == "js" and record["method"] == "kd"
+    assert record["wall_time_s"] > 0 and "commit" in record["git"]
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["divergence"]["name"] == "js" and resolved["seed"] == 4
+    assert "${" not in (run_dir / "config.yaml").read_text()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    curves = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    assert "val/acc" in curves[0] and "train/loss" in curves[0]
+    # the teacher was trained once and cached beside the runs
+    assert len(list((tmp_path / "teachers").glob("*/teacher.pt"))) == 1
+
+
+def test_same_seed_gives_identical_metrics_and_other_seed_differs(tmp_path, tiny_overrides):
+    first, _ = run_training(tmp_path, [*tiny_overrides, "seed=1"], "a")
+    second, _ = run_training(tmp_path, [*tiny_overrides, "seed=1"], "b")
+    other, _ = run_training(tmp_path, [*tiny_overrides, "seed=2"], "c")
+    assert first["metrics"] == second["metrics"]
+    assert first["metrics"] != other["metrics"]
+
+
+def test_student_does_not_depend_on_whether_the_teacher_was_cached(tmp_path, tiny_overrides):
+    """Training the teacher must not consume the student's random stream."""
+    trained_teacher, _ = run_training(tmp_path / "one", [*tiny_overrides, "seed=3"])
+    cached_teacher, _ = run_training(tmp_path / "one", [*tiny_overrides, "seed=3"], "again")
+    assert trained_teacher["metrics"] == cached_teacher["metrics"]
+
+
+def test_teacher_method_and_cnn_model(tmp_path):
+    record, _ = run_training(
+        tmp_path, ["method=teacher", "model=cnn", "model.channels=[4]", "trainer.max_epochs=1"]
+    )
+    assert record["method"] == "teacher"
+    assert not (tmp_path / "teachers").exists()
+
+
+def test_synthetic_data_with_many_classes(tmp_path, tiny_overrides):
+    record, _ = run_training(
+        tmp_path,
+        [
+            *tiny_overrides,
+            "data=synthetic",
+            "data.num_classes=100",
+            "data.samples_per_class=10",
+            "data.dim=16",
+            "divergence=sinkhorn",
+            "divergence.iters=10",
+        ],
+    )
+    assert record["data"] == "synthetic" and record["divergence"] == "sinkhorn"
+
+
+def test_resume_from_own_last_checkpoint(tmp_path, tiny_overrides):
+    """``ckpt_path=auto`` continues a run from its last epoch: 2 epochs + resume to 3 == 3 epochs straight."""
+    _, run_dir = run_training(tmp_path, ["trainer.max_epochs=2", "method.teacher.max_epochs=2"], "resumed")
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["epoch"] == 1
+    resumed, _ = run_training(
+        tmp_path, ["trainer.max_epochs=3", "method.teacher.max_epochs=2", "ckpt_path=auto"], "resumed"
+    )
+    straight, _ = run_training(tmp_path, ["trainer.max_epochs=3", "method.teacher.max_epochs=2"], "straight")
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2
+    assert (run_dir / "csv" / "metrics.attempt-0.csv").is_file()  # the first attempt's curves are kept
+    assert resumed["metrics"]["test/acc"] == straight["metrics"]["test/acc"]
+    assert resumed["metrics"]["val/acc"] == straight["metrics"]["val/acc"]
+
+
+def test_wandb_offline_run_is_written_with_the_run_id(tmp_path, tiny_overrides, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    _, run_dir = run_training(tmp_path, [*tiny_overrides, "logger=wandb", "divergence=rkl"])
+    run_id = (run_dir / "wandb_id.txt").read_text().strip()
+    files = list((run_dir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert len(files) == 1 and files[0].stat().st_size > 0
+    assert json.loads((run_dir / "metrics.json").read_text())["divergence"] == "rkl"

@@ -17,6 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from divergence_lab.run_dir import divergence_label
+
 
 def wandb_logged_in() -> bool:
     if os.environ.get("WANDB_API_KEY"):
@@ -66,16 +68,17 @@ def build_loggers(cfg: DictConfig, run_dir: Path, sweep_name: str | None) -> lis
         from lightning.pytorch.loggers import WandbLogger
 
         group = f"{cfg.study}/{sweep_name}" if sweep_name else cfg.study
+        label = divergence_label(cfg)
         loggers.append(
             WandbLogger(
                 project=wandb_cfg.project,
                 entity=wandb_cfg.entity,
-                name=f"{cfg.divergence.name}-seed{cfg.seed}-{run_dir.name}",
+                name=f"{label or cfg.method.name}-seed{cfg.seed}-{run_dir.name}",
                 id=persistent_run_id(run_dir),
                 save_dir=str(run_dir),
                 group=group,
                 job_type=cfg.method.name,
-                tags=[cfg.divergence.name, cfg.method.name, cfg.data.name, *wandb_cfg.tags],
+                tags=[t for t in (label, cfg.method.name, cfg.data.name, *wandb_cfg.tags) if t],
                 mode=wandb_mode(wandb_cfg.mode),
                 resume="allow",
                 config=OmegaConf.to_container(cfg, resolve=True),

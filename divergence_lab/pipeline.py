@@ -24,6 +24,7 @@ from divergence_lab.data import instantiate_datamodule
 from divergence_lab.loggers import build_loggers, close_loggers
 from divergence_lab.run_dir import (
     CHECKPOINT_DIR,
+    divergence_label,
     resolve_checkpoint,
     save_resolved_config,
     write_metrics,
@@ -34,6 +35,7 @@ QUIET_WARNINGS = (
     ".*is smaller than the logging interval.*",
     ".*LeafSpec.*",
     ".*Checkpoint directory .* exists and is not empty.*",
+    ".*Experiment logs directory .* exists and is not empty.*",  # loggers.keep_earlier_csv keeps the old file
     ".*module\\(s\\) in eval mode.*",  # the frozen teacher of distillation methods, on purpose
 )
 
@@ -114,5 +116,6 @@ def train(cfg: DictConfig) -> float:
     finally:
         close_loggers(loggers)
     summary = "  ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
-    print(f"[{cfg.method.name} | {cfg.divergence.name} | seed {cfg.seed}] {summary}  ({run_dir})")
+    label = " | ".join(str(x) for x in (cfg.method.name, divergence_label(cfg), f"seed {cfg.seed}") if x)
+    print(f"[{label}] {summary}  ({run_dir})")
     return record["metrics"][cfg.optimized_metric]

@@ -50,6 +50,11 @@ def git_commit(path: Path = Path(__file__).parent) -> dict[str, Any]:
     return {"commit": sha, "dirty": bool(status.strip())}
 
 
+def divergence_label(cfg: DictConfig) -> str | None:
+    """The divergence a run is labelled by, or None for methods that use none (``method=teacher``)."""
+    return cfg.divergence.name if cfg.method.get("uses_divergence", True) else None
+
+
 def save_resolved_config(run_dir: Path, cfg: DictConfig) -> None:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
@@ -72,7 +77,7 @@ def write_metrics(
     record = {
         "metrics": {name: float(value) for name, value in sorted(metrics.items())},
         "method": cfg.method.name,
-        "divergence": cfg.divergence.name,
+        "divergence": divergence_label(cfg),
         "data": cfg.data.name,
         "study": cfg.study,
         "seed": cfg.seed,

@@ -48,7 +48,7 @@ def test_teacher_method_and_cnn_model(tmp_path):
     record, _ = run_training(
         tmp_path, ["method=teacher", "model=cnn", "model.channels=[4]", "trainer.max_epochs=1"]
     )
-    assert record["method"] == "teacher"
+    assert record["method"] == "teacher" and record["divergence"] is None
     assert not (tmp_path / "teachers").exists()
 
 

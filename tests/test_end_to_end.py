@@ -1,0 +1,106 @@
+"""The command-line tools as users run them: a named study swept with ``dlab -m``, its report, the wheel."""
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+
+def test_study_sweep_then_report(tmp_path):
+    sweep = subprocess.run(
+        [
+            BIN / "dlab",
+            "-m",
+            "-cd",
+            str(ROOT / "sweeps"),
+            "-cn",
+            "kd_divergences",
+            "divergence=kl,sinkhorn",
+            "seed=0,1",
+            "trainer.max_epochs=1",
+            "method.teacher.max_epochs=1",
+            f"paths.output_root={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    jobs = sorted((tmp_path / "sweeps" / "kd_divergences").glob("*/*/metrics.json"))
+    assert len(jobs) == 4
+    assert len(list((tmp_path / "teachers").glob("*/teacher.pt"))) == 1  # one teacher for the whole sweep
+    result = subprocess.run(
+        [BIN / "dlab-report", str(tmp_path / "sweeps" / "kd_divergences")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "kl" in result.stdout and "sinkhorn" in result.stdout and "± " in result.stdout
+    sweep_dir = jobs[0].parents[1]
+    for name in ("report.md", "report.csv", "report.png"):
+        assert (sweep_dir / name).is_file()
+    assert "| sinkhorn | 2 |" in (sweep_dir / "report.md").read_text()
+
+
+def test_wheel_ships_the_configs_and_dlab_runs_from_it(tmp_path):
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = tmp_path.glob("divergence_lab-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "divergence_lab/conf/train.yaml" in names
+    configs = {Path(n).stem for n in names if n.startswith("divergence_lab/conf/divergence/")}
+    from divergence_lab import divergences
+
+    assert set(divergences.names()) <= configs
+    site = tmp_path / "site"
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import divergence_lab; print(divergence_lab.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        env=env,
+        timeout=60,
+    )
+    assert where.stdout.strip().startswith(str(site)), where.stdout + where.stderr
+    helped = subprocess.run(
+        [site / "bin" / "dlab", "--help"], capture_output=True, text=True, cwd=elsewhere, env=env, timeout=60
+    )
+    assert helped.returncode == 0, helped.stderr
+    assert "divergence: alpha, chi2" in helped.stdout and "method: kd, teacher" in helped.stdout

@@ -1,0 +1,105 @@
+"""dlab-report on sweep folders laid out exactly as Hydra's multirun writes them."""
+
+import csv
+import json
+import statistics
+import time
+
+import pytest
+
+from divergence_lab import report
+
+
+def _job(sweep, num, overrides, metrics, seed):
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps({"metrics": metrics, "seed": seed}))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    folder = tmp_path / "study" / "2026-01-01_00-00-00-000000"
+    folder.mkdir(parents=True)
+    (folder / "multirun.yaml").write_text("{}\n")
+    accs = {"kl": [0.90, 0.92, 0.95], "rkl": [0.80, 0.84, 0.83]}
+    num = 0
+    for divergence, values in accs.items():
+        for seed, acc in enumerate(values):
+            _job(
+                folder,
+                num,
+                [f"divergence={divergence}", f"seed={seed}", "trainer.max_epochs=5"],
+                {"test/acc": acc, "test/ece": 0.1 * (seed + 1)},
+                seed,
+            )
+            num += 1
+    _job(folder, num, ["divergence=js", "seed=0", "trainer.max_epochs=5"], None, 0)  # a failed job
+    return folder, accs
+
+
+def test_groups_by_overrides_without_seed_and_summarises(sweep):
+    folder, accs = sweep
+    result = report.collect(folder, ["test/acc", "test/ece"])
+    assert result.varying == ["divergence"]
+    assert [g.label(result.varying) for g in result.groups] == ["kl", "rkl"]
+    for group, divergence in zip(result.groups, ("kl", "rkl"), strict=True):
+        mean, std = group.summary("test/acc")
+        assert mean == pytest.approx(statistics.fmean(accs[divergence]))
+        assert std == pytest.approx(statistics.stdev(accs[divergence]))
+        assert sorted(group.seeds) == [0, 1, 2]
+    assert [p.name for p in result.missing] == ["6"]
+
+
+def test_main_writes_markdown_csv_and_png(sweep, capsys):
+    folder, accs = sweep
+    assert report.main([str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "kl" in out and "rkl" in out and "0.9233 ± 0.0252" in out
+    markdown = (folder / "report.md").read_text()
+    assert "| kl | 3 | 0.9233 ± 0.0252 | 0.2000 ± 0.1000 |" in markdown
+    assert "Unfinished jobs (no metrics.json): 6" in markdown
+    rows = list(csv.DictReader((folder / "report.csv").open()))
+    assert rows[1]["group"] == "rkl" and float(rows[1]["test/acc mean"]) == pytest.approx(0.8233333)
+    assert (folder / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_study_folder_reports_its_latest_sweep(sweep):
+    folder, _ = sweep
+    newer = folder.parent / "2026-02-01_00-00-00-000000"
+    newer.mkdir()
+    (newer / "multirun.yaml").write_text("{}\n")
+    _job(newer, 0, ["divergence=tv", "seed=0"], {"test/acc": 0.5, "test/ece": 0.2}, 0)
+    time.sleep(0.01)
+    assert report.find_sweep(folder.parent) == newer
+    assert report.find_sweep(folder) == folder
+
+
+def test_several_varying_keys_label_rows_with_both(tmp_path):
+    for num, (divergence, temperature) in enumerate([("kl", 1), ("kl", 4), ("js", 1)]):
+        _job(
+            tmp_path,
+            num,
+            [f"divergence={divergence}", f"divergence.temperature={temperature}", "seed=0"],
+            {"test/acc": 0.5},
+            0,
+        )
+    result = report.collect(tmp_path, ["test/acc"])
+    labels = [g.label(result.varying) for g in result.groups]
+    assert labels == [
+        "divergence=kl, divergence.temperature=1",
+        "divergence=kl, divergence.temperature=4",
+        "divergence=js, divergence.temperature=1",
+    ]
+    assert result.groups[0].summary("test/acc") == (0.5, 0.0)
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_bad_folders_are_refused_with_a_message(tmp_path, capsys, make):
+    target = tmp_path / "nothing-here"
+    if make == "empty":
+        target.mkdir()
+    assert report.main([str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dlab-report: error:") and len(err.strip().splitlines()) == 1

@@ -125,12 +125,13 @@ def validate(cfg: DictConfig) -> None:
     check_optimizer(cfg.method.optimizer, "method.optimizer")
     teacher = cfg.method.get("teacher")
     if teacher is not None:
-        check_optimizer(teacher.optimizer, "method.teacher.optimizer")
-        if not _is_int(teacher.max_epochs) or teacher.max_epochs < 1:
+        if "optimizer" in teacher:
+            check_optimizer(teacher.optimizer, "method.teacher.optimizer")
+        if "max_epochs" in teacher and (not _is_int(teacher.max_epochs) or teacher.max_epochs < 1):
             raise ConfigError(
                 f"method.teacher.max_epochs must be an integer >= 1 (got {teacher.max_epochs!r})"
             )
-        if not _is_int(teacher.seed):
+        if "seed" in teacher and not _is_int(teacher.seed):
             raise ConfigError(f"method.teacher.seed must be an integer (got {teacher.seed!r})")
     alpha = cfg.method.get("alpha")
     if alpha is not None and (not _is_number(alpha) or not 0.0 <= alpha <= 1.0):

@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from hydra.utils import get_method
 from omegaconf import DictConfig
 
+from divergence_lab.calibration import ReliabilityDiagram
 from divergence_lab.config_checks import ConfigError, validate
 from divergence_lab.data import instantiate_datamodule
 from divergence_lab.loggers import build_loggers, close_loggers
@@ -47,6 +48,20 @@ def build_datamodule(cfg: DictConfig) -> Any:
     except InstantiationException as error:
         if isinstance(error.__cause__, ValueError):
             raise ConfigError(str(error.__cause__)) from None
+        raise
+    except ValueError as error:  # raised while reading the data (e.g. files not found)
+        if str(error).startswith("data."):
+            raise ConfigError(str(error)) from None
+        raise
+
+
+def build_method(cfg: DictConfig, datamodule: Any) -> Any:
+    """Call ``cfg.method.builder``; a value a method refuses (``method.<key> must ...``) is a ConfigError."""
+    try:
+        return get_method(cfg.method.builder)(cfg, datamodule)
+    except ValueError as error:
+        if str(error).startswith(("method.", "model.", "data.")):
+            raise ConfigError(str(error)) from None
         raise
 
 
@@ -79,7 +94,7 @@ def train(cfg: DictConfig) -> float:
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    module = get_method(cfg.method.builder)(cfg, datamodule)
+    module = build_method(cfg, datamodule)
 
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     best = ModelCheckpoint(
@@ -87,7 +102,8 @@ def train(cfg: DictConfig) -> float:
     )
     # No monitor: overwritten at the end of every epoch, so a stopped job loses at most one epoch.
     last = ModelCheckpoint(checkpoint_dir, filename="last", enable_version_counter=False)
-    callbacks: list[Any] = [best, last]
+    title = " | ".join(str(x) for x in (cfg.method.name, divergence_label(cfg), f"seed {cfg.seed}") if x)
+    callbacks: list[Any] = [best, last, ReliabilityDiagram(run_dir, title)]
     if interactive:
         callbacks.append(RichProgressBar())
 
@@ -116,6 +132,5 @@ def train(cfg: DictConfig) -> float:
     finally:
         close_loggers(loggers)
     summary = "  ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
-    label = " | ".join(str(x) for x in (cfg.method.name, divergence_label(cfg), f"seed {cfg.seed}") if x)
-    print(f"[{label}] {summary}  ({run_dir})")
+    print(f"[{title}] {summary}  ({run_dir})")
     return record["metrics"][cfg.optimized_metric]

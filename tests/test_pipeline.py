@@ -13,7 +13,14 @@ pytestmark = pytest.mark.slow
 
 def test_run_directory_contract(tmp_path, tiny_overrides):
     record, run_dir = run_training(tmp_path, [*tiny_overrides, "divergence=js", "seed=4"])
-    assert set(record["metrics"]) == {"test/acc", "test/ece", "test/nll", "val/acc", "train/loss"}
+    assert set(record["metrics"]) == {
+        "test/acc",
+        "test/ece",
+        "test/nll",
+        "test/brier",
+        "val/acc",
+        "train/loss",
+    }
     assert 0.1 < record["metrics"]["test/acc"] <= 1.0
     assert 0.0 <= record["metrics"]["test/ece"] <= 1.0
     assert record["seed"] == 4 and record["divergence"] == "js" and record["method"] == "kd"

@@ -24,8 +24,10 @@ class DigitsDataModule(TensorDataModule):
         batch_size: int = 64,
         eval_batch_size: int = 512,
         seed: int = 0,
+        label_noise: float = 0.0,
+        noise_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
+        super().__init__(batch_size, eval_batch_size, seed, label_noise, noise_seed)
         for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 < value < 1.0:
                 raise ValueError(f"data.{key} must be in (0, 1) (got {value})")

@@ -30,8 +30,10 @@ class SyntheticDataModule(TensorDataModule):
         batch_size: int = 64,
         eval_batch_size: int = 512,
         seed: int = 0,
+        label_noise: float = 0.0,
+        noise_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
+        super().__init__(batch_size, eval_batch_size, seed, label_noise, noise_seed)
         checks = {
             "num_classes": (num_classes, 2),
             "dim": (dim, 1),

@@ -37,10 +37,21 @@ class TensorDataModule(L.LightningDataModule):
     Attributes set by :meth:`setup`: ``input_shape`` (shape of one example) and ``num_classes``.
     """
 
-    def __init__(self, batch_size: int = 64, eval_batch_size: int = 512, seed: int = 0) -> None:
+    def __init__(
+        self,
+        batch_size: int = 64,
+        eval_batch_size: int = 512,
+        seed: int = 0,
+        label_noise: float = 0.0,
+        noise_seed: int = 0,
+    ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be an integer >= 1 (got {batch_size})")
+        if not 0.0 <= label_noise < 1.0:
+            raise ValueError(f"data.label_noise must be in [0, 1) (got {label_noise})")
+        self.label_noise = label_noise
+        self.noise_seed = noise_seed
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
@@ -53,10 +64,14 @@ class TensorDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        self.splits = {name: TensorDataset(x, y) for name, (x, y) in self.load_splits().items()}
-        x_train, y_train = self.splits["train"].tensors
-        self.input_shape = tuple(x_train.shape[1:])
-        self.num_classes = int(max(int(ds.tensors[1].max()) for ds in self.splits.values()) + 1)
+        splits = self.load_splits()
+        self.input_shape = tuple(splits["train"][0].shape[1:])
+        self.num_classes = int(max(int(y.max()) for _, y in splits.values()) + 1)
+        if self.label_noise > 0:
+            x_train, y_train = splits["train"]
+            noisy = symmetric_label_noise(y_train, self.label_noise, self.num_classes, self.noise_seed)
+            splits["train"] = (x_train, noisy)
+        self.splits = {name: TensorDataset(x, y) for name, (x, y) in splits.items()}
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.splits["train"]
@@ -75,6 +90,17 @@ class TensorDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+
+def symmetric_label_noise(y: torch.Tensor, rate: float, num_classes: int, seed: int) -> torch.Tensor:
+    """A copy of ``y`` where a ``rate`` fraction of labels (exactly ``round(rate * N)``) is replaced by a
+    different class drawn uniformly; only the training labels are ever corrupted."""
+    generator = torch.Generator().manual_seed(seed)
+    flipped = torch.randperm(len(y), generator=generator)[: round(rate * len(y))]
+    shift = torch.randint(1, num_classes, (len(flipped),), generator=generator)
+    noisy = y.clone()
+    noisy[flipped] = (y[flipped] + shift) % num_classes
+    return noisy
 
 
 def stratified_split(

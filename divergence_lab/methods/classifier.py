@@ -25,7 +25,10 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch
 def make_optimizer(
     parameters, optimizer: dict[str, Any], max_epochs: int
 ) -> dict[str, Any] | torch.optim.Optimizer:
-    """Build ``torch.optim`` objects from ``{name, lr, weight_decay, momentum?, scheduler?}``."""
+    """Build ``torch.optim`` objects from ``{name, lr, weight_decay, momentum?, scheduler?}``.
+
+    ``parameters`` may be a list of parameter-group dicts; the config gives the defaults of every group.
+    """
     kwargs = {"lr": optimizer["lr"], "weight_decay": optimizer.get("weight_decay", 0.0)}
     if optimizer["name"] == "sgd":
         kwargs.update(momentum=optimizer.get("momentum", 0.9), nesterov=optimizer.get("nesterov", False))
@@ -36,8 +39,39 @@ def make_optimizer(
     return opt
 
 
+class EvaluationMetrics(nn.Module):
+    """Accuracy, 15-bin L1 calibration error, NLL and Brier score of one network's predictions.
+
+    Brier score: mean over samples of ``sum_k (softmax(z)_k - 1[k = y])^2``.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.acc = MulticlassAccuracy(num_classes, average="micro")
+        self.ece = MulticlassCalibrationError(num_classes, n_bins=15, norm="l1")
+        self.nll = MeanMetric()
+        self.brier = MeanMetric()
+
+    def update(self, logits: Tensor, y: Tensor) -> None:
+        probs = logits.softmax(-1)
+        self.acc(logits, y)
+        self.ece(probs, y)
+        self.nll(F.cross_entropy(logits, y, reduction="none"))
+        self.brier((probs - F.one_hot(y, probs.shape[-1]).to(probs.dtype)).pow(2).sum(-1))
+
+    def named(self, prefix: str) -> dict[str, MeanMetric]:
+        """``{f"{prefix}acc": metric, ...}`` for ``LightningModule.log``."""
+        return {f"{prefix}{name}": metric for name, metric in self.named_children()}
+
+
 class ClassifierModule(L.LightningModule):
-    """A trained network ``net`` with the shared metrics; ``losses`` defines the training objective."""
+    """A trained network ``net`` with the shared metrics; ``losses`` defines the training objective.
+
+    Every network returned by :meth:`evaluated_networks` is evaluated: the trained network under plain
+    names (``val/acc``, ``test/acc``, ``test/ece``, ``test/nll``, ``test/brier``), others under their prefix
+    (``test/teacher_acc`` ...). ``test_step`` returns ``{"probs": {prefix: probabilities}, "y": labels}``
+    for callbacks such as the reliability diagram.
+    """
 
     def __init__(self, net: nn.Module, num_classes: int, optimizer: dict[str, Any], max_epochs: int) -> None:
         super().__init__()
@@ -45,11 +79,22 @@ class ClassifierModule(L.LightningModule):
         self.net = net
         self.optimizer_config = dict(optimizer)
         self.max_epochs = max_epochs
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_nll = MeanMetric()
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_ece = MulticlassCalibrationError(num_classes, n_bins=15, norm="l1")
-        self.test_nll = MeanMetric()
+        self.num_classes = num_classes
+        self.val_acc = nn.ModuleDict()
+        self.val_nll = nn.ModuleDict()
+        self.test_metrics = nn.ModuleDict()
+
+    def evaluated_networks(self) -> dict[str, nn.Module]:
+        """Networks to evaluate, keyed by their metric prefix ("" for the trained network)."""
+        return {"": self.net}
+
+    def setup(self, stage: str) -> None:
+        for prefix in self.evaluated_networks():
+            key = prefix or "main"
+            if key not in self.test_metrics:
+                self.val_acc[key] = MulticlassAccuracy(self.num_classes, average="micro")
+                self.val_nll[key] = MeanMetric()
+                self.test_metrics[key] = EvaluationMetrics(self.num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -66,21 +111,25 @@ class ClassifierModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        logits = self(x)
-        self.val_acc(logits, y)
-        self.val_nll(F.cross_entropy(logits.float(), y, reduction="none"))
-        self.log("val/acc", self.val_acc, prog_bar=True)
-        self.log("val/nll", self.val_nll)
+        for prefix, network in self.evaluated_networks().items():
+            key = prefix or "main"
+            logits = network(x).float()
+            self.val_acc[key](logits, y)
+            self.val_nll[key](F.cross_entropy(logits, y, reduction="none"))
+            self.log(f"val/{prefix}acc", self.val_acc[key], prog_bar=not prefix)
+            self.log(f"val/{prefix}nll", self.val_nll[key])
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
         x, y = batch
-        logits = self(x).float()
-        self.test_acc(logits, y)
-        self.test_ece(logits.softmax(-1), y)
-        self.test_nll(F.cross_entropy(logits, y, reduction="none"))
-        self.log("test/acc", self.test_acc)
-        self.log("test/ece", self.test_ece)
-        self.log("test/nll", self.test_nll)
+        probs = {}
+        for prefix, network in self.evaluated_networks().items():
+            metrics = self.test_metrics[prefix or "main"]
+            logits = network(x).float()
+            metrics.update(logits, y)
+            for name, metric in metrics.named(f"test/{prefix}").items():
+                self.log(name, metric)
+            probs[prefix] = logits.softmax(-1)
+        return {"probs": probs, "y": y}
 
     def configure_optimizers(self):
         return make_optimizer(self.net.parameters(), self.optimizer_config, self.max_epochs)

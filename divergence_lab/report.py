@@ -33,6 +33,7 @@ class Group:
     key: tuple[tuple[str, str], ...]
     values: dict[str, list[float]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)
+    jobs: list[Path] = field(default_factory=list)
 
     def label(self, varying: list[str]) -> str:
         parts = [f"{k}={v}" for k, v in self.key if k in varying]
@@ -62,7 +63,7 @@ class SweepReport:
             row = {header: group.label(self.varying), "n": str(len(group.seeds))}
             for metric in self.metrics:
                 mean, std = group.summary(metric)
-                row[metric] = f"{mean:.4f} ± {std:.4f}"
+                row[metric] = f"{mean:.4f} ± {std:.4f}" if metric in group.values else "—"
             rows.append(row)
         return rows
 
@@ -109,6 +110,7 @@ def collect(sweep_dir: Path, metrics: list[str]) -> SweepReport:
             seen_values.setdefault(key, set()).add(value)
         group = groups.setdefault(tuple(pairs), Group(tuple(pairs)))
         group.seeds.append(record.get("seed"))
+        group.jobs.append(job)
         for metric in metrics:
             if metric in record["metrics"]:
                 group.values.setdefault(metric, []).append(float(record["metrics"][metric]))
@@ -116,6 +118,92 @@ def collect(sweep_dir: Path, metrics: list[str]) -> SweepReport:
         raise FileNotFoundError(f"no finished job (metrics.json) in {sweep_dir}")
     varying = [key for key, values in seen_values.items() if len(values) > 1]
     return SweepReport(sweep_dir, metrics, list(groups.values()), varying, missing)
+
+
+def sweep_metrics(sweep_dir: Path) -> list[str]:
+    """The metrics the sweep's config asks to report (``report.metrics``), else the defaults."""
+    config = sweep_dir / "multirun.yaml"
+    if config.is_file():
+        metrics = (yaml.safe_load(config.read_text()) or {}).get("report", {}).get("metrics")
+        if metrics:
+            return list(metrics)
+    return list(DEFAULT_METRICS)
+
+
+def pooled_reliability(group: Group) -> dict[str, dict[str, list[float] | float]]:
+    """Reliability bins of each evaluated network, pooled over the group's seeds (``reliability.json``).
+
+    Pooling sums the counts and count-weights the per-bin confidence and accuracy; the ECE shown is that
+    of the pooled predictions.
+    """
+    pooled: dict[str, dict] = {}
+    for job in group.jobs:
+        path = job / "reliability.json"
+        if not path.is_file():
+            continue
+        for network, bins in json.loads(path.read_text()).items():
+            entry = pooled.setdefault(
+                network,
+                {
+                    "edges": bins["edges"],
+                    "count": [0] * len(bins["count"]),
+                    "conf": [0.0] * len(bins["count"]),
+                    "acc": [0.0] * len(bins["count"]),
+                },
+            )
+            for b, n in enumerate(bins["count"]):
+                entry["count"][b] += n
+                entry["conf"][b] += n * bins["confidence"][b]
+                entry["acc"][b] += n * bins["accuracy"][b]
+    for entry in pooled.values():
+        total = sum(entry["count"]) or 1
+        entry["ece"] = sum(abs(a - c) for a, c in zip(entry["acc"], entry["conf"], strict=True)) / total
+        entry["confidence"] = [
+            c / n if n else float("nan") for c, n in zip(entry["conf"], entry["count"], strict=True)
+        ]
+        entry["accuracy"] = [
+            a / n if n else float("nan") for a, n in zip(entry["acc"], entry["count"], strict=True)
+        ]
+    return pooled
+
+
+def write_reliability_grid(report: SweepReport, path: Path) -> bool:
+    """One reliability panel per group (all evaluated networks, pooled over seeds); False if no data."""
+    curves = [(group.label(report.varying), pooled_reliability(group)) for group in report.groups]
+    curves = [(label, pooled) for label, pooled in curves if pooled]
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(4, len(curves))
+    rows = -(-len(curves) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 3.3 * rows), squeeze=False)
+    for ax in axes.flat[len(curves) :]:
+        ax.axis("off")
+    for ax, (label, pooled) in zip(axes.flat, curves, strict=False):
+        ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=1)
+        for network, bins in pooled.items():
+            points = [
+                (c, a)
+                for c, a, n in zip(bins["confidence"], bins["accuracy"], bins["count"], strict=True)
+                if n
+            ]
+            ax.plot(*zip(*points, strict=True), "o-", markersize=3, label=f"{network}  ECE={bins['ece']:.3f}")
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=label)
+        ax.title.set_fontsize(8)
+        ax.legend(loc="upper left", fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("confidence")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    fig.suptitle("reliability (15 bins, pooled over seeds)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def write_markdown(report: SweepReport, path: Path) -> None:
@@ -133,6 +221,15 @@ def write_markdown(report: SweepReport, path: Path) -> None:
     if report.missing:
         lines += ["", f"Unfinished jobs (no metrics.json): {', '.join(p.name for p in report.missing)}"]
     lines += ["", "![metrics](report.png)", ""]
+    if (report.sweep_dir / "report_reliability.png").is_file():
+        lines += [
+            "## Reliability diagrams",
+            "",
+            "Pooled over seeds; per run: `<job>/reliability.png`.",
+            "",
+            "![reliability](report_reliability.png)",
+            "",
+        ]
     path.write_text("\n".join(lines))
 
 
@@ -141,33 +238,64 @@ def write_csv(report: SweepReport, path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(["group", "n", *[f"{m} {s}" for m in report.metrics for s in ("mean", "std")]])
         for group in report.groups:
-            stats = [v for metric in report.metrics for v in group.summary(metric)]
+            stats = [
+                v if metric in group.values else ""
+                for metric in report.metrics
+                for v in group.summary(metric)
+            ]
             writer.writerow([group.label(report.varying), len(group.seeds), *stats])
 
 
+def _bar_layout(report: SweepReport) -> tuple[list[str], list[str], dict[tuple[str, str], Group]]:
+    """x categories (values of the last varying key), hues (the other varying keys), and the cell groups."""
+    x_key = report.varying[-1] if report.varying else None
+    categories: list[str] = []
+    hues: list[str] = []
+    cells: dict[tuple[str, str], Group] = {}
+    for group in report.groups:
+        values = dict(group.key)
+        category = values.get(x_key, "all runs") if x_key else "all runs"
+        hue = ", ".join(f"{k}={values[k]}" for k in report.varying[:-1] if k in values)
+        categories += [category] if category not in categories else []
+        hues += [hue] if hue not in hues else []
+        cells[(category, hue)] = group
+    return categories, hues, cells
+
+
 def write_plot(report: SweepReport, path: Path) -> None:
+    """Bar chart per metric (error bars = std); a second varying key becomes coloured, side-by-side bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [g.label(report.varying) for g in report.groups]
-    fig, axes = plt.subplots(
-        1,
-        len(report.metrics),
-        figsize=(max(4.0, 0.9 * len(labels)) * len(report.metrics), 3.8),
-        squeeze=False,
-    )
-    for ax, metric in zip(axes[0], report.metrics, strict=True):
-        means, stds = zip(*(g.summary(metric) for g in report.groups), strict=True)
-        ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
-        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    categories, hues, cells = _bar_layout(report)
+    columns = min(3, len(report.metrics))
+    rows = -(-len(report.metrics) // columns)
+    width = max(4.0, 0.35 * len(categories) * len(hues) + 1.5)
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(report.metrics) :]:
+        ax.axis("off")
+    bar = 0.8 / len(hues)
+    for ax, metric in zip(axes.flat, report.metrics, strict=False):
+        lows, highs = [], []
+        for h, hue in enumerate(hues):
+            stats = [
+                cells[(c, hue)].summary(metric) if (c, hue) in cells else (float("nan"), 0.0)
+                for c in categories
+            ]
+            means, stds = zip(*stats, strict=True)
+            offsets = [i - 0.4 + bar * (h + 0.5) for i in range(len(categories))]
+            ax.bar(offsets, means, width=bar, yerr=stds, capsize=3, alpha=0.85, label=hue or None)
+            lows += [m - s for m, s in stats if m == m]
+            highs += [m + s for m, s in stats if m == m]
+        ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
         ax.set_title(metric)
-        finite = [m for m in means if m == m]
-        if finite and metric.endswith("acc"):
-            low = min(m - s for m, s in zip(means, stds, strict=True) if m == m)
-            ax.set_ylim(max(0.0, low - 0.05), min(1.0, max(finite) + 0.05) + 0.01)
+        if lows and metric.endswith("acc"):
+            ax.set_ylim(max(0.0, min(lows) - 0.03), min(1.0, max(highs) + 0.01))
         ax.grid(axis="y", alpha=0.3)
+    if len(hues) > 1:
+        axes.flat[0].legend(fontsize=7)
     fig.suptitle(
         f"{report.sweep_dir.parent.name}/{report.sweep_dir.name}  (mean ± std over seeds)", fontsize=9
     )
@@ -183,10 +311,12 @@ def print_table(report: SweepReport) -> None:
     rows = report.rows()
     table = Table(caption="mean ± sample std over seeds; n = finished seeds")
     for column in rows[0]:
-        table.add_column(column, justify="left" if column == list(rows[0])[0] else "right")
+        table.add_column(column, justify="left" if column == list(rows[0])[0] else "right", no_wrap=True)
     for row in rows:
         table.add_row(*row.values())
-    console = Console(width=max(100, Console().width))
+    # never wrap cells: the table is as wide as its content, whatever the terminal (or a log file) offers
+    needed = sum(max(len(column), *(len(row[column]) for row in rows)) + 3 for column in rows[0]) + 1
+    console = Console(width=max(needed, Console().width))
     console.print(f"[bold]Sweep[/bold] {report.sweep_dir}")
     console.print(table)
     if report.missing:
@@ -203,21 +333,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--metrics",
         nargs="+",
-        default=list(DEFAULT_METRICS),
-        help="metrics to summarise (default: %(default)s)",
+        help="metrics to summarise (default: the sweep config's report.metrics, else test/acc test/ece)",
     )
     args = parser.parse_args(argv)
     try:
         sweep_dir = find_sweep(args.path)
-        report = collect(sweep_dir, args.metrics)
+        report = collect(sweep_dir, args.metrics or sweep_metrics(sweep_dir))
     except FileNotFoundError as error:
         print(f"dlab-report: error: {error}", file=sys.stderr)
         return 2
     print_table(report)
+    written = ["report.md", "report.csv", "report.png"]
+    if write_reliability_grid(report, sweep_dir / "report_reliability.png"):
+        written.append("report_reliability.png")
     write_markdown(report, sweep_dir / "report.md")
     write_csv(report, sweep_dir / "report.csv")
     write_plot(report, sweep_dir / "report.png")
-    print(f"wrote {sweep_dir / 'report.md'}, report.csv, report.png")
+    print(f"wrote {', '.join(written)} in {sweep_dir}")
     return 0
 
 

@@ -103,3 +103,30 @@ def test_bad_folders_are_refused_with_a_message(tmp_path, capsys, make):
     assert report.main([str(target)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dlab-report: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_metrics_default_to_the_sweep_configs_report_section(sweep, capsys):
+    folder, _ = sweep
+    (folder / "multirun.yaml").write_text("report:\n  metrics: [test/ece, test/teacher_acc]\n")
+    assert report.sweep_metrics(folder) == ["test/ece", "test/teacher_acc"]
+    assert report.main([str(folder)]) == 0
+    markdown = (folder / "report.md").read_text()
+    assert "| divergence | n | test/ece | test/teacher_acc |" in markdown
+    assert "| kl | 3 | 0.2000 ± 0.1000 | — |" in markdown  # a metric no run logged is shown as missing
+
+
+def test_reliability_bins_are_pooled_over_seeds(tmp_path):
+    bins = {"edges": [0.0, 0.5, 1.0], "count": [2, 2], "confidence": [0.4, 0.9], "accuracy": [0.5, 1.0]}
+    other = {"edges": [0.0, 0.5, 1.0], "count": [0, 4], "confidence": [0.0, 0.8], "accuracy": [0.0, 0.5]}
+    for num, content in enumerate((bins, other)):
+        _job(tmp_path, num, ["method=dml", f"seed={num}"], {"test/acc": 0.5}, num)
+        (tmp_path / str(num) / "reliability.json").write_text(json.dumps({"model": content}))
+    (group,) = report.collect(tmp_path, ["test/acc"]).groups
+    pooled = report.pooled_reliability(group)["model"]
+    assert pooled["count"] == [2, 6]
+    assert pooled["confidence"][1] == pytest.approx((2 * 0.9 + 4 * 0.8) / 6)
+    assert pooled["accuracy"][1] == pytest.approx((2 * 1.0 + 4 * 0.5) / 6)
+    expected_ece = (2 * abs(0.5 - 0.4) + 6 * abs(4 / 6 - 5 / 6)) / 8
+    assert pooled["ece"] == pytest.approx(expected_ece)
+    assert report.write_reliability_grid(report.collect(tmp_path, ["test/acc"]), tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"

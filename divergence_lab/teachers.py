@@ -33,6 +33,16 @@ from divergence_lab.models import build_network
 log = logging.getLogger(__name__)
 
 
+def teacher_data_config(teacher_cfg: DictConfig, data_cfg: DictConfig) -> DictConfig:
+    """The data config the teacher trains on: the run's, with the teacher's own ``batch_size`` if it sets one.
+
+    So a sweep over the student's batch size still shares one teacher.
+    """
+    if "batch_size" not in teacher_cfg:
+        return data_cfg
+    return OmegaConf.merge(data_cfg, {"batch_size": teacher_cfg.batch_size})
+
+
 def teacher_key(teacher_cfg: DictConfig, data_cfg: DictConfig) -> str:
     """Stable 16-hex-digit key of everything that determines the trained teacher."""
     payload = {
@@ -49,6 +59,7 @@ def load_or_train_teacher(
     trainer_kwargs: dict[str, Any],
 ) -> nn.Module:
     """Return the frozen teacher described by ``teacher_cfg``, training and caching it when missing."""
+    data_cfg = teacher_data_config(teacher_cfg, data_cfg)
     key = teacher_key(teacher_cfg, data_cfg)
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)

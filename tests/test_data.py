@@ -102,3 +102,20 @@ def test_epoch_sampler_order_is_a_function_of_seed_and_epoch():
     b.set_epoch(1)
     assert list(a) == list(b)
     assert list(EpochSeededSampler(50, seed=2)) != first
+
+
+def test_label_noise_flips_exactly_the_requested_fraction_of_training_labels_only():
+    clean = _setup(DigitsDataModule())
+    noisy = _setup(DigitsDataModule(label_noise=0.2, noise_seed=1))
+    y_clean, y_noisy = clean.splits["train"].tensors[1], noisy.splits["train"].tensors[1]
+    flipped = (y_clean != y_noisy).sum().item()
+    assert flipped == round(0.2 * len(y_clean))
+    assert torch.equal(clean.splits["test"].tensors[1], noisy.splits["test"].tensors[1])
+    assert torch.equal(clean.splits["val"].tensors[1], noisy.splits["val"].tensors[1])
+    again = _setup(DigitsDataModule(label_noise=0.2, noise_seed=1))
+    assert torch.equal(again.splits["train"].tensors[1], y_noisy)
+
+
+def test_label_noise_out_of_range_is_refused():
+    with pytest.raises(ValueError, match=r"data.label_noise must be in \[0, 1\)"):
+        DigitsDataModule(label_noise=1.0)

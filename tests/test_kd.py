@@ -117,3 +117,12 @@ def test_concurrent_jobs_wait_on_the_lock_and_train_the_teacher_once(tmp_path):
         assert worker.exitcode == 0
     assert len(log.read_text().splitlines()) == 1
     assert len(list((tmp_path / "cache").glob("*/teacher.pt"))) == 1
+
+
+def test_student_batch_size_does_not_change_the_teacher():
+    teacher, data = _teacher_config()
+    small = OmegaConf.merge(data, {"batch_size": 16})
+    assert teachers.teacher_key(
+        teacher, teachers.teacher_data_config(teacher, small)
+    ) == teachers.teacher_key(teacher, teachers.teacher_data_config(teacher, data))
+    assert teachers.teacher_data_config(teacher, small).batch_size == teacher.batch_size

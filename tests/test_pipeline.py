@@ -98,3 +98,17 @@ def test_wandb_offline_run_is_written_with_the_run_id(tmp_path, tiny_overrides, 
     files = list((run_dir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
     assert len(files) == 1 and files[0].stat().st_size > 0
     assert json.loads((run_dir / "metrics.json").read_text())["divergence"] == "rkl"
+
+
+def test_online_distillation_reports_student_and_teacher_calibration(tmp_path):
+    record, run_dir = run_training(
+        tmp_path, ["experiment=bdkd_digits", "trainer.max_epochs=2", "method.teacher.model.hidden=[32]"]
+    )
+    assert record["method"] == "bdkd" and record["divergence"] is None
+    for prefix in ("test/", "test/teacher_"):
+        for name in ("acc", "ece", "nll", "brier"):
+            assert 0.0 <= record["metrics"][prefix + name] < 10
+    curves = json.loads((run_dir / "reliability.json").read_text())
+    assert set(curves) == {"model", "teacher"}
+    assert abs(curves["model"]["ece"] - record["metrics"]["test/ece"]) < 1e-5
+    assert (run_dir / "reliability.png").is_file()

@@ -8,11 +8,18 @@ Public API::
     values = d(student_logits, teacher_logits, mask=None)   # (N,) per-row values, no reduction
 
 See :mod:`divergence_lab.divergences.base` for the calling convention, dtype rules, masks and the
-``kind`` mechanism; member formulas are in the class docstrings of ``fdivergences``, ``families`` and
-``transport``. Importing this package needs only torch.
+``kind`` mechanism; member formulas are in the class docstrings of ``fdivergences``, ``families``,
+``transport``, ``supervised`` (need labels: ``pld``, ``dkd``) and ``batchwise`` (need the whole batch:
+``sinkhorn_batch``, ``dist``). Importing this package needs only torch.
 """
 
-from divergence_lab.divergences import families, fdivergences, transport  # noqa: F401  (registration)
+from divergence_lab.divergences import (  # noqa: F401  (registration)
+    batchwise,
+    families,
+    fdivergences,
+    supervised,
+    transport,
+)
 from divergence_lab.divergences.base import Divergence, PointwiseDivergence, build, names, register
 
 __all__ = ["Divergence", "PointwiseDivergence", "build", "names", "register"]

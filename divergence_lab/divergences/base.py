@@ -20,13 +20,16 @@ Kinds
 * ``"pointwise"``: row i depends only on student row i and teacher row i. Members subclass
   :class:`PointwiseDivergence` and implement ``_pointwise(log_p, log_q) -> Tensor[N]``; the base class does
   validation, temperature, log-softmax, masking and the T² factor.
-* ``"batch"`` (reserved, none implemented yet): row values may depend on the whole batch, e.g. SinKD's
+* ``"batch"`` (``sinkhorn_batch``, ``dist``): row values may depend on the whole batch, e.g. SinKD's
   sample-level OT between the rows of a batch. Such members subclass :class:`Divergence` directly and
   override ``_compute(student, teacher, mask, **extra)``; they must exclude masked rows themselves (the
   base class only zeroes their output).
-* ``"ranking"`` (reserved, none implemented yet): needs extra per-row inputs such as integer labels, e.g.
+* ``"ranking"`` (``pld``): needs extra per-row inputs such as integer labels, e.g.
   a Plackett-Luce ranking loss. Such members list the extra keyword inputs in ``requires`` (for example
   ``requires = ("labels",)``) and receive them in ``_compute`` as keyword arguments.
+
+* ``"labelled"``: row i depends on rows i and on its label (``requires = ("labels",)``), e.g. DKD's
+  target / non-target decomposition.
 
 ``__call__`` accepts ``**extra`` keyword inputs only if their names are exactly the member's ``requires``
 tuple (empty for pointwise members), so a training loop can pass ``labels=y`` to members whose
@@ -65,7 +68,7 @@ __all__ = [
     "register",
 ]
 
-KINDS = ("pointwise", "batch", "ranking")
+KINDS = ("pointwise", "batch", "ranking", "labelled")
 MODES = ("mass-covering", "mode-seeking", "neither")
 
 _REGISTRY: dict[str, type[Divergence]] = {}

@@ -56,13 +56,13 @@ def _to_nested(value: Any) -> Any:
     return value
 
 
-def sinkhorn_log(log_a: Tensor, log_b: Tensor, cost: Tensor, epsilon: float, iters: int) -> Tensor:
-    """Transport cost ⟨Π, M⟩ of the entropic plan between rows of a and b, batched over rows.
+def entropic_log_plan(log_a: Tensor, log_b: Tensor, cost: Tensor, epsilon: float, iters: int) -> Tensor:
+    """log Π of the entropic plans between rows of a and b, batched over rows: shape (B, C, C).
 
     ``log_a``, ``log_b``: (B, C) log-marginals (Π 1 = a, Πᵀ 1 = b); ``cost``: (C, C) ground cost M.
     With scaled potentials u, v the plan is Π_ij = a_i b_j exp(u_i + v_j − M_ij/ε) and each iteration is
-    u ← −logsumexp_j(log b_j + v_j − M_ij/ε), v ← −logsumexp_i(log a_i + u_i − M_ij/ε), i.e. the usual
-    f = ε u, g = ε v updates. After the last step the column marginal is exact.
+    u ← −logsumexp_j(log b_j + v_j − M_ij/ε) (rows first), then v ← −logsumexp_i(log a_i + u_i − M_ij/ε),
+    i.e. the usual f = ε u, g = ε v updates. After the last step the column marginal is exact.
     """
     log_a = log_a.clamp_min(LOG_PROB_FLOOR)
     log_b = log_b.clamp_min(LOG_PROB_FLOOR)
@@ -72,8 +72,12 @@ def sinkhorn_log(log_a: Tensor, log_b: Tensor, cost: Tensor, epsilon: float, ite
     for _ in range(iters):
         u = -torch.logsumexp((log_b + v)[:, None, :] + kernel, dim=-1)
         v = -torch.logsumexp((log_a + u)[:, :, None] + kernel, dim=-2)
-    log_plan = (log_a + u)[:, :, None] + (log_b + v)[:, None, :] + kernel
-    return (log_plan.exp() * cost).sum(dim=(-2, -1))
+    return (log_a + u)[:, :, None] + (log_b + v)[:, None, :] + kernel
+
+
+def sinkhorn_log(log_a: Tensor, log_b: Tensor, cost: Tensor, epsilon: float, iters: int) -> Tensor:
+    """Transport cost ⟨Π, M⟩ of the entropic plans of :func:`entropic_log_plan`, one value per row."""
+    return (entropic_log_plan(log_a, log_b, cost, epsilon, iters).exp() * cost).sum(dim=(-2, -1))
 
 
 class _SinkhornBase(PointwiseDivergence):

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from divergence_lab import divergences
 from divergence_lab.methods.classifier import ClassifierModule, make_optimizer
+from divergence_lab.methods.kd import configured_divergence
 from divergence_lab.models import build_network
 
 BALANCE_RULES = ("entropy_ratio", "sigmoid_gap", "inverted", "fixed")
@@ -171,15 +172,18 @@ def build(cfg: DictConfig, datamodule: Any) -> BalancedOnlineDistillation:
     method = cfg.method
     temperature = method.temperature
 
-    def divergence(name: str) -> divergences.Divergence:
-        return divergences.build(name, temperature=temperature, t_squared=True)
+    def divergence(role: str) -> divergences.Divergence:
+        name = method.divergences[role]
+        return configured_divergence(
+            f"method.divergences.{role}", name, temperature=temperature, t_squared=True
+        )
 
     return BalancedOnlineDistillation(
         net=build_network(cfg.model, datamodule),
         teacher=build_network(method.teacher.model, datamodule),
-        forward_divergence=divergence(method.divergences.forward),
-        reverse_divergence=divergence(method.divergences.reverse),
-        teacher_divergence=divergence(method.divergences.teacher),
+        forward_divergence=divergence("forward"),
+        reverse_divergence=divergence("reverse"),
+        teacher_divergence=divergence("teacher"),
         balance=method.balance,
         lambda_student=method.lambda_student,
         lambda_teacher=method.lambda_teacher,

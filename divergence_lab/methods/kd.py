@@ -51,12 +51,25 @@ class DistillationModule(ClassifierModule):
         with torch.no_grad():
             return self.teacher(x)
 
+    def distillation(self, student: Tensor, teacher: Tensor, y: Tensor) -> Tensor:
+        """Batch mean of the registry divergence; members that need labels (``dkd``, ``pld``) get ``y``."""
+        extra = {"labels": y} if "labels" in self.divergence.requires else {}
+        return self.divergence(student, teacher, **extra).mean()
+
     def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         student = self(x)
         ce = F.cross_entropy(student, y)
-        distill = self.divergence(student, self.teacher_logits(x)).mean()
+        distill = self.distillation(student, self.teacher_logits(x), y)
         loss = (1.0 - self.alpha) * ce + self.alpha * distill
         return {"loss": loss, "ce": ce.detach(), "distill": distill.detach()}
+
+
+def configured_divergence(key: str, name: str, **params: Any) -> divergences.Divergence:
+    """The registry member configured at ``key``; a refusal names the key (``method.sinkhorn: ...``)."""
+    try:
+        return divergences.build(name, **params)
+    except ValueError as error:
+        raise ValueError(f"{key}: {error}") from None
 
 
 def build_teacher(cfg: DictConfig) -> nn.Module:

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 STUDY  ?= kd_divergences
 
-.PHONY: install demo sweep test test-fast lint clean
+.PHONY: install demo sweep test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -34,3 +34,6 @@ lint: install
 
 clean:
 	rm -rf outputs build dist *.egg-info .pytest_cache
+
+bench: install
+	$(BIN)/python -m benchmarks.run

@@ -59,6 +59,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from divergence_lab.divergences.fused import AUTO_FUSED_ELEMENTS, _no_closed_form, fused_call
+
 __all__ = [
     "Divergence",
     "Param",
@@ -256,21 +258,50 @@ class Divergence:
         raise NotImplementedError
 
 
+EXECUTION_PARAMS: dict[str, Param] = {
+    "execution": Param(
+        "auto",
+        one_of("auto", "fused", "plain"),
+        "fused chunked path: auto (from 2^22 elements), always, never",
+    ),
+    "chunk_rows": Param(0, integer_at_least(0), "rows per block of the fused path (0: about 2^19 elements)"),
+}
+
+
 class PointwiseDivergence(Divergence):
     """Base of ``kind="pointwise"`` members: implement ``_pointwise(log_p, log_q) -> Tensor[N]``.
 
     ``log_p = log_softmax(teacher / T)`` and ``log_q = log_softmax(student / T)`` are finite for finite
     logits. Masked rows are replaced by zero logits before the computation (a harmless uniform pair), so
     whatever they contain cannot leak NaN into values or gradients.
+
+    Large inputs run through the chunked, fused path of :mod:`divergence_lab.divergences.fused`
+    (``execution="auto"`` from 2^22 elements, ``"fused"`` always, ``"plain"`` never); members with a
+    closed-form gradient also implement ``_fused(a, b) -> (value, ∂value/∂a, ∂value/∂b)`` on scaled logits
+    a = student/T, b = teacher/T.
     """
 
     kind: ClassVar[str] = "pointwise"
+    execution: str
+    chunk_rows: int
+    _fused = _no_closed_form
+
+    @classmethod
+    def accepted_params(cls) -> dict[str, Param]:
+        return {**COMMON_PARAMS, **EXECUTION_PARAMS, **cls.param_specs}
+
+    def uses_fused_path(self, student: Tensor) -> bool:
+        if self.execution == "auto":
+            return student.numel() >= AUTO_FUSED_ELEMENTS
+        return self.execution == "fused"
 
     def _compute(self, student: Tensor, teacher: Tensor, mask: Tensor | None, **extra: Any) -> Tensor:
         if mask is not None:
             keep = mask[:, None]
             student = torch.where(keep, student, torch.zeros_like(student))
             teacher = torch.where(keep, teacher, torch.zeros_like(teacher))
+        if self.uses_fused_path(student):
+            return fused_call(self, student, teacher, self.chunk_rows)
         log_p = torch.log_softmax(teacher / self.temperature, dim=-1)
         log_q = torch.log_softmax(student / self.temperature, dim=-1)
         return self._pointwise(log_p, log_q)

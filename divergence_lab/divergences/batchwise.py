@@ -24,7 +24,7 @@ from divergence_lab.divergences.base import (
     positive_number,
     register,
 )
-from divergence_lab.divergences.transport import entropic_log_plan
+from divergence_lab.divergences.transport import GRADIENTS, entropic_log_plan
 
 
 class BatchDivergence(Divergence):
@@ -55,7 +55,8 @@ class SinkhornBatch(BatchDivergence):
     distributions, and ``values.sum()`` equals the official code's loss (whose plan has mass B).
     ``solver``: ``log`` (default; log-domain updates, stable for any ε) or ``multiplicative`` (the paper's
     code: K = exp(−W/ε), alternately divided by its row and column sums; underflows for small ε).
-    Gradients flow through the cost and the unrolled iterations (Π is not detached), as in the paper.
+    ``gradient``: ``unroll`` (default, as the paper: through the cost and the unrolled iterations) or
+    ``envelope`` (Π held fixed, gradient through the cost only: ∂OT_ε/∂W = Π*).
     Defaults follow the code: T = 2, ε = 0.1, 20 iterations, no T² factor. Symmetric under swapping the
     two sides; mode "neither"; range [0, 2]. Stability: the cost is built from probabilities (bounded); the
     log solver never forms exp(−W/ε) itself. Memory O(iters · B²).
@@ -70,10 +71,14 @@ class SinkhornBatch(BatchDivergence):
         "epsilon": Param(0.1, positive_number(), "entropic regularisation"),
         "iters": Param(20, integer_at_least(1), "Sinkhorn iterations"),
         "solver": Param("log", one_of("log", "multiplicative"), "log-domain or the paper's scaling"),
+        "gradient": Param(
+            "unroll", one_of(*GRADIENTS), "through the iterations, or envelope (plan held fixed)"
+        ),
     }
     epsilon: float
     iters: int
     solver: str
+    gradient: str
 
     def cost_matrix(self, student: Tensor, teacher: Tensor) -> Tensor:
         """W_ij = ‖softmax(s_i/T) − softmax(t_j/T)‖₁, shape (B, B)."""
@@ -95,7 +100,12 @@ class SinkhornBatch(BatchDivergence):
 
     def _batch(self, student: Tensor, teacher: Tensor) -> Tensor:
         cost = self.cost_matrix(student, teacher)
-        return student.shape[0] * (self.plan(cost) * cost).sum(1)
+        if self.gradient == "envelope":  # ∂OT_ε/∂W = Π*: the plan is a constant for the gradient
+            with torch.no_grad():
+                plan = self.plan(cost.detach())
+        else:
+            plan = self.plan(cost)
+        return student.shape[0] * (plan * cost).sum(1)
 
 
 def _pearson(a: Tensor, b: Tensor, dim: int, eps: float = 1e-8) -> Tensor:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from divergence_lab.divergences.base import Param, PointwiseDivergence, number_in, register
+from divergence_lab.divergences.fused import centred, row_dot, softmax_and_log
 
 LOG2 = math.log(2.0)
 
@@ -61,6 +62,15 @@ class ForwardKL(PointwiseDivergence):
     def _pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return kl_from_logs(log_p, log_q)
 
+    def _fused(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """∂/∂a = q − p;  ∂/∂b = p ⊙ (log p − log q − KL)."""
+        q, log_q = softmax_and_log(a)
+        p, log_p = softmax_and_log(b)
+        log_ratio = log_p.sub_(log_q)
+        value = row_dot(p, log_ratio)
+        grad_b = log_ratio.sub_(value[:, None]).mul_(p)
+        return value, q.sub_(p), grad_b
+
 
 @register("rkl")
 class ReverseKL(PointwiseDivergence):
@@ -77,6 +87,15 @@ class ReverseKL(PointwiseDivergence):
 
     def _pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return kl_from_logs(log_q, log_p)
+
+    def _fused(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """∂/∂a = q ⊙ (log q − log p − KL);  ∂/∂b = p − q."""
+        q, log_q = softmax_and_log(a)
+        p, log_p = softmax_and_log(b)
+        log_ratio = log_q.sub_(log_p)
+        value = row_dot(q, log_ratio)
+        grad_a = log_ratio.sub_(value[:, None]).mul_(q)
+        return value, grad_a, p.sub_(q)
 
 
 @register("js")
@@ -95,6 +114,20 @@ class JensenShannon(PointwiseDivergence):
     def _pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         log_m = torch.logaddexp(log_p, log_q) - LOG2
         return 0.5 * (kl_from_logs(log_p, log_m) + kl_from_logs(log_q, log_m))
+
+    def _fused(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """With g = ½(log q − log m), h = ½(log p − log m): ∂/∂a = q ⊙ (g − ⟨q, g⟩), ∂/∂b = p ⊙ (h − ⟨p, h⟩).
+
+        log m = log(½(p + q)) from the probabilities; where both underflow to 0 it is floored at the
+        smallest normal number, which only ever multiplies a zero probability.
+        """
+        q, log_q = softmax_and_log(a)
+        p, log_p = softmax_and_log(b)
+        log_m = torch.add(p, q).mul_(0.5).clamp_min_(torch.finfo(p.dtype).tiny).log_()
+        g = log_q.sub_(log_m).mul_(0.5)
+        h = log_p.sub_(log_m).mul_(0.5)
+        value = row_dot(q, g) + row_dot(p, h)
+        return value, centred(q, g), centred(p, h)
 
 
 @register("gjs")
@@ -203,6 +236,16 @@ class TotalVariation(PointwiseDivergence):
     def _pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return 0.5 * (log_p.exp() - log_q.exp()).abs().sum(-1)
 
+    def _fused(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """With s = sign(p − q) (0 where equal, as autograd's ``abs``): ∂/∂a = q ⊙ (−s/2 − ⟨q, −s/2⟩), ∂/∂b
+        = p ⊙ (s/2 − ⟨p, s/2⟩)."""
+        q, _ = softmax_and_log(a)
+        p, _ = softmax_and_log(b)
+        difference = p - q
+        value = 0.5 * difference.abs().sum(-1)
+        half_sign = difference.sign_().mul_(0.5)
+        return value, centred(q, -half_sign), centred(p, half_sign)
+
 
 @register("hellinger")
 class Hellinger(PointwiseDivergence):
@@ -222,6 +265,19 @@ class Hellinger(PointwiseDivergence):
     def _pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         log_bc = torch.logsumexp(0.5 * (log_p + log_q), dim=-1)
         return (-torch.expm1(log_bc)).clamp_min(0.0)
+
+    def _fused(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """With r = √(pq) and BC = Σ r: ∂/∂a = −½(r − q·BC), ∂/∂b = −½(r − p·BC) (0 where clamped)."""
+        q, log_q = softmax_and_log(a)
+        p, log_p = softmax_and_log(b)
+        root = log_p.add_(log_q).mul_(0.5).exp_()
+        log_bc = root.sum(-1).log()
+        value = (-torch.expm1(log_bc)).clamp_min(0.0)
+        active = (value > 0).to(root.dtype)[:, None] * -0.5
+        bc = log_bc.exp()[:, None]
+        grad_a = (root - q * bc).mul_(active)
+        grad_b = root.sub_(p.mul_(bc)).mul_(active)
+        return value, grad_a, grad_b
 
 
 def _min_prob_param() -> Param:

@@ -2,8 +2,9 @@
 
 Both are pointwise members: for every row, p = softmax(teacher/T) and q = softmax(student/T) are coupled
 over the C classes with a ground cost M (C×C). The solver is a batched, log-domain Sinkhorn iteration with
-a fixed number of steps, differentiated by autograd through the unrolled iterations. Memory is
-O(iters · N · C²), which is meant for class-level problems (C up to a few hundred), not LLM vocabularies.
+a fixed iteration budget (optionally stopping at a tolerance). The updates are stabilised matrix products
+with K = exp(−M/ε) where K is representable, logsumexp otherwise. Gradients come from unrolling the
+iterations (memory O(iters · N · C) plus the final N · C² plan) or from the dual potentials (envelope).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from divergence_lab.divergences.base import (
     PointwiseDivergence,
     boolean,
     integer_at_least,
+    number_in,
+    one_of,
     positive_number,
     register,
 )
@@ -56,28 +59,103 @@ def _to_nested(value: Any) -> Any:
     return value
 
 
-def entropic_log_plan(log_a: Tensor, log_b: Tensor, cost: Tensor, epsilon: float, iters: int) -> Tensor:
-    """log Π of the entropic plans between rows of a and b, batched over rows: shape (B, C, C).
+#: Matrix-product updates need every kernel entry exp(−M/ε) to be a normal floating-point number; above
+#: this max(M)/ε the solver uses logsumexp updates instead (exp(−80) ≈ 1.8e-35 > float32's 1.2e-38).
+MATMUL_MAX_COST_OVER_EPSILON = {torch.float32: 80.0, torch.float64: 700.0}
+#: With a tolerance, the marginal error is checked every this many iterations.
+TOLERANCE_CHECK_EVERY = 10
+GRADIENTS = ("unroll", "envelope")
 
-    ``log_a``, ``log_b``: (B, C) log-marginals (Π 1 = a, Πᵀ 1 = b); ``cost``: (C, C) ground cost M.
-    With scaled potentials u, v the plan is Π_ij = a_i b_j exp(u_i + v_j − M_ij/ε) and each iteration is
-    u ← −logsumexp_j(log b_j + v_j − M_ij/ε) (rows first), then v ← −logsumexp_i(log a_i + u_i − M_ij/ε),
-    i.e. the usual f = ε u, g = ε v updates. After the last step the column marginal is exact.
+
+def _log_kernel_product(log_x: Tensor, kernel: Tensor) -> Tensor:
+    """log Σ_j exp(log_x[r, j]) · K[i, j] for every row r and i, as one stabilised matrix product."""
+    top = log_x.amax(dim=-1, keepdim=True)
+    return top + ((log_x - top).exp() @ kernel.transpose(-1, -2)).log()
+
+
+def sinkhorn_potentials(
+    log_a: Tensor, log_b: Tensor, cost: Tensor, epsilon: float, iters: int, tol: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """Scaled dual potentials (u, v) of the entropic OT between the rows of a and b, batched over rows.
+
+    ``log_a``, ``log_b``: (B, C) log-marginals; ``cost``: (C, C) ground cost M shared by all rows. The plan
+    is Π_ij = a_i b_j exp(u_i + v_j − M_ij/ε); f = ε u and g = ε v are the usual dual potentials.
+    Update order (fixed): u ← −log Σ_j b_j e^{v_j} K_ij (rows), then v ← −log Σ_i a_i e^{u_i} K_ij
+    (columns), with K = exp(−M/ε); after every full iteration the column marginal is exact. The sums are
+    stabilised matrix products when max(M)/ε keeps K representable, logsumexp otherwise. ``iters`` is
+    the iteration budget; with ``tol > 0`` the loop stops early once the row marginal's largest absolute
+    error is below ``tol`` (checked every 10 iterations).
     """
     log_a = log_a.clamp_min(LOG_PROB_FLOOR)
     log_b = log_b.clamp_min(LOG_PROB_FLOOR)
-    kernel = -cost / epsilon  # (C, C)
+    limit = MATMUL_MAX_COST_OVER_EPSILON.get(cost.dtype, 80.0)
+    if float(cost.detach().max()) / epsilon <= limit:
+        kernel = torch.exp(-cost / epsilon)
+
+        def rows(log_x: Tensor) -> Tensor:
+            return _log_kernel_product(log_x, kernel)
+
+        def columns(log_x: Tensor) -> Tensor:
+            return _log_kernel_product(log_x, kernel.transpose(-1, -2))
+    else:
+        log_kernel = -cost / epsilon
+
+        def rows(log_x: Tensor) -> Tensor:
+            return torch.logsumexp(log_x[..., None, :] + log_kernel, dim=-1)
+
+        def columns(log_x: Tensor) -> Tensor:
+            return torch.logsumexp(log_x[..., :, None] + log_kernel, dim=-2)
+
     u = torch.zeros_like(log_a)
     v = torch.zeros_like(log_b)
-    for _ in range(iters):
-        u = -torch.logsumexp((log_b + v)[:, None, :] + kernel, dim=-1)
-        v = -torch.logsumexp((log_a + u)[:, :, None] + kernel, dim=-2)
-    return (log_a + u)[:, :, None] + (log_b + v)[:, None, :] + kernel
+    for step in range(1, iters + 1):
+        u = -rows(log_b + v)
+        v = -columns(log_a + u)
+        if tol > 0 and step % TOLERANCE_CHECK_EVERY == 0:
+            row_marginal = (log_a + u + rows(log_b + v)).exp()
+            if float((row_marginal - log_a.exp()).abs().max()) < tol:
+                break
+    return u, v
 
 
-def sinkhorn_log(log_a: Tensor, log_b: Tensor, cost: Tensor, epsilon: float, iters: int) -> Tensor:
-    """Transport cost ⟨Π, M⟩ of the entropic plans of :func:`entropic_log_plan`, one value per row."""
-    return (entropic_log_plan(log_a, log_b, cost, epsilon, iters).exp() * cost).sum(dim=(-2, -1))
+def entropic_log_plan(
+    log_a: Tensor, log_b: Tensor, cost: Tensor, epsilon: float, iters: int, tol: float = 0.0
+) -> Tensor:
+    """log Π of the entropic plans between rows of a and b, batched over rows: shape (B, C, C)."""
+    u, v = sinkhorn_potentials(log_a, log_b, cost, epsilon, iters, tol)
+    log_a = log_a.clamp_min(LOG_PROB_FLOOR)
+    log_b = log_b.clamp_min(LOG_PROB_FLOOR)
+    return (log_a + u)[..., :, None] + (log_b + v)[..., None, :] - cost / epsilon
+
+
+def sinkhorn_log(
+    log_a: Tensor,
+    log_b: Tensor,
+    cost: Tensor,
+    epsilon: float,
+    iters: int,
+    tol: float = 0.0,
+    gradient: str = "unroll",
+) -> Tensor:
+    """Transport cost ⟨Π, M⟩ of the entropic plans, one value per row.
+
+    ``gradient="unroll"`` differentiates through every iteration. ``"envelope"`` solves without a graph
+    and passes the dual potentials as the gradient w.r.t. the marginals (∂OT_ε/∂a = f = ε u,
+    ∂OT_ε/∂b = g = ε v: the envelope theorem for the regularised cost, which the transport cost
+    approaches as ε → 0); memory then no longer grows with ``iters``.
+    """
+    if gradient == "unroll":
+        return (entropic_log_plan(log_a, log_b, cost, epsilon, iters, tol).exp() * cost).sum(dim=(-2, -1))
+    with torch.no_grad():
+        u, v = sinkhorn_potentials(log_a, log_b, cost, epsilon, iters, tol)
+        log_plan = (
+            (log_a.clamp_min(LOG_PROB_FLOOR) + u)[..., :, None]
+            + (log_b.clamp_min(LOG_PROB_FLOOR) + v)[..., None, :]
+            - cost / epsilon
+        )
+        value = (log_plan.exp() * cost).sum(dim=(-2, -1))
+    surrogate = (log_a.exp() * (epsilon * u)).sum(-1) + (log_b.exp() * (epsilon * v)).sum(-1)
+    return value + surrogate - surrogate.detach()
 
 
 class _SinkhornBase(PointwiseDivergence):
@@ -89,11 +167,17 @@ class _SinkhornBase(PointwiseDivergence):
         "epsilon": Param(0.1, positive_number(), "entropic regularisation (in units of the cost)"),
         "iters": Param(50, integer_at_least(1), "number of Sinkhorn iterations"),
         "normalize_cost": Param(True, boolean(), "divide the cost matrix by its max"),
+        "tol": Param(0.0, number_in(0.0), "stop early once the row-marginal error is below tol (0: never)"),
+        "gradient": Param(
+            "unroll", one_of(*GRADIENTS), "unroll the iterations, or envelope (dual potentials)"
+        ),
     }
     cost: str | Tensor
     epsilon: float
     iters: int
     normalize_cost: bool
+    tol: float
+    gradient: str
 
     def _setup(self) -> None:
         if isinstance(self.cost, Tensor):
@@ -136,14 +220,16 @@ class Sinkhorn(_SinkhornBase):
     and informative even for disjoint supports. Range [0, max M]; note it is NOT 0 at p = q (the entropic
     plan blurs mass off the diagonal) — use ``sinkhorn_div`` for a divergence that vanishes at p = q.
     Shapes: (N, C) -> (N,), memory O(iters·N·C²).
-    Stability: log-domain updates with log-probabilities floored at −1e4, so nothing is −inf; float32 is
-    fine for ε ≥ 0.05 with a normalised cost, use float64 for smaller ε. With few iterations the row
-    marginal of Π is only approximately p. Gradients flow by autograd through the unrolled iterations.
+    Stability: log-domain updates with log-probabilities floored at −1e4, so nothing is −inf; the
+    matrix-product form is used only while exp(−max M/ε) is a normal number (max M/ε ≤ 80 in float32,
+    700 in float64), logsumexp beyond. With few iterations the row marginal of Π is only approximately p
+    (``tol`` > 0 stops once it is within tol). ``gradient``: ``unroll`` (autograd through the iterations,
+    default) or ``envelope`` (the dual potentials; no graph through the loop).
     """
 
     def _pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         cost = self.cost_matrix(log_p.shape[-1], log_p.dtype, log_p.device)
-        return sinkhorn_log(log_p, log_q, cost, self.epsilon, self.iters)
+        return sinkhorn_log(log_p, log_q, cost, self.epsilon, self.iters, self.tol, self.gradient)
 
 
 @register("sinkhorn_div")
@@ -165,5 +251,5 @@ class SinkhornDivergence(_SinkhornBase):
         cost = self.cost_matrix(log_p.shape[-1], log_p.dtype, log_p.device)
         log_a = torch.cat([log_p, log_p, log_q])
         log_b = torch.cat([log_q, log_p, log_q])
-        ot = sinkhorn_log(log_a, log_b, cost, self.epsilon, self.iters)
+        ot = sinkhorn_log(log_a, log_b, cost, self.epsilon, self.iters, self.tol, self.gradient)
         return ot[:n] - 0.5 * ot[n : 2 * n] - 0.5 * ot[2 * n :]

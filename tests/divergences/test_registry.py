@@ -88,7 +88,13 @@ def test_metadata() -> None:
 def test_params_are_stored() -> None:
     d = divergences.build("gjs", beta=0.25, temperature=2, t_squared=False)
     assert d.beta == 0.25 and d.temperature == 2.0 and isinstance(d.temperature, float)
-    assert d.params == {"temperature": 2.0, "t_squared": False, "beta": 0.25}
+    assert d.params == {
+        "temperature": 2.0,
+        "t_squared": False,
+        "execution": "auto",
+        "chunk_rows": 0,
+        "beta": 0.25,
+    }
 
 
 def test_cost_matrix_from_omegaconf_list() -> None:
@@ -114,9 +120,10 @@ BUILD_ERRORS = [
     (
         ("kl",),
         {"foo": 1},
-        r"unknown parameter\(s\) foo for divergence 'kl'; accepted parameters: t_squared, te",
+        r"unknown parameter\(s\) foo for divergence 'kl'; "
+        r"accepted parameters: chunk_rows, execution, t_squared, temperature",
     ),
-    (("gjs",), {"alpha": 0.1}, r"accepted parameters: beta, t_squared, temperature"),
+    (("gjs",), {"alpha": 0.1}, r"accepted parameters: beta, chunk_rows, execution, t_squared, temperature"),
     (("kl",), {"temperature": -1.0}, r"^temperature must be a number > 0 \(got -1.0\)$"),
     (("kl",), {"temperature": 0}, r"temperature must be a number > 0 \(got 0\)"),
     (("kl",), {"temperature": "2"}, r"temperature must be a number > 0"),

@@ -1,0 +1,89 @@
+"""One divergence case: forward + backward (student side) of the batch mean, in this process.
+
+    python -m benchmarks.divergence_case <name> <impl> <rows> <classes> [repeats]
+
+impl: ``reference`` (plain autograd, log space, written here independently of the registry),
+``compiled`` (``torch.compile`` of the reference), ``ours`` (the registry member, fused path).
+Peak memory is measured once, before any timing, as the growth of the resident set over the inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.measure import current_rss_bytes, emit, median_time, peak_rss_bytes
+
+
+def reference(name: str, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    log_q = F.log_softmax(student, dim=-1)
+    log_p = F.log_softmax(teacher, dim=-1)
+    if name == "kl":
+        return (log_p.exp() * (log_p - log_q)).sum(-1)
+    if name == "rkl":
+        return (log_q.exp() * (log_q - log_p)).sum(-1)
+    if name == "js":
+        log_m = torch.logaddexp(log_p, log_q) - math.log(2.0)
+        return 0.5 * ((log_p.exp() * (log_p - log_m)).sum(-1) + (log_q.exp() * (log_q - log_m)).sum(-1))
+    if name == "tv":
+        return 0.5 * (log_p.exp() - log_q.exp()).abs().sum(-1)
+    if name == "hellinger":
+        return -torch.expm1(torch.logsumexp(0.5 * (log_p + log_q), dim=-1))
+    raise ValueError(name)
+
+
+def main() -> None:
+    name, impl, rows, classes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    repeats = int(sys.argv[5]) if len(sys.argv) > 5 else 3
+    generator = torch.Generator().manual_seed(0)
+    student = (3 * torch.randn(rows, classes, generator=generator)).requires_grad_(True)
+    teacher = 3 * torch.randn(rows, classes, generator=generator)
+    compile_s = None
+    if impl == "ours":
+        from divergence_lab import divergences
+
+        divergence = divergences.build(name, execution="fused", t_squared=False)
+
+        def loss() -> torch.Tensor:
+            return divergence(student, teacher).mean()
+    else:
+        function = reference
+        if impl == "compiled":
+            function = torch.compile(reference, dynamic=False)
+
+        def loss() -> torch.Tensor:
+            return function(name, student, teacher).mean()
+
+    def step() -> None:
+        student.grad = None
+        loss().backward()
+
+    if impl == "compiled":
+        start = time.perf_counter()
+        step()  # compilation happens here (not part of the memory or time measurement)
+        compile_s = time.perf_counter() - start
+        student.grad = None
+    baseline = current_rss_bytes()
+    step()
+    extra = peak_rss_bytes() - baseline
+    seconds = median_time(step, repeats=repeats, warmup=0)
+    emit(
+        {
+            "name": name,
+            "impl": impl,
+            "rows": rows,
+            "classes": classes,
+            "seconds": seconds,
+            "extra_bytes": max(0, extra),
+            "gradient_bytes": student.numel() * student.element_size(),
+            "compile_seconds": compile_s,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""``make bench``: every case in a fresh process, results side by side with ratios, as Markdown tables.
+
+    python -m benchmarks.run [--only divergences sinkhorn startup train] [--skip-huge]
+
+Targets (from the project's performance goals) are checked and marked, never asserted: a benchmark
+reports, the tests decide correctness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+
+import torch
+
+DIVERGENCE_SIZES = [(256, 10), (4096, 100), (4096, 32000)]
+HUGE = (8192, 128000)
+TARGETED = ["kl", "rkl", "js", "tv", "hellinger"]
+SINKHORN_CASES = [(256, 10, 20), (256, 100, 100), (64, 1000, 50)]
+GIB = 1024**3
+
+
+def case(module: str, *args: object, timeout: int = 1800) -> dict | None:
+    """Run ``python -m benchmarks.<module> args`` and return its RESULT record (None if it failed)."""
+    command = [sys.executable, "-m", f"benchmarks.{module}", *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    for line in result.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+    print(f"  ! {' '.join(command[2:])} failed: {tail[0][:160]}", file=sys.stderr)
+    return None
+
+
+def fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return f"{seconds * 1e3:.2f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def ratio(value: float | None) -> str:
+    return f"{value:.2f}×" if value else "—"
+
+
+def mark(ok: bool) -> str:
+    return "✅" if ok else "❌"
+
+
+def divergences(skip_huge: bool) -> list[str]:
+    lines = [
+        "### Divergences: forward + backward of the batch mean (fp32, student side)",
+        "",
+        "| case | reference | torch.compile | ours | speed-up vs ref | vs compile | extra memory ours "
+        "(× one gradient) | extra memory ref | target |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for rows, classes in DIVERGENCE_SIZES:
+        repeats = 3 if rows * classes < 10**7 else 2
+        for name in TARGETED:
+            ref = case("divergence_case", name, "reference", rows, classes, repeats)
+            comp = case("divergence_case", name, "compiled", rows, classes, repeats)
+            ours = case("divergence_case", name, "ours", rows, classes, repeats)
+            if not (ref and ours):
+                lines.append(f"| {name} {rows}×{classes} | failed | | | | | | | |")
+                continue
+            speedup = ref["seconds"] / ours["seconds"]
+            vs_compile = comp["seconds"] / ours["seconds"] if comp else None
+            grad = ours["gradient_bytes"]
+            memory = ours["extra_bytes"] / grad
+            target = ""
+            if (rows, classes) == (4096, 32000):
+                ok = speedup >= 4 and (vs_compile is None or vs_compile >= 1) and memory <= 1.25
+                target = mark(ok)
+            lines.append(
+                f"| {name} {rows}×{classes} | {fmt_s(ref['seconds'])} | {fmt_s(comp and comp['seconds'])} | "
+                f"{fmt_s(ours['seconds'])} | {speedup:.1f}× | {ratio(vs_compile)} | "
+                f"{memory:.2f} | {ref['extra_bytes'] / grad:.2f} | {target} |"
+            )
+            print(lines[-1], flush=True)
+    if not skip_huge:
+        rows, classes = HUGE
+        for name in ("kl", "rkl", "js"):
+            ours = case("divergence_case", name, "ours", rows, classes, 1)
+            if ours:
+                extra = ours["extra_bytes"]
+                line = (
+                    f"| {name} {rows}×{classes} | not run | not run | {fmt_s(ours['seconds'])} | | | "
+                    f"{extra / ours['gradient_bytes']:.2f} ({extra / GIB:.1f} GiB) | | {mark(True)} |"
+                )
+            else:
+                line = f"| {name} {rows}×{classes} | | | failed | | | | | {mark(False)} |"
+            lines.append(line)
+            print(line, flush=True)
+    return lines
+
+
+def sinkhorn() -> list[str]:
+    lines = [
+        "### Sinkhorn: B per-row problems over C classes, fixed iterations, forward (ε = 0.1)",
+        "",
+        "| (B, C, iters) | POT loop | POT batched | ours | vs loop | vs batched "
+        "| rel. error ours / POT batched (vs converged) | target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for rows, classes, iters in SINKHORN_CASES:
+        loop = case("sinkhorn_case", "pot_loop", rows, classes, iters, 1)
+        batch = case("sinkhorn_case", "pot_batch", rows, classes, iters)
+        ours = case("sinkhorn_case", "ours", rows, classes, iters)
+        if not ours:
+            lines.append(f"| ({rows}, {classes}, {iters}) | failed | | | | | | |")
+            continue
+        vs_loop = loop["seconds"] / ours["seconds"] if loop else None
+        vs_batch = batch["seconds"] / ours["seconds"] if batch else None
+        target = ""
+        if (rows, classes, iters) == (256, 100, 100):
+            target = mark((vs_loop or 0) >= 15 and (vs_batch or 0) >= 1.3)
+        lines.append(
+            f"| ({rows}, {classes}, {iters}) | {fmt_s(loop and loop['seconds'])} "
+            f"| {fmt_s(batch and batch['seconds'])} | {fmt_s(ours['seconds'])} | {ratio(vs_loop)} | "
+            f"{ratio(vs_batch)} | {ours['rel_error']:.1e} / "
+            f"{batch['rel_error'] if batch else float('nan'):.1e} | {target} |"
+        )
+        print(lines[-1], flush=True)
+    return lines
+
+
+def startup() -> list[str]:
+    record = case("startup_case")
+    if not record:
+        return ["### Start-up", "", "failed"]
+    return [
+        "### Start-up (new processes, median of 3)",
+        "",
+        "| what | time | target |",
+        "|---|---|---|",
+        f"| `dlab --help` | {fmt_s(record['help_seconds'])} | {mark(record['help_seconds'] < 1)} < 1 s |",
+        f"| one run of 1 epoch (digits KD, cached teacher) | {fmt_s(record['one_epoch_run_seconds'])} | |",
+    ]
+
+
+def train_step() -> list[str]:
+    record = case("train_step_case")
+    if not record:
+        return ["### Digits KD training step", "", "failed"]
+    ratio = record["lightning_step_ms"] / record["plain_step_ms"]
+    return [
+        "### Digits KD training step (batch 64, MLP-32 student, MLP 256-256 teacher)",
+        "",
+        "| Lightning module | plain loop | ratio | target |",
+        "|---|---|---|---|",
+        f"| {record['lightning_step_ms']:.2f} ms | {record['plain_step_ms']:.2f} ms | {ratio:.2f}× | "
+        f"{mark(ratio <= 1.5)} ≤ 1.5× |",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=["divergences", "sinkhorn", "startup", "train"])
+    parser.add_argument("--skip-huge", action="store_true", help="skip the 8192 x 128000 cases (~13 GB)")
+    args = parser.parse_args()
+    wanted = args.only or ["divergences", "sinkhorn", "startup", "train"]
+    started = time.time()
+    header = [
+        f"## {time.strftime('%Y-%m-%d')} — {platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, Python {platform.python_version()}",
+        "",
+    ]
+    sections = {
+        "divergences": lambda: divergences(args.skip_huge),
+        "sinkhorn": sinkhorn,
+        "startup": startup,
+        "train": train_step,
+    }
+    body: list[str] = []
+    for name in wanted:
+        body += sections[name]() + [""]
+    print("\n".join(header + body))
+    print(f"(benchmark wall time {time.time() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Chunked, fused execution of pointwise members, for vocabulary-sized class counts.
+
+Plain autograd keeps every intermediate of the (N, C) computation alive until backward: several (N, C)
+tensors at once, which at LLM scale (N = thousands of tokens, C = 32k-150k) is both the slowest part of a
+step and the one that runs out of memory. The fused path instead walks over blocks of ``chunk_rows`` rows
+and, inside the forward pass, computes each block's values *and* the gradients of those values with
+respect to both inputs, writing the gradients into preallocated (N, C) tensors. Backward then only scales
+the stored gradients by the incoming per-row gradient, in place. Peak extra memory: one gradient tensor per
+input that requires grad, plus O(chunk_rows · C) work space.
+
+Members with a closed-form gradient implement ``_fused(a, b) -> (value, grad_a, grad_b)`` where
+a = student/T and b = teacher/T (scaled logits, one block of rows); the gradients are ∂value/∂a and
+∂value/∂b. ``kl``, ``rkl``, ``js``, ``tv`` and ``hellinger`` do (formulas in :func:`softmax_and_log`'s
+callers). Every other pointwise member runs its own ``_pointwise`` under autograd block by block, which
+gives the same memory profile and the same numbers as the plain path.
+
+Exactness: a row's value depends on that row only, so d(Σ_i g_i v_i)/dx_i = g_i · dv_i/dx_i and storing
+dv_i/dx_i per row is exact. Masking, the T² factor and the dtype rules stay in :class:`Divergence.__call__`.
+The fused path is not twice differentiable (``once_differentiable``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+if TYPE_CHECKING:
+    from divergence_lab.divergences.base import PointwiseDivergence
+
+#: ``execution="auto"`` switches to the fused path from this many elements (N · C) on.
+AUTO_FUSED_ELEMENTS = 1 << 22
+#: With ``chunk_rows=0`` a block holds about this many elements (2 MiB of float32: fits in L2 cache).
+TARGET_CHUNK_ELEMENTS = 1 << 19
+MIN_CHUNK_ROWS = 8
+
+
+def default_chunk_rows(num_classes: int) -> int:
+    return max(MIN_CHUNK_ROWS, TARGET_CHUNK_ELEMENTS // max(1, num_classes))
+
+
+def softmax_and_log(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(softmax(x), log_softmax(x))`` along the last dim with a single ``exp`` pass (two new tensors)."""
+    shifted = x - x.amax(dim=-1, keepdim=True)
+    probs = shifted.exp()
+    total = probs.sum(dim=-1, keepdim=True)
+    return probs.div_(total), shifted.sub_(total.log_())
+
+
+def row_dot(x: Tensor, y: Tensor) -> Tensor:
+    """Σ_k x_k y_k per row, without materialising the product."""
+    return torch.linalg.vecdot(x, y)
+
+
+def centred(probs: Tensor, g: Tensor) -> Tensor:
+    """Chain rule through softmax: ∂/∂x_j of a function with ∂/∂probs = g is probs_j (g_j − ⟨probs, g⟩)."""
+    return (g - row_dot(probs, g)[:, None]).mul_(probs)
+
+
+class _FusedPointwise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, student: Tensor, teacher: Tensor, divergence: PointwiseDivergence, chunk_rows: int):
+        need_student, need_teacher = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        values, grad_student, grad_teacher = fused_values_and_gradients(
+            divergence, student, teacher, chunk_rows, need_student, need_teacher
+        )
+        ctx.save_for_backward(grad_student, grad_teacher)
+        return values
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_values: Tensor):
+        grad_student, grad_teacher = ctx.saved_tensors
+        scale = grad_values[:, None]
+        return (
+            grad_student.mul_(scale) if grad_student is not None else None,
+            grad_teacher.mul_(scale) if grad_teacher is not None else None,
+            None,
+            None,
+        )
+
+
+def fused_values_and_gradients(
+    divergence: PointwiseDivergence,
+    student: Tensor,
+    teacher: Tensor,
+    chunk_rows: int,
+    need_student: bool = True,
+    need_teacher: bool = True,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Per-row values and their gradients w.r.t. ``student`` / ``teacher`` logits, block by block."""
+    n, c = student.shape
+    rows = chunk_rows or default_chunk_rows(c)
+    temperature = divergence.temperature
+    values = torch.empty(n, dtype=student.dtype, device=student.device)
+    grad_student = torch.empty_like(student) if need_student else None
+    grad_teacher = torch.empty_like(teacher) if need_teacher else None
+    analytic = type(divergence)._fused is not _no_closed_form
+    for start in range(0, n, rows):
+        block = slice(start, min(n, start + rows))
+        a = student[block] / temperature if temperature != 1.0 else student[block]
+        b = teacher[block] / temperature if temperature != 1.0 else teacher[block]
+        if analytic:
+            value, grad_a, grad_b = divergence._fused(a, b)
+        else:
+            value, grad_a, grad_b = _autograd_block(divergence, a, b, need_student, need_teacher)
+        values[block] = value
+        for grad, out in ((grad_a, grad_student), (grad_b, grad_teacher)):
+            if out is not None:
+                out[block] = grad if temperature == 1.0 else grad.div_(temperature)
+    return values, grad_student, grad_teacher
+
+
+def _autograd_block(
+    divergence: PointwiseDivergence, a: Tensor, b: Tensor, need_a: bool, need_b: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """A member without a closed form: its own ``_pointwise`` differentiated on one block of rows."""
+    with torch.enable_grad():
+        a = a.detach().requires_grad_(need_a)
+        b = b.detach().requires_grad_(need_b)
+        value = divergence._pointwise(torch.log_softmax(b, dim=-1), torch.log_softmax(a, dim=-1))
+        wanted = [x for x in (a, b) if x.requires_grad]
+        grads = iter(torch.autograd.grad(value.sum(), wanted, allow_unused=True) if wanted else [])
+    grad_a = next(grads) if need_a else None
+    grad_b = next(grads) if need_b else None
+    grad_a = torch.zeros_like(a) if need_a and grad_a is None else grad_a
+    grad_b = torch.zeros_like(b) if need_b and grad_b is None else grad_b
+    return value.detach(), grad_a, grad_b
+
+
+def _no_closed_form(self: Any, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    raise NotImplementedError
+
+
+def fused_call(divergence: PointwiseDivergence, student: Tensor, teacher: Tensor, chunk_rows: int) -> Tensor:
+    """Values of ``divergence`` (before T² and masking) through the fused autograd Function."""
+    return _FusedPointwise.apply(student, teacher, divergence, chunk_rows)

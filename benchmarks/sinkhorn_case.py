@@ -4,12 +4,14 @@
 
 impl: ``pot_loop`` (``ot.sinkhorn2`` once per row, NumPy float64), ``pot_batch`` (``ot.batch.solve_batch``,
 log-domain Sinkhorn, torch float32), ``ours`` (the registry's ``sinkhorn``, float32). Every impl runs the
-same fixed number of iterations; the relative error is against a converged float64 solution.
+same fixed number of iterations; the relative error is against a converged float64 solution (our solver
+with a 1e-10 marginal tolerance, checked against POT's converged solution in the test suite).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import ot
@@ -30,22 +32,16 @@ def problem(rows: int, classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.
 
 
 def converged(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor) -> np.ndarray:
-    result = ot.batch.solve_batch(
-        cost.expand(len(a), -1, -1),
-        EPSILON,
-        a,
-        b,
-        max_iter=5000,
-        tol=1e-12,
-        method="log_sinkhorn",
-        grad="detach",
-    )
-    return (result.plan * cost).sum((-2, -1)).numpy()
+    """Float64 transport costs at convergence (marginal error < 1e-10), from our batched solver."""
+    from divergence_lab.divergences.transport import sinkhorn_log
+
+    with torch.no_grad():
+        return sinkhorn_log(a.log(), b.log(), cost, EPSILON, iters=5000, tol=1e-10).numpy()
 
 
 def main() -> None:
     impl, rows, classes, iters = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    repeats = int(sys.argv[5]) if len(sys.argv) > 5 else 3
+    repeats = int(sys.argv[5]) if len(sys.argv) > 5 else (1 if classes >= 1000 else 3)
     a, b, cost = problem(rows, classes)
     if impl == "pot_loop":
         a_np, b_np, cost_np = a.numpy(), b.numpy(), cost.numpy()
@@ -84,8 +80,9 @@ def main() -> None:
             with torch.no_grad():
                 return divergence(log_b, log_a).numpy()
 
+    start = time.perf_counter()
     values = run()
-    seconds = median_time(run, repeats=repeats, warmup=0)
+    seconds = time.perf_counter() - start if repeats <= 1 else median_time(run, repeats=repeats, warmup=0)
     reference = converged(a, b, cost)
     error = float(np.max(np.abs(values - reference) / np.abs(reference)))
     emit(

@@ -15,7 +15,7 @@ multiplies a finite log-difference.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -62,14 +62,14 @@ class ForwardKL(PointwiseDivergence):
     def _pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return kl_from_logs(log_p, log_q)
 
-    def _fused(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
         """∂/∂a = q − p;  ∂/∂b = p ⊙ (log p − log q − KL)."""
         q, log_q = softmax_and_log(a)
         p, log_p = softmax_and_log(b)
         log_ratio = log_p.sub_(log_q)
         value = row_dot(p, log_ratio)
-        grad_b = log_ratio.sub_(value[:, None]).mul_(p)
-        return value, q.sub_(p), grad_b
+        grad_b = log_ratio.sub_(value[:, None]).mul_(p) if need_b else None
+        return value, q.sub_(p) if need_a else None, grad_b
 
 
 @register("rkl")
@@ -88,14 +88,15 @@ class ReverseKL(PointwiseDivergence):
     def _pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return kl_from_logs(log_q, log_p)
 
-    def _fused(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
         """∂/∂a = q ⊙ (log q − log p − KL);  ∂/∂b = p − q."""
         q, log_q = softmax_and_log(a)
         p, log_p = softmax_and_log(b)
         log_ratio = log_q.sub_(log_p)
         value = row_dot(q, log_ratio)
-        grad_a = log_ratio.sub_(value[:, None]).mul_(q)
-        return value, grad_a, p.sub_(q)
+        grad_b = p - q if need_b else None
+        grad_a = log_ratio.sub_(value[:, None]).mul_(q) if need_a else None
+        return value, grad_a, grad_b
 
 
 @register("js")
@@ -115,7 +116,7 @@ class JensenShannon(PointwiseDivergence):
         log_m = torch.logaddexp(log_p, log_q) - LOG2
         return 0.5 * (kl_from_logs(log_p, log_m) + kl_from_logs(log_q, log_m))
 
-    def _fused(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
         """With g = ½(log q − log m), h = ½(log p − log m): ∂/∂a = q ⊙ (g − ⟨q, g⟩), ∂/∂b = p ⊙ (h − ⟨p, h⟩).
 
         log m = log(½(p + q)) from the probabilities; where both underflow to 0 it is floored at the
@@ -127,7 +128,7 @@ class JensenShannon(PointwiseDivergence):
         g = log_q.sub_(log_m).mul_(0.5)
         h = log_p.sub_(log_m).mul_(0.5)
         value = row_dot(q, g) + row_dot(p, h)
-        return value, centred(q, g), centred(p, h)
+        return value, centred(q, g) if need_a else None, centred(p, h) if need_b else None
 
 
 @register("gjs")
@@ -236,7 +237,7 @@ class TotalVariation(PointwiseDivergence):
     def _pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return 0.5 * (log_p.exp() - log_q.exp()).abs().sum(-1)
 
-    def _fused(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
         """With s = sign(p − q) (0 where equal, as autograd's ``abs``): ∂/∂a = q ⊙ (−s/2 − ⟨q, −s/2⟩), ∂/∂b
         = p ⊙ (s/2 − ⟨p, s/2⟩)."""
         q, _ = softmax_and_log(a)
@@ -244,7 +245,8 @@ class TotalVariation(PointwiseDivergence):
         difference = p - q
         value = 0.5 * difference.abs().sum(-1)
         half_sign = difference.sign_().mul_(0.5)
-        return value, centred(q, -half_sign), centred(p, half_sign)
+        grad_a = centred(q, -half_sign) if need_a else None
+        return value, grad_a, centred(p, half_sign) if need_b else None
 
 
 @register("hellinger")
@@ -266,7 +268,7 @@ class Hellinger(PointwiseDivergence):
         log_bc = torch.logsumexp(0.5 * (log_p + log_q), dim=-1)
         return (-torch.expm1(log_bc)).clamp_min(0.0)
 
-    def _fused(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
         """With r = √(pq) and BC = Σ r: ∂/∂a = −½(r − q·BC), ∂/∂b = −½(r − p·BC) (0 where clamped)."""
         q, log_q = softmax_and_log(a)
         p, log_p = softmax_and_log(b)
@@ -275,8 +277,8 @@ class Hellinger(PointwiseDivergence):
         value = (-torch.expm1(log_bc)).clamp_min(0.0)
         active = (value > 0).to(root.dtype)[:, None] * -0.5
         bc = log_bc.exp()[:, None]
-        grad_a = (root - q * bc).mul_(active)
-        grad_b = root.sub_(p.mul_(bc)).mul_(active)
+        grad_a = (root - q * bc).mul_(active) if need_a else None
+        grad_b = root.sub_(p.mul_(bc)).mul_(active) if need_b else None
         return value, grad_a, grad_b
 
 

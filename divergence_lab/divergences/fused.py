@@ -8,11 +8,12 @@ respect to both inputs, writing the gradients into preallocated (N, C) tensors. 
 the stored gradients by the incoming per-row gradient, in place. Peak extra memory: one gradient tensor per
 input that requires grad, plus O(chunk_rows · C) work space.
 
-Members with a closed-form gradient implement ``_fused(a, b) -> (value, grad_a, grad_b)`` where
-a = student/T and b = teacher/T (scaled logits, one block of rows); the gradients are ∂value/∂a and
-∂value/∂b. ``kl``, ``rkl``, ``js``, ``tv`` and ``hellinger`` do (formulas in :func:`softmax_and_log`'s
-callers). Every other pointwise member runs its own ``_pointwise`` under autograd block by block, which
-gives the same memory profile and the same numbers as the plain path.
+Members with a closed-form gradient implement ``_fused(a, b, need_a, need_b) -> (value, grad_a, grad_b)``
+where a = student/T and b = teacher/T (scaled logits, one block of rows); the gradients are ∂value/∂a and
+∂value/∂b, each computed only when needed (None otherwise): a frozen teacher costs nothing extra.
+``kl``, ``rkl``, ``js``, ``tv`` and ``hellinger`` do (formulas in their ``_fused`` docstrings). Every other
+pointwise member runs its own ``_pointwise`` under autograd block by block, which gives the same memory
+profile and the same numbers as the plain path.
 
 Exactness: a row's value depends on that row only, so d(Σ_i g_i v_i)/dx_i = g_i · dv_i/dx_i and storing
 dv_i/dx_i per row is exact. Masking, the T² factor and the dtype rules stay in :class:`Divergence.__call__`.
@@ -103,7 +104,7 @@ def fused_values_and_gradients(
         a = student[block] / temperature if temperature != 1.0 else student[block]
         b = teacher[block] / temperature if temperature != 1.0 else teacher[block]
         if analytic:
-            value, grad_a, grad_b = divergence._fused(a, b)
+            value, grad_a, grad_b = divergence._fused(a, b, need_student, need_teacher)
         else:
             value, grad_a, grad_b = _autograd_block(divergence, a, b, need_student, need_teacher)
         values[block] = value
@@ -130,7 +131,7 @@ def _autograd_block(
     return value.detach(), grad_a, grad_b
 
 
-def _no_closed_form(self: Any, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _no_closed_form(self: Any, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
     raise NotImplementedError
 
 

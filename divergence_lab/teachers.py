@@ -65,6 +65,8 @@ def load_or_train_teacher(
     cache.mkdir(parents=True, exist_ok=True)
     entry = cache / key
     with FileLock(str(cache / f"{key}.lock")), _preserved_rng_state():
+        # the teacher depends on its own seed only, never on the random state of the job that trains it
+        L.seed_everything(teacher_cfg.seed, workers=True, verbose=False)
         datamodule = instantiate_datamodule(data_cfg, seed=teacher_cfg.seed)
         net = build_network(teacher_cfg.model, datamodule)
         weights = entry / "teacher.pt"
@@ -98,7 +100,6 @@ def _preserved_rng_state() -> Iterator[None]:
 
 
 def _train(net: nn.Module, teacher_cfg: DictConfig, datamodule: Any, trainer_kwargs: dict[str, Any]) -> dict:
-    L.seed_everything(teacher_cfg.seed, workers=True, verbose=False)
     module = CrossEntropyModule(
         net, datamodule.num_classes, dict(teacher_cfg.optimizer), teacher_cfg.max_epochs
     )

@@ -126,3 +126,16 @@ def test_student_batch_size_does_not_change_the_teacher():
         teacher, teachers.teacher_data_config(teacher, small)
     ) == teachers.teacher_key(teacher, teachers.teacher_data_config(teacher, data))
     assert teachers.teacher_data_config(teacher, small).batch_size == teacher.batch_size
+
+
+def test_teacher_depends_on_its_own_seed_only_not_on_the_callers_random_state(tmp_path):
+    teacher, data = _teacher_config()
+    trained = []
+    for caller_seed, folder in ((1, "a"), (2, "b")):
+        torch.manual_seed(caller_seed)  # e.g. the seed of whichever student job trains the teacher first
+        net = teachers.load_or_train_teacher(
+            teacher, data, tmp_path / folder, {"accelerator": "cpu", "devices": 1}
+        )
+        trained.append(net.state_dict())
+    for name, value in trained[0].items():
+        assert torch.equal(value, trained[1][name]), name

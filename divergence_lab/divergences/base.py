@@ -268,6 +268,14 @@ EXECUTION_PARAMS: dict[str, Param] = {
 }
 
 
+def zero_masked_rows(mask: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Replace the rows where ``mask`` is False by zeros, so nothing they hold (NaN, ±inf) reaches a value
+    or a gradient; per-row members then zero those rows' outputs as well."""
+    if mask is None:
+        return tensors
+    return tuple(torch.where(mask[:, None], t, torch.zeros_like(t)) for t in tensors)
+
+
 class PointwiseDivergence(Divergence):
     """Base of ``kind="pointwise"`` members: implement ``_pointwise(log_p, log_q) -> Tensor[N]``.
 
@@ -296,10 +304,7 @@ class PointwiseDivergence(Divergence):
         return self.execution == "fused"
 
     def _compute(self, student: Tensor, teacher: Tensor, mask: Tensor | None, **extra: Any) -> Tensor:
-        if mask is not None:
-            keep = mask[:, None]
-            student = torch.where(keep, student, torch.zeros_like(student))
-            teacher = torch.where(keep, teacher, torch.zeros_like(teacher))
+        student, teacher = zero_masked_rows(mask, student, teacher)
         if self.uses_fused_path(student):
             return fused_call(self, student, teacher, self.chunk_rows)
         log_p = torch.log_softmax(teacher / self.temperature, dim=-1)

@@ -20,6 +20,7 @@ from divergence_lab.divergences.base import (
     one_of,
     positive_number,
     register,
+    zero_masked_rows,
 )
 
 
@@ -35,12 +36,6 @@ def check_labels(labels: Any, logits: Tensor) -> Tensor:
             f"labels must lie in [0, {logits.shape[1]}), got [{int(labels.min())}, {int(labels.max())}]"
         )
     return labels.to(device=logits.device, dtype=torch.int64)
-
-
-def _zero_masked_rows(mask: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...]:
-    if mask is None:
-        return tensors
-    return tuple(torch.where(mask[:, None], t, torch.zeros_like(t)) for t in tensors)
 
 
 PLD_WEIGHTS = ("teacher_softmax", "uniform", "plistmle", "onehot")
@@ -96,7 +91,7 @@ class PlackettLuce(Divergence):
 
     def _compute(self, student: Tensor, teacher: Tensor, mask: Tensor | None, labels: Tensor) -> Tensor:
         labels = check_labels(labels, student)
-        student, teacher = _zero_masked_rows(mask, student, teacher)
+        student, teacher = zero_masked_rows(mask, student, teacher)
         order = self.ranking(teacher, labels)
         ranked = student.gather(1, order)
         suffix_lse = torch.logcumsumexp(ranked.flip(1), dim=1).flip(1)
@@ -134,7 +129,7 @@ class DecoupledKD(Divergence):
 
     def _compute(self, student: Tensor, teacher: Tensor, mask: Tensor | None, labels: Tensor) -> Tensor:
         labels = check_labels(labels, student)
-        student, teacher = _zero_masked_rows(mask, student, teacher)
+        student, teacher = zero_masked_rows(mask, student, teacher)
         log_p = torch.log_softmax(teacher / self.temperature, dim=1)
         log_q = torch.log_softmax(student / self.temperature, dim=1)
         target = torch.zeros_like(log_p, dtype=torch.bool).scatter(1, labels[:, None], True)

@@ -118,14 +118,21 @@ def sinkhorn_potentials(
     return u, v
 
 
+def log_plan_from_potentials(
+    log_a: Tensor, log_b: Tensor, u: Tensor, v: Tensor, cost: Tensor, epsilon: float
+) -> Tensor:
+    """log Π_ij = log a_i + u_i + log b_j + v_j − M_ij/ε, shape (B, C, C)."""
+    log_a = log_a.clamp_min(LOG_PROB_FLOOR)
+    log_b = log_b.clamp_min(LOG_PROB_FLOOR)
+    return (log_a + u)[..., :, None] + (log_b + v)[..., None, :] - cost / epsilon
+
+
 def entropic_log_plan(
     log_a: Tensor, log_b: Tensor, cost: Tensor, epsilon: float, iters: int, tol: float = 0.0
 ) -> Tensor:
     """log Π of the entropic plans between rows of a and b, batched over rows: shape (B, C, C)."""
     u, v = sinkhorn_potentials(log_a, log_b, cost, epsilon, iters, tol)
-    log_a = log_a.clamp_min(LOG_PROB_FLOOR)
-    log_b = log_b.clamp_min(LOG_PROB_FLOOR)
-    return (log_a + u)[..., :, None] + (log_b + v)[..., None, :] - cost / epsilon
+    return log_plan_from_potentials(log_a, log_b, u, v, cost, epsilon)
 
 
 def sinkhorn_log(
@@ -148,11 +155,7 @@ def sinkhorn_log(
         return (entropic_log_plan(log_a, log_b, cost, epsilon, iters, tol).exp() * cost).sum(dim=(-2, -1))
     with torch.no_grad():
         u, v = sinkhorn_potentials(log_a, log_b, cost, epsilon, iters, tol)
-        log_plan = (
-            (log_a.clamp_min(LOG_PROB_FLOOR) + u)[..., :, None]
-            + (log_b.clamp_min(LOG_PROB_FLOOR) + v)[..., None, :]
-            - cost / epsilon
-        )
+        log_plan = log_plan_from_potentials(log_a, log_b, u, v, cost, epsilon)
         value = (log_plan.exp() * cost).sum(dim=(-2, -1))
     surrogate = (log_a.exp() * (epsilon * u)).sum(-1) + (log_b.exp() * (epsilon * v)).sum(-1)
     return value + surrogate - surrogate.detach()

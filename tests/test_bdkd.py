@@ -129,6 +129,10 @@ def test_one_training_step_changes_both_networks():
     [
         ("method.balance=nope", "method.balance must be one of"),
         ("method.fixed_forward=2", r"method.fixed_forward must be in \[0, 1\]"),
+        (
+            "method.teacher.optimizer.name=sgd",
+            "method.teacher.optimizer.name must equal method.optimizer.name",
+        ),
     ],
 )
 def test_bad_method_values_are_refused(override, message):

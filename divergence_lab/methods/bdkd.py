@@ -107,6 +107,8 @@ class BalancedOnlineDistillation(ClassifierModule):
             raise ValueError(f"method.fixed_forward must be in [0, 1] (got {fixed_forward})")
         if gamma <= 0:
             raise ValueError(f"method.gamma must be > 0 (got {gamma})")
+        if teacher_optimizer["name"] != optimizer["name"]:
+            raise ValueError("method.teacher.optimizer.name must equal method.optimizer.name (one optimiser)")
         for key, value in (("lambda_student", lambda_student), ("lambda_teacher", lambda_teacher)):
             if value < 0:
                 raise ValueError(f"method.{key} must be >= 0 (got {value})")
@@ -156,8 +158,6 @@ class BalancedOnlineDistillation(ClassifierModule):
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
 
     def configure_optimizers(self):
-        if self.teacher_optimizer["name"] != self.optimizer_config["name"]:
-            raise ValueError("method.teacher.optimizer.name must equal method.optimizer.name (one optimiser)")
         teacher_group = {
             "params": list(self.teacher.parameters()),
             "lr": self.teacher_optimizer["lr"],

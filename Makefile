@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 STUDY  ?= kd_divergences
 
-.PHONY: install demo sweep test test-fast lint bench clean
+.PHONY: install demo sweep test test-fast lint bench clean slurm-up slurm-down
 
 install: $(STAMP)
 
@@ -37,3 +37,10 @@ clean:
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+# A single-node SLURM cluster on this machine (root: installs Debian packages, starts the daemons).
+slurm-up:
+	bash scripts/slurm/up.sh
+
+slurm-down:
+	bash scripts/slurm/down.sh

@@ -1,10 +1,11 @@
 """Experiment loggers: a CSV logger in every run directory, and Weights & Biases when ``logger=wandb``.
 
-W&B runs are grouped by sweep (``group`` = the study name plus the sweep folder, so one dashboard compares
-the divergences of one sweep side by side), ``job_type`` is the method, and the tags carry the divergence,
-method and data. The run id is stored in the run directory (``wandb_id.txt``), so a resumed job continues
-its own W&B run. Without a login (no ``WANDB_API_KEY``, no ``api.wandb.ai`` entry in ``~/.netrc``) runs are
-logged offline; ``wandb sync`` uploads them later.
+Every job is its own W&B run, grouped by sweep (``group`` = the study name plus the sweep folder, so one
+dashboard compares the divergences of one sweep side by side); ``job_type`` is the method, the tags carry
+the divergence, method, data and seed, the config is the resolved run config, and the summary holds
+``best/val_acc`` and the test metrics. The run id is stored in the run directory (``wandb_id.txt``), so a
+resumed or requeued job continues its own W&B run. Without a login (no ``WANDB_API_KEY``, no
+``api.wandb.ai`` entry in ``~/.netrc``) runs are logged offline; ``wandb sync`` uploads them later.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from divergence_lab.run_dir import divergence_label
+from divergence_lab.run_dir import divergence_label, is_global_rank_zero
 
 
 def wandb_logged_in() -> bool:
@@ -57,14 +58,22 @@ def keep_earlier_csv(run_dir: Path) -> None:
         csv_file.rename(csv_file.with_name(f"metrics.attempt-{attempt}.csv"))
 
 
+def run_tags(cfg: DictConfig, label: str | None) -> list[str]:
+    """Divergence (when the method uses one), method, data, ``seed=<n>``, then the user's own tags."""
+    fixed = (label, cfg.method.name, cfg.data.name, f"seed={cfg.seed}")
+    return [tag for tag in (*fixed, *cfg.logger.wandb.tags) if tag]
+
+
 def build_loggers(cfg: DictConfig, run_dir: Path, sweep_name: str | None) -> list[Any]:
-    """CSV always; W&B when ``cfg.logger.wandb`` is set."""
+    """CSV always; W&B when ``cfg.logger.wandb`` is set (in the rank-0 process only)."""
     from lightning.pytorch.loggers import CSVLogger
 
-    keep_earlier_csv(run_dir)
+    rank_zero = is_global_rank_zero()
+    if rank_zero:
+        keep_earlier_csv(run_dir)
     loggers: list[Any] = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
     wandb_cfg = cfg.logger.get("wandb")
-    if wandb_cfg:
+    if wandb_cfg and rank_zero:
         from lightning.pytorch.loggers import WandbLogger
 
         group = f"{cfg.study}/{sweep_name}" if sweep_name else cfg.study
@@ -78,13 +87,24 @@ def build_loggers(cfg: DictConfig, run_dir: Path, sweep_name: str | None) -> lis
                 save_dir=str(run_dir),
                 group=group,
                 job_type=cfg.method.name,
-                tags=[t for t in (label, cfg.method.name, cfg.data.name, *wandb_cfg.tags) if t],
+                tags=run_tags(cfg, label),
                 mode=wandb_mode(wandb_cfg.mode),
                 resume="allow",
                 config=OmegaConf.to_container(cfg, resolve=True),
             )
         )
     return loggers
+
+
+def log_summary(loggers: list[Any], metrics: dict[str, float]) -> None:
+    """Put the final numbers into the W&B run summary: ``best/val_acc`` plus every test metric."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    summary = {"best/val_acc": metrics["val/acc"]}
+    summary.update({name: value for name, value in metrics.items() if name.startswith("test/")})
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(summary)
 
 
 def close_loggers(loggers: list[Any]) -> None:

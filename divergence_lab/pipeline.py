@@ -1,7 +1,8 @@
 """One training run as a short linear recipe: check -> seed -> data -> method -> fit -> test -> metrics.json.
 
 Model selection uses validation only: the reported test metrics come from the checkpoint with the best
-``val/acc``. ``ckpt_path=auto`` resumes from the run's own ``checkpoints/last.ckpt`` when it exists.
+``val/acc``. With ``ckpt_path: auto`` (the default) a job started again in its own run directory (a
+requeued SLURM job, a rerun sweep) returns its finished result, or resumes from ``checkpoints/last.ckpt``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from omegaconf import DictConfig
 from divergence_lab.calibration import ReliabilityDiagram
 from divergence_lab.config_checks import ConfigError, validate
 from divergence_lab.data import instantiate_datamodule
-from divergence_lab.loggers import build_loggers, close_loggers
+from divergence_lab.job_status import mark_failed, mark_running
+from divergence_lab.loggers import build_loggers, close_loggers, log_summary
 from divergence_lab.run_dir import (
     CHECKPOINT_DIR,
     divergence_label,
+    finished_record,
+    is_global_rank_zero,
     resolve_checkpoint,
     save_resolved_config,
     write_metrics,
@@ -38,6 +42,7 @@ QUIET_WARNINGS = (
     ".*Checkpoint directory .* exists and is not empty.*",
     ".*Experiment logs directory .* exists and is not empty.*",  # loggers.keep_earlier_csv keeps the old file
     ".*module\\(s\\) in eval mode.*",  # the frozen teacher of distillation methods, on purpose
+    ".*The `srun` command is available.*",  # a process started on a SLURM machine but not as a SLURM job
 )
 
 
@@ -78,19 +83,41 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def run_title(cfg: DictConfig) -> str:
+    return " | ".join(str(x) for x in (cfg.method.name, divergence_label(cfg), f"seed {cfg.seed}") if x)
+
+
 def train(cfg: DictConfig) -> float:
-    """Run one configured job; return ``cfg.optimized_metric`` for sweepers."""
+    """Run one configured job; return ``cfg.optimized_metric`` (a validation metric) for sweepers."""
     started = time.time()
     validate(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.ckpt_path == "auto" and (finished := finished_record(run_dir, cfg)) is not None:
+        print(f"[{run_title(cfg)}] finished earlier, nothing to do  ({run_dir})")
+        return finished["metrics"][cfg.optimized_metric]
+    mark_running(run_dir)
+    try:
+        record = fit_and_test(cfg, run_dir, started)
+    except Exception as error:
+        mark_failed(run_dir, error)
+        raise
+    return record["metrics"][cfg.optimized_metric]
+
+
+def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
+    """Train (or resume), test the best-validation checkpoint, write ``metrics.json``; return its content."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
+    from divergence_lab.resumption import EpochSeeding, cluster_plugins
+
     hydra = HydraConfig.get()
-    run_dir = Path(hydra.runtime.output_dir)
     interactive = is_interactive()
     if not interactive:
         _quiet_lightning()
-    save_resolved_config(run_dir, cfg)
+    rank_zero = is_global_rank_zero()
+    if rank_zero:
+        save_resolved_config(run_dir, cfg)
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
@@ -102,8 +129,10 @@ def train(cfg: DictConfig) -> float:
     )
     # No monitor: overwritten at the end of every epoch, so a stopped job loses at most one epoch.
     last = ModelCheckpoint(checkpoint_dir, filename="last", enable_version_counter=False)
-    title = " | ".join(str(x) for x in (cfg.method.name, divergence_label(cfg), f"seed {cfg.seed}") if x)
-    callbacks: list[Any] = [best, last, ReliabilityDiagram(run_dir, title)]
+    title = run_title(cfg)
+    callbacks: list[Any] = [best, last, EpochSeeding(cfg.seed)]
+    if rank_zero:
+        callbacks.append(ReliabilityDiagram(run_dir, title))
     if interactive:
         callbacks.append(RichProgressBar())
 
@@ -115,6 +144,7 @@ def train(cfg: DictConfig) -> float:
             default_root_dir=str(run_dir),
             logger=loggers,
             callbacks=callbacks,
+            plugins=cluster_plugins(),
             enable_progress_bar=interactive,
             enable_model_summary=interactive,
         )
@@ -128,9 +158,10 @@ def train(cfg: DictConfig) -> float:
             weights_only=False,
         )
         metrics = {**test_metrics, "val/acc": float(best.best_model_score), "train/loss": final_train_loss}
-        record = write_metrics(run_dir, cfg, metrics, started)
+        record = write_metrics(run_dir, cfg, metrics, started) if rank_zero else {"metrics": metrics}
+        log_summary(loggers, record["metrics"])
     finally:
         close_loggers(loggers)
     summary = "  ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
     print(f"[{title}] {summary}  ({run_dir})")
-    return record["metrics"][cfg.optimized_metric]
+    return record

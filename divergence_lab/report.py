@@ -4,8 +4,9 @@ Every job folder of a sweep holds ``metrics.json`` and ``.hydra/overrides.yaml``
 their overrides minus ``seed`` (so a ``divergence × seed`` grid gives one row per divergence); each metric
 is summarised as mean ± sample standard deviation over the group's seeds. Only the override keys that
 vary across the sweep label the rows. Outputs, in the sweep folder: ``report.md``, ``report.csv`` and
-``report.png`` (one bar chart per metric, error bars = std). Jobs without ``metrics.json`` (failed or still
-running) are counted and named, never silently dropped.
+``report.png`` (one bar chart per metric, error bars = std). The report works on a sweep that is still
+running or that lost jobs: failed, running and not-yet-started jobs are listed (see ``sweep_status``),
+never silently dropped. ``--wandb ENTITY/PROJECT`` also lists the sweep's runs as W&B has them (online).
 
 Given a study folder holding several sweeps (``outputs/sweeps/<study>/``), the latest sweep is reported.
 """
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from divergence_lab.sweep_status import UnfinishedJob, expected_job_count, unfinished_job
 
 DEFAULT_METRICS = ("test/acc", "test/ece")
 IGNORED_KEYS = ("seed",)
@@ -54,7 +57,23 @@ class SweepReport:
     metrics: list[str]
     groups: list[Group]
     varying: list[str]
-    missing: list[Path]
+    missing: list[UnfinishedJob]
+    expected: int | None = None
+
+    def progress_lines(self) -> list[str]:
+        """One line on the sweep's progress, then one per unfinished job."""
+        finished = sum(len(group.jobs) for group in self.groups)
+        counts = {
+            state: sum(job.state == state for job in self.missing)
+            for state in ("starting", "running", "failed")
+        }
+        if self.expected is not None:
+            counts["not started"] = max(self.expected - finished - len(self.missing), 0)
+        if not any(counts.values()):
+            return []
+        summary = f"{finished} finished, " + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+        total = f" of {self.expected}" if self.expected is not None else ""
+        return [f"Jobs{total}: {summary}", *(f"- {job.describe()}" for job in self.missing)]
 
     def rows(self) -> list[dict[str, str]]:
         header = " / ".join(self.varying) or "group"
@@ -93,12 +112,12 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
 def collect(sweep_dir: Path, metrics: list[str]) -> SweepReport:
     """Group the finished jobs of ``sweep_dir`` by their overrides minus the seed."""
     groups: dict[tuple, Group] = {}
-    missing: list[Path] = []
+    missing: list[UnfinishedJob] = []
     seen_values: dict[str, set[str]] = {}
     for job in _job_dirs(sweep_dir):
         metrics_file = job / "metrics.json"
         if not metrics_file.is_file():
-            missing.append(job)
+            missing.append(unfinished_job(job))
             continue
         record = json.loads(metrics_file.read_text())
         pairs = []
@@ -117,7 +136,9 @@ def collect(sweep_dir: Path, metrics: list[str]) -> SweepReport:
     if not groups:
         raise FileNotFoundError(f"no finished job (metrics.json) in {sweep_dir}")
     varying = [key for key, values in seen_values.items() if len(values) > 1]
-    return SweepReport(sweep_dir, metrics, list(groups.values()), varying, missing)
+    return SweepReport(
+        sweep_dir, metrics, list(groups.values()), varying, missing, expected_job_count(sweep_dir)
+    )
 
 
 def sweep_metrics(sweep_dir: Path) -> list[str]:
@@ -218,8 +239,8 @@ def write_markdown(report: SweepReport, path: Path) -> None:
         "|" + "---|" * len(header),
     ]
     lines += ["| " + " | ".join(row[c] for c in header) + " |" for row in rows]
-    if report.missing:
-        lines += ["", f"Unfinished jobs (no metrics.json): {', '.join(p.name for p in report.missing)}"]
+    if progress := report.progress_lines():
+        lines += ["", *progress]
     lines += ["", "![metrics](report.png)", ""]
     if (report.sweep_dir / "report_reliability.png").is_file():
         lines += [
@@ -319,10 +340,8 @@ def print_table(report: SweepReport) -> None:
     console = Console(width=max(needed, Console().width))
     console.print(f"[bold]Sweep[/bold] {report.sweep_dir}")
     console.print(table)
-    if report.missing:
-        console.print(
-            f"[yellow]{len(report.missing)} unfinished job(s): {', '.join(p.name for p in report.missing)}"
-        )
+    for line in report.progress_lines():
+        console.print(line, style="yellow", markup=False, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
         "--metrics",
         nargs="+",
         help="metrics to summarise (default: the sweep config's report.metrics, else test/acc test/ece)",
+    )
+    parser.add_argument(
+        "--wandb",
+        metavar="ENTITY/PROJECT",
+        help="also list this sweep's runs as W&B has them (online; the W&B group is <study>/<sweep folder>)",
     )
     args = parser.parse_args(argv)
     try:
@@ -350,7 +374,23 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(report, sweep_dir / "report.csv")
     write_plot(report, sweep_dir / "report.png")
     print(f"wrote {', '.join(written)} in {sweep_dir}")
+    if args.wandb:
+        print_wandb_runs(args.wandb, sweep_dir)
     return 0
+
+
+def print_wandb_runs(project_path: str, sweep_dir: Path) -> None:
+    """The sweep's W&B runs (state and the reported summary metrics), fetched from the W&B API."""
+    from divergence_lab.wandb_files import fetch_sweep_runs
+
+    config = yaml.safe_load((sweep_dir / "multirun.yaml").read_text()) or {}
+    group = f"{config.get('study', sweep_dir.parent.name)}/{sweep_dir.name}"
+    metrics = sweep_metrics(sweep_dir)
+    runs = fetch_sweep_runs(project_path, group)
+    print(f"W&B {project_path}, group {group}: {len(runs)} run(s)")
+    for run in runs:
+        values = "  ".join(f"{m}={run['summary'][m]:.4f}" for m in metrics if m in run["summary"])
+        print(f"  {run['name']}  [{run['state']}]  {values}")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,14 @@ A run directory holds::
 
     config.yaml          the resolved config of the run
     .hydra/              Hydra's own record (config as composed, overrides, hydra settings)
+    status.json          running | failed, with host, SLURM job id and attempt (see job_status)
     metrics.json         final numbers: {"metrics": {...}, "seed", "wall_time_s", "git_commit", ...}
     checkpoints/         last.ckpt (every epoch) and best.ckpt (best val/acc)
     csv/metrics.csv      per-epoch curves; wandb/ too when ``logger=wandb``
 
-``metrics.json`` is written last, atomically: its presence means the run finished.
+``metrics.json`` is written last, atomically: its presence means the run finished. Running the same job
+again into the same directory (a requeued SLURM job, or a rerun with ``hydra.sweep.dir=<that sweep>``)
+returns the finished result at once, or resumes from ``last.ckpt`` (``ckpt_path: auto``, the default).
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ def git_commit(path: Path = Path(__file__).parent) -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": sha, "dirty": bool(status.strip())}
+
+
+def is_global_rank_zero() -> bool:
+    """True in the process that owns the run directory: rank 0 of multi-process training, else always."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) == 0
 
 
 def divergence_label(cfg: DictConfig) -> str | None:
@@ -90,7 +98,22 @@ def write_metrics(
         },
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    tmp = run_dir / (METRICS_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, run_dir / METRICS_FILE)
+    write_json_atomically(run_dir / METRICS_FILE, record)
     return record
+
+
+def write_json_atomically(path: Path, content: dict[str, Any]) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def finished_record(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
+    """The metrics.json of this very run (same resolved config) when it already finished, else None."""
+    metrics_file, config_file = run_dir / METRICS_FILE, run_dir / "config.yaml"
+    if not (metrics_file.is_file() and config_file.is_file()):
+        return None
+    if config_file.read_text() != OmegaConf.to_yaml(cfg, resolve=True):
+        return None
+    return json.loads(metrics_file.read_text())

@@ -23,6 +23,7 @@ import lightning as L
 import numpy as np
 import torch
 from filelock import FileLock
+from lightning.fabric.plugins.environments import LightningEnvironment
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -105,6 +106,8 @@ def _train(net: nn.Module, teacher_cfg: DictConfig, datamodule: Any, trainer_kwa
     )
     trainer = L.Trainer(
         **trainer_kwargs,
+        # one process, whatever the job runs in: not the SLURM world of a DDP job, no SLURM requeueing
+        plugins=[LightningEnvironment()],
         max_epochs=teacher_cfg.max_epochs,
         logger=False,
         enable_checkpointing=False,

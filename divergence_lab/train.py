@@ -26,11 +26,16 @@ def _fail(error: ConfigError) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def hydra_app(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from divergence_lab.pipeline import train
 
     try:
         return train(cfg)
     except ConfigError as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # one failed job of a sweep: the launcher records it, the sweeper decides what follows
         _fail(error)
         raise  # unreachable; keeps type checkers content
 

@@ -49,7 +49,7 @@ def test_groups_by_overrides_without_seed_and_summarises(sweep):
         assert mean == pytest.approx(statistics.fmean(accs[divergence]))
         assert std == pytest.approx(statistics.stdev(accs[divergence]))
         assert sorted(group.seeds) == [0, 1, 2]
-    assert [p.name for p in result.missing] == ["6"]
+    assert [job.job_dir.name for job in result.missing] == ["6"]
 
 
 def test_main_writes_markdown_csv_and_png(sweep, capsys):

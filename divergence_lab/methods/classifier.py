@@ -106,7 +106,7 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         terms = self.losses(*batch)
         for name, value in terms.items():
-            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, prog_bar=name == "loss")
+            self.log(f"train/{name}", value.detach(), on_epoch=True, sync_dist=True, prog_bar=name == "loss")
         return terms["loss"]
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

@@ -1,0 +1,44 @@
+"""Hydra callbacks around a sweep: how to resume it, and how to upload its offline W&B runs.
+
+Registered in ``conf/train.yaml`` under ``hydra.callbacks``; imported by every ``dlab`` process, so it
+imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+def offline_wandb_runs(sweep_dir: Path) -> list[Path]:
+    """The offline W&B run folders that the jobs of a sweep left behind."""
+    return sorted(sweep_dir.glob("*/wandb/offline-run-*"))
+
+
+def resume_command(argv: list[str], sweep_dir: str) -> str:
+    """The command that reruns this sweep into the same folder (finished jobs are skipped)."""
+    kept = [arg for arg in argv if not arg.startswith("hydra.sweep.dir=")]
+    return shlex.join(["dlab", *kept, f"hydra.sweep.dir={sweep_dir}"])
+
+
+class SweepNotices(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        command = resume_command(sys.argv[1:], config.hydra.sweep.dir)
+        log.info("If this sweep stops, resume it with: %s", command)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        runs = offline_wandb_runs(Path(config.hydra.sweep.dir))
+        if runs:
+            log.info(
+                "%d offline W&B run(s). Upload them with: wandb sync %s",
+                len(runs),
+                shlex.quote(str(Path(config.hydra.sweep.dir))) + "/*/wandb/offline-run-*",
+            )

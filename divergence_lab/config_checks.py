@@ -143,6 +143,12 @@ def validate(cfg: DictConfig) -> None:
         divergences.build(**cfg.divergence)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"divergence: {error}") from None
+    metric = str(cfg.get("optimized_metric", ""))
+    if not metric.startswith("val/"):
+        raise ConfigError(
+            f"optimized_metric must be a validation metric (val/...): sweepers must never select on test "
+            f"data (got {metric!r})"
+        )
     ckpt = cfg.get("ckpt_path")
     if ckpt not in (None, "auto") and not os.path.isfile(str(ckpt)):
         raise ConfigError(f"ckpt_path must be null, 'auto' or an existing checkpoint file (got {ckpt!r})")

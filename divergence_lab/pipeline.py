@@ -90,13 +90,13 @@ def run_title(cfg: DictConfig) -> str:
 def train(cfg: DictConfig) -> float:
     """Run one configured job; return ``cfg.optimized_metric`` (a validation metric) for sweepers."""
     started = time.time()
-    validate(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.ckpt_path == "auto" and (finished := finished_record(run_dir, cfg)) is not None:
         print(f"[{run_title(cfg)}] finished earlier, nothing to do  ({run_dir})")
         return finished["metrics"][cfg.optimized_metric]
     mark_running(run_dir)
     try:
+        validate(cfg)
         record = fit_and_test(cfg, run_dir, started)
     except Exception as error:
         mark_failed(run_dir, error)

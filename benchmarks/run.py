@@ -1,6 +1,6 @@
 """``make bench``: every case in a fresh process, results side by side with ratios, as Markdown tables.
 
-    python -m benchmarks.run [--only divergences sinkhorn startup train] [--skip-huge]
+    python -m benchmarks.run [--only divergences sinkhorn startup train cluster] [--skip-huge]
 
 Targets (from the project's performance goals) are checked and marked, never asserted: a benchmark
 reports, the tests decide correctness.
@@ -157,12 +157,35 @@ def train_step() -> list[str]:
     ]
 
 
+def cluster() -> list[str]:
+    record = case("cluster_case")
+    if not record:
+        return ["### Cluster launchers", "", "skipped or failed (needs a SLURM controller: make slurm-up)"]
+    six, one = record["six_jobs_s"], record["one_job_s"]
+    return [
+        "### Cluster launchers (single-node SLURM, 2 CPUs; `dlab -m` wall time, cached teacher)",
+        "",
+        f"SLURM submit-to-result latency of a trivial submitit job: {fmt_s(record['submit_to_result_s'])} "
+        "(median of 3).",
+        "",
+        "| sweep | local (sequential, one process) | joblib (2 workers) | SLURM array (2 at a time) | "
+        "SLURM / local |",
+        "|---|---|---|---|---|",
+        f"| 1 job, 2 epochs | {fmt_s(one['local'])} | — | {fmt_s(one['slurm'])} | "
+        f"{ratio(one['slurm'] / one['local'])} |",
+        f"| 6 jobs (3 divergences × 2 seeds), 2 epochs | {fmt_s(six['local'])} | {fmt_s(six['joblib'])} | "
+        f"{fmt_s(six['slurm'])} | {ratio(six['slurm'] / six['local'])} |",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="+", choices=["divergences", "sinkhorn", "startup", "train"])
+    parser.add_argument(
+        "--only", nargs="+", choices=["divergences", "sinkhorn", "startup", "train", "cluster"]
+    )
     parser.add_argument("--skip-huge", action="store_true", help="skip the 8192 x 128000 cases (~13 GB)")
     args = parser.parse_args()
-    wanted = args.only or ["divergences", "sinkhorn", "startup", "train"]
+    wanted = args.only or ["divergences", "sinkhorn", "startup", "train", "cluster"]
     started = time.time()
     header = [
         f"## {time.strftime('%Y-%m-%d')} — {platform.machine()}, {torch.get_num_threads()} threads, "
@@ -174,6 +197,7 @@ def main() -> None:
         "sinkhorn": sinkhorn,
         "startup": startup,
         "train": train_step,
+        "cluster": cluster,
     }
     body: list[str] = []
     for name in wanted:

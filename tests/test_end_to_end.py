@@ -110,3 +110,37 @@ def test_wheel_ships_the_configs_and_dlab_runs_from_it(tmp_path):
     )
     assert set(groups["divergence"].split(", ")) == set(divergences.names())
     assert {"kd", "teacher", "bdkd"} <= set(groups["method"].split(", "))
+
+
+def test_job_killed_outright_resumes_when_the_same_command_runs_again(tmp_path):
+    """SIGKILL mid-training (no handler runs); the same command into the same run folder resumes it."""
+    import json
+    import signal
+    import time
+
+    def command(run_dir):
+        return [
+            BIN / "dlab",
+            "trainer.max_epochs=30",
+            "data.batch_size=16",
+            "method.teacher.max_epochs=2",
+            f"paths.output_root={tmp_path}",
+            f"hydra.run.dir={run_dir}",
+        ]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command(killed), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "last.ckpt").is_file():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-3000:]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (killed / "metrics.json").exists()
+    for run_dir in (killed, tmp_path / "straight"):
+        result = subprocess.run(command(run_dir), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((killed / "status.json").read_text())["attempt"] == 2
+    resumed = json.loads((killed / "metrics.json").read_text())["metrics"]
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())["metrics"]
+    assert resumed == straight

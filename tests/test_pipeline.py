@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 
+from divergence_lab.wandb_files import offline_run_files, read_offline_run
 from tests.conftest import run_training
 
 pytestmark = pytest.mark.slow
@@ -90,14 +91,70 @@ def test_resume_from_own_last_checkpoint(tmp_path, tiny_overrides):
     assert resumed["metrics"]["val/acc"] == straight["metrics"]["val/acc"]
 
 
-def test_wandb_offline_run_is_written_with_the_run_id(tmp_path, tiny_overrides, monkeypatch):
+def test_wandb_offline_run_reads_back_with_config_history_summary_and_labels(
+    tmp_path, tiny_overrides, monkeypatch
+):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    _, run_dir = run_training(tmp_path, [*tiny_overrides, "logger=wandb", "divergence=rkl"])
+    record, run_dir = run_training(tmp_path, [*tiny_overrides, "logger=wandb", "divergence=rkl", "seed=3"])
     run_id = (run_dir / "wandb_id.txt").read_text().strip()
-    files = list((run_dir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
-    assert len(files) == 1 and files[0].stat().st_size > 0
-    assert json.loads((run_dir / "metrics.json").read_text())["divergence"] == "rkl"
+    files = offline_run_files(run_dir)
+    assert [f.name for f in files] == [f"run-{run_id}.wandb"]
+    run = read_offline_run(files[0])
+    assert run.run_id == run_id and run.project == "divergence_lab"
+    assert run.group == "kd_digits" and run.job_type == "kd"
+    assert set(run.tags) == {"rkl", "kd", "digits", "seed=3"}
+    assert run.config["divergence"]["name"] == "rkl" and run.config["seed"] == 3  # the resolved config
+    assert run.config["paths"]["output_root"] == str(tmp_path)
+    val_rows = [row for row in run.history if "val/acc" in row]
+    assert len(val_rows) == 2  # one per epoch
+    assert max(row["val/acc"] for row in val_rows) == pytest.approx(record["metrics"]["val/acc"])
+    assert run.summary["best/val_acc"] == pytest.approx(record["metrics"]["val/acc"])
+    for name in ("test/acc", "test/ece"):
+        assert run.summary[name] == pytest.approx(record["metrics"][name])
+    assert run.exit_code == 0
+
+
+def test_rerun_of_a_finished_run_returns_its_result_without_training(tmp_path, tiny_overrides):
+    record, run_dir = run_training(tmp_path, tiny_overrides, "same")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    written = last.stat().st_mtime_ns
+    again, _ = run_training(tmp_path, tiny_overrides, "same")
+    assert again == record  # metrics.json untouched
+    assert last.stat().st_mtime_ns == written
+    assert json.loads((run_dir / "status.json").read_text())["attempt"] == 1  # no second attempt started
+
+
+def test_status_file_records_attempts_and_failures(tmp_path, tiny_overrides):
+    from divergence_lab.config_checks import ConfigError
+    from divergence_lab.job_status import read_status
+
+    _, run_dir = run_training(tmp_path, tiny_overrides, "job")
+    assert read_status(run_dir) == {"state": "finished"}
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "running" and status["attempt"] == 1 and status["pid"] > 0
+    with pytest.raises(ConfigError, match="method.alpha"):
+        run_training(tmp_path, [*tiny_overrides, "method.alpha=2"], "broken")
+    failed = read_status(tmp_path / "broken")
+    assert failed["state"] == "failed" and "method.alpha must be a number in [0, 1]" in failed["error"]
+
+
+def test_epoch_seeding_makes_random_draws_a_function_of_seed_and_epoch(tmp_path):
+    """Dropout-like draws during an epoch do not depend on what the process drew before."""
+    from divergence_lab.resumption import EpochSeeding
+
+    class FakeTrainer:
+        current_epoch = 4
+
+    seeding = EpochSeeding(seed=7)
+    seeding.on_train_epoch_start(FakeTrainer(), None)
+    first = torch.rand(5)
+    torch.rand(100)  # a different history
+    seeding.on_train_epoch_start(FakeTrainer(), None)
+    assert torch.equal(torch.rand(5), first)
+    FakeTrainer.current_epoch = 5
+    seeding.on_train_epoch_start(FakeTrainer(), None)
+    assert not torch.equal(torch.rand(5), first)
 
 
 def test_online_distillation_reports_student_and_teacher_calibration(tmp_path):

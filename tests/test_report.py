@@ -59,7 +59,7 @@ def test_main_writes_markdown_csv_and_png(sweep, capsys):
     assert "kl" in out and "rkl" in out and "0.9233 ± 0.0252" in out
     markdown = (folder / "report.md").read_text()
     assert "| kl | 3 | 0.9233 ± 0.0252 | 0.2000 ± 0.1000 |" in markdown
-    assert "Unfinished jobs (no metrics.json): 6" in markdown
+    assert "Jobs: 6 finished, 1 starting\n- 6 (starting: no checkpoint yet)" in markdown
     rows = list(csv.DictReader((folder / "report.csv").open()))
     assert rows[1]["group"] == "rkl" and float(rows[1]["test/acc mean"]) == pytest.approx(0.8233333)
     assert (folder / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -130,3 +130,53 @@ def test_reliability_bins_are_pooled_over_seeds(tmp_path):
     assert pooled["ece"] == pytest.approx(expected_ece)
     assert report.write_reliability_grid(report.collect(tmp_path, ["test/acc"]), tmp_path / "grid.png")
     assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _status(job_dir, **status):
+    (job_dir / "status.json").write_text(json.dumps(status))
+
+
+def test_unfinished_jobs_are_listed_with_their_state(tmp_path, capsys):
+    """A sweep still running on SLURM: finished, failed, running and unstarted jobs are all accounted for."""
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    (folder / "multirun.yaml").write_text(
+        "hydra:\n"
+        "  sweeper:\n"
+        "    _target_: hydra._internal.core_plugins.basic_sweeper.BasicSweeper\n"
+        "    params:\n"
+        "      divergence: kl,rkl\n"
+        "      seed: 0,1\n"
+        "  overrides:\n"
+        "    task:\n"
+        "    - divergence=kl,rkl,js\n"  # the command line replaces the params' list
+        "    - trainer.max_epochs=5\n"
+    )
+    _job(folder, 0, ["divergence=kl", "seed=0"], {"test/acc": 0.9}, 0)
+    _job(folder, 1, ["divergence=kl", "seed=1"], {"test/acc": 0.8}, 1)
+    _job(folder, 2, ["divergence=rkl", "seed=0"], None, 0)
+    error = "ConfigError: method.alpha must be a number in [0, 1] (got 2)"
+    _status(folder / "2", state="failed", error=error)
+    _job(folder, 3, ["divergence=rkl", "seed=1"], None, 1)
+    _status(folder / "3", state="running", attempt=2, slurm_job_id="17")
+    (folder / "3" / "checkpoints").mkdir()
+    (folder / "3" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    result = report.collect(folder, ["test/acc"])
+    assert result.expected == 6  # 3 divergences x 2 seeds
+    lines = result.progress_lines()
+    assert lines[0] == "Jobs of 6: 2 finished, 1 running, 1 failed, 2 not started"
+    assert lines[1] == "- 2 (failed: ConfigError: method.alpha must be a number in [0, 1] (got 2))"
+    assert lines[2].startswith("- 3 (running: SLURM job 17, attempt 2, last checkpoint ")
+    assert report.main([str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "Jobs of 6: 2 finished" in out and "failed: ConfigError" in out
+    assert "2 not started" in (folder / "report.md").read_text()
+
+
+def test_optuna_sweeps_have_no_fixed_job_count(tmp_path):
+    from divergence_lab.sweep_status import expected_job_count
+
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  sweeper:\n    _target_: hydra_plugins.dlab_optuna_sweeper.ResumableOptunaSweeper\n"
+    )
+    assert expected_job_count(tmp_path) is None

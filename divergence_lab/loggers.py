@@ -10,6 +10,7 @@ resumed or requeued job continues its own W&B run. Without a login (no ``WANDB_A
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 import uuid
@@ -19,6 +20,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from divergence_lab.run_dir import divergence_label, is_global_rank_zero
+
+log = logging.getLogger(__name__)
 
 
 def wandb_logged_in() -> bool:
@@ -107,12 +110,24 @@ def log_summary(loggers: list[Any], metrics: dict[str, float]) -> None:
             logger.experiment.summary.update(summary)
 
 
-def close_loggers(loggers: list[Any]) -> None:
-    """Finish the W&B run of this job (else the next job of a multirun would log into it)."""
+def close_loggers(loggers: list[Any], interrupted: bool = False) -> None:
+    """Finish the W&B run of this job (else the next job of a multirun would log into it).
+
+    When the job is being interrupted (an error, or a preemption that submitit answers by requeueing and
+    exiting), W&B may already be unreachable; an error while closing must not replace the interruption,
+    or a requeued job would be reported as failed. The requeued job continues the same W&B run.
+    """
     from lightning.pytorch.loggers import WandbLogger
 
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            import wandb
+    if not any(isinstance(logger, WandbLogger) for logger in loggers):
+        return
+    import wandb
 
-            wandb.finish()
+    if not interrupted:
+        wandb.finish()
+        return
+    try:
+        wandb.mark_preempting()
+        wandb.finish(exit_code=1)
+    except Exception as error:  # the run resumes under the same id; nothing is lost by giving up here
+        log.warning("W&B run not closed cleanly while interrupting: %s", error)

@@ -160,8 +160,12 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
         metrics = {**test_metrics, "val/acc": float(best.best_model_score), "train/loss": final_train_loss}
         record = write_metrics(run_dir, cfg, metrics, started) if rank_zero else {"metrics": metrics}
         log_summary(loggers, record["metrics"])
-    finally:
-        close_loggers(loggers)
+    except BaseException:
+        # failed, or interrupted: submitit raises SystemExit after requeueing a preempted job, while SLURM
+        # is already stopping the job's other processes (W&B's service among them)
+        close_loggers(loggers, interrupted=True)
+        raise
+    close_loggers(loggers)
     summary = "  ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
     print(f"[{title}] {summary}  ({run_dir})")
     return record

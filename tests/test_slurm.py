@@ -157,8 +157,11 @@ def test_preempted_job_is_requeued_and_resumes_to_the_same_result_and_wandb_run(
     # the resumed attempt kept logging into the same W&B run
     assert (run_dir / "wandb_id.txt").read_text().strip() == run_id
     runs = [read_offline_run(path) for path in offline_run_files(run_dir)]
-    assert len(runs) == 2 and {run.run_id for run in runs} == {run_id}
-    assert runs[-1].summary["test/acc"] == pytest.approx(resumed["test/acc"])
+    assert len(runs) == 2  # one offline file per attempt, both under the run's id
+    assert all(path.name == f"run-{run_id}.wandb" for path in offline_run_files(run_dir))
+    # SLURM stops W&B's service with the job, so the first attempt's file may stop short of its records
+    assert {run.run_id for run in runs} - {""} == {run_id}
+    assert runs[-1].run_id == run_id and runs[-1].summary["test/acc"] == pytest.approx(resumed["test/acc"])
     assert (run_dir / "csv" / "metrics.attempt-0.csv").is_file()  # the first attempt's curves are kept
 
 

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 CONF_DIR = Path(__file__).parent / "conf"
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
 SCHEDULER_NAMES = ("none", "cosine")
-NULL_ALLOWED_GROUPS = ("experiment",)
+NULL_ALLOWED_GROUPS = ("experiment", "hparams_search")
 
 
 class ConfigError(ValueError):

@@ -144,3 +144,29 @@ def test_job_killed_outright_resumes_when_the_same_command_runs_again(tmp_path):
     resumed = json.loads((killed / "metrics.json").read_text())["metrics"]
     straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())["metrics"]
     assert resumed == straight
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_local_launchers_run_every_job_and_point_to_wandb_sync(tmp_path, launcher):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    result = subprocess.run(
+        [
+            BIN / "dlab",
+            "-m",
+            f"hydra/launcher={launcher}",
+            "logger=wandb",
+            "divergence=kl,rkl",
+            "trainer.max_epochs=1",
+            "method.teacher.max_epochs=1",
+            f"paths.output_root={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "sweeps" / "kd_digits").iterdir()
+    assert sorted(p.parent.name for p in sweep.glob("*/metrics.json")) == ["0", "1"]
+    assert f"wandb sync {sweep}/*/wandb/offline-run-*" in result.stdout + result.stderr

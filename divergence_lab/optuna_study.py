@@ -1,11 +1,16 @@
 """Optuna studies that survive being stopped: hydra-optuna-sweeper with the few things a long study needs.
 
-``hydra_plugins.dlab_optuna_sweeper.ResumableOptunaSweeper`` (selected by ``hparams_search=<preset>``) is the
-plugin's ``OptunaSweeper`` plus what this module provides:
+The sweeper that ``hparams_search=<preset>`` selects
+(``hydra_plugins.divergence_lab_plugins.optuna_sweeper.ResumableOptunaSweeper``) is the plugin's
+``OptunaSweeper`` plus what this module provides:
 
-* trial folders are numbered after the trials already in the storage, so running the command again
-  continues the study (the storage is SQLite in the sweep folder) without reusing a folder; the sampler
-  is re-seeded on a continuation, else a seeded sampler would propose the first invocation's trials again;
+* ``n_trials`` is the size of the study, not of one invocation: running the command again continues the
+  stored study (SQLite in the sweep folder) up to ``n_trials`` finished trials (complete or failed), so an
+  interrupted study is completed by rerunning it, and a larger ``n_trials`` extends it. Trial folders are
+  numbered by trial number, never reused; the sampler is re-seeded on a continuation (a seeded sampler
+  would otherwise propose the first invocation's trials again);
+* trials left running by an invocation that stopped are settled first: completed from their run's
+  ``metrics.json`` when the job finished after all, failed otherwise;
 * a trial whose objective is NaN is recorded as failed (the plugin would stop the study on it), like a
   trial that raised; with ``max_failure_rate: 1.0`` no failure ends the study;
 * at the end it writes ``best.yaml``: the best trial's parameters and value, the trial counts, and the
@@ -14,6 +19,7 @@ plugin's ``OptunaSweeper`` plus what this module provides:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shlex
@@ -53,27 +59,50 @@ class NaNAsFailure(Launcher):
         return returns
 
 
-def _stored_trials(storage: str | None, study_name: str | None) -> list[Any]:
+def load_study(storage: str | None, study_name: str | None) -> Any | None:
+    """The stored study, or None when there is none yet (or no persistent storage)."""
     if not storage or not study_name:
-        return []
+        return None
     import optuna
 
     try:
-        return optuna.load_study(study_name=study_name, storage=storage).trials
+        return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:  # no study of that name yet
-        return []
+        return None
 
 
-def existing_trial_count(storage: str | None, study_name: str | None) -> int:
-    """Trials the study already holds in ``storage`` (0 for a new study or an in-memory one)."""
-    return len(_stored_trials(storage, study_name))
+def settle_stale_trials(study: Any, sweep_dir: Path, metric: str) -> int:
+    """Tell the trials an earlier invocation left RUNNING: their job's result if it finished, else failure.
+
+    Trial ``n`` ran in ``<sweep_dir>/<n>`` (trial folders are numbered by trial number). Returns how many
+    trials were settled.
+    """
+    from optuna.trial import TrialState
+
+    stale = [trial for trial in study.trials if trial.state == TrialState.RUNNING]
+    for trial in stale:
+        value = None
+        record = sweep_dir / str(trial.number) / "metrics.json"
+        if record.is_file():
+            value = json.loads(record.read_text())["metrics"].get(metric)
+        if value is None or math.isnan(value):
+            study.tell(trial.number, state=TrialState.FAIL)
+        else:
+            study.tell(trial.number, [value])
+    return len(stale)
 
 
-def completed_trial_count(storage: str | None, study_name: str | None) -> int:
-    import optuna
+def finished_trial_count(study: Any | None) -> int:
+    from optuna.trial import TrialState
 
-    complete = optuna.trial.TrialState.COMPLETE
-    return sum(trial.state == complete for trial in _stored_trials(storage, study_name))
+    done = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+    return 0 if study is None else sum(trial.state in done for trial in study.trials)
+
+
+def completed_trial_count(study: Any | None) -> int:
+    from optuna.trial import TrialState
+
+    return 0 if study is None else sum(trial.state == TrialState.COMPLETE for trial in study.trials)
 
 
 def rerun_command(config: DictConfig, best_params: dict[str, Any]) -> str:

@@ -155,7 +155,7 @@ def test_local_launchers_run_every_job_and_point_to_wandb_sync(tmp_path, launche
             "-m",
             f"hydra/launcher={launcher}",
             "logger=wandb",
-            "divergence=kl,rkl",
+            "divergence=kl,rkl,js",
             "trainer.max_epochs=1",
             "method.teacher.max_epochs=1",
             f"paths.output_root={tmp_path}",
@@ -168,5 +168,8 @@ def test_local_launchers_run_every_job_and_point_to_wandb_sync(tmp_path, launche
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "sweeps" / "kd_digits").iterdir()
-    assert sorted(p.parent.name for p in sweep.glob("*/metrics.json")) == ["0", "1"]
+    assert sorted(p.parent.name for p in sweep.glob("*/metrics.json")) == ["0", "1", "2"]
     assert f"wandb sync {sweep}/*/wandb/offline-run-*" in result.stdout + result.stderr
+    if launcher == "submitit_local":  # at most 2 at a time: job 2 started after jobs 0 and 1 had finished
+        started = (sweep / "2" / "status.json").stat().st_mtime
+        assert started >= max((sweep / str(n) / "metrics.json").stat().st_mtime for n in (0, 1))

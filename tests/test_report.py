@@ -177,6 +177,7 @@ def test_optuna_sweeps_have_no_fixed_job_count(tmp_path):
     from divergence_lab.sweep_status import expected_job_count
 
     (tmp_path / "multirun.yaml").write_text(
-        "hydra:\n  sweeper:\n    _target_: hydra_plugins.dlab_optuna_sweeper.ResumableOptunaSweeper\n"
+        "hydra:\n  sweeper:\n"
+        "    _target_: hydra_plugins.divergence_lab_plugins.optuna_sweeper.ResumableOptunaSweeper\n"
     )
     assert expected_job_count(tmp_path) is None

@@ -168,8 +168,8 @@ def cluster() -> list[str]:
         f"SLURM submit-to-result latency of a trivial submitit job: {fmt_s(record['submit_to_result_s'])} "
         "(median of 3).",
         "",
-        "| sweep | local (sequential, one process) | joblib (one worker per core) | SLURM array (2 at a time) | "
-        "SLURM / local |",
+        "| sweep | local (sequential, one process) | joblib (one worker per core) | "
+        "SLURM array (2 at a time) | SLURM / local |",
         "|---|---|---|---|---|",
         f"| 1 job, 2 epochs | {fmt_s(one['local'])} | — | {fmt_s(one['slurm'])} | "
         f"{ratio(one['slurm'] / one['local'])} |",

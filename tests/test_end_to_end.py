@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from divergence_lab.wandb_files import offline_run_files, read_offline_run
+
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
 
@@ -170,6 +172,11 @@ def test_local_launchers_run_every_job_and_point_to_wandb_sync(tmp_path, launche
     (sweep,) = (tmp_path / "sweeps" / "kd_digits").iterdir()
     assert sorted(p.parent.name for p in sweep.glob("*/metrics.json")) == ["0", "1", "2"]
     assert f"wandb sync {sweep}/*/wandb/offline-run-*" in result.stdout + result.stderr
+    ids = [(sweep / str(n) / "wandb_id.txt").read_text().strip() for n in range(3)]
+    assert len(set(ids)) == 3  # one W&B run per job, never one for the whole sweep
+    for n, run_id in enumerate(ids):
+        (run_file,) = offline_run_files(sweep / str(n))
+        assert read_offline_run(run_file).run_id == run_id
     if launcher == "submitit_local":  # at most 2 at a time: job 2 started after jobs 0 and 1 had finished
         started = (sweep / "2" / "status.json").stat().st_mtime
         assert started >= max((sweep / str(n) / "metrics.json").stat().st_mtime for n in (0, 1))

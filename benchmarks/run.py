@@ -163,7 +163,7 @@ def cluster() -> list[str]:
         return ["### Cluster launchers", "", "skipped or failed (needs a SLURM controller: make slurm-up)"]
     six, one = record["six_jobs_s"], record["one_job_s"]
     return [
-        "### Cluster launchers (single-node SLURM, 2 CPUs; `dlab -m` wall time, cached teacher)",
+        "### Cluster launchers (single-node SLURM, 2 CPUs; `dlab -m` wall time, median of 3, cached teacher)",
         "",
         f"SLURM submit-to-result latency of a trivial submitit job: {fmt_s(record['submit_to_result_s'])} "
         "(median of 3).",

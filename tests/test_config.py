@@ -154,3 +154,19 @@ def test_help_and_config_composition_stay_light(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "divergence: alpha, chi2" in result.stdout
     assert "HEAVY []" in result.stdout
+
+
+def test_slurm_preset_reads_the_users_untracked_local_file(tmp_path):
+    """conf/local/slurm.yaml (here on an extra search path) overrides the preset; slurm_cpu inherits it."""
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "slurm.yaml").write_text(
+        "# @package hydra.launcher\npartition: gpu\naccount: lab\nsetup: [module load cuda]\n"
+    )
+    search = f"hydra.searchpath=[file://{tmp_path}]"
+    launcher = compose_config(["hydra/launcher=slurm", search], with_hydra=True).hydra.launcher
+    assert (launcher.partition, launcher.account, launcher.setup) == ("gpu", "lab", ["module load cuda"])
+    assert launcher.gpus_per_node == 1 and launcher.qos is None
+    cpu = compose_config(["hydra/launcher=slurm_cpu", search], with_hydra=True).hydra.launcher
+    assert (cpu.partition, cpu.gpus_per_node, cpu.cpus_per_task) == ("gpu", None, 1)
+    plain = compose_config(["hydra/launcher=slurm"], with_hydra=True).hydra.launcher
+    assert plain.partition is None  # without the file: the cluster's default partition

@@ -101,11 +101,15 @@ class ReliabilityDiagram(Callback):
     def on_test_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
+        if not isinstance(outputs, dict) or "probs" not in outputs:
+            return  # a method without class probabilities aligned to labels (e.g. clustering in GCD)
         for prefix, probs in outputs["probs"].items():
             self.probs.setdefault(prefix, []).append(probs.detach().cpu())
         self.labels.append(outputs["y"].detach().cpu())
 
     def on_test_end(self, trainer: Any, pl_module: Any) -> None:
+        if not self.labels:
+            return
         labels = torch.cat(self.labels)
         curves = {
             (prefix.rstrip("_") or "model"): reliability_bins(torch.cat(chunks).double(), labels, self.n_bins)

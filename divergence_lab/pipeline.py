@@ -27,6 +27,7 @@ from divergence_lab.job_status import mark_failed, mark_running
 from divergence_lab.loggers import build_loggers, close_loggers, log_summary
 from divergence_lab.run_dir import (
     CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
     divergence_label,
     finished_record,
     is_global_rank_zero,
@@ -150,14 +151,17 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
         )
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.ckpt_path, run_dir))
         final_train_loss = float(trainer.callback_metrics["train/loss"])
+        # test the best-validation checkpoint, or the last one for methods that report the last epoch (GCD)
+        select_last = cfg.method.get("checkpoint_selection", "best") == "last"
+        val_acc = float(trainer.callback_metrics["val/acc"]) if select_last else float(best.best_model_score)
         (test_metrics,) = trainer.test(
             module,
             datamodule=datamodule,
-            ckpt_path=best.best_model_path,
+            ckpt_path=str(checkpoint_dir / LAST_CHECKPOINT) if select_last else best.best_model_path,
             verbose=interactive,
             weights_only=False,
         )
-        metrics = {**test_metrics, "val/acc": float(best.best_model_score), "train/loss": final_train_loss}
+        metrics = {**test_metrics, "val/acc": val_acc, "train/loss": final_train_loss}
         record = write_metrics(run_dir, cfg, metrics, started) if rank_zero else {"metrics": metrics}
         log_summary(loggers, record["metrics"])
     except BaseException:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from divergence_lab.report_curves import write_curve_grid
 from divergence_lab.sweep_status import UnfinishedJob, expected_job_count, unfinished_job
 
 DEFAULT_METRICS = ("test/acc", "test/ece")
@@ -242,6 +243,15 @@ def write_markdown(report: SweepReport, path: Path) -> None:
     if progress := report.progress_lines():
         lines += ["", *progress]
     lines += ["", "![metrics](report.png)", ""]
+    if (report.sweep_dir / "report_curves.png").is_file():
+        lines += [
+            "## Accuracy per epoch",
+            "",
+            "Mean over seeds, band = ± std.",
+            "",
+            "![curves](report_curves.png)",
+            "",
+        ]
     if (report.sweep_dir / "report_reliability.png").is_file():
         lines += [
             "## Reliability diagrams",
@@ -370,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     written = ["report.md", "report.csv", "report.png"]
     if write_reliability_grid(report, sweep_dir / "report_reliability.png"):
         written.append("report_reliability.png")
+    groups = [(group.label(report.varying), group.jobs) for group in report.groups]
+    if write_curve_grid(groups, sweep_dir / "report_curves.png") is not None:
+        written.append("report_curves.png")
     write_markdown(report, sweep_dir / "report.md")
     write_csv(report, sweep_dir / "report.csv")
     write_plot(report, sweep_dir / "report.png")

@@ -181,3 +181,29 @@ def test_optuna_sweeps_have_no_fixed_job_count(tmp_path):
         "    _target_: hydra_plugins.divergence_lab_plugins.optuna_sweeper.ResumableOptunaSweeper\n"
     )
     assert expected_job_count(tmp_path) is None
+
+
+def test_gcd_curves_are_averaged_over_seeds_and_drawn(tmp_path):
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    (folder / "multirun.yaml").write_text("{}\n")
+    num = 0
+    for variant, old_end in (("false", 0.6), ("true", 0.8)):
+        for seed in range(2):
+            _job(folder, num, [f"method.use_ler={variant}", f"seed={seed}"], {"test/acc": 0.7}, seed)
+            curve = [
+                {"epoch": e, "acc_old": old_end + 0.1 * seed * (e == 2), "acc_new": 0.5, "acc_all": 0.6}
+                for e in range(3)
+            ]
+            (folder / str(num) / "gcd_curve.json").write_text(json.dumps(curve))
+            num += 1
+    from divergence_lab.report_curves import write_curve_grid
+
+    result = report.collect(folder, ["test/acc"])
+    groups = [(group.label(result.varying), group.jobs) for group in result.groups]
+    finals = write_curve_grid(groups, folder / "curves.png")
+    assert finals["false"]["acc_old"] == pytest.approx(0.65)  # mean of 0.6 and 0.7 at the last epoch
+    assert finals["true"]["acc_old"] == pytest.approx(0.85)
+    assert (folder / "curves.png").stat().st_size > 0
+    assert report.main([str(folder)]) == 0
+    assert "![curves](report_curves.png)" in (folder / "report.md").read_text()

@@ -187,6 +187,15 @@ def test_dkl_divergence_comes_from_the_registry(tmp_path):
     assert values["kl"] != values["js"] and values["js"] <= np.log(2)  # JS is bounded by log 2
 
 
+@pytest.mark.slow
+def test_simgcd_runs_on_gcd_vectors(tmp_path):
+    overrides = ["data=gcd_synthetic", "method=simgcd", "trainer.max_epochs=2"]
+    overrides.append("method.backbone.pretrain_epochs=1")
+    record, _ = run_training(tmp_path, overrides)
+    assert record["method"] == "simgcd" and record["data"] == "gcd_synthetic"
+    assert 0.0 <= record["metrics"]["test/acc_new"] <= 1.0
+
+
 def test_legogcd_needs_gcd_data(tmp_path):
     with pytest.raises(ConfigError, match="needs a GCD data config"):
         run_training(tmp_path, ["method=legogcd", "trainer.max_epochs=1"])

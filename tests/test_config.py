@@ -75,7 +75,10 @@ def test_valid_choices_pass(argv):
     [
         (["divergence=nope"], r"divergence=nope is not an option; choose one of: alpha, chi2, .*kl.*"),
         (["-m", "divergence=kl,nope"], "divergence=nope is not an option"),
-        (["data=cifar"], "choose one of: cifar10, cifar100, digits, synthetic"),
+        (
+            ["data=cifar"],
+            "choose one of: cifar10, cifar100, digits, gcd_cifar100, gcd_digits, gcd_synthetic, synthetic",
+        ),
         (["model@method.teacher.model=resnet9"], "model=resnet9 is not an option"),
     ],
 )

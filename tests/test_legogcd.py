@@ -230,3 +230,26 @@ def test_legogcd_cifar100_preset_runs_a_couple_of_steps(tmp_path):
     )
     assert record["data"] == "gcd_cifar100" and record["method"] == "legogcd"
     assert {"test/acc", "test/acc_old", "test/acc_new"} <= set(record["metrics"])
+
+
+def test_a_batch_without_labelled_images_gives_a_finite_loss():
+    from divergence_lab.methods.legogcd import GCDNetwork, LegoGCDModule, build_backbone
+
+    torch.manual_seed(0)
+    backbone, width = build_backbone("mlp", (64,), [16], 20)
+    settings = dict(
+        use_dkl=True, use_ler=True, sup_weight=0.35, memax_weight=2.0, student_temperature=0.1,
+        teacher_temperature=(0.07, 0.04, 30), infonce_temperature=1.0, supcon_temperature=0.07,
+        ler_threshold=0.0, ler_tau=0.05, ler_margin=0.4, ler_weight=2.0, prior_momentum=0.9,
+    )  # fmt: skip
+    dkl = divergences.build("kl", temperature=1.0, t_squared=False)
+    net = GCDNetwork(backbone, width, 8, 10)
+    module = LegoGCDModule(net, 5, {"name": "sgd", "lr": 0.1}, 10, settings, dkl)
+    module.log = lambda *args, **kwargs: None
+    x = torch.randn(6, 64)
+    for labelled in (torch.zeros(6, dtype=torch.bool), torch.tensor([True, False] * 3)):
+        y = torch.where(labelled, torch.tensor([0, 1, 2, 3, 4, 0]), torch.tensor(-1))
+        loss = module.training_step((x, x + 0.1, y, labelled), 0)
+        assert torch.isfinite(loss)
+        prior = module.prior  # q̂ stays a distribution
+        assert prior.min() > 0 and prior.sum().item() == pytest.approx(1.0, abs=1e-6)

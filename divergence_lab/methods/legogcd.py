@@ -175,7 +175,7 @@ class LegoGCDModule(L.LightningModule):
         self.num_known = num_known
         self.optimizer_cfg = optimizer
         self.max_epochs = max_epochs
-        self.s = settings
+        self.settings = settings
         self.dkl = dkl_divergence
         num_classes = net.prototypes.shape[0]
         self.register_buffer("prior", torch.full((num_classes,), 1.0 / num_classes))
@@ -187,7 +187,7 @@ class LegoGCDModule(L.LightningModule):
         view1, view2, y, labelled = batch
         z, logits = self.net(torch.cat([view1, view2]))
         y2, labelled2 = y.repeat(2), labelled.repeat(2)
-        s = self.s
+        s = self.settings
         probs = F.softmax(logits / s["student_temperature"], dim=1)
         tau_t = teacher_temperature(self.current_epoch, *s["teacher_temperature"])
         unsup_cls = cross_view_distillation(logits, 2, s["student_temperature"], tau_t)
@@ -197,7 +197,10 @@ class LegoGCDModule(L.LightningModule):
             first, second = (logits / s["student_temperature"]).chunk(2)
             terms["dkl"] = self.dkl(second, first).mean()  # D(P1 ‖ P2): view 1 is the target side
             unsup_cls = unsup_cls + terms["dkl"]
-        sup_cls = F.cross_entropy(logits[labelled2] / s["student_temperature"], y2[labelled2])
+        if labelled2.any():
+            sup_cls = F.cross_entropy(logits[labelled2] / s["student_temperature"], y2[labelled2])
+        else:  # a batch without labelled images (likely when few are labelled): no supervised term
+            sup_cls = logits.sum() * 0.0
         z1, z2 = z.chunk(2)
         unsup_rep = info_nce(z1, z2, s["infonce_temperature"])
         sup_rep = supcon(z[labelled2], y2[labelled2], s["supcon_temperature"])

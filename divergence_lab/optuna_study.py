@@ -36,7 +36,7 @@ RERUN_SEEDS = "0,1,2,3,4"
 
 
 class NaNObjectiveError(ValueError):
-    pass
+    """A trial's objective came back NaN (e.g. a diverged run): the trial is recorded as failed."""
 
 
 class NaNAsFailure(Launcher):
@@ -128,7 +128,7 @@ def write_best(config: DictConfig, storage: str, study_name: str) -> Path:
     """Write ``<sweep folder>/best.yaml`` for the study and log the rerun command; return its path."""
     import optuna
 
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = load_study(storage, study_name)
     states = [trial.state for trial in study.trials]
     best = study.best_trial
     result = {

@@ -1,8 +1,10 @@
 """One training run as a short linear recipe: check -> seed -> data -> method -> fit -> test -> metrics.json.
 
 Model selection uses validation only: the reported test metrics come from the checkpoint with the best
-``val/acc``. With ``ckpt_path: auto`` (the default) a job started again in its own run directory (a
-requeued SLURM job, a rerun sweep) returns its finished result, or resumes from ``checkpoints/last.ckpt``.
+``val/acc``, or from the last epoch for methods that report it (``method.checkpoint_selection: last``, GCD,
+where the evaluation labels must not pick an epoch). With ``ckpt_path: auto`` (the default) a job started
+again in its own run directory (a requeued SLURM job, a rerun sweep) returns its finished result, or
+resumes from ``checkpoints/last.ckpt``.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def train(cfg: DictConfig) -> float:
 
 
 def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
-    """Train (or resume), test the best-validation checkpoint, write ``metrics.json``; return its content."""
+    """Train (or resume), test the selected checkpoint, write ``metrics.json``; return its content."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 

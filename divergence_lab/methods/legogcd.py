@@ -252,7 +252,8 @@ class LegoGCDModule(L.LightningModule):
         self.log("test/acc_new", accuracies["acc_new"])
 
     def on_train_end(self) -> None:
-        write_curve(Path(self.trainer.default_root_dir), self.curve)
+        if self.trainer.is_global_zero:
+            write_curve(Path(self.trainer.default_root_dir), self.curve)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gcd_curve"] = self.curve

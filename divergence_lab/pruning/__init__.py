@@ -1,0 +1,1 @@
+"""Pruning at or near initialisation: masks, saliency scores, Concrete Ticket Search, lottery tickets."""

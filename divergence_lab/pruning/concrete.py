@@ -1,0 +1,103 @@
+"""Concrete Ticket Search (Arora & Teuscher 2025): learn a mask near initialisation with frozen weights.
+
+One logit ``a_i`` per prunable weight, initialised to ``log(κ / (1 - κ))`` so every weight starts with
+keep-probability κ. Each forward draws a Binary-Concrete mask ``m̃ = σ(a + l / τ)``, ``l`` logistic noise,
+τ = 2/3, and runs the network with weights ``θ ⊙ m̃``. The objective compares that sparse network with the
+same network unmasked (the dense target, detached): any registry divergence ``D(sparse, dense)`` (default
+``rkl`` = KL(q_sparse ‖ p_dense), the paper's CTS-KL) or ``ce`` on the labels; times ``loss_scale`` (100).
+
+GRADBALANCE keeps the expected active count ``Σσ(a)`` near ``A* = slack · κ · d`` without a penalty weight:
+with ``e = (Σσ(a) / A* - 1) · 100`` and ``g_sp = (100 / A*) σ(a)(1 - σ(a))`` (its gradient), the logits get
+``g_task + λ g_sp`` where ``λ* = ‖g_task‖ / ‖g_sp‖`` while ``e > 0`` and 0 once the target is met, smoothed
+``λ ← 0.99 λ + 0.01 λ*``. Adam on the logits, learning rate ×0.1 at 88 % of the search. The ticket keeps
+exactly ``round(κ · d)`` weights: the global top-k logits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from divergence_lab.pruning.masks import Mask, global_top_k, prunable_weights
+
+Objective = Callable[[Tensor, Tensor, Tensor], Tensor]  # (sparse logits, dense logits, labels) -> scalar
+
+
+@dataclass
+class SearchResult:
+    mask: Mask
+    logits: list[Tensor]
+    expected_density: list[float] = field(default_factory=list)  # after every step
+
+
+def _scale_safe_norm(values: list[Tensor]) -> Tensor:
+    flat = torch.cat([v.flatten() for v in values])
+    scale = flat.abs().max().clamp_min(1e-12)
+    return (flat / scale).norm() * scale
+
+
+def concrete_search(
+    net: nn.Module,
+    batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
+    density: float,
+    objective: Objective,
+    epochs: int,
+    lr: float = 0.1,
+    tau: float = 2 / 3,
+    slack: float = 1.1,
+    smoothing: float = 0.01,
+    loss_scale: float = 100.0,
+) -> SearchResult:
+    """Search a ticket of ``density`` for ``net`` (weights untouched); ``batches(epoch)`` yields (x, y)."""
+    names = {id(m.weight): f"{name}.weight" for name, m in net.named_modules() if hasattr(m, "weight")}
+    weights = prunable_weights(net)
+    keys = [names[id(w)] for w in weights]
+    total = sum(w.numel() for w in weights)
+    logits = [torch.full_like(w, math.log(density / (1 - density)), requires_grad=True) for w in weights]
+    optimizer = torch.optim.Adam(logits, lr=lr)
+    target = slack * density * total if slack else density * total
+    multiplier: Tensor | None = None
+    was_training = net.training
+    net.eval()
+    result = SearchResult(mask=[], logits=logits)
+    frozen = [w.detach() for w in weights]
+    for epoch in range(epochs):
+        if epoch == int(0.88 * epochs) and epoch > 0:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * 0.1
+        for x, y in batches(epoch):
+            with torch.no_grad():
+                dense = net(x)
+            soft = []
+            for a in logits:
+                u = torch.rand_like(a).clamp(1e-10, 1 - 1e-10)
+                soft.append(torch.sigmoid(a + (u.log() - (-u).log1p()) / tau))
+            sparse = functional_call(
+                net, {k: w * m for k, w, m in zip(keys, frozen, soft, strict=True)}, (x,)
+            )
+            task_grad = torch.autograd.grad(loss_scale * objective(sparse, dense, y), logits)
+            with torch.no_grad():
+                keep = [torch.sigmoid(a) for a in logits]
+                excess = (sum(k.sum() for k in keep) / target - 1) * 100
+                sparsity_grad = [(100 / target) * k * (1 - k) for k in keep]
+                wanted = (
+                    _scale_safe_norm(list(task_grad)) / _scale_safe_norm(sparsity_grad).clamp_min(1e-12)
+                    if excess > 0
+                    else torch.zeros(())
+                )
+                multiplier = (
+                    wanted if multiplier is None else (1 - smoothing) * multiplier + smoothing * wanted
+                )
+                for a, g_task, g_sp in zip(logits, task_grad, sparsity_grad, strict=True):
+                    a.grad = g_task + multiplier * g_sp
+            optimizer.step()
+            with torch.no_grad():
+                result.expected_density.append(float(sum(torch.sigmoid(a).sum() for a in logits) / total))
+    net.train(was_training)
+    result.mask = global_top_k(logits, density)
+    return result

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from divergence_lab.report_curves import write_curve_grid
+from divergence_lab.report_lines import write_line_plot
 from divergence_lab.sweep_status import UnfinishedJob, expected_job_count, unfinished_job
 
 DEFAULT_METRICS = ("test/acc", "test/ece")
@@ -131,9 +132,10 @@ def collect(sweep_dir: Path, metrics: list[str]) -> SweepReport:
         group = groups.setdefault(tuple(pairs), Group(tuple(pairs)))
         group.seeds.append(record.get("seed"))
         group.jobs.append(job)
-        for metric in metrics:
-            if metric in record["metrics"]:
-                group.values.setdefault(metric, []).append(float(record["metrics"][metric]))
+        for metric in metrics:  # a run metric, or a top-level number of metrics.json such as wall_time_s
+            value = record["metrics"].get(metric, record.get(metric))
+            if isinstance(value, int | float):
+                group.values.setdefault(metric, []).append(float(value))
     if not groups:
         raise FileNotFoundError(f"no finished job (metrics.json) in {sweep_dir}")
     varying = [key for key, values in seen_values.items() if len(values) > 1]
@@ -243,6 +245,8 @@ def write_markdown(report: SweepReport, path: Path) -> None:
     if progress := report.progress_lines():
         lines += ["", *progress]
     lines += ["", "![metrics](report.png)", ""]
+    if (report.sweep_dir / "report_lines.png").is_file():
+        lines += ["## Against the numeric sweep key", "", "![lines](report_lines.png)", ""]
     if (report.sweep_dir / "report_curves.png").is_file():
         lines += [
             "## Accuracy per epoch",
@@ -383,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     groups = [(group.label(report.varying), group.jobs) for group in report.groups]
     if write_curve_grid(groups, sweep_dir / "report_curves.png") is not None:
         written.append("report_curves.png")
+    if write_line_plot(report, sweep_dir / "report_lines.png") is not None:
+        written.append("report_lines.png")
     write_markdown(report, sweep_dir / "report.md")
     write_csv(report, sweep_dir / "report.csv")
     write_plot(report, sweep_dir / "report.png")

@@ -207,3 +207,33 @@ def test_gcd_curves_are_averaged_over_seeds_and_drawn(tmp_path):
     assert (folder / "curves.png").stat().st_size > 0
     assert report.main([str(folder)]) == 0
     assert "![curves](report_curves.png)" in (folder / "report.md").read_text()
+
+
+def test_numeric_sweep_key_gets_a_line_plot_and_top_level_numbers_are_metrics(tmp_path):
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    (folder / "multirun.yaml").write_text("{}\n")
+    num = 0
+    for variant in ("cts", "snip"):
+        for kappa in ("0.1", "0.01"):
+            for seed in range(2):
+                _job(
+                    folder,
+                    num,
+                    [f"+v={variant}", f"method.density={kappa}", f"seed={seed}"],
+                    {"test/acc": 0.5},
+                    seed,
+                )
+                record = json.loads((folder / str(num) / "metrics.json").read_text())
+                (folder / str(num) / "metrics.json").write_text(
+                    json.dumps({**record, "wall_time_s": 2.0 + seed})
+                )
+                num += 1
+    from divergence_lab.report_lines import numeric_key
+
+    result = report.collect(folder, ["test/acc", "wall_time_s"])
+    assert numeric_key(result.varying, result.groups) == "method.density"
+    assert result.groups[0].summary("wall_time_s") == pytest.approx((2.5, statistics.stdev([2.0, 3.0])))
+    assert report.main([str(folder), "--metrics", "test/acc", "wall_time_s"]) == 0
+    assert (folder / "report_lines.png").stat().st_size > 0
+    assert "![lines](report_lines.png)" in (folder / "report.md").read_text()

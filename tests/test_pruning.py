@@ -156,7 +156,8 @@ def test_sparse_training_keeps_pruned_weights_exactly_zero(tmp_path, pruner):
         assert (weight[~keep] == 0).all()  # after every optimizer step, momentum and weight decay included
     total = sum(m.numel() for m in masks)
     assert sum(int(m.sum()) for m in masks) == round(0.05 * total)  # exactly κ d
-    assert record["metrics"]["test/density"] <= density(masks)
+    # the trained weights are zero exactly where the mask is (the logged value is float32)
+    assert record["metrics"]["test/density"] == pytest.approx(density(masks), abs=1e-7)
 
 
 @pytest.mark.slow
@@ -169,7 +170,8 @@ def test_cts_run_writes_its_density_trajectory_and_search_time(tmp_path):
     ]
     record, run_dir = run_training(tmp_path, overrides)
     trajectory = json.loads((run_dir / "density_trajectory.json").read_text())
-    assert len(trajectory) == 2 * 21 and trajectory[0] == pytest.approx(0.02, rel=0.05)
+    steps_per_epoch = -(-1259 // 64)  # digits training split, batch 64
+    assert len(trajectory) == 2 * steps_per_epoch and trajectory[0] == pytest.approx(0.02, rel=0.05)
     assert record["metrics"]["test/search_time_s"] > 0
     assert record["divergence"] == "rkl"  # CTS-KL by default
 

@@ -15,12 +15,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from divergence_lab.wandb_files import OFFLINE_RUN_DIRS
+
 log = logging.getLogger(__name__)
 
 
 def offline_wandb_runs(sweep_dir: Path) -> list[Path]:
     """The offline W&B run folders that the jobs of a sweep left behind."""
-    return sorted(sweep_dir.glob("*/wandb/offline-run-*"))
+    return sorted(sweep_dir.glob(f"*/{OFFLINE_RUN_DIRS}"))
 
 
 def resume_command(argv: list[str], sweep_dir: str) -> str:
@@ -40,5 +42,5 @@ class SweepNotices(Callback):
             log.info(
                 "%d offline W&B run(s). Upload them with: wandb sync %s",
                 len(runs),
-                shlex.quote(str(Path(config.hydra.sweep.dir))) + "/*/wandb/offline-run-*",
+                shlex.quote(str(Path(config.hydra.sweep.dir))) + f"/*/{OFFLINE_RUN_DIRS}",
             )

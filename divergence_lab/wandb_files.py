@@ -21,6 +21,7 @@ HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
 BLOCK_SIZE = 32 * 1024
 CHUNK_HEADER = struct.Struct("<IHB")
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+OFFLINE_RUN_DIRS = "wandb/offline-run-*"  # under a run directory: one folder per attempt of the run
 
 
 @dataclass
@@ -111,7 +112,7 @@ def read_offline_run(path: Path) -> OfflineRun:
 
 def offline_run_files(run_dir: Path) -> list[Path]:
     """The ``.wandb`` files a run directory holds: one per attempt (a resumed run adds one)."""
-    return sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+    return sorted(Path(run_dir).glob(f"{OFFLINE_RUN_DIRS}/run-*.wandb"))
 
 
 def fetch_sweep_runs(project_path: str, group: str) -> list[dict[str, Any]]:

@@ -54,7 +54,7 @@ def concrete_search(
     loss_scale: float = 100.0,
 ) -> SearchResult:
     """Search a ticket of ``density`` for ``net`` (weights untouched); ``batches(epoch)`` yields (x, y)."""
-    names = {id(m.weight): f"{name}.weight" for name, m in net.named_modules() if hasattr(m, "weight")}
+    names = {id(parameter): name for name, parameter in net.named_parameters()}
     weights = prunable_weights(net)
     keys = [names[id(w)] for w in weights]
     total = sum(w.numel() for w in weights)

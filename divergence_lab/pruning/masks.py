@@ -32,6 +32,11 @@ def global_top_k(scores: list[Tensor], density: float) -> Mask:
     return [part.view_as(s) for part, s in zip(parts, scores, strict=True)]
 
 
+def scores_within(mask: Mask, scores: list[Tensor]) -> list[Tensor]:
+    """``scores`` with the already-pruned weights set to -1, below any kept score (all scores are >= 0)."""
+    return [torch.where(keep, s, torch.full_like(s, -1.0)) for s, keep in zip(scores, mask, strict=True)]
+
+
 def apply_mask(net: nn.Module, mask: Mask) -> None:
     """Zero the pruned weights in place."""
     with torch.no_grad():

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from divergence_lab.pruning.masks import Mask, apply_mask, global_top_k, prunable_weights
+from divergence_lab.pruning.masks import Mask, apply_mask, global_top_k, prunable_weights, scores_within
 
 
 def random_scores(net: nn.Module, generator: torch.Generator) -> list[Tensor]:
@@ -72,19 +72,13 @@ def synflow_mask(net: nn.Module, input_shape: tuple[int, ...], density: float, r
         weights = prunable_weights(probe)
         grads = torch.autograd.grad(probe(ones).sum(), weights)
         scores = [(w * g).detach().abs().float() for w, g in zip(weights, grads, strict=True)]
-        scores = [
-            torch.where(keep, s, torch.full_like(s, -1.0)) for s, keep in zip(scores, mask, strict=True)
-        ]
+        scores = scores_within(mask, scores)
         mask = global_top_k(scores, density ** (k / rounds))
     return mask
 
 
 def prune_by_magnitude(net: nn.Module, mask: Mask, density: float) -> Mask:
     """One LTR round: among the kept weights, keep the largest ``|θ|`` down to ``density`` overall."""
-    scores = [
-        torch.where(keep, w.detach().abs(), torch.full_like(w, -1.0))
-        for w, keep in zip(prunable_weights(net), mask, strict=True)
-    ]
-    new_mask = global_top_k(scores, density)
+    new_mask = global_top_k(scores_within(mask, magnitude_scores(net)), density)
     apply_mask(net, new_mask)
     return new_mask

@@ -14,17 +14,20 @@ This module imports no deep-learning framework, so the checks are cheap.
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).parent / "conf"
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
 SCHEDULER_NAMES = ("none", "cosine")
 NULL_ALLOWED_GROUPS = ("experiment", "hparams_search")
+READ_GROUPS = ("model", "divergence")  # the groups a method may leave unread (method.reads)
 
 
 class ConfigError(ValueError):
@@ -94,7 +97,8 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite real number: NaN and infinities are refused wherever a number is validated."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_optimizer(optimizer: Any, key: str) -> None:
@@ -104,51 +108,159 @@ def check_optimizer(optimizer: Any, key: str) -> None:
         raise ConfigError(f"{key}.name must be one of {', '.join(OPTIMIZER_NAMES)} (got {name!r})")
     lr = optimizer.get("lr")
     if not _is_number(lr) or lr <= 0:
-        raise ConfigError(f"{key}.lr must be a number > 0 (got {lr!r})")
+        raise ConfigError(f"{key}.lr must be a finite number > 0 (got {lr!r})")
     weight_decay = optimizer.get("weight_decay", 0.0)
     if not _is_number(weight_decay) or weight_decay < 0:
-        raise ConfigError(f"{key}.weight_decay must be a number >= 0 (got {weight_decay!r})")
+        raise ConfigError(f"{key}.weight_decay must be a finite number >= 0 (got {weight_decay!r})")
+    momentum = optimizer.get("momentum", 0.0)
+    if not _is_number(momentum) or not 0.0 <= momentum < 1.0:
+        raise ConfigError(f"{key}.momentum must be a number in [0, 1) (got {momentum!r})")
     scheduler = optimizer.get("scheduler", "none")
     if scheduler not in SCHEDULER_NAMES:
         raise ConfigError(f"{key}.scheduler must be one of {', '.join(SCHEDULER_NAMES)} (got {scheduler!r})")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check the composed config's values; raise :class:`ConfigError` naming the first bad key."""
-    from divergence_lab import divergences
+def _check_teacher(teacher: Any) -> None:
+    if "optimizer" in teacher:
+        check_optimizer(teacher.optimizer, "method.teacher.optimizer")
+    if "max_epochs" in teacher and (not _is_int(teacher.max_epochs) or teacher.max_epochs < 1):
+        raise ConfigError(f"method.teacher.max_epochs must be an integer >= 1 (got {teacher.max_epochs!r})")
+    if "seed" in teacher and not _is_int(teacher.seed):
+        raise ConfigError(f"method.teacher.seed must be an integer (got {teacher.seed!r})")
+    if "batch_size" in teacher and (not _is_int(teacher.batch_size) or teacher.batch_size < 1):
+        raise ConfigError(f"method.teacher.batch_size must be an integer >= 1 (got {teacher.batch_size!r})")
 
-    if not _is_int(cfg.seed):
-        raise ConfigError(f"seed must be an integer (got {cfg.seed!r})")
-    max_epochs = cfg.trainer.max_epochs
-    if not _is_int(max_epochs) or max_epochs < 1:
-        raise ConfigError(f"trainer.max_epochs must be an integer >= 1 (got {max_epochs!r})")
-    check_optimizer(cfg.method.optimizer, "method.optimizer")
-    teacher = cfg.method.get("teacher")
-    if teacher is not None:
-        if "optimizer" in teacher:
-            check_optimizer(teacher.optimizer, "method.teacher.optimizer")
-        if "max_epochs" in teacher and (not _is_int(teacher.max_epochs) or teacher.max_epochs < 1):
-            raise ConfigError(
-                f"method.teacher.max_epochs must be an integer >= 1 (got {teacher.max_epochs!r})"
-            )
-        if "seed" in teacher and not _is_int(teacher.seed):
-            raise ConfigError(f"method.teacher.seed must be an integer (got {teacher.seed!r})")
-    alpha = cfg.method.get("alpha")
-    if alpha is not None and (not _is_number(alpha) or not 0.0 <= alpha <= 1.0):
-        raise ConfigError(f"method.alpha must be a number in [0, 1] (got {alpha!r})")
-    batch_size = cfg.data.get("batch_size")
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ConfigError(f"data.batch_size must be an integer >= 1 (got {batch_size!r})")
-    try:
-        divergences.build(**cfg.divergence)
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"divergence: {error}") from None
+
+def override_key(override: str) -> str:
+    """``divergence.temperature`` for ``+divergence.temperature=2``; ``divergence`` for ``divergence=rkl``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _group_is_read(method: Any, group: str) -> bool:
+    """``method.reads.<group>``: true / false, or ``{key: value}``: read while ``method.<key> == value``."""
+    rule = method.get("reads", {}).get(group, True)
+    if isinstance(rule, bool):
+        return rule
+    return all(OmegaConf.select(method, key) == value for key, value in rule.items())
+
+
+def check_method_reads(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """Refuse an override of a config group that the chosen method does not read (it would be ignored)."""
+    method = cfg.method
+    for override in overrides:
+        key = override_key(override)
+        group = key.split(".", 1)[0].split("@", 1)[0]
+        if group not in READ_GROUPS or _group_is_read(method, group):
+            continue
+        instead = method.get("instead", {}).get(group, "its own settings")
+        raise ConfigError(
+            f"method={method.name} does not read {group} (got {override}): it uses {instead} instead; "
+            f"remove the override"
+        )
+
+
+def check_optimized_metric(cfg: DictConfig) -> None:
     metric = str(cfg.get("optimized_metric", ""))
     if not metric.startswith("val/"):
         raise ConfigError(
             f"optimized_metric must be a validation metric (val/...): sweepers must never select on test "
             f"data (got {metric!r})"
         )
+    logged = list(cfg.method.get("val_metrics", ["val/acc"]))
+    if metric not in logged:
+        hint = difflib.get_close_matches(metric, logged, n=1)
+        did_you_mean = f"did you mean {hint[0]}? " if hint else ""
+        raise ConfigError(
+            f"optimized_metric={metric} is not logged by method={cfg.method.name}; {did_you_mean}"
+            f"choose one of: {', '.join(logged)}"
+        )
+
+
+def check_threads(threads: Any) -> None:
+    if threads != "auto" and (not _is_int(threads) or threads < 1):
+        raise ConfigError(f"threads must be 'auto' or an integer >= 1 (got {threads!r})")
+
+
+def check_divergence_temperature(cfg: DictConfig) -> None:
+    """A temperature so small that logits / T overflow and the T² factor erases the term is refused."""
+    temperature = cfg.divergence.get("temperature", 1.0)
+    if not _is_number(temperature) or temperature <= 0:
+        raise ConfigError(f"divergence: temperature must be a number > 0 (got {temperature!r})")
+    smallest = cfg.checks.min_temperature
+    if temperature < smallest:
+        raise ConfigError(
+            f"divergence.temperature={temperature:g} is below {smallest:g}: the softened distributions "
+            f"degenerate to one-hot (and the T² factor scales the term to ~0); use T >= {smallest:g}"
+        )
+
+
+def check_pruning(method: Any) -> None:
+    """Pruning methods: a density in (0, 1] and an LTR schedule that ends."""
+    density = method.get("density")
+    if density is not None and (not _is_number(density) or not 0.0 < density <= 1.0):
+        raise ConfigError(f"method.density must be a number in (0, 1] (got {density!r})")
+    ltr = method.get("ltr")
+    if ltr is not None:
+        fraction = ltr.get("prune_fraction")
+        if not _is_number(fraction) or not 0.0 < fraction < 1.0:
+            raise ConfigError(f"method.ltr.prune_fraction must be a number in (0, 1) (got {fraction!r})")
+        epochs = ltr.get("epochs_per_round")
+        if not _is_int(epochs) or epochs < 1:
+            raise ConfigError(f"method.ltr.epochs_per_round must be an integer >= 1 (got {epochs!r})")
+
+
+def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+    """The checks that need no deep-learning framework (well under a second); ``overrides`` are the run's
+    command-line and sweep overrides, checked against what the method reads."""
+    if not _is_int(cfg.seed):
+        raise ConfigError(f"seed must be an integer (got {cfg.seed!r})")
+    max_epochs = cfg.trainer.max_epochs
+    if not _is_int(max_epochs) or max_epochs < 1:
+        raise ConfigError(f"trainer.max_epochs must be an integer >= 1 (got {max_epochs!r})")
+    check_optimizer(cfg.method.optimizer, "method.optimizer")
+    if (teacher := cfg.method.get("teacher")) is not None:
+        _check_teacher(teacher)
+    alpha = cfg.method.get("alpha")
+    if alpha is not None and (not _is_number(alpha) or not 0.0 <= alpha <= 1.0):
+        raise ConfigError(f"method.alpha must be a number in [0, 1] (got {alpha!r})")
+    batch_size = cfg.data.get("batch_size")
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ConfigError(f"data.batch_size must be an integer >= 1 (got {batch_size!r})")
+    check_pruning(cfg.method)
+    check_method_reads(cfg, overrides)
+    check_optimized_metric(cfg)
+    check_threads(cfg.get("threads", "auto"))
+    check_divergence_temperature(cfg)
     ckpt = cfg.get("ckpt_path")
-    if ckpt not in (None, "auto") and not os.path.isfile(str(ckpt)):
-        raise ConfigError(f"ckpt_path must be null, 'auto' or an existing checkpoint file (got {ckpt!r})")
+    if ckpt not in (None, "auto", "fresh") and not os.path.isfile(str(ckpt)):
+        raise ConfigError(
+            f"ckpt_path must be null, 'auto', 'fresh' or an existing checkpoint file (got {ckpt!r})"
+        )
+
+
+def validate_divergence(cfg: DictConfig) -> None:
+    """Build the divergence to check its parameters, and check that the method accepts its kind.
+
+    Imports the registry (and with it torch), so it runs after :func:`validate_settings`.
+    """
+    from divergence_lab import divergences
+
+    if not _group_is_read(cfg.method, "divergence"):
+        return
+    try:
+        divergence = divergences.build(**cfg.divergence)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"divergence: {error}") from None
+    kinds = list(cfg.method.get("divergence_kinds", ["pointwise"]))
+    if divergence.kind not in kinds:
+        raise ConfigError(
+            f"divergence={cfg.divergence.name} is a {divergence.kind} member; method={cfg.method.name} "
+            f"takes {' or '.join(kinds)} members"
+            + (" (the ranking loss is its own method: method=pld)" if divergence.kind == "ranking" else "")
+        )
+
+
+def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+    """Check the composed config's values; raise :class:`ConfigError` naming the first bad key."""
+    validate_settings(cfg, overrides)
+    validate_divergence(cfg)

@@ -1,7 +1,8 @@
 """Where a job stands, readable from its run directory while a sweep is still going.
 
-``status.json`` is written when a job starts (``running``, with host, pid, SLURM job id and attempt) and when
-it fails (``failed``, with the error). A finished job is marked by ``metrics.json`` itself (see
+``status.json`` holds one of ``running`` (written when an attempt starts, with host, pid, SLURM job id and
+attempt), ``finished`` (after ``metrics.json`` was written), ``failed`` (with the error) or ``interrupted``
+(SIGINT / SIGTERM, with the signal and where the run was). ``metrics.json`` alone also means finished (see
 :mod:`divergence_lab.run_dir`). A job killed outright (SIGKILL, node failure) stays ``running`` in this
 file; the report then shows when its last checkpoint was written, which tells a stalled job from a live one.
 """
@@ -44,16 +45,29 @@ def mark_running(run_dir: Path) -> None:
     )
 
 
-def mark_failed(run_dir: Path, error: BaseException) -> None:
+def _update(run_dir: Path, state: str, **details: Any) -> None:
+    """Set ``state`` (and details) in status.json, keeping what the attempt recorded when it started."""
     if not is_global_rank_zero():
         return
-    status = read_status(run_dir)
-    status.update(
-        state="failed",
-        error=f"{type(error).__name__}: {error}",
-        failed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    )
+    try:
+        status = json.loads((run_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        status = {}
+    status.update(state=state, **details)
+    status[f"{state}_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json_atomically(run_dir / STATUS_FILE, status)
+
+
+def mark_failed(run_dir: Path, error: BaseException) -> None:
+    _update(run_dir, "failed", error=f"{type(error).__name__}: {error}")
+
+
+def mark_interrupted(run_dir: Path, signal_name: str, position: str) -> None:
+    _update(run_dir, "interrupted", signal=signal_name, position=position)
+
+
+def mark_finished(run_dir: Path) -> None:
+    _update(run_dir, "finished")
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:

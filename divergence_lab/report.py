@@ -7,6 +7,9 @@ vary across the sweep label the rows. Outputs, in the sweep folder: ``report.md`
 ``report.png`` (one bar chart per metric, error bars = std). The report works on a sweep that is still
 running or that lost jobs: failed, running and not-yet-started jobs are listed (see ``sweep_status``),
 never silently dropped. ``--wandb ENTITY/PROJECT`` also lists the sweep's runs as W&B has them (online).
+A job whose ``metrics.json`` (or ``.hydra/overrides.yaml``) cannot be read is skipped and listed as
+unreadable. Careless input (a missing path, a ``--metrics`` name no run recorded, a report file that cannot
+be written ...) is refused with exit code 2 and one line on stderr, before any report file is touched.
 
 Given a study folder holding several sweeps (``outputs/sweeps/<study>/``), the latest sweep is reported.
 """
@@ -15,11 +18,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import json
+import os
 import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NoReturn
 
 import yaml
 
@@ -29,6 +35,47 @@ from divergence_lab.sweep_status import UnfinishedJob, expected_job_count, unfin
 
 DEFAULT_METRICS = ("test/acc", "test/ece")
 IGNORED_KEYS = ("seed",)
+REFUSED = 2  # exit code of a refused input
+REPORT_FILES = (
+    "report.md",
+    "report.csv",
+    "report.png",
+    "report_reliability.png",
+    "report_curves.png",
+    "report_lines.png",
+)
+
+
+class ReportError(Exception):
+    """A careless input the report refuses, shown as one line: ``dlab-report: error: <message>``."""
+
+
+class UnreadableFile(Exception):
+    """A job file (``metrics.json``, ``.hydra/overrides.yaml``) that cannot be read; the job is skipped."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path} ({reason})")
+        self.path = path
+        self.reason = reason
+
+    def describe(self) -> str:
+        return f"unreadable: {self.path} ({self.reason})"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (no usage block), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(REFUSED, f"{self.prog}: error: {_one_line(message)}\n")
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _reason(error: Exception) -> str:
+    """``<exception type>: <message>`` on one line."""
+    return f"{type(error).__name__}: {_one_line(error)}"
 
 
 @dataclass
@@ -61,21 +108,29 @@ class SweepReport:
     varying: list[str]
     missing: list[UnfinishedJob]
     expected: int | None = None
+    unreadable: list[UnreadableFile] = field(default_factory=list)
+    recorded: set[str] = field(default_factory=set)  # every metric some readable run recorded
 
     def progress_lines(self) -> list[str]:
-        """One line on the sweep's progress, then one per unfinished job."""
+        """One line on the sweep's progress, then one per unfinished job and per unreadable file."""
         finished = sum(len(group.jobs) for group in self.groups)
         counts = {
             state: sum(job.state == state for job in self.missing)
             for state in ("starting", "running", "failed")
         }
+        counts["unreadable"] = len(self.unreadable)
         if self.expected is not None:
-            counts["not started"] = max(self.expected - finished - len(self.missing), 0)
+            accounted = finished + len(self.missing) + len(self.unreadable)
+            counts["not started"] = max(self.expected - accounted, 0)
         if not any(counts.values()):
             return []
         summary = f"{finished} finished, " + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
         total = f" of {self.expected}" if self.expected is not None else ""
-        return [f"Jobs{total}: {summary}", *(f"- {job.describe()}" for job in self.missing)]
+        return [
+            f"Jobs{total}: {summary}",
+            *(f"- {job.describe()}" for job in self.missing),
+            *(f"- {file.describe()}" for file in self.unreadable),
+        ]
 
     def rows(self) -> list[dict[str, str]]:
         header = " / ".join(self.varying) or "group"
@@ -91,8 +146,10 @@ class SweepReport:
 
 def find_sweep(path: Path) -> Path:
     """``path`` itself when it is a sweep (holds job folders), else its most recent sweep subfolder."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (expected a sweep or study folder)")
     if not path.is_dir():
-        raise FileNotFoundError(f"{path} is not a directory")
+        raise FileNotFoundError(f"{path} is not a directory (expected a sweep or study folder)")
     if (path / "multirun.yaml").is_file() or any(path.glob("*/metrics.json")):
         return path
     sweeps = sorted(p.parent for p in path.glob("*/multirun.yaml"))
@@ -102,8 +159,38 @@ def find_sweep(path: Path) -> Path:
 
 
 def _overrides(job_dir: Path) -> list[str]:
+    """The job's command-line overrides; :class:`UnreadableFile` when the file is not a list of strings."""
     path = job_dir / ".hydra" / "overrides.yaml"
-    return list(yaml.safe_load(path.read_text()) or []) if path.is_file() else []
+    if not path.is_file():
+        return []
+    try:
+        overrides = yaml.safe_load(path.read_text()) or []
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        raise UnreadableFile(path, _reason(error)) from None
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise UnreadableFile(path, "expected a YAML list of key=value strings")
+    return overrides
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A job's ``metrics.json``; :class:`UnreadableFile` when it is not a JSON object with ``metrics``."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise UnreadableFile(path, _reason(error)) from None
+    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
+        raise UnreadableFile(path, "expected a JSON object with a 'metrics' object")
+    return record
+
+
+def recorded_metrics(record: dict[str, Any]) -> set[str]:
+    """The metrics a run recorded: its run metrics and the top-level numbers (such as ``wall_time_s``)."""
+    top_level = {key for key, value in record.items() if _is_number(value) and key not in IGNORED_KEYS}
+    return set(record["metrics"]) | top_level
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -111,46 +198,114 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
+def _group_key(overrides: list[str], seen_values: dict[str, set[str]]) -> tuple[tuple[str, str], ...]:
+    """The job's overrides minus the seed (and Hydra's own) as ``(key, value)`` pairs; notes each value."""
+    pairs = []
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key in IGNORED_KEYS or key.startswith("hydra"):
+            continue
+        pairs.append((key, value))
+        seen_values.setdefault(key, set()).add(value)
+    return tuple(pairs)
+
+
+def _add_run(group: Group, job: Path, record: dict[str, Any], metrics: list[str]) -> None:
+    group.seeds.append(record.get("seed"))
+    group.jobs.append(job)
+    for metric in metrics:  # a run metric, or a top-level number of metrics.json such as wall_time_s
+        value = record["metrics"].get(metric, record.get(metric))
+        if isinstance(value, int | float):
+            group.values.setdefault(metric, []).append(float(value))
+
+
 def collect(sweep_dir: Path, metrics: list[str]) -> SweepReport:
-    """Group the finished jobs of ``sweep_dir`` by their overrides minus the seed."""
+    """Group the finished jobs of ``sweep_dir`` by their overrides minus the seed.
+
+    A job whose files cannot be read is skipped and listed in ``SweepReport.unreadable``.
+    """
     groups: dict[tuple, Group] = {}
     missing: list[UnfinishedJob] = []
+    unreadable: list[UnreadableFile] = []
+    recorded: set[str] = set()
     seen_values: dict[str, set[str]] = {}
     for job in _job_dirs(sweep_dir):
         metrics_file = job / "metrics.json"
         if not metrics_file.is_file():
             missing.append(unfinished_job(job))
             continue
-        record = json.loads(metrics_file.read_text())
-        pairs = []
-        for override in _overrides(job):
-            key, _, value = override.lstrip("+~").partition("=")
-            if key in IGNORED_KEYS or key.startswith("hydra"):
-                continue
-            pairs.append((key, value))
-            seen_values.setdefault(key, set()).add(value)
-        group = groups.setdefault(tuple(pairs), Group(tuple(pairs)))
-        group.seeds.append(record.get("seed"))
-        group.jobs.append(job)
-        for metric in metrics:  # a run metric, or a top-level number of metrics.json such as wall_time_s
-            value = record["metrics"].get(metric, record.get(metric))
-            if isinstance(value, int | float):
-                group.values.setdefault(metric, []).append(float(value))
+        try:
+            record, overrides = read_record(metrics_file), _overrides(job)
+        except UnreadableFile as error:
+            unreadable.append(error)
+            continue
+        recorded |= recorded_metrics(record)
+        key = _group_key(overrides, seen_values)
+        _add_run(groups.setdefault(key, Group(key)), job, record, metrics)
     if not groups:
-        raise FileNotFoundError(f"no finished job (metrics.json) in {sweep_dir}")
+        detail = f"; unreadable: {', '.join(str(f) for f in unreadable)}" if unreadable else ""
+        raise FileNotFoundError(f"no finished job (readable metrics.json) in {sweep_dir}{detail}")
     varying = [key for key, values in seen_values.items() if len(values) > 1]
     return SweepReport(
-        sweep_dir, metrics, list(groups.values()), varying, missing, expected_job_count(sweep_dir)
+        sweep_dir,
+        metrics,
+        list(groups.values()),
+        varying,
+        missing,
+        expected_job_count(sweep_dir),
+        unreadable,
+        recorded,
     )
+
+
+def check_metrics(report: SweepReport, requested: list[str]) -> None:
+    """Refuse (:class:`ReportError`) ``--metrics`` names that no readable run of the sweep recorded."""
+    unknown = [name for name in requested if name not in report.recorded]
+    if not unknown:
+        return
+    recorded = sorted(report.recorded)
+    described = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, recorded, n=1)
+        described.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ReportError(
+        f"--metrics: no run of {report.sweep_dir} recorded {', '.join(described)}; "
+        f"recorded metrics: {', '.join(recorded) or 'none'}"
+    )
+
+
+def check_writable(sweep_dir: Path) -> None:
+    """Refuse (:class:`ReportError`) a sweep folder where the report files cannot be written."""
+    for name in REPORT_FILES:
+        target = sweep_dir / name
+        if target.exists() and not target.is_file():
+            raise ReportError(f"cannot write {target}: it exists and is not a file")
+        if target.exists() and not os.access(target, os.W_OK):
+            raise ReportError(f"cannot write {target}: permission denied")
+    if not os.access(sweep_dir, os.W_OK):
+        raise ReportError(f"cannot write the report in {sweep_dir}: the folder is not writable")
+
+
+def read_sweep_config(sweep_dir: Path) -> dict[str, Any]:
+    """The sweep's ``multirun.yaml`` (empty without one); :class:`ReportError` when it cannot be read."""
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        raise ReportError(f"cannot read {path}: {_reason(error)}") from None
+    if not isinstance(config, dict):
+        raise ReportError(f"cannot read {path}: expected a YAML mapping (Hydra's multirun config)")
+    return config
 
 
 def sweep_metrics(sweep_dir: Path) -> list[str]:
     """The metrics the sweep's config asks to report (``report.metrics``), else the defaults."""
-    config = sweep_dir / "multirun.yaml"
-    if config.is_file():
-        metrics = (yaml.safe_load(config.read_text()) or {}).get("report", {}).get("metrics")
-        if metrics:
-            return list(metrics)
+    section = read_sweep_config(sweep_dir).get("report") or {}
+    metrics = section.get("metrics") if isinstance(section, dict) else None
+    if isinstance(metrics, list) and metrics:
+        return [str(metric) for metric in metrics]
     return list(DEFAULT_METRICS)
 
 
@@ -355,17 +510,31 @@ def print_table(report: SweepReport) -> None:
     console.print(f"[bold]Sweep[/bold] {report.sweep_dir}")
     console.print(table)
     for line in report.progress_lines():
-        console.print(line, style="yellow", markup=False, highlight=False)
+        console.print(line, style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dlab-report", description=__doc__.split("\n\n")[0])
+def _path_argument(value: str) -> Path:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty path (expected a sweep or study folder)")
+    return Path(value)
+
+
+def _metric_argument(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"empty metric name (got {value!r})")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``dlab-report``; its errors are one line (see :class:`OneLineParser`)."""
+    parser = OneLineParser(prog="dlab-report", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "path", type=Path, help="a sweep folder, or a study folder (its latest sweep is used)"
+        "path", type=_path_argument, help="a sweep folder, or a study folder (its latest sweep is used)"
     )
     parser.add_argument(
         "--metrics",
         nargs="+",
+        type=_metric_argument,
         help="metrics to summarise (default: the sweep config's report.metrics, else test/acc test/ece)",
     )
     parser.add_argument(
@@ -373,14 +542,26 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ENTITY/PROJECT",
         help="also list this sweep's runs as W&B has them (online; the W&B group is <study>/<sweep folder>)",
     )
-    args = parser.parse_args(argv)
-    try:
-        sweep_dir = find_sweep(args.path)
-        report = collect(sweep_dir, args.metrics or sweep_metrics(sweep_dir))
-    except FileNotFoundError as error:
-        print(f"dlab-report: error: {error}", file=sys.stderr)
-        return 2
-    print_table(report)
+    return parser
+
+
+def prepare(path: Path, metrics: list[str] | None) -> SweepReport:
+    """Find and read the sweep, and check what was asked of it; nothing is written yet.
+
+    Raises :class:`ReportError` or :class:`FileNotFoundError` (one-line messages) for careless input.
+    """
+    sweep_dir = find_sweep(path)
+    read_sweep_config(sweep_dir)  # refuses an unreadable multirun.yaml before anything else parses it
+    report = collect(sweep_dir, metrics or sweep_metrics(sweep_dir))
+    if metrics:
+        check_metrics(report, metrics)
+    check_writable(sweep_dir)
+    return report
+
+
+def write_report(report: SweepReport) -> list[str]:
+    """Write the report files in the sweep folder; return their names."""
+    sweep_dir = report.sweep_dir
     written = ["report.md", "report.csv", "report.png"]
     if write_reliability_grid(report, sweep_dir / "report_reliability.png"):
         written.append("report_reliability.png")
@@ -392,9 +573,29 @@ def main(argv: list[str] | None = None) -> int:
     write_markdown(report, sweep_dir / "report.md")
     write_csv(report, sweep_dir / "report.csv")
     write_plot(report, sweep_dir / "report.png")
-    print(f"wrote {', '.join(written)} in {sweep_dir}")
+    return written
+
+
+def _refuse(message: object) -> int:
+    print(f"dlab-report: error: {_one_line(message)}", file=sys.stderr)
+    return REFUSED
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``dlab-report``; returns the exit code (2 for a refused input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        report = prepare(args.path, args.metrics)
+    except (FileNotFoundError, ReportError) as error:
+        return _refuse(error)
+    print_table(report)
+    try:
+        written = write_report(report)
+    except OSError as error:
+        return _refuse(f"cannot write the report in {report.sweep_dir}: {_reason(error)}")
+    print(f"wrote {', '.join(written)} in {report.sweep_dir}")
     if args.wandb:
-        print_wandb_runs(args.wandb, sweep_dir)
+        print_wandb_runs(args.wandb, report.sweep_dir)
     return 0
 
 
@@ -402,7 +603,7 @@ def print_wandb_runs(project_path: str, sweep_dir: Path) -> None:
     """The sweep's W&B runs (state and the reported summary metrics), fetched from the W&B API."""
     from divergence_lab.wandb_files import fetch_sweep_runs
 
-    config = yaml.safe_load((sweep_dir / "multirun.yaml").read_text()) or {}
+    config = read_sweep_config(sweep_dir)
     group = f"{config.get('study', sweep_dir.parent.name)}/{sweep_dir.name}"
     metrics = sweep_metrics(sweep_dir)
     runs = fetch_sweep_runs(project_path, group)

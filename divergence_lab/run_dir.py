@@ -3,10 +3,12 @@
 A run directory holds::
 
     config.yaml          the resolved config of the run
+    fingerprint.json     the result-relevant settings and their SHA-256 (see run_fingerprint)
     .hydra/              Hydra's own record (config as composed, overrides, hydra settings)
-    status.json          running | failed, with host, SLURM job id and attempt (see job_status)
+    train.log            everything the run logged, one progress line per epoch among it
+    status.json          running | finished | failed | interrupted, with host, SLURM job id and attempt
     metrics.json         final numbers: {"metrics": {...}, "seed", "wall_time_s", "git_commit", ...}
-    checkpoints/         last.ckpt (every epoch) and best.ckpt (best val/acc)
+    checkpoints/         last.ckpt (every epoch) and best.ckpt (best optimized_metric)
     csv/metrics.csv      per-epoch curves; wandb/ too when ``logger=wandb``
 
 ``metrics.json`` is written last, atomically: its presence means the run finished. Running the same job
@@ -68,8 +70,9 @@ def save_resolved_config(run_dir: Path, cfg: DictConfig) -> None:
 
 
 def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """``auto`` means this run's own ``checkpoints/last.ckpt`` when it exists (a resumed run), else none."""
-    if ckpt_path == "auto":
+    """``auto`` (and ``fresh``, whose old folder contents were moved aside at launch) means this run's own
+    ``checkpoints/last.ckpt`` when it exists (a resumed or requeued run), else none."""
+    if ckpt_path in ("auto", "fresh"):
         last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
         return str(last) if last.is_file() else None
     return ckpt_path
@@ -109,11 +112,13 @@ def write_json_atomically(path: Path, content: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def finished_record(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
-    """The metrics.json of this very run (same resolved config) when it already finished, else None."""
-    metrics_file, config_file = run_dir / METRICS_FILE, run_dir / "config.yaml"
-    if not (metrics_file.is_file() and config_file.is_file()):
+def finished_record(run_dir: Path) -> dict[str, Any] | None:
+    """The run's metrics.json when it finished, else None (also when the file is unreadable: rerun).
+
+    The caller has checked that the folder holds this very config (:mod:`divergence_lab.run_fingerprint`).
+    """
+    try:
+        record = json.loads((run_dir / METRICS_FILE).read_text())
+    except (OSError, ValueError):
         return None
-    if config_file.read_text() != OmegaConf.to_yaml(cfg, resolve=True):
-        return None
-    return json.loads(metrics_file.read_text())
+    return record if isinstance(record, dict) and isinstance(record.get("metrics"), dict) else None

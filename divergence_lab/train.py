@@ -16,7 +16,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from divergence_lab.config_checks import ConfigError, check_group_choices
+from divergence_lab.config_checks import ConfigError
 
 
 def _fail(error: ConfigError) -> None:
@@ -41,11 +41,15 @@ def hydra_app(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """Console-script entry: check group choices on the command line, then hand over to Hydra."""
+    """Console-script entry: check the command line, its values and its folder, then hand over to Hydra."""
+    from divergence_lab.preflight import preflight
+
     try:
-        check_group_choices(sys.argv[1:])
+        notice = preflight(sys.argv[1:])
     except ConfigError as error:
         _fail(error)
+    if notice:
+        print(notice)
     hydra_app()
 
 

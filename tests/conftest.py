@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,18 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 TINY = ["trainer.max_epochs=2", "method.teacher.max_epochs=2"]
+USER_CACHE_VARIABLES = ("DLAB_TEACHER_CACHE", "XDG_CACHE_HOME")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_user_caches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Point the per-user caches (the teacher cache, anything under XDG_CACHE_HOME) at temporary folders
+    for the whole session, unless the caller set them: tests never read or fill the user's real cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in USER_CACHE_VARIABLES:
+            if name not in os.environ:
+                patch.setenv(name, str(tmp_path_factory.mktemp(name.lower())))
+        yield
 
 
 def compose_config(overrides: list[str] | None = None, with_hydra: bool = False) -> DictConfig:
@@ -22,14 +36,18 @@ def compose_config(overrides: list[str] | None = None, with_hydra: bool = False)
 
 
 def run_training(tmp_path: Path, overrides: list[str], run_name: str = "run") -> tuple[dict, Path]:
-    """Run the real pipeline in this process; return (metrics.json content, run directory)."""
+    """Run the real pipeline in this process; return (metrics.json content, run directory).
+
+    The teacher cache is ``tmp_path/teachers``, beside the runs: tests count the teachers a run trained.
+    """
     import json
 
     from divergence_lab.pipeline import train
 
     run_dir = tmp_path / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = compose_config([f"paths.output_root={tmp_path}", *overrides], with_hydra=True)
+    paths = [f"paths.output_root={tmp_path}", f"paths.teacher_cache={tmp_path / 'teachers'}"]
+    cfg = compose_config([*paths, *overrides], with_hydra=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)
         cfg.hydra.mode = RunMode.RUN

@@ -26,8 +26,15 @@ def _options(group: str) -> list[str]:
     ],
 )
 def test_every_option_composes_and_validates(override):
-    cfg = compose_config([override])
+    # pld is a ranking member: it only fits the method of the same name (kd refuses it)
+    companions = {"divergence=pld": ["method=pld"]}.get(override, [])
+    cfg = compose_config([*companions, override])
     validate(cfg)
+
+
+def test_a_ranking_member_is_refused_where_a_divergence_term_is_needed():
+    with pytest.raises(ConfigError, match="divergence=pld is a ranking member; method=kd takes"):
+        validate(compose_config(["divergence=pld"]))
 
 
 def test_study_file_composes_with_its_grid():
@@ -92,15 +99,15 @@ def test_unknown_choices_are_refused(argv, message):
     [
         ("seed=abc", "seed must be an integer"),
         ("seed=1.5", "seed must be an integer"),
-        ("method.optimizer.lr=-0.1", r"method.optimizer.lr must be a number > 0 \(got -0.1\)"),
+        ("method.optimizer.lr=-0.1", r"method.optimizer.lr must be a finite number > 0 \(got -0.1\)"),
         ("method.optimizer.name=lbfgs", "method.optimizer.name must be one of adam, adamw, sgd"),
-        ("method.teacher.optimizer.lr=0", "method.teacher.optimizer.lr must be a number > 0"),
+        ("method.teacher.optimizer.lr=0", "method.teacher.optimizer.lr must be a finite number > 0"),
         ("method.alpha=1.5", r"method.alpha must be a number in \[0, 1\]"),
         ("trainer.max_epochs=0", "trainer.max_epochs must be an integer >= 1"),
         ("data.batch_size=0", "data.batch_size must be an integer >= 1"),
         ("divergence.temperature=-1", "divergence: temperature must be .*> 0"),
         ("divergence.temperature=0", "divergence: temperature"),
-        ("ckpt_path=/no/such/file.ckpt", "ckpt_path must be null, 'auto' or an existing checkpoint file"),
+        ("ckpt_path=/no/such/file.ckpt", "ckpt_path must be null, 'auto', 'fresh' or an existing checkpoint file"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(override, message):
@@ -121,7 +128,7 @@ def test_divergence_parameter_range_is_refused():
         (["divergence=nope"], "dlab: error: divergence=nope is not an option; choose one of: alpha"),
         (["divergence.temperature=-1"], "dlab: error: divergence: temperature must be"),
         (["seed=abc"], "dlab: error: seed must be an integer"),
-        (["method.optimizer.lr=-1"], "dlab: error: method.optimizer.lr must be a number > 0"),
+        (["method.optimizer.lr=-1"], "dlab: error: method.optimizer.lr must be a finite number > 0"),
     ],
 )
 def test_cli_refuses_in_one_line_with_nonzero_exit(tmp_path, argv, expected):

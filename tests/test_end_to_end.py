@@ -30,6 +30,7 @@ def test_study_sweep_then_report(tmp_path):
             "trainer.max_epochs=1",
             "method.teacher.max_epochs=1",
             f"paths.output_root={tmp_path}",
+            f"paths.teacher_cache={tmp_path / 'teachers'}",
         ],
         capture_output=True,
         text=True,

@@ -76,21 +76,6 @@ def test_synthetic_data_with_many_classes(tmp_path, tiny_overrides):
     assert record["data"] == "synthetic" and record["divergence"] == "sinkhorn"
 
 
-def test_resume_from_own_last_checkpoint(tmp_path, tiny_overrides):
-    """``ckpt_path=auto`` continues a run from its last epoch: 2 epochs + resume to 3 == 3 epochs straight."""
-    _, run_dir = run_training(tmp_path, ["trainer.max_epochs=2", "method.teacher.max_epochs=2"], "resumed")
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    assert checkpoint["epoch"] == 1
-    resumed, _ = run_training(
-        tmp_path, ["trainer.max_epochs=3", "method.teacher.max_epochs=2", "ckpt_path=auto"], "resumed"
-    )
-    straight, _ = run_training(tmp_path, ["trainer.max_epochs=3", "method.teacher.max_epochs=2"], "straight")
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2
-    assert (run_dir / "csv" / "metrics.attempt-0.csv").is_file()  # the first attempt's curves are kept
-    assert resumed["metrics"]["test/acc"] == straight["metrics"]["test/acc"]
-    assert resumed["metrics"]["val/acc"] == straight["metrics"]["val/acc"]
-
-
 def test_wandb_offline_run_reads_back_with_config_history_summary_and_labels(
     tmp_path, tiny_overrides, monkeypatch
 ):
@@ -132,11 +117,17 @@ def test_status_file_records_attempts_and_failures(tmp_path, tiny_overrides):
     _, run_dir = run_training(tmp_path, tiny_overrides, "job")
     assert read_status(run_dir) == {"state": "finished"}
     status = json.loads((run_dir / "status.json").read_text())
-    assert status["state"] == "running" and status["attempt"] == 1 and status["pid"] > 0
+    assert status["state"] == "finished" and status["attempt"] == 1 and status["pid"] > 0
+    # refused by the checks before the run starts: nothing written
     with pytest.raises(ConfigError, match="method.alpha"):
-        run_training(tmp_path, [*tiny_overrides, "method.alpha=2"], "broken")
+        run_training(tmp_path, [*tiny_overrides, "method.alpha=2"], "refused")
+    assert read_status(tmp_path / "refused") == {"state": "starting"}
+    assert list((tmp_path / "refused").iterdir()) == []
+    # refused by the data module once the run started: recorded as failed
+    with pytest.raises(ConfigError, match="data.val_fraction"):
+        run_training(tmp_path, [*tiny_overrides, "data.val_fraction=1.5"], "broken")
     failed = read_status(tmp_path / "broken")
-    assert failed["state"] == "failed" and "method.alpha must be a number in [0, 1]" in failed["error"]
+    assert failed["state"] == "failed" and "data.val_fraction must be in (0, 1)" in failed["error"]
 
 
 def test_epoch_seeding_makes_random_draws_a_function_of_seed_and_epoch(tmp_path):

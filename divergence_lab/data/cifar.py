@@ -11,36 +11,147 @@ md5-checks every file). Images are normalised with the training split's per-chan
 stratified part of the training set (``val_fraction``) is held out for validation; the official test
 set is the test split. Training batches are augmented on the device with the standard random crop
 (4-pixel zero padding) and horizontal flip.
+
+A missing, truncated, corrupt or wrong-format file is refused with a one-line ``ValueError`` that starts
+with ``data.data_dir:`` and names the file and what was expected (the pipeline shows it as a config error).
 """
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from divergence_lab.data.tensor_datamodule import TensorDataModule, stratified_split
+from divergence_lab.data.tensor_datamodule import (
+    TensorDataModule,
+    class_path,
+    fingerprint_of,
+    stratified_split,
+)
+
+CHANNELS, SIDE = 3, 32
+ROW_BYTES = CHANNELS * SIDE * SIDE  # one image: the R, G and B planes of 32 x 32 bytes
+
+
+class Layout(NamedTuple):
+    """Where a CIFAR variant's files are under ``data_dir`` and what each holds."""
+
+    folder: str
+    train_files: list[str]
+    test_file: str
+    label_key: str
+    classes: int
+    title: str  # what one file is, for error messages
+
 
 LAYOUT = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels"),
-    "cifar100": ("cifar-100-python", ["train"], "test", "fine_labels"),
+    "cifar10": Layout(
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        "test_batch",
+        "labels",
+        10,
+        "CIFAR-10 batch",
+    ),
+    "cifar100": Layout("cifar-100-python", ["train"], "test", "fine_labels", 100, "CIFAR-100 file"),
 }
 
+# what unpickling a corrupt file raises, besides UnpicklingError (random bytes can decode as any opcode)
+UNPICKLING_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    OSError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    ImportError,
+    IndexError,
+    KeyError,
+    MemoryError,
+    OverflowError,
+    RecursionError,
+)
 
-def _unpickle(path: Path) -> dict[str, Any]:
+
+def _unpickle(path: Path) -> Any:
     with path.open("rb") as handle:
-        raw = pickle.load(handle, encoding="bytes")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
+        return pickle.load(handle, encoding="bytes")
+
+
+def _one_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
+def _refuse(path: Path, layout: Layout, reason: str) -> ValueError:
+    """The one-line error for a file that is not a CIFAR file of ``layout``."""
+    expected = (
+        f"a pickled dict with 'data' uint8 (n, {ROW_BYTES}) and '{layout.label_key}' "
+        f"(n integers in 0..{layout.classes - 1})"
+    )
+    return ValueError(f"data.data_dir: {path} is not a {layout.title} ({expected}): {reason}")
+
+
+def _images(raw: dict[str, Any], path: Path, layout: Layout) -> np.ndarray:
+    """The ``data`` array of an unpickled file, refused unless it is uint8 (n, 3072)."""
+    images = raw["data"]
+    if not isinstance(images, np.ndarray):
+        raise _refuse(path, layout, f"'data' is a {type(images).__name__}, not a numpy array")
+    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != ROW_BYTES:
+        raise _refuse(path, layout, f"'data' is {images.dtype} {tuple(images.shape)}")
+    return images
+
+
+def _labels(raw: dict[str, Any], path: Path, layout: Layout, count: int) -> np.ndarray:
+    """The labels of an unpickled file, refused unless they are ``count`` integers in ``0..classes - 1``."""
+    key = layout.label_key
+    try:
+        labels = np.asarray(raw[key])
+    except ValueError as error:  # a ragged list
+        raise _refuse(path, layout, f"'{key}' is not a flat list: {_one_line(error)}") from None
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        found = f"{labels.dtype} {tuple(labels.shape)}"
+        raise _refuse(path, layout, f"'{key}' is {found}, not a list of integers")
+    if len(labels) != count:
+        raise _refuse(path, layout, f"{len(labels)} labels for {count} images")
+    outside = labels[(labels < 0) | (labels >= layout.classes)]
+    if len(outside):
+        raise _refuse(
+            path, layout, f"{len(outside)} label(s) outside 0..{layout.classes - 1}, the first {outside[0]}"
+        )
+    return labels
+
+
+def read_cifar_file(path: Path, layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pickled file's ``(uint8 images N x 3 x 32 x 32, int64 labels)``, checked against ``layout``.
+
+    Raises a one-line ``ValueError("data.data_dir: ...")`` naming the file when it is not in the format.
+    """
+    try:
+        raw = _unpickle(path)
+    except UNPICKLING_ERRORS as error:
+        raise _refuse(path, layout, _one_line(error)) from None
+    if not isinstance(raw, dict):
+        raise _refuse(path, layout, f"it holds a {type(raw).__name__}")
+    raw = {k.decode(errors="replace") if isinstance(k, bytes) else k: v for k, v in raw.items()}
+    absent = [key for key in ("data", layout.label_key) if key not in raw]
+    if absent:
+        raise _refuse(path, layout, f"no {', '.join(repr(key) for key in absent)} key")
+    images = _images(raw, path, layout)
+    labels = _labels(raw, path, layout, len(images))
+    pixels = torch.from_numpy(np.ascontiguousarray(images)).view(-1, CHANNELS, SIDE, SIDE)
+    return pixels, torch.as_tensor(labels, dtype=torch.long)
 
 
 def read_cifar(data_dir: str | Path, variant: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """``{"train": (uint8 images N x 3 x 32 x 32, int64 labels), "test": (...)}`` from the pickled files."""
     if variant not in LAYOUT:
         raise ValueError(f"data.variant must be one of {', '.join(LAYOUT)} (got {variant!r})")
-    folder, train_files, test_file, label_key = LAYOUT[variant]
+    layout = LAYOUT[variant]
+    folder, train_files, test_file = layout.folder, layout.train_files, layout.test_file
     root = Path(data_dir) / folder
     missing = [name for name in [*train_files, test_file] if not (root / name).is_file()]
     if missing:
@@ -50,10 +161,8 @@ def read_cifar(data_dir: str | Path, variant: str) -> dict[str, tuple[torch.Tens
         )
     splits = {}
     for split, names in (("train", train_files), ("test", [test_file])):
-        parts = [_unpickle(root / name) for name in names]
-        images = torch.cat([torch.as_tensor(p["data"], dtype=torch.uint8) for p in parts])
-        labels = torch.cat([torch.as_tensor(p[label_key], dtype=torch.long) for p in parts])
-        splits[split] = (images.view(-1, 3, 32, 32), labels)
+        images, labels = zip(*(read_cifar_file(root / name, layout) for name in names), strict=True)
+        splits[split] = (torch.cat(images), torch.cat(labels))
     return splits
 
 
@@ -116,6 +225,21 @@ class CIFARDataModule(TensorDataModule):
             "val": (normalise(images[val]), labels[val]),
             "test": (normalise(test_images), test_labels),
         }
+
+    def data_fingerprint(self) -> str:
+        """See :meth:`TensorDataModule.data_fingerprint`; cheap here: the variant, the split and label-noise
+        parameters, and each file's name, size and modification time (the files are never read)."""
+        layout = LAYOUT[self.variant]
+        root = Path(self.data_dir) / layout.folder
+        stats = {name: (root / name).stat() for name in [*layout.train_files, layout.test_file]}
+        return fingerprint_of(
+            {
+                "dataset": class_path(self),
+                "variant": self.variant,
+                "split": [self.val_fraction, self.split_seed, self.label_noise, self.noise_seed],
+                "files": {name: [stat.st_size, stat.st_mtime_ns] for name, stat in stats.items()},
+            }
+        )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = getattr(self, "trainer", None)

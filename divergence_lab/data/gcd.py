@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from divergence_lab.data.cifar import random_crop_flip
-from divergence_lab.data.tensor_datamodule import EpochSeededSampler
+from divergence_lab.data.tensor_datamodule import EpochSeededSampler, class_path, fingerprint_of
 
 AUGMENTATIONS = ("digits", "crop_flip", "noise")
 
@@ -122,6 +122,17 @@ class GCDDataModule(L.LightningDataModule):
         visible = torch.where(self.labelled, y, torch.full_like(y, -1))
         self.train_set = TensorDataset(x, visible, self.labelled)
         self.unlabelled_set = TensorDataset(x[self.unlabelled], y[self.unlabelled])
+
+    def data_fingerprint(self) -> str:
+        """See :meth:`TensorDataModule.data_fingerprint`: the base module's fingerprint plus which classes
+        are known and which training images are labelled (their parameters fix the masks)."""
+        return fingerprint_of(
+            {
+                "dataset": class_path(self),
+                "base": self.base.data_fingerprint(),
+                "split": [self.num_known, self.labelled_fraction, self.split_seed],
+            }
+        )
 
     def two_views(self, batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
         x, y, labelled = (torch.stack(column) for column in zip(*batch, strict=True))

@@ -7,6 +7,11 @@ resumed from an end-of-epoch checkpoint sees exactly the batches an uninterrupte
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
@@ -73,6 +78,24 @@ class TensorDataModule(L.LightningDataModule):
             splits["train"] = (x_train, noisy)
         self.splits = {name: TensorDataset(x, y) for name, (x, y) in splits.items()}
 
+    def data_fingerprint(self) -> str:
+        """SHA-256 (hex digest) of the data this module serves, for the teacher cache's key.
+
+        Contract, for every data module: call it after :meth:`setup`; it identifies the dataset (its
+        class), the split and the examples and labels served, so that a change of any of them changes
+        the digest; it costs far less than an epoch of training. (The cache hashes the module's source
+        code separately.) Here, for in-memory tensors: the class, then every split's name and tensors
+        (dtype, shape and bytes; training labels after label noise). Val and test are hashed too, as the
+        accuracy stored with a teacher is measured on them.
+        """
+        digest = hashlib.sha256(class_path(self).encode())
+        for name in sorted(self.splits):
+            digest.update(name.encode())
+            for tensor in self.splits[name].tensors:
+                digest.update(f"{tensor.dtype} {tuple(tensor.shape)}".encode())
+                digest.update(tensor.contiguous().numpy())
+        return digest.hexdigest()
+
     def train_dataloader(self) -> DataLoader:
         dataset = self.splits["train"]
         return DataLoader(
@@ -90,6 +113,16 @@ class TensorDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+
+def class_path(obj: Any) -> str:
+    """``module.QualifiedName`` of ``obj``'s class: which dataset a data fingerprint describes."""
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def fingerprint_of(payload: Mapping[str, Any]) -> str:
+    """SHA-256 (hex digest) of a JSON-serialisable ``payload``, keys sorted: equal payloads, equal digests."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def symmetric_label_noise(y: torch.Tensor, rate: float, num_classes: int, seed: int) -> torch.Tensor:

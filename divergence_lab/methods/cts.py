@@ -28,6 +28,7 @@ from torch import nn
 from divergence_lab import divergences
 from divergence_lab.methods.teacher import CrossEntropyModule
 from divergence_lab.models import build_network
+from divergence_lab.progress import StageProgress, mean_of
 from divergence_lab.pruning import saliency
 from divergence_lab.pruning.concrete import concrete_search
 from divergence_lab.pruning.masks import (
@@ -77,17 +78,37 @@ def epochs_of(datamodule: Any) -> Callable[[int], Iterator[Any]]:
     return batches
 
 
-def train_plain(net: nn.Module, batches: Any, epochs: int, lr: float, mask: Mask | None = None) -> None:
-    """A plain SGD loop (rewind pre-training, LTR rounds), re-applying ``mask`` after every step."""
+def train_plain(
+    net: nn.Module, batches: Any, epochs: int, lr: float, mask: Mask | None = None, stage: str = "rewind"
+) -> None:
+    """A plain SGD loop (rewind pre-training, LTR rounds), re-applying ``mask`` after every step.
+
+    Logs one progress line per epoch, named ``stage``, with the epoch's mean training loss.
+    """
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     net.train()
+    progress = StageProgress(stage, epochs)
     for epoch in range(epochs):
+        losses = []
         for x, y in batches(epoch):
             optimizer.zero_grad()
-            F.cross_entropy(net(x), y).backward()
+            loss = F.cross_entropy(net(x), y)
+            loss.backward()
+            losses.append(loss.detach())
             optimizer.step()
             if mask is not None:
                 apply_mask(net, mask)
+        progress.step(epoch + 1, {"loss": mean_of(losses)})
+
+
+def ltr_densities(total: int, density: float, prune_fraction: float) -> list[float]:
+    """The density after each LTR round: ``prune_fraction`` of the remaining weights per round, down to
+    ``density`` (the last round stops exactly there)."""
+    densities, current = [], 1.0
+    while kept_count(total, current) > kept_count(total, density):
+        current = max(density, current * (1 - prune_fraction))
+        densities.append(current)
+    return densities
 
 
 def search_objective(method: DictConfig, divergence_cfg: DictConfig):
@@ -123,13 +144,15 @@ def choose_scores(method: DictConfig, cfg: DictConfig, net: nn.Module, datamodul
         return None, saliency.synflow_mask(net, datamodule.input_shape, density, method.synflow_rounds)
     start = copy.deepcopy(net.state_dict())  # ltr
     mask = [torch.ones_like(w, dtype=torch.bool) for w in prunable_weights(net)]
-    total, current = sum(m.numel() for m in mask), 1.0
-    while kept_count(total, current) > kept_count(total, density):
-        train_plain(net, batches, method.ltr.epochs_per_round, method.optimizer.lr, mask)
-        current = max(density, current * (1 - method.ltr.prune_fraction))
+    rounds = ltr_densities(sum(m.numel() for m in mask), density, method.ltr.prune_fraction)
+    progress = StageProgress("ltr", len(rounds), unit="round")
+    for done, current in enumerate(rounds, start=1):
+        stage = f"ltr round {done}/{len(rounds)}"
+        train_plain(net, batches, method.ltr.epochs_per_round, method.optimizer.lr, mask, stage)
         mask = saliency.prune_by_magnitude(net, mask, current)
         net.load_state_dict(start)  # rewind
         apply_mask(net, mask)
+        progress.step(done, {"density": current})
     return None, mask
 
 

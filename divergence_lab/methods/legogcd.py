@@ -42,6 +42,7 @@ from divergence_lab import divergences
 from divergence_lab.data.gcd import augment
 from divergence_lab.gcd_metrics import cluster_accuracy
 from divergence_lab.methods.classifier import make_optimizer
+from divergence_lab.progress import StageProgress, mean_of
 
 
 class GCDNetwork(nn.Module):
@@ -143,10 +144,15 @@ def ler_loss(logits: Tensor, selected: Tensor, prior: Tensor, tau: float, margin
 def pretrain_backbone(
     net: GCDNetwork, images: Tensor, augment_kind: str, epochs: int, batch_size: int, device: str = "cpu"
 ) -> None:
-    """SimCLR on all training images (labels unused): a small stand-in for the paper's DINO backbone."""
+    """SimCLR on all training images (labels unused): a small stand-in for the paper's DINO backbone.
+
+    Logs one progress line per epoch with the epoch's mean InfoNCE loss.
+    """
     net.to(device)
     optimizer = torch.optim.Adam(list(net.backbone.parameters()) + list(net.projector.parameters()), lr=1e-3)
-    for _ in range(epochs):
+    progress = StageProgress("simclr pretraining", epochs)
+    for epoch in range(epochs):
+        losses = []
         for batch in torch.randperm(len(images)).split(batch_size):
             if len(batch) < 2:
                 continue
@@ -157,6 +163,8 @@ def pretrain_backbone(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            losses.append(loss.detach())
+        progress.step(epoch + 1, {"infonce": mean_of(losses)})
     net.to("cpu")
 
 

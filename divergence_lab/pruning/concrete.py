@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from divergence_lab.progress import StageProgress, mean_of
 from divergence_lab.pruning.masks import Mask, global_top_k, prunable_weights
 
 Objective = Callable[[Tensor, Tensor, Tensor], Tensor]  # (sparse logits, dense logits, labels) -> scalar
@@ -53,7 +54,11 @@ def concrete_search(
     smoothing: float = 0.01,
     loss_scale: float = 100.0,
 ) -> SearchResult:
-    """Search a ticket of ``density`` for ``net`` (weights untouched); ``batches(epoch)`` yields (x, y)."""
+    """Search a ticket of ``density`` for ``net`` (weights untouched); ``batches(epoch)`` yields (x, y).
+
+    Logs one progress line per search epoch: the objective's mean over the epoch (before ``loss_scale``)
+    and the expected density after its last step.
+    """
     names = {id(parameter): name for name, parameter in net.named_parameters()}
     weights = prunable_weights(net)
     keys = [names[id(w)] for w in weights]
@@ -66,10 +71,12 @@ def concrete_search(
     net.eval()
     result = SearchResult(mask=[], logits=logits)
     frozen = [w.detach() for w in weights]
+    progress = StageProgress("cts search", epochs)
     for epoch in range(epochs):
         if epoch == int(0.88 * epochs) and epoch > 0:
             for group in optimizer.param_groups:
                 group["lr"] = lr * 0.1
+        losses = []
         for x, y in batches(epoch):
             with torch.no_grad():
                 dense = net(x)
@@ -80,7 +87,9 @@ def concrete_search(
             sparse = functional_call(
                 net, {k: w * m for k, w, m in zip(keys, frozen, soft, strict=True)}, (x,)
             )
-            task_grad = torch.autograd.grad(loss_scale * objective(sparse, dense, y), logits)
+            loss = objective(sparse, dense, y)
+            task_grad = torch.autograd.grad(loss_scale * loss, logits)
+            losses.append(loss.detach())
             with torch.no_grad():
                 keep = [torch.sigmoid(a) for a in logits]
                 excess = (sum(k.sum() for k in keep) / target - 1) * 100
@@ -98,6 +107,8 @@ def concrete_search(
             optimizer.step()
             with torch.no_grad():
                 result.expected_density.append(float(sum(torch.sigmoid(a).sum() for a in logits) / total))
+        values = {"objective": mean_of(losses), "expected density": result.expected_density[-1]}
+        progress.step(epoch + 1, values)
     net.train(was_training)
     result.mask = global_top_k(logits, density)
     return result

@@ -1,0 +1,176 @@
+"""Corrupt, truncated, wrong-format or missing CIFAR files: refused in one line naming the file.
+
+Each case writes tiny CIFAR files in the real format (``tests/cifar_files.py``), spoils one of them, and
+runs the real ``dlab`` command on them (``method=teacher``, so no teacher is trained first): the run stops
+with exit 2 and one ``dlab: error: data.data_dir: <file> ...`` line, and the data folder is left as it
+was. The same table is read in-process too, to check the reason each message gives.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from divergence_lab.data.cifar import read_cifar
+from tests.bad_inputs.harness import BadInput, assert_refused
+from tests.cifar_files import write_fake_cifar
+
+DATA = "data"
+CIFAR10 = f"{DATA}/cifar-10-batches-py"
+CIFAR100 = f"{DATA}/cifar-100-python"
+PICKLE_PROTOCOL = 2  # the archives' protocol
+RANDOM_BYTES = 4096
+OUT_OF_RANGE_LABEL = 10  # CIFAR-10 labels are 0..9
+SHORT_ROW = 1024  # one colour plane instead of three
+
+
+def _argv(variant: str) -> list[str]:
+    return [
+        f"data={variant}",
+        f"data.data_dir={DATA}",
+        "model=resnet_cifar",
+        "method=teacher",
+        "trainer.max_epochs=1",
+    ]
+
+
+def _load(path: Path) -> dict[bytes, Any]:
+    with path.open("rb") as handle:
+        return pickle.load(handle, encoding="bytes")
+
+
+def _dump(path: Path, content: object) -> None:
+    with path.open("wb") as handle:
+        pickle.dump(content, handle, protocol=PICKLE_PROTOCOL)
+
+
+def _edit(name: str, change: Callable[[dict[bytes, Any]], object]) -> Callable[[Path], None]:
+    """A setup writing CIFAR-10 files and replacing batch ``name`` by ``change(its content)``."""
+
+    def setup(work: Path) -> None:
+        write_fake_cifar(work / DATA, "cifar10")
+        path = work / CIFAR10 / name
+        _dump(path, change(_load(path)))
+
+    return setup
+
+
+def _truncated(work: Path) -> None:
+    write_fake_cifar(work / DATA, "cifar10")
+    path = work / CIFAR10 / "data_batch_1"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _random_bytes(work: Path) -> None:
+    write_fake_cifar(work / DATA, "cifar10")
+    (work / CIFAR10 / "test_batch").write_bytes(np.random.default_rng(0).bytes(RANDOM_BYTES))
+
+
+def _empty_file(work: Path) -> None:
+    write_fake_cifar(work / DATA, "cifar10")
+    (work / CIFAR10 / "data_batch_2").write_bytes(b"")
+
+
+def _missing_file(work: Path) -> None:
+    write_fake_cifar(work / DATA, "cifar10")
+    (work / CIFAR10 / "data_batch_3").unlink()
+
+
+def _cifar100_without_fine_labels(work: Path) -> None:
+    write_fake_cifar(work / DATA, "cifar100")
+    path = work / CIFAR100 / "train"
+    content = _load(path)
+    del content[b"fine_labels"]
+    _dump(path, content)
+
+
+def _replace(content: dict[bytes, Any], key: bytes, value: object) -> dict[bytes, Any]:
+    return {**content, key: value}
+
+
+SETUPS: dict[str, Callable[[Path], None]] = {
+    "truncated": _truncated,
+    "random_bytes": _random_bytes,
+    "empty_file": _empty_file,
+    "missing_file": _missing_file,
+    "a_list": _edit("data_batch_4", lambda content: list(content.values())),
+    "no_labels": _edit("data_batch_5", lambda c: {b"data": c[b"data"]}),
+    "short_rows": _edit("data_batch_1", lambda c: _replace(c, b"data", c[b"data"][:, :SHORT_ROW])),
+    "float_pixels": _edit("test_batch", lambda c: _replace(c, b"data", c[b"data"] / 255.0)),
+    "pixels_as_list": _edit("data_batch_2", lambda c: _replace(c, b"data", c[b"data"].tolist())),
+    "label_out_of_range": _edit(
+        "data_batch_3", lambda c: _replace(c, b"labels", [*c[b"labels"][:-1], OUT_OF_RANGE_LABEL])
+    ),
+    "label_missing_one": _edit("data_batch_4", lambda c: _replace(c, b"labels", c[b"labels"][:-1])),
+    "labels_as_text": _edit(
+        "data_batch_5", lambda c: _replace(c, b"labels", [str(label) for label in c[b"labels"]])
+    ),
+    "cifar100_without_fine_labels": _cifar100_without_fine_labels,
+}
+
+
+def _case(name: str, file: str, setup: str, variant: str = "cifar10") -> BadInput:
+    title = "CIFAR-10 batch" if variant == "cifar10" else "CIFAR-100 file"
+    return BadInput(name, _argv(variant), f"data.data_dir: {file} is not a {title}", setup=setup)
+
+
+CASES = [
+    _case("truncated-pickle", f"{CIFAR10}/data_batch_1", "truncated"),
+    _case("random-bytes", f"{CIFAR10}/test_batch", "random_bytes"),
+    _case("empty-file", f"{CIFAR10}/data_batch_2", "empty_file"),
+    BadInput(
+        "missing-file",
+        _argv("cifar10"),
+        f"data.data_dir: cifar10 not found, expected {CIFAR10}/{{data_batch_3}}",
+        setup="missing_file",
+    ),
+    _case("pickle-of-a-list", f"{CIFAR10}/data_batch_4", "a_list"),
+    _case("no-labels-key", f"{CIFAR10}/data_batch_5", "no_labels"),
+    _case("rows-of-1024-bytes", f"{CIFAR10}/data_batch_1", "short_rows"),
+    _case("float-pixels", f"{CIFAR10}/test_batch", "float_pixels"),
+    _case("pixels-as-a-list", f"{CIFAR10}/data_batch_2", "pixels_as_list"),
+    _case("label-out-of-range", f"{CIFAR10}/data_batch_3", "label_out_of_range"),
+    _case("fewer-labels-than-images", f"{CIFAR10}/data_batch_4", "label_missing_one"),
+    _case("labels-as-text", f"{CIFAR10}/data_batch_5", "labels_as_text"),
+    _case("cifar100-without-fine-labels", f"{CIFAR100}/train", "cifar100_without_fine_labels", "cifar100"),
+]
+
+# what each message must say after the file name: the problem found
+REASONS = {
+    "truncated-pickle": "UnpicklingError: pickle data was truncated",
+    "random-bytes": "UnpicklingError",
+    "empty-file": "EOFError: Ran out of input",
+    "missing-file": "(the 'python version' archive",
+    "pickle-of-a-list": ": it holds a list",
+    "no-labels-key": ": no 'labels' key",
+    "rows-of-1024-bytes": ": 'data' is uint8 (6, 1024)",
+    "float-pixels": ": 'data' is float64 (10, 3072)",
+    "pixels-as-a-list": ": 'data' is a list, not a numpy array",
+    "label-out-of-range": ": 1 label(s) outside 0..9, the first 10",
+    "fewer-labels-than-images": ": 5 labels for 6 images",
+    "labels-as-text": ": 'labels' is <U1 (6,), not a list of integers",
+    "cifar100-without-fine-labels": ": no 'fine_labels' key",
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_bad_cifar_files_stop_the_run_in_one_line(case: BadInput, tmp_path: Path) -> None:
+    SETUPS[case.setup](tmp_path)
+    assert_refused(case, tmp_path, tmp_path / DATA)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_the_reader_names_the_file_and_the_problem(case: BadInput, tmp_path: Path) -> None:
+    SETUPS[case.setup](tmp_path)
+    variant = case.argv[0].removeprefix("data=")
+    with pytest.raises(ValueError) as refused:
+        read_cifar(tmp_path / DATA, variant)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("data.data_dir: ")
+    assert case.mentions.replace(f"{DATA}/", f"{tmp_path / DATA}/") in message
+    assert REASONS[case.name] in message

@@ -107,7 +107,7 @@ def test_unknown_choices_are_refused(argv, message):
         ("data.batch_size=0", "data.batch_size must be an integer >= 1"),
         ("divergence.temperature=-1", "divergence: temperature must be .*> 0"),
         ("divergence.temperature=0", "divergence: temperature"),
-        ("ckpt_path=/no/such/file.ckpt", "ckpt_path must be null, 'auto', 'fresh' or an existing checkpoint file"),
+        ("ckpt_path=/no/such/file.ckpt", "ckpt_path must be null, 'auto', 'fresh' or an existing checkpoint"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(override, message):

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+SMALLEST_SIDE = 32  # the first stage works at the CIFAR resolution; smaller images vanish in the last stage
+
 
 class BasicBlock(nn.Module):
     def __init__(self, channels_in: int, channels_out: int, stride: int) -> None:
@@ -41,7 +43,12 @@ class CifarResNet(nn.Module):
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"model.depth must be 6n + 2 with n >= 1, e.g. 20, 32, 56, 110 (got {depth})")
         if len(in_shape) != 3:
-            raise ValueError(f"CifarResNet needs image input (C, H, W); got shape {tuple(in_shape)}")
+            raise ValueError(f"model.resnet_cifar needs image input (C, H, W); got shape {tuple(in_shape)}")
+        if min(in_shape[1:]) < SMALLEST_SIDE:
+            raise ValueError(
+                f"model.resnet_cifar needs images of at least {SMALLEST_SIDE}x{SMALLEST_SIDE} pixels "
+                f"(its stages run at 32, 16 and 8); the data has {in_shape[1]}x{in_shape[2]}: use model=cnn or model=mlp"
+            )
         blocks = (depth - 2) // 6
         widths = [16 * width, 32 * width, 64 * width]
         layers: list[nn.Module] = [

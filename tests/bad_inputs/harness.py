@@ -57,7 +57,7 @@ def assert_refused(case: BadInput, cwd: Path, watched: Path) -> None:
     output = result.stdout + result.stderr
     assert "Traceback" not in output, output
     error_lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(error_lines) == 1, f"expected one line of error, got:\n{result.stderr}\nstdout:\n{result.stdout}"
+    assert len(error_lines) == 1, f"not one line of error:\n{result.stderr}\nstdout:\n{result.stdout}"
     assert error_lines[0].startswith(f"{case.program}: error: "), error_lines[0]
     assert case.mentions in error_lines[0], error_lines[0]
     assert result.returncode == case.exit_code, (result.returncode, output)

@@ -1,6 +1,6 @@
 """``make bench``: every case in a fresh process, results side by side with ratios, as Markdown tables.
 
-    python -m benchmarks.run [--only divergences sinkhorn startup train cluster] [--skip-huge]
+    python -m benchmarks.run [--only divergences sinkhorn startup train cluster threads] [--skip-huge]
 
 Targets (from the project's performance goals) are checked and marked, never asserted: a benchmark
 reports, the tests decide correctness.
@@ -178,14 +178,42 @@ def cluster() -> list[str]:
     ]
 
 
+def threads() -> list[str]:
+    record = case("threads_case", 3)
+    if not record:
+        return ["### Thread hygiene", "", "failed"]
+    alone, over, hygiene = record["alone"], record["oversubscribed"], record["hygiene"]
+    cpus = record["cpus"]
+
+    def row(name: str, result: dict, threads: str) -> str:
+        return (
+            f"| {name} | {threads} | {fmt_s(result['search_s'])} | {fmt_s(result['job_wall_s'])} | "
+            f"{fmt_s(result['command_wall_s'])} |"
+        )
+
+    return [
+        f"### Thread hygiene: two CTS runs side by side on {cpus} CPUs (`experiment=cts_digits`, joblib with "
+        f"2 workers; medians of {record['repeats']})",
+        "",
+        "| variant | threads per process | CTS search per job | wall time per job | whole command |",
+        "|---|---|---|---|---|",
+        row("one run alone", alone, str(cpus)),
+        row("two side by side, oversubscribed (torch's default)", over, str(cpus)),
+        row("two side by side, `threads=auto`", hygiene, str(max(1, cpus // 2))),
+        "",
+        f"Search time, oversubscribed / hygiene: {ratio(over['search_s'] / hygiene['search_s'])}; "
+        f"whole command: {ratio(over['command_wall_s'] / hygiene['command_wall_s'])}.",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--only", nargs="+", choices=["divergences", "sinkhorn", "startup", "train", "cluster"]
+        "--only", nargs="+", choices=["divergences", "sinkhorn", "startup", "train", "cluster", "threads"]
     )
     parser.add_argument("--skip-huge", action="store_true", help="skip the 8192 x 128000 cases (~13 GB)")
     args = parser.parse_args()
-    wanted = args.only or ["divergences", "sinkhorn", "startup", "train", "cluster"]
+    wanted = args.only or ["divergences", "sinkhorn", "startup", "train", "cluster", "threads"]
     started = time.time()
     header = [
         f"## {time.strftime('%Y-%m-%d')} — {platform.machine()}, {torch.get_num_threads()} threads, "
@@ -198,6 +226,7 @@ def main() -> None:
         "startup": startup,
         "train": train_step,
         "cluster": cluster,
+        "threads": threads,
     }
     body: list[str] = []
     for name in wanted:

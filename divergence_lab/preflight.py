@@ -231,28 +231,44 @@ def check_writable(folder: Path) -> None:
         raise ConfigError(f"cannot write the output folder {folder}: {existing} is not a writable directory")
 
 
-def prepare_folder(line: CommandLine, base: DictConfig, swept: dict[str, list[Any] | None]) -> str | None:
-    """Refuse a folder of another config, or move it aside for ``ckpt_path=fresh``; return a notice."""
+@dataclass
+class Verdict:
+    """What the checks leave for the launch: a notice to print, and overrides that pin what they checked."""
+
+    notice: str | None = None
+    pinned: list[str] = field(default_factory=list)
+
+
+def prepare_folder(line: CommandLine, base: DictConfig, swept: dict[str, list[Any] | None]) -> Verdict:
+    """Refuse a folder of another config, or move it aside for ``ckpt_path=fresh``.
+
+    A sweep folder is pinned (``hydra.sweep.dir=<the folder checked>``): its default name holds the time,
+    which Hydra would otherwise resolve again a moment later into another folder.
+    """
     fresh = base.get("ckpt_path") == "fresh"
+    pinned = []
     if line.multirun:
         folder = Path(base.hydra.sweep.dir)
         check_writable(folder)
         settings = sweep_settings(base, line, swept)
         moved = move_aside(folder) if fresh else check_sweep_dir(folder, settings)
         write_fingerprint(folder / SWEEP_FINGERPRINT_FILE, settings)
+        if not any(o.split("=", 1)[0] == "hydra.sweep.dir" for o in line.overrides):
+            pinned.append(f"hydra.sweep.dir={folder}")
     else:
         folder = Path(base.hydra.run.dir)
         check_writable(folder)
         moved = move_aside(folder) if fresh else check_run_dir(folder, fingerprint_settings(base))
-    return f"ckpt_path=fresh: moved the earlier contents of {folder} to {moved}" if moved else None
+    notice = f"ckpt_path=fresh: moved the earlier contents of {folder} to {moved}" if moved else None
+    return Verdict(notice, pinned)
 
 
-def preflight(argv: Sequence[str]) -> str | None:
-    """Run every check on a ``dlab`` command line; raise ConfigError, or return a notice to print."""
+def preflight(argv: Sequence[str]) -> Verdict:
+    """Run every check on a ``dlab`` command line; raise ConfigError, or return what the launch needs."""
     check_group_choices(argv)
     line = parse_command_line(argv)
     if line is None:
-        return None
+        return Verdict()
     parsed = _parse([o for o in line.overrides if "=" in o or o.startswith("~")])
     fixed = [o.input_line for o in parsed if not (line.multirun and o.is_sweep_override())]
     base = compose_config(line, fixed)

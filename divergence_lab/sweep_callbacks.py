@@ -15,6 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from divergence_lab.interruption import rerun_command
 from divergence_lab.wandb_files import OFFLINE_RUN_DIRS
 
 log = logging.getLogger(__name__)
@@ -25,15 +26,10 @@ def offline_wandb_runs(sweep_dir: Path) -> list[Path]:
     return sorted(sweep_dir.glob(f"*/{OFFLINE_RUN_DIRS}"))
 
 
-def resume_command(argv: list[str], sweep_dir: str) -> str:
-    """The command that reruns this sweep into the same folder (finished jobs are skipped)."""
-    kept = [arg for arg in argv if not arg.startswith("hydra.sweep.dir=")]
-    return shlex.join(["dlab", *kept, f"hydra.sweep.dir={sweep_dir}"])
-
-
 class SweepNotices(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        command = resume_command(sys.argv[1:], config.hydra.sweep.dir)
+        # finished jobs are skipped when the same sweep is rerun into its folder
+        command = rerun_command(sys.argv[1:], "hydra.sweep.dir", config.hydra.sweep.dir)
         log.info("If this sweep stops, resume it with: %s", command)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

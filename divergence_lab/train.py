@@ -45,11 +45,12 @@ def main() -> None:
     from divergence_lab.preflight import preflight
 
     try:
-        notice = preflight(sys.argv[1:])
+        verdict = preflight(sys.argv[1:])
     except ConfigError as error:
         _fail(error)
-    if notice:
-        print(notice)
+    if verdict.notice:
+        print(verdict.notice)
+    sys.argv += verdict.pinned
     hydra_app()
 
 

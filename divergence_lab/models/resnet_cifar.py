@@ -47,7 +47,8 @@ class CifarResNet(nn.Module):
         if min(in_shape[1:]) < SMALLEST_SIDE:
             raise ValueError(
                 f"model.resnet_cifar needs images of at least {SMALLEST_SIDE}x{SMALLEST_SIDE} pixels "
-                f"(its stages run at 32, 16 and 8); the data has {in_shape[1]}x{in_shape[2]}: use model=cnn or model=mlp"
+                f"(its stages run at 32, 16 and 8); the data has {in_shape[1]}x{in_shape[2]}: "
+                "use model=cnn or model=mlp"
             )
         blocks = (depth - 2) // 6
         widths = [16 * width, 32 * width, 64 * width]

@@ -1,15 +1,19 @@
 """Refuse a bad configuration before any work starts, with one line that names the key and what is allowed.
 
-Two kinds of check:
+Three kinds of check (the CLI runs them all before Hydra starts, see :mod:`divergence_lab.preflight`; a run
+repeats the last two):
 
 * :func:`check_group_choices` runs on the command line, before Hydra composes anything, so that
   ``dlab divergence=nope`` prints ``divergence=nope is not an option; choose one of: cs, fdiv, ...``
   instead of Hydra's multi-line search-path report.
-* :func:`validate` runs on the composed config at the start of a run: types and ranges of values
-  (``seed`` an integer, learning rates > 0, ``trainer.max_epochs`` >= 1, the divergence parameters, ...).
+* :func:`validate_settings` runs on the composed config without any deep-learning framework: types and
+  ranges of values (``seed`` an integer, finite learning rates > 0, ``trainer.max_epochs`` >= 1, ...), the
+  groups the method reads (``method.reads``: an override of a group it would ignore is refused, naming
+  what it uses instead), ``optimized_metric`` among the method's ``val_metrics``, the temperature floor.
+* :func:`validate_divergence` builds the divergence from the registry (torch): its parameters, and its
+  kind against ``method.divergence_kinds``.
 
-Both raise :class:`ConfigError`; the entry point prints its message as a single line and exits with 2.
-This module imports no deep-learning framework, so the checks are cheap.
+All raise :class:`ConfigError`; the entry point prints its message as a single line and exits with 2.
 """
 
 from __future__ import annotations

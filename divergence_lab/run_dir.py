@@ -93,6 +93,7 @@ def write_metrics(
         "study": cfg.study,
         "seed": cfg.seed,
         "wall_time_s": round(time.time() - started, 3),
+        "threads": torch.get_num_threads(),  # the last bits of float sums depend on it
         "git": git_commit(),
         "versions": {
             "python": platform.python_version(),

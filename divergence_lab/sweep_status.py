@@ -20,7 +20,7 @@ from divergence_lab.job_status import last_checkpoint_age_s, read_status
 @dataclass
 class UnfinishedJob:
     job_dir: Path
-    state: str  # starting | running | failed
+    state: str  # starting | running | failed | interrupted
     detail: str
 
     def describe(self) -> str:
@@ -33,6 +33,8 @@ def unfinished_job(job_dir: Path) -> UnfinishedJob:
     state = status.get("state", "starting")
     if state == "failed":
         return UnfinishedJob(job_dir, state, status.get("error", ""))
+    if state == "interrupted":
+        return UnfinishedJob(job_dir, state, f"{status.get('signal', '')} at {status.get('position', '?')}")
     parts = []
     if status.get("slurm_job_id"):
         parts.append(f"SLURM job {status['slurm_job_id']}")

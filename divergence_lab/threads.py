@@ -1,8 +1,8 @@
 """Thread hygiene: each training process uses as many intra-op threads as it has CPUs to itself.
 
 PyTorch starts one thread per core it sees. Two processes on two cores then run four busy threads that
-preempt each other; on this kind of machine two concurrent CTS runs searched 5.8x slower than with one
-thread each. ``threads: auto`` (the default) computes
+preempt each other (BENCHMARKS.md, "Thread hygiene", measures two CTS runs side by side).
+``threads: auto`` (the default) computes
 
     threads = max(1, usable CPUs // jobs running side by side on them)
 

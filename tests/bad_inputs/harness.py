@@ -50,10 +50,30 @@ def run_program(program: str, argv: list[str], cwd: Path, env: dict[str, str] | 
     )
 
 
-def assert_refused(case: BadInput, cwd: Path, watched: Path) -> None:
-    """Run ``case`` in ``cwd`` and check the refusal contract, with ``watched`` left exactly as it was."""
+def run_dlab_in_process(argv: list[str], cwd: Path, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """``dlab argv`` through its entry function in this process (no interpreter start-up, torch already
+    imported: ~20× faster), for inputs refused before Hydra starts; returns what a subprocess would."""
+    from divergence_lab.train import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("DLAB_OUTPUT_ROOT", str(cwd / "outputs"))
+    monkeypatch.setattr(sys, "argv", ["dlab", *argv])
+    capsys.readouterr()
+    code = 0
+    try:
+        main()
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, captured.out, captured.err)
+
+
+def assert_refused(case: BadInput, cwd: Path, watched: Path, run=None) -> None:
+    """Run ``case`` in ``cwd`` and check the refusal contract, with ``watched`` left exactly as it was.
+
+    ``run(case, cwd)`` replaces the subprocess (see :func:`run_dlab_in_process`)."""
     before = snapshot(watched)
-    result = run_program(case.program, case.argv, cwd, case.env)
+    result = run(case, cwd) if run else run_program(case.program, case.argv, cwd, case.env)
     output = result.stdout + result.stderr
     assert "Traceback" not in output, output
     error_lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bad_inputs.harness import BadInput, assert_refused, snapshot
+from tests.bad_inputs.harness import BadInput, assert_refused, run_dlab_in_process, snapshot
 
 CTS = ["experiment=cts_digits"]
 OPTUNA = ["-m", "hparams_search=kd_optuna"]
@@ -131,14 +131,35 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_bad_command_line_is_refused_in_one_line_and_creates_nothing(case, tmp_path):
-    prepare_earlier_results(tmp_path)
+def _prepare(case: BadInput, cwd: Path) -> None:
+    prepare_earlier_results(cwd)
     if case.setup:
-        SETUPS[case.setup](tmp_path)
+        SETUPS[case.setup](cwd)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_bad_command_line_is_refused_in_one_line_and_creates_nothing(case, tmp_path, monkeypatch, capsys):
+    _prepare(case, tmp_path)
+    everything = snapshot(tmp_path)
+
+    def in_process(case: BadInput, cwd: Path):
+        return run_dlab_in_process(case.argv, cwd, monkeypatch, capsys)
+
+    # a case with its own environment (another output root) runs as a process of its own
+    assert_refused(case, tmp_path, tmp_path / EARLIER, run=None if case.env else in_process)
+    assert snapshot(tmp_path) == everything  # refused before Hydra: not even a run folder was made
+
+
+# the same contract through the installed console script, a new process each
+THROUGH_THE_CONSOLE_SCRIPT = ("seed-text", "key-typo", "bdkd-divergence", "ranking-in-kd", "sweep-unread")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.name in THROUGH_THE_CONSOLE_SCRIPT], ids=str)
+def test_the_console_script_refuses_the_same_way(case, tmp_path):
+    _prepare(case, tmp_path)
     everything = snapshot(tmp_path)
     assert_refused(case, tmp_path, tmp_path / EARLIER)
-    assert snapshot(tmp_path) == everything  # refused before Hydra: not even a run folder was made
+    assert snapshot(tmp_path) == everything
 
 
 # refused by the run itself: a run folder is made (status failed), earlier results stay as they were

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 CONF_DIR = Path(__file__).parent / "conf"
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
@@ -140,27 +140,66 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def _group_is_read(method: Any, group: str) -> bool:
-    """``method.reads.<group>``: true / false, or ``{key: value}``: read while ``method.<key> == value``."""
-    rule = method.get("reads", {}).get(group, True)
+def _reads_rule(method: Any, key: str) -> tuple[str, Any] | None:
+    """The most specific ``method.reads`` entry that covers ``key``: (its path, its rule), or None.
+
+    Paths are a group (``model``, ``divergence``) or a dotted key (``method.search``); a rule is true, false,
+    or ``{method key: value or [values]}``: read while every named method key has (one of) the value(s).
+    """
+    rules = method.get("reads") or {}
+    covering = [str(path) for path in rules if key == path or key.startswith(f"{path}.")]
+    if not covering:
+        return None
+    path = max(covering, key=len)
+    return path, rules[path]
+
+
+def _rule_holds(method: Any, rule: Any) -> bool:
     if isinstance(rule, bool):
         return rule
-    return all(OmegaConf.select(method, key) == value for key, value in rule.items())
+    for key, wanted in rule.items():
+        allowed = list(wanted) if isinstance(wanted, (list, ListConfig)) else [wanted]
+        if OmegaConf.select(method, str(key)) not in allowed:
+            return False
+    return True
+
+
+def _condition(rule: Any) -> str:
+    parts = []
+    for key, wanted in rule.items():
+        values = list(wanted) if isinstance(wanted, (list, ListConfig)) else [wanted]
+        shown = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
+        parts.append(f"method.{key} is {' or '.join(shown)}")
+    return "it is read only while " + " and ".join(parts)
+
+
+def reads(method: Any, key: str) -> bool:
+    """Whether the method reads the group or key ``key`` (``divergence``, ``method.search.epochs``)."""
+    found = _reads_rule(method, key)
+    return found is None or _rule_holds(method, found[1])
+
+
+def unread_override(cfg: DictConfig, override: str) -> str | None:
+    """Why ``override`` would be ignored by the chosen method (one line), or None when the method reads it."""
+    method = cfg.method
+    key = override_key(override)
+    found = _reads_rule(method, key)
+    if found is None or _rule_holds(method, found[1]):
+        return None
+    path, rule = found
+    instead = (method.get("instead") or {}).get(path)
+    if instead is None:
+        instead = _condition(rule) if not isinstance(rule, bool) else "its own settings"
+    elif isinstance(rule, bool) or path in READ_GROUPS:
+        instead = f"it uses {instead} instead"
+    return f"method={method.name} does not read {path} (got {override}): {instead}; remove the override"
 
 
 def check_method_reads(cfg: DictConfig, overrides: Sequence[str]) -> None:
-    """Refuse an override of a config group that the chosen method does not read (it would be ignored)."""
-    method = cfg.method
+    """Refuse an override of a group or key that the chosen method does not read (it would be ignored)."""
     for override in overrides:
-        key = override_key(override)
-        group = key.split(".", 1)[0].split("@", 1)[0]
-        if group not in READ_GROUPS or _group_is_read(method, group):
-            continue
-        instead = method.get("instead", {}).get(group, "its own settings")
-        raise ConfigError(
-            f"method={method.name} does not read {group} (got {override}): it uses {instead} instead; "
-            f"remove the override"
-        )
+        if (reason := unread_override(cfg, override)) is not None:
+            raise ConfigError(reason)
 
 
 def check_optimized_metric(cfg: DictConfig) -> None:
@@ -249,7 +288,7 @@ def validate_divergence(cfg: DictConfig) -> None:
     """
     from divergence_lab import divergences
 
-    if not _group_is_read(cfg.method, "divergence"):
+    if not reads(cfg.method, "divergence"):
         return
     try:
         divergence = divergences.build(**cfg.divergence)

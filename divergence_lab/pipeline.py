@@ -121,7 +121,8 @@ def train(cfg: DictConfig) -> float:
     started = time.time()
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
-    validate_settings(cfg, list(hydra.overrides.task))
+    # a sweep's overrides were checked across all its jobs at launch (a key may be read by some jobs only)
+    validate_settings(cfg, list(hydra.overrides.task) if hydra.mode == RunMode.RUN else ())
     settings = fingerprint_settings(cfg)
     check_run_dir(run_dir, settings)  # another config's folder: refused before anything is written
     if cfg.ckpt_path in ("auto", "fresh") and (finished := finished_record(run_dir)) is not None:

@@ -36,6 +36,7 @@ from divergence_lab.config_checks import (
     ConfigError,
     check_group_choices,
     group_options,
+    unread_override,
     validate_divergence,
     validate_settings,
 )
@@ -190,16 +191,30 @@ def job_configs(
                 yield job
 
 
+def check_reads_across(configs: list[DictConfig], fixed: list[str], swept: list[str]) -> None:
+    """An override no job reads is refused; so is a swept one that some job ignores (its values would give
+    that job's configuration identical runs under different labels)."""
+    for override in fixed:
+        reasons = [unread_override(cfg, override) for cfg in configs]
+        if all(reasons):
+            raise ConfigError(str(reasons[0]))
+    for override in swept:
+        for cfg in configs:
+            if (reason := unread_override(cfg, override)) is not None:
+                raise ConfigError(f"{reason} (sweeping it would repeat identical runs)")
+
+
 def check_values(
     line: CommandLine, base: DictConfig, fixed: list[str], swept: dict[str, list[Any] | None]
 ) -> list[DictConfig]:
     """Validate every composed job config without torch; return them for the checks that need it."""
     from divergence_lab.sweep_checks import check_sweep_settings
 
-    overrides = [*fixed, *(f"{key}={','.join(map(str, values or ['...']))}" for key, values in swept.items())]
     configs = list(job_configs(line, base, fixed, swept))
     for cfg in configs:
-        validate_settings(cfg, overrides)
+        validate_settings(cfg)
+    swept_overrides = [f"{key}={','.join(map(str, values or ['...']))}" for key, values in swept.items()]
+    check_reads_across(configs, fixed, swept_overrides)
     if line.multirun:
         check_sweep_settings(configs[0], [f"{key}={value}" for key, value in _sweep_specs(line)])
     return configs

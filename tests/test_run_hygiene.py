@@ -104,3 +104,13 @@ def test_every_shipped_study_passes_the_pre_flight_checks(tmp_path, monkeypatch)
     sweeps = Path(__file__).parents[1] / "sweeps"
     for study in sorted(sweeps.glob("*.yaml")):
         preflight(["-m", "-cd", str(sweeps), "-cn", study.stem])
+
+
+def test_a_key_that_only_some_jobs_of_a_sweep_read_may_be_set_but_not_swept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DLAB_OUTPUT_ROOT", str(tmp_path / "outputs"))
+    ablation = ["-m", "experiment=legogcd_digits", "method.use_ler=true,false"]
+    preflight([*ablation, "method.ler_threshold=0.9"])  # the LER jobs read it
+    preflight(["-m", "method=kd,bdkd", "divergence.temperature=2"])  # the KD jobs read it
+    with pytest.raises(ConfigError, match="sweeping it would repeat identical runs"):
+        preflight(["-m", "method=kd,bdkd", "divergence=kl,rkl"])

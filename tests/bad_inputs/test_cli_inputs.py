@@ -107,6 +107,18 @@ CASES = [
         "method=legogcd does not read model",
     ),
     BadInput("gpu-without-gpu", ["trainer=gpu"], "no usable GPU"),
+    # keys the method reads only in some of its settings
+    BadInput("prune-search-key", [*CTS, "method=prune", "method.search.epochs=5"],
+             "method=prune does not read method.search"),  # fmt: skip
+    BadInput("magnitude-score-batches", [*CTS, "method=prune", "method.score_batches=3"],
+             "read only while method.pruner is snip or grasp"),  # fmt: skip
+    BadInput("dml-gamma", ["method=dml", "method.gamma=0.2"], "while method.balance is sigmoid_gap"),
+    BadInput("ler-off-threshold",
+             ["experiment=legogcd_digits", "method.use_ler=false", "method.ler_threshold=0.9"],
+             "read only while method.use_ler is true"),  # fmt: skip
+    BadInput("ler-swept-threshold",
+             ["-m", "experiment=legogcd_digits", "method.use_ler=true,false", "method.ler_threshold=0.8,0.9"],
+             "sweeping it would repeat identical runs"),  # fmt: skip
     # folders
     BadInput("run-dir-foreign", ["hydra.run.dir=outputs/foreign_run"], "holds a run of another config",
              setup="foreign_run"),  # fmt: skip

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 STUDY  ?= kd_divergences
 
-.PHONY: install demo sweep test test-fast lint bench clean slurm-up slurm-down
+.PHONY: install demo sweep test test-cluster test-fast lint bench clean slurm-up slurm-down
 
 install: $(STAMP)
 
@@ -23,8 +23,12 @@ demo: sweep
 sweep: install
 	$(BIN)/dlab -m -cd sweeps -cn $(STUDY)
 
+# the whole suite but the SLURM tier (test-cluster), which needs a controller: make slurm-up
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slurm"
+
+test-cluster: install
+	$(BIN)/python -m pytest -q -m slurm
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -2,8 +2,9 @@
 
 The **run fingerprint** is the SHA-256 of the resolved config without the keys that cannot change a result
 (:data:`IGNORED_KEYS`: where files go, how the run is logged, how it resumes, what the report shows, how many
-threads it uses). It is written to ``fingerprint.json`` in the run directory beside the flattened config it
-was computed from, so a refusal can name the keys that differ. Folders written before fingerprints existed
+threads it uses, what a method declares about itself for the checks). It is written to ``fingerprint.json``
+in the run directory beside the flattened config it was computed from, so a refusal can name the keys that
+differ. Folders written before fingerprints existed
 are read through their ``config.yaml``.
 
 The **sweep fingerprint** (``sweep_fingerprint.json`` in the sweep folder) is the fingerprint of the
@@ -44,6 +45,12 @@ IGNORED_KEYS = (
     "checks",
     "data.data_dir",
     "trainer.log_every_n_steps",
+    # what a method declares about itself (for the checks and labels), not how it trains
+    "method.reads",
+    "method.instead",
+    "method.val_metrics",
+    "method.divergence_kinds",
+    "method.uses_divergence",
 )
 
 

@@ -114,3 +114,17 @@ def test_a_key_that_only_some_jobs_of_a_sweep_read_may_be_set_but_not_swept(tmp_
     preflight(["-m", "method=kd,bdkd", "divergence.temperature=2"])  # the KD jobs read it
     with pytest.raises(ConfigError, match="sweeping it would repeat identical runs"):
         preflight(["-m", "method=kd,bdkd", "divergence=kl,rkl"])
+
+
+def test_a_folder_written_before_fingerprints_is_read_through_its_config(tmp_path):
+    """A run folder from an earlier version (config.yaml, no fingerprint, no method declarations) resumes."""
+    from divergence_lab.run_fingerprint import check_run_dir, fingerprint_settings
+
+    cfg = compose_config(["divergence=rkl"])
+    legacy = OmegaConf.masked_copy(cfg, [key for key in cfg if key not in ("threads", "checks")])
+    for declaration in ("reads", "instead", "val_metrics", "divergence_kinds"):
+        legacy.method.pop(declaration, None)
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(legacy, resolve=True))
+    check_run_dir(tmp_path, fingerprint_settings(cfg))  # the same run: accepted
+    with pytest.raises(ConfigError, match='divergence.name: "rkl" -> "kl"'):
+        check_run_dir(tmp_path, fingerprint_settings(compose_config()))

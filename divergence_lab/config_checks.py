@@ -105,6 +105,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def check_integer_at_least(value: Any, key: str, low: int = 1) -> None:
+    if not _is_int(value) or value < low:
+        raise ConfigError(f"{key} must be an integer >= {low} (got {value!r})")
+
+
 def check_optimizer(optimizer: Any, key: str) -> None:
     """Check ``{name, lr, weight_decay, scheduler}``: known names, ``lr > 0``, ``weight_decay >= 0``."""
     name = optimizer.get("name")
@@ -127,12 +132,12 @@ def check_optimizer(optimizer: Any, key: str) -> None:
 def _check_teacher(teacher: Any) -> None:
     if "optimizer" in teacher:
         check_optimizer(teacher.optimizer, "method.teacher.optimizer")
-    if "max_epochs" in teacher and (not _is_int(teacher.max_epochs) or teacher.max_epochs < 1):
-        raise ConfigError(f"method.teacher.max_epochs must be an integer >= 1 (got {teacher.max_epochs!r})")
+    if "max_epochs" in teacher:
+        check_integer_at_least(teacher.max_epochs, "method.teacher.max_epochs")
     if "seed" in teacher and not _is_int(teacher.seed):
         raise ConfigError(f"method.teacher.seed must be an integer (got {teacher.seed!r})")
-    if "batch_size" in teacher and (not _is_int(teacher.batch_size) or teacher.batch_size < 1):
-        raise ConfigError(f"method.teacher.batch_size must be an integer >= 1 (got {teacher.batch_size!r})")
+    if "batch_size" in teacher:
+        check_integer_at_least(teacher.batch_size, "method.teacher.batch_size")
 
 
 def override_key(override: str) -> str:
@@ -154,21 +159,21 @@ def _reads_rule(method: Any, key: str) -> tuple[str, Any] | None:
     return path, rules[path]
 
 
+def _allowed(wanted: Any) -> list[Any]:
+    """A rule's value or list of values, as a list."""
+    return list(wanted) if isinstance(wanted, (list, ListConfig)) else [wanted]
+
+
 def _rule_holds(method: Any, rule: Any) -> bool:
     if isinstance(rule, bool):
         return rule
-    for key, wanted in rule.items():
-        allowed = list(wanted) if isinstance(wanted, (list, ListConfig)) else [wanted]
-        if OmegaConf.select(method, str(key)) not in allowed:
-            return False
-    return True
+    return all(OmegaConf.select(method, str(key)) in _allowed(wanted) for key, wanted in rule.items())
 
 
 def _condition(rule: Any) -> str:
     parts = []
     for key, wanted in rule.items():
-        values = list(wanted) if isinstance(wanted, (list, ListConfig)) else [wanted]
-        shown = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
+        shown = [str(v).lower() if isinstance(v, bool) else str(v) for v in _allowed(wanted)]
         parts.append(f"method.{key} is {' or '.join(shown)}")
     return "it is read only while " + " and ".join(parts)
 
@@ -247,9 +252,7 @@ def check_pruning(method: Any) -> None:
         fraction = ltr.get("prune_fraction")
         if not _is_number(fraction) or not 0.0 < fraction < 1.0:
             raise ConfigError(f"method.ltr.prune_fraction must be a number in (0, 1) (got {fraction!r})")
-        epochs = ltr.get("epochs_per_round")
-        if not _is_int(epochs) or epochs < 1:
-            raise ConfigError(f"method.ltr.epochs_per_round must be an integer >= 1 (got {epochs!r})")
+        check_integer_at_least(ltr.get("epochs_per_round"), "method.ltr.epochs_per_round")
 
 
 def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
@@ -257,18 +260,14 @@ def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     command-line and sweep overrides, checked against what the method reads."""
     if not _is_int(cfg.seed):
         raise ConfigError(f"seed must be an integer (got {cfg.seed!r})")
-    max_epochs = cfg.trainer.max_epochs
-    if not _is_int(max_epochs) or max_epochs < 1:
-        raise ConfigError(f"trainer.max_epochs must be an integer >= 1 (got {max_epochs!r})")
+    check_integer_at_least(cfg.trainer.max_epochs, "trainer.max_epochs")
     check_optimizer(cfg.method.optimizer, "method.optimizer")
     if (teacher := cfg.method.get("teacher")) is not None:
         _check_teacher(teacher)
     alpha = cfg.method.get("alpha")
     if alpha is not None and (not _is_number(alpha) or not 0.0 <= alpha <= 1.0):
         raise ConfigError(f"method.alpha must be a number in [0, 1] (got {alpha!r})")
-    batch_size = cfg.data.get("batch_size")
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ConfigError(f"data.batch_size must be an integer >= 1 (got {batch_size!r})")
+    check_integer_at_least(cfg.data.get("batch_size"), "data.batch_size")
     check_pruning(cfg.method)
     check_method_reads(cfg, overrides)
     check_optimized_metric(cfg)

@@ -166,10 +166,10 @@ def _sweep_specs(line: CommandLine) -> list[tuple[str, str]]:
 def sweep_settings(base: DictConfig, line: CommandLine, swept: dict[str, list[Any] | None]) -> dict[str, Any]:
     """The sweep's fixed settings plus one ``sweep:<key>`` entry per swept key (its values or range)."""
     params = OmegaConf.select(base, "hydra.sweeper.params") or {}
+    given = dict(_sweep_specs(line))  # the command line's lists win over the sweeper's
     settings = fingerprint_settings(base)
     for key in swept:
-        given = [o.split("=", 1)[1] for o in line.overrides if o.split("=", 1)[0] == key]
-        settings[SWEEP_KEY_PREFIX + key] = given[-1] if given else str(params.get(key))
+        settings[SWEEP_KEY_PREFIX + key] = given.get(key, str(params.get(key)))
     return settings
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from divergence_lab.config_checks import ConfigError
+from divergence_lab.run_dir import write_json_atomically
 
 RUN_FINGERPRINT_FILE = "fingerprint.json"
 SWEEP_FINGERPRINT_FILE = "sweep_fingerprint.json"
@@ -97,39 +98,38 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 
 def write_fingerprint(path: Path, settings: Mapping[str, Any]) -> None:
-    """Write ``{"sha256": ..., "settings": ...}`` atomically."""
+    """Write ``{"sha256": ..., "settings": ...}`` atomically, creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    record = {"sha256": digest(settings), "settings": dict(settings)}
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    os.replace(tmp, path)
+    write_json_atomically(path, {"sha256": digest(settings), "settings": dict(settings)})
+
+
+def read_fingerprint(path: Path) -> dict[str, Any] | None:
+    """The settings recorded in a fingerprint file; None when it is missing or unreadable."""
+    try:
+        return dict(json.loads(path.read_text())["settings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def stored_run_settings(run_dir: Path) -> dict[str, Any] | None:
     """The settings a run folder was made with: its fingerprint file, else its ``config.yaml``, else None."""
     record = run_dir / RUN_FINGERPRINT_FILE
     if record.is_file():
-        try:
-            return dict(json.loads(record.read_text())["settings"])
-        except (ValueError, KeyError, TypeError):
-            return None
+        return read_fingerprint(record)
     config = run_dir / "config.yaml"
     if config.is_file():
         return fingerprint_settings(OmegaConf.load(config))
     return None
 
 
-def stored_sweep_settings(sweep_dir: Path) -> dict[str, Any] | None:
-    try:
-        return dict(json.loads((sweep_dir / SWEEP_FINGERPRINT_FILE).read_text())["settings"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def refusal(kind: str, folder: Path, changed: list[str], dir_key: str) -> ConfigError:
+def _refuse_if_changed(
+    kind: str, folder: Path, stored: Mapping[str, Any] | None, settings: Mapping[str, Any], dir_key: str
+) -> None:
+    if stored is None or not (changed := differences(stored, settings)):
+        return
     shown = "; ".join(changed[:SHOWN_DIFFERENCES])
     more = f" and {len(changed) - SHOWN_DIFFERENCES} more" if len(changed) > SHOWN_DIFFERENCES else ""
-    return ConfigError(
+    raise ConfigError(
         f"{folder} holds a {kind} of another config ({shown}{more}); choose another {dir_key}=..., "
         f"or add ckpt_path=fresh to move its contents to {folder.parent / SUPERSEDED_DIR}/"
     )
@@ -137,16 +137,13 @@ def refusal(kind: str, folder: Path, changed: list[str], dir_key: str) -> Config
 
 def check_run_dir(run_dir: Path, settings: Mapping[str, Any]) -> None:
     """Refuse to run ``settings`` in a folder made by another config (nothing is written)."""
-    stored = stored_run_settings(run_dir)
-    if stored is not None and (changed := differences(stored, settings)):
-        raise refusal("run", run_dir, changed, "hydra.run.dir")
+    _refuse_if_changed("run", run_dir, stored_run_settings(run_dir), settings, "hydra.run.dir")
 
 
 def check_sweep_dir(sweep_dir: Path, settings: Mapping[str, Any]) -> None:
     """Refuse to start a sweep in a folder that holds another sweep (nothing is written)."""
-    stored = stored_sweep_settings(sweep_dir)
-    if stored is not None and (changed := differences(stored, settings)):
-        raise refusal("sweep", sweep_dir, changed, "hydra.sweep.dir")
+    stored = read_fingerprint(sweep_dir / SWEEP_FINGERPRINT_FILE)
+    _refuse_if_changed("sweep", sweep_dir, stored, settings, "hydra.sweep.dir")
 
 
 def move_aside(folder: Path) -> Path | None:

@@ -43,9 +43,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from divergence_lab.data import instantiate_datamodule
+from divergence_lab.epoch_progress import EpochProgress
 from divergence_lab.methods.teacher import CrossEntropyModule
 from divergence_lab.models import build_network
-from divergence_lab.progress import StageProgress, format_duration
+from divergence_lab.progress import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ WEIGHTS, META = "teacher.pt", "meta.json"
 FRAMEWORK_PACKAGES = frozenset({"builtins", "torch", "lightning"})
 NO_SOURCE = "no source file"  # a class defined interactively: only its repr and shapes are fingerprinted
 # the epoch metrics of CrossEntropyModule shown on the teacher's progress lines, by label
-PROGRESS_METRICS = {"loss": "train/loss", "val acc": "val/acc"}
+PROGRESS_METRICS = {"loss": "train/loss", "val acc": "val/acc"}  # label -> metric on the teacher's lines
 
 
 def teacher_data_config(teacher_cfg: DictConfig, data_cfg: DictConfig) -> DictConfig:
@@ -218,19 +219,6 @@ def _preserved_rng_state() -> Iterator[None]:
     np.random.set_state(numpy_state)
 
 
-class _EpochProgress(L.Callback):
-    """One ``[teacher] epoch k/N  loss ...  val acc ...`` line per finished teacher epoch."""
-
-    def __init__(self, max_epochs: int) -> None:
-        self.progress = StageProgress("teacher", total=max_epochs)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # validation has run by now: callback_metrics hold this epoch's mean loss and its val accuracy
-        metrics = trainer.callback_metrics
-        values = {label: float(metrics[name]) for label, name in PROGRESS_METRICS.items() if name in metrics}
-        self.progress.step(trainer.current_epoch + 1, values)
-
-
 def _train(
     net: nn.Module, teacher_cfg: DictConfig, datamodule: Any, trainer_kwargs: dict[str, Any]
 ) -> dict[str, float]:
@@ -243,7 +231,7 @@ def _train(
         # one process, whatever the job runs in: not the SLURM world of a DDP job, no SLURM requeueing
         plugins=[LightningEnvironment()],
         max_epochs=teacher_cfg.max_epochs,
-        callbacks=[_EpochProgress(teacher_cfg.max_epochs)],
+        callbacks=[EpochProgress("teacher", PROGRESS_METRICS)],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

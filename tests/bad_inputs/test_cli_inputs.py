@@ -143,23 +143,23 @@ CASES = [
 ]
 
 
-def _prepare(case: BadInput, cwd: Path) -> None:
+def assert_refused_creating_nothing(case: BadInput, cwd: Path, run=None) -> None:
+    """Prepare the case's files, refuse it, and check that nothing at all was created or changed."""
     prepare_earlier_results(cwd)
     if case.setup:
         SETUPS[case.setup](cwd)
+    everything = snapshot(cwd)
+    assert_refused(case, cwd, cwd / EARLIER, run=run)
+    assert snapshot(cwd) == everything  # refused before Hydra: not even a run folder was made
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_bad_command_line_is_refused_in_one_line_and_creates_nothing(case, tmp_path, monkeypatch, capsys):
-    _prepare(case, tmp_path)
-    everything = snapshot(tmp_path)
-
     def in_process(case: BadInput, cwd: Path):
         return run_dlab_in_process(case.argv, cwd, monkeypatch, capsys)
 
     # a case with its own environment (another output root) runs as a process of its own
-    assert_refused(case, tmp_path, tmp_path / EARLIER, run=None if case.env else in_process)
-    assert snapshot(tmp_path) == everything  # refused before Hydra: not even a run folder was made
+    assert_refused_creating_nothing(case, tmp_path, run=None if case.env else in_process)
 
 
 # the same contract through the installed console script, a new process each
@@ -168,10 +168,7 @@ THROUGH_THE_CONSOLE_SCRIPT = ("seed-text", "key-typo", "bdkd-divergence", "ranki
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.name in THROUGH_THE_CONSOLE_SCRIPT], ids=str)
 def test_the_console_script_refuses_the_same_way(case, tmp_path):
-    _prepare(case, tmp_path)
-    everything = snapshot(tmp_path)
-    assert_refused(case, tmp_path, tmp_path / EARLIER)
-    assert snapshot(tmp_path) == everything
+    assert_refused_creating_nothing(case, tmp_path)
 
 
 # refused by the run itself: a run folder is made (status failed), earlier results stay as they were

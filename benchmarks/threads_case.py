@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks.measure import emit
-from divergence_lab.threads import usable_cpus
+from divergence_lab.run.threads import usable_cpus
 
 DLAB = str(Path(sys.executable).parent / "dlab")
 CTS = ["experiment=cts_digits", "trainer.max_epochs=5"]

@@ -22,7 +22,7 @@ def build(folder: str):
     from hydra import compose, initialize_config_module
 
     from divergence_lab.data import instantiate_datamodule
-    from divergence_lab.pipeline import build_method
+    from divergence_lab.run.pipeline import build_method
 
     with initialize_config_module("divergence_lab.conf", version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.output_root={folder}", "method.teacher.max_epochs=1"])

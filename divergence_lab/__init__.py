@@ -1,6 +1,6 @@
 """divergence_lab: which divergence to minimise, in distillation, pruning and category discovery."""
 
-from divergence_lab.resolvers import register_resolvers
+from divergence_lab.config.resolvers import register_resolvers
 
 __version__ = "0.1.0"
 

@@ -42,7 +42,7 @@ def run_training(tmp_path: Path, overrides: list[str], run_name: str = "run") ->
     """
     import json
 
-    from divergence_lab.pipeline import train
+    from divergence_lab.run.pipeline import train
 
     run_dir = tmp_path / run_name
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from divergence_lab import divergences
 from divergence_lab.methods.classifier import ClassifierModule
 from divergence_lab.models import build_network
-from divergence_lab.teachers import load_or_train_teacher
+from divergence_lab.run.teacher_cache import load_or_train_teacher
 
 
 class DistillationModule(ClassifierModule):

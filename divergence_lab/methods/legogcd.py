@@ -40,9 +40,9 @@ from torch import Tensor, nn
 
 from divergence_lab import divergences
 from divergence_lab.data.gcd import augment
-from divergence_lab.gcd_metrics import cluster_accuracy
 from divergence_lab.methods.classifier import make_optimizer
-from divergence_lab.progress import StageProgress, mean_of
+from divergence_lab.methods.progress import StageProgress, mean_of
+from divergence_lab.metrics.gcd import cluster_accuracy
 
 
 class GCDNetwork(nn.Module):

@@ -1,6 +1,6 @@
 """hydra-optuna-sweeper's sweeper, made to continue its study and survive failed trials.
 
-The logic lives in :mod:`divergence_lab.optuna_study`; this module only plugs it into Hydra.
+The logic lives in :mod:`divergence_lab.sweep.optuna_study`; this module only plugs it into Hydra.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig
 
-from divergence_lab.optuna_study import (
+from divergence_lab.sweep.optuna_study import (
     NaNAsFailure,
     completed_trial_count,
     finished_trial_count,

@@ -108,38 +108,67 @@ CASES = [
     ),
     BadInput("gpu-without-gpu", ["trainer=gpu"], "no usable GPU"),
     # keys the method reads only in some of its settings
-    BadInput("prune-search-key", [*CTS, "method=prune", "method.search.epochs=5"],
-             "method=prune does not read method.search"),  # fmt: skip
-    BadInput("magnitude-score-batches", [*CTS, "method=prune", "method.score_batches=3"],
-             "read only while method.pruner is snip or grasp"),  # fmt: skip
+    BadInput(
+        "prune-search-key",
+        [*CTS, "method=prune", "method.search.epochs=5"],
+        "method=prune does not read method.search",
+    ),  # fmt: skip
+    BadInput(
+        "magnitude-score-batches",
+        [*CTS, "method=prune", "method.score_batches=3"],
+        "read only while method.pruner is snip or grasp",
+    ),  # fmt: skip
     BadInput("dml-gamma", ["method=dml", "method.gamma=0.2"], "while method.balance is sigmoid_gap"),
-    BadInput("ler-off-threshold",
-             ["experiment=legogcd_digits", "method.use_ler=false", "method.ler_threshold=0.9"],
-             "read only while method.use_ler is true"),  # fmt: skip
-    BadInput("ler-swept-threshold",
-             ["-m", "experiment=legogcd_digits", "method.use_ler=true,false", "method.ler_threshold=0.8,0.9"],
-             "sweeping it would repeat identical runs"),  # fmt: skip
+    BadInput(
+        "ler-off-threshold",
+        ["experiment=legogcd_digits", "method.use_ler=false", "method.ler_threshold=0.9"],
+        "read only while method.use_ler is true",
+    ),  # fmt: skip
+    BadInput(
+        "ler-swept-threshold",
+        ["-m", "experiment=legogcd_digits", "method.use_ler=true,false", "method.ler_threshold=0.8,0.9"],
+        "sweeping it would repeat identical runs",
+    ),  # fmt: skip
     # folders
-    BadInput("run-dir-foreign", ["hydra.run.dir=outputs/foreign_run"], "holds a run of another config",
-             setup="foreign_run"),  # fmt: skip
-    BadInput("output-root-file", [], "cannot write the output folder", setup="file_root",
-             env={"DLAB_OUTPUT_ROOT": "not_a_folder/outputs"}),  # fmt: skip
+    BadInput(
+        "run-dir-foreign",
+        ["hydra.run.dir=outputs/foreign_run"],
+        "holds a run of another config",
+        setup="foreign_run",
+    ),  # fmt: skip
+    BadInput(
+        "output-root-file",
+        [],
+        "cannot write the output folder",
+        setup="file_root",
+        env={"DLAB_OUTPUT_ROOT": "not_a_folder/outputs"},
+    ),  # fmt: skip
     # sweeps: every value of every swept key, the sweeper, the launcher, the folder
     BadInput("sweep-group-value", ["-m", "divergence=kl,nope"], "divergence=nope is not an option"),
     BadInput("sweep-seed-value", ["-m", "seed=0,abc"], "seed must be an integer"),
     BadInput("sweep-lr-value", ["-m", "method.optimizer.lr=0.1,nan"], "method.optimizer.lr"),
     BadInput("sweep-unread", ["-m", "method=kd,bdkd", "divergence=kl,rkl"], "method=bdkd does not read"),
     BadInput("sweep-temperature", ["-m", "divergence.temperature=1,0"], "divergence: temperature must be"),
-    BadInput("joblib-zero", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0", "seed=0,1"],
-             "hydra.launcher.n_jobs"),  # fmt: skip
-    BadInput("slurm-timeout", ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.timeout_min=0", "seed=0,1"],
-             "hydra.launcher.timeout_min"),  # fmt: skip
+    BadInput(
+        "joblib-zero",
+        ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0", "seed=0,1"],
+        "hydra.launcher.n_jobs",
+    ),  # fmt: skip
+    BadInput(
+        "slurm-timeout",
+        ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.timeout_min=0", "seed=0,1"],
+        "hydra.launcher.timeout_min",
+    ),  # fmt: skip
     BadInput("optuna-reversed", [*OPTUNA, "method.alpha=interval(1.0,0.1)"], "method.alpha"),
     BadInput("optuna-trials", [*OPTUNA, "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials"),
     BadInput("optuna-direction", [*OPTUNA, "hydra.sweeper.direction=minimize"], "disagrees with"),
     BadInput("optuna-failure-rate", [*OPTUNA, "hydra.sweeper.max_failure_rate=2"], "max_failure_rate"),
-    BadInput("sweep-dir-foreign", ["-m", "divergence=kl,rkl", "hydra.sweep.dir=outputs/foreign_sweep"],
-             "holds a sweep of another config", setup="foreign_sweep"),  # fmt: skip
+    BadInput(
+        "sweep-dir-foreign",
+        ["-m", "divergence=kl,rkl", "hydra.sweep.dir=outputs/foreign_sweep"],
+        "holds a sweep of another config",
+        setup="foreign_sweep",
+    ),  # fmt: skip
 ]
 
 

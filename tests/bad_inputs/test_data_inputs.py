@@ -1,6 +1,6 @@
 """Corrupt, truncated, wrong-format or missing CIFAR files: refused in one line naming the file.
 
-Each case writes tiny CIFAR files in the real format (``tests/cifar_files.py``), spoils one of them, and
+Each case writes tiny CIFAR files in the real format (``tests/data/cifar_files.py``), spoils one of them, and
 runs the real ``dlab`` command on them (``method=teacher``, so no teacher is trained first): the run stops
 with exit 2 and one ``dlab: error: data.data_dir: <file> ...`` line, and the data folder is left as it
 was. The same table is read in-process too, to check the reason each message gives.
@@ -18,7 +18,7 @@ import pytest
 
 from divergence_lab.data.cifar import read_cifar
 from tests.bad_inputs.harness import BadInput, assert_refused
-from tests.cifar_files import write_fake_cifar
+from tests.data.cifar_files import write_fake_cifar
 
 DATA = "data"
 CIFAR10 = f"{DATA}/cifar-10-batches-py"

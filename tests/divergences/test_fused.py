@@ -21,14 +21,6 @@ VARIANTS = [(name, {}) for name in POINTWISE] + [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _values_and_grads(name, params, student, teacher, mask, execution, **common):
     d = divergences.build(name, execution=execution, chunk_rows=8, **params, **common)
     s = student.clone().requires_grad_(True)

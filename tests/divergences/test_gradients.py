@@ -8,16 +8,6 @@ import torch
 from divergence_lab import divergences
 from tests.divergences.helpers import call
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: intra-op threads only add wake-up latency (severe on a loaded 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 FEW_ITERS = {"sinkhorn": {"iters": 5}, "sinkhorn_div": {"iters": 5}}
 GRAD_CONFIGS = [(name, FEW_ITERS.get(name, {})) for name in divergences.names()] + [
     ("gjs", {"beta": 0.3}),

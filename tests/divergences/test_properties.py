@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,16 +10,6 @@ from hypothesis.extra.numpy import arrays
 
 from divergence_lab import divergences
 from tests.divergences.helpers import POINTWISE
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: intra-op threads only add wake-up latency (severe on a loaded 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
 

@@ -12,16 +12,6 @@ from scipy.special import rel_entr, softmax
 
 from divergence_lab import divergences
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: intra-op threads only add wake-up latency (severe on a loaded 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 RTOL, ATOL = 1e-6, 1e-12
 N, C = 4, 6
 

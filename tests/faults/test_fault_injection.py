@@ -116,7 +116,7 @@ def test_killed_run_reruns_to_the_uninterrupted_result(phase, reference, tmp_pat
 
 def _dlab(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "divergence_lab.train", *args],
+        [sys.executable, "-m", "divergence_lab.cli", *args],
         cwd=tmp_path,
         env=_dlab_env(tmp_path),
         capture_output=True,

@@ -1,0 +1,66 @@
+"""The console scripts: ``dlab`` (the Hydra training application; ``dlab --help`` lists the config groups)
+and ``dlab-report`` (the report of a sweep, :mod:`divergence_lab.report.summary`).
+
+Examples::
+
+    dlab                                   # KD on the embedded digits with forward KL
+    dlab divergence=rkl seed=3             # reverse KL, another seed
+    dlab -m divergence=kl,rkl,js seed=0,1  # a sweep; see sweeps/ for named studies
+
+Kept thin and cheap to import: no deep-learning framework is imported until a run starts.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from divergence_lab.config.checks import ConfigError
+
+
+def _fail(error: ConfigError) -> None:
+    print(f"dlab: error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def hydra_app(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from divergence_lab.run.pipeline import train
+
+    try:
+        return train(cfg)
+    except ConfigError as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # one failed job of a sweep: the launcher records it, the sweeper decides what follows
+        _fail(error)
+        raise  # unreachable; keeps type checkers content
+
+
+def main() -> None:
+    """Console-script entry: check the command line, its values and its folder, then hand over to Hydra."""
+    from divergence_lab.config.preflight import preflight
+
+    try:
+        verdict = preflight(sys.argv[1:])
+    except ConfigError as error:
+        _fail(error)
+    if verdict.notice:
+        print(verdict.notice)
+    sys.argv += verdict.pinned
+    hydra_app()
+
+
+def report() -> int:
+    """Console-script entry of ``dlab-report``."""
+    from divergence_lab.report.summary import main as report_main
+
+    return report_main()
+
+
+if __name__ == "__main__":
+    main()

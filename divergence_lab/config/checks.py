@@ -1,0 +1,308 @@
+"""Refuse a bad configuration before any work starts, with one line that names the key and what is allowed.
+
+Three kinds of check (the CLI runs them all before Hydra starts, see :mod:`divergence_lab.config.preflight`; a run
+repeats the last two):
+
+* :func:`check_group_choices` runs on the command line, before Hydra composes anything, so that
+  ``dlab divergence=nope`` prints ``divergence=nope is not an option; choose one of: cs, fdiv, ...``
+  instead of Hydra's multi-line search-path report.
+* :func:`validate_settings` runs on the composed config without any deep-learning framework: types and
+  ranges of values (``seed`` an integer, finite learning rates > 0, ``trainer.max_epochs`` >= 1, ...), the
+  groups the method reads (``method.reads``: an override of a group it would ignore is refused, naming
+  what it uses instead), ``optimized_metric`` among the method's ``val_metrics``, the temperature floor.
+* :func:`validate_divergence` builds the divergence from the registry (torch): its parameters, and its
+  kind against ``method.divergence_kinds``.
+
+All raise :class:`ConfigError`; the entry point prints its message as a single line and exits with 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+CONF_DIR = Path(__file__).parents[1] / "conf"
+OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
+SCHEDULER_NAMES = ("none", "cosine")
+NULL_ALLOWED_GROUPS = ("experiment", "hparams_search")
+READ_GROUPS = ("model", "divergence")  # the groups a method may leave unread (method.reads)
+
+
+class ConfigError(ValueError):
+    """A configuration value the user must change; its message is one line."""
+
+
+def group_options(config_dirs: Iterable[Path]) -> dict[str, set[str]]:
+    """Map each config group (``data``, ``model``, ``hydra/launcher`` ...) to its available option names."""
+    options: dict[str, set[str]] = {}
+    for root in config_dirs:
+        for path in Path(root).rglob("*.yaml"):
+            group = path.parent.relative_to(root).as_posix()
+            if group != ".":
+                options.setdefault(group, set()).add(path.stem)
+    return options
+
+
+def _extra_config_dirs(argv: Sequence[str]) -> list[Path]:
+    dirs = []
+    for i, arg in enumerate(argv):
+        for flag in ("--config-dir", "-cd"):
+            if arg == flag and i + 1 < len(argv):
+                dirs.append(Path(argv[i + 1]))
+            elif arg.startswith(flag + "="):
+                dirs.append(Path(arg.split("=", 1)[1]))
+    return [d for d in dirs if d.is_dir()]
+
+
+def check_group_choices(argv: Sequence[str]) -> None:
+    """Check ``group=option`` overrides on the command line against the options that exist.
+
+    Sweep values (``divergence=kl,rkl``) are checked one by one. Options that Hydra or its plugins
+    register in code (``hydra/launcher=submitit_slurm``) are left to Hydra.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    if not overrides:
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # malformed syntax: Hydra reports it with its own message
+        return
+    options = group_options([CONF_DIR, *_extra_config_dirs(argv)])
+    for override in parsed:
+        group = override.key_or_group
+        if group not in options or group.startswith("hydra/") or override.is_delete():
+            continue
+        if override.is_sweep_override():
+            try:
+                values = list(override.sweep_string_iterator())
+            except Exception:  # glob() and range sweeps: Hydra expands them
+                continue
+        else:
+            values = [override.get_value_element_as_str()]
+        for value in values:
+            if value == "null" and group in NULL_ALLOWED_GROUPS:
+                continue
+            if value not in options[group]:
+                raise ConfigError(
+                    f"{group}={value} is not an option; choose one of: {', '.join(sorted(options[group]))}"
+                )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite real number: NaN and infinities are refused wherever a number is validated."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_integer_at_least(value: Any, key: str, low: int = 1) -> None:
+    if not _is_int(value) or value < low:
+        raise ConfigError(f"{key} must be an integer >= {low} (got {value!r})")
+
+
+def check_optimizer(optimizer: Any, key: str) -> None:
+    """Check ``{name, lr, weight_decay, scheduler}``: known names, ``lr > 0``, ``weight_decay >= 0``."""
+    name = optimizer.get("name")
+    if name not in OPTIMIZER_NAMES:
+        raise ConfigError(f"{key}.name must be one of {', '.join(OPTIMIZER_NAMES)} (got {name!r})")
+    lr = optimizer.get("lr")
+    if not _is_number(lr) or lr <= 0:
+        raise ConfigError(f"{key}.lr must be a finite number > 0 (got {lr!r})")
+    weight_decay = optimizer.get("weight_decay", 0.0)
+    if not _is_number(weight_decay) or weight_decay < 0:
+        raise ConfigError(f"{key}.weight_decay must be a finite number >= 0 (got {weight_decay!r})")
+    momentum = optimizer.get("momentum", 0.0)
+    if not _is_number(momentum) or not 0.0 <= momentum < 1.0:
+        raise ConfigError(f"{key}.momentum must be a number in [0, 1) (got {momentum!r})")
+    scheduler = optimizer.get("scheduler", "none")
+    if scheduler not in SCHEDULER_NAMES:
+        raise ConfigError(f"{key}.scheduler must be one of {', '.join(SCHEDULER_NAMES)} (got {scheduler!r})")
+
+
+def _check_teacher(teacher: Any) -> None:
+    if "optimizer" in teacher:
+        check_optimizer(teacher.optimizer, "method.teacher.optimizer")
+    if "max_epochs" in teacher:
+        check_integer_at_least(teacher.max_epochs, "method.teacher.max_epochs")
+    if "seed" in teacher and not _is_int(teacher.seed):
+        raise ConfigError(f"method.teacher.seed must be an integer (got {teacher.seed!r})")
+    if "batch_size" in teacher:
+        check_integer_at_least(teacher.batch_size, "method.teacher.batch_size")
+
+
+def override_key(override: str) -> str:
+    """``divergence.temperature`` for ``+divergence.temperature=2``; ``divergence`` for ``divergence=rkl``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _reads_rule(method: Any, key: str) -> tuple[str, Any] | None:
+    """The most specific ``method.reads`` entry that covers ``key``: (its path, its rule), or None.
+
+    Paths are a group (``model``, ``divergence``) or a dotted key (``method.search``); a rule is true, false,
+    or ``{method key: value or [values]}``: read while every named method key has (one of) the value(s).
+    """
+    rules = method.get("reads") or {}
+    covering = [str(path) for path in rules if key == path or key.startswith(f"{path}.")]
+    if not covering:
+        return None
+    path = max(covering, key=len)
+    return path, rules[path]
+
+
+def _allowed(wanted: Any) -> list[Any]:
+    """A rule's value or list of values, as a list."""
+    return list(wanted) if isinstance(wanted, (list, ListConfig)) else [wanted]
+
+
+def _rule_holds(method: Any, rule: Any) -> bool:
+    if isinstance(rule, bool):
+        return rule
+    return all(OmegaConf.select(method, str(key)) in _allowed(wanted) for key, wanted in rule.items())
+
+
+def _condition(rule: Any) -> str:
+    parts = []
+    for key, wanted in rule.items():
+        shown = [str(v).lower() if isinstance(v, bool) else str(v) for v in _allowed(wanted)]
+        parts.append(f"method.{key} is {' or '.join(shown)}")
+    return "it is read only while " + " and ".join(parts)
+
+
+def reads(method: Any, key: str) -> bool:
+    """Whether the method reads the group or key ``key`` (``divergence``, ``method.search.epochs``)."""
+    found = _reads_rule(method, key)
+    return found is None or _rule_holds(method, found[1])
+
+
+def unread_override(cfg: DictConfig, override: str) -> str | None:
+    """Why ``override`` would be ignored by the chosen method (one line), or None when the method reads it."""
+    method = cfg.method
+    key = override_key(override)
+    found = _reads_rule(method, key)
+    if found is None or _rule_holds(method, found[1]):
+        return None
+    path, rule = found
+    instead = (method.get("instead") or {}).get(path)
+    if instead is None:
+        instead = _condition(rule) if not isinstance(rule, bool) else "its own settings"
+    elif isinstance(rule, bool) or path in READ_GROUPS:
+        instead = f"it uses {instead} instead"
+    return f"method={method.name} does not read {path} (got {override}): {instead}; remove the override"
+
+
+def check_method_reads(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """Refuse an override of a group or key that the chosen method does not read (it would be ignored)."""
+    for override in overrides:
+        if (reason := unread_override(cfg, override)) is not None:
+            raise ConfigError(reason)
+
+
+def check_optimized_metric(cfg: DictConfig) -> None:
+    metric = str(cfg.get("optimized_metric", ""))
+    if not metric.startswith("val/"):
+        raise ConfigError(
+            f"optimized_metric must be a validation metric (val/...): sweepers must never select on test "
+            f"data (got {metric!r})"
+        )
+    logged = list(cfg.method.get("val_metrics", ["val/acc"]))
+    if metric not in logged:
+        hint = difflib.get_close_matches(metric, logged, n=1)
+        did_you_mean = f"did you mean {hint[0]}? " if hint else ""
+        raise ConfigError(
+            f"optimized_metric={metric} is not logged by method={cfg.method.name}; {did_you_mean}"
+            f"choose one of: {', '.join(logged)}"
+        )
+
+
+def check_threads(threads: Any) -> None:
+    if threads != "auto" and (not _is_int(threads) or threads < 1):
+        raise ConfigError(f"threads must be 'auto' or an integer >= 1 (got {threads!r})")
+
+
+def check_divergence_temperature(cfg: DictConfig) -> None:
+    """A temperature so small that logits / T overflow and the T² factor erases the term is refused."""
+    temperature = cfg.divergence.get("temperature", 1.0)
+    if not _is_number(temperature) or temperature <= 0:
+        raise ConfigError(f"divergence: temperature must be a number > 0 (got {temperature!r})")
+    smallest = cfg.checks.min_temperature
+    if temperature < smallest:
+        raise ConfigError(
+            f"divergence.temperature={temperature:g} is below {smallest:g}: the softened distributions "
+            f"degenerate to one-hot (and the T² factor scales the term to ~0); use T >= {smallest:g}"
+        )
+
+
+def check_pruning(method: Any) -> None:
+    """Pruning methods: a density in (0, 1] and an LTR schedule that ends."""
+    density = method.get("density")
+    if density is not None and (not _is_number(density) or not 0.0 < density <= 1.0):
+        raise ConfigError(f"method.density must be a number in (0, 1] (got {density!r})")
+    ltr = method.get("ltr")
+    if ltr is not None:
+        fraction = ltr.get("prune_fraction")
+        if not _is_number(fraction) or not 0.0 < fraction < 1.0:
+            raise ConfigError(f"method.ltr.prune_fraction must be a number in (0, 1) (got {fraction!r})")
+        check_integer_at_least(ltr.get("epochs_per_round"), "method.ltr.epochs_per_round")
+
+
+def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+    """The checks that need no deep-learning framework (well under a second); ``overrides`` are the run's
+    command-line and sweep overrides, checked against what the method reads."""
+    if not _is_int(cfg.seed):
+        raise ConfigError(f"seed must be an integer (got {cfg.seed!r})")
+    check_integer_at_least(cfg.trainer.max_epochs, "trainer.max_epochs")
+    check_optimizer(cfg.method.optimizer, "method.optimizer")
+    if (teacher := cfg.method.get("teacher")) is not None:
+        _check_teacher(teacher)
+    alpha = cfg.method.get("alpha")
+    if alpha is not None and (not _is_number(alpha) or not 0.0 <= alpha <= 1.0):
+        raise ConfigError(f"method.alpha must be a number in [0, 1] (got {alpha!r})")
+    check_integer_at_least(cfg.data.get("batch_size"), "data.batch_size")
+    check_pruning(cfg.method)
+    check_method_reads(cfg, overrides)
+    check_optimized_metric(cfg)
+    check_threads(cfg.get("threads", "auto"))
+    check_divergence_temperature(cfg)
+    ckpt = cfg.get("ckpt_path")
+    if ckpt not in (None, "auto", "fresh") and not os.path.isfile(str(ckpt)):
+        raise ConfigError(
+            f"ckpt_path must be null, 'auto', 'fresh' or an existing checkpoint file (got {ckpt!r})"
+        )
+
+
+def validate_divergence(cfg: DictConfig) -> None:
+    """Build the divergence to check its parameters, and check that the method accepts its kind.
+
+    Imports the registry (and with it torch), so it runs after :func:`validate_settings`.
+    """
+    from divergence_lab import divergences
+
+    if not reads(cfg.method, "divergence"):
+        return
+    try:
+        divergence = divergences.build(**cfg.divergence)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"divergence: {error}") from None
+    kinds = list(cfg.method.get("divergence_kinds", ["pointwise"]))
+    if divergence.kind not in kinds:
+        raise ConfigError(
+            f"divergence={cfg.divergence.name} is a {divergence.kind} member; method={cfg.method.name} "
+            f"takes {' or '.join(kinds)} members"
+            + (" (the ranking loss is its own method: method=pld)" if divergence.kind == "ranking" else "")
+        )
+
+
+def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+    """Check the composed config's values; raise :class:`ConfigError` naming the first bad key."""
+    validate_settings(cfg, overrides)
+    validate_divergence(cfg)

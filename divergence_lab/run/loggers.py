@@ -1,0 +1,134 @@
+"""Experiment loggers: a CSV logger in every run directory, and Weights & Biases when ``logger=wandb``.
+
+Every job is its own W&B run, grouped by sweep (``group`` = the study name plus the sweep folder, so one
+dashboard compares the divergences of one sweep side by side); ``job_type`` is the method, the tags carry
+the divergence, method, data and seed, the config is the resolved run config, and the summary holds
+``best/val_acc`` and the test metrics. The run id is stored in the run directory (``wandb_id.txt``), so a
+resumed or requeued job continues its own W&B run. Without a login (no ``WANDB_API_KEY``, no
+``api.wandb.ai`` entry in ``~/.netrc``) runs are logged offline; ``wandb sync`` uploads them later.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from divergence_lab.run.ranks import is_global_rank_zero
+from divergence_lab.run.record import divergence_label
+
+log = logging.getLogger(__name__)
+
+
+def wandb_logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode(requested: str | None) -> str:
+    """The explicit mode, else ``WANDB_MODE``, else online when logged in and offline otherwise."""
+    if requested:
+        return requested
+    return os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
+
+
+def persistent_run_id(run_dir: Path) -> str:
+    """The W&B run id of this run directory, created on first use."""
+    path = run_dir / "wandb_id.txt"
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]
+    path.write_text(run_id + "\n")
+    return run_id
+
+
+def keep_earlier_csv(run_dir: Path) -> None:
+    """Keep an earlier attempt's ``metrics.csv`` as ``metrics.attempt-<k>.csv``.
+
+    Lightning's CSV logger deletes an existing ``metrics.csv``; a resumed run must not lose its curves.
+    """
+    csv_file = run_dir / "csv" / "metrics.csv"
+    if csv_file.is_file():
+        attempt = len(list(csv_file.parent.glob("metrics.attempt-*.csv")))
+        csv_file.rename(csv_file.with_name(f"metrics.attempt-{attempt}.csv"))
+
+
+def run_tags(cfg: DictConfig, label: str | None) -> list[str]:
+    """Divergence (when the method uses one), method, data, ``seed=<n>``, then the user's own tags."""
+    fixed = (label, cfg.method.name, cfg.data.name, f"seed={cfg.seed}")
+    return [tag for tag in (*fixed, *cfg.logger.wandb.tags) if tag]
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, sweep_name: str | None) -> list[Any]:
+    """CSV always; W&B when ``cfg.logger.wandb`` is set (in the rank-0 process only)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    rank_zero = is_global_rank_zero()
+    if rank_zero:
+        keep_earlier_csv(run_dir)
+    loggers: list[Any] = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+    wandb_cfg = cfg.logger.get("wandb")
+    if wandb_cfg and rank_zero:
+        from lightning.pytorch.loggers import WandbLogger
+
+        group = f"{cfg.study}/{sweep_name}" if sweep_name else cfg.study
+        label = divergence_label(cfg)
+        loggers.append(
+            WandbLogger(
+                project=wandb_cfg.project,
+                entity=wandb_cfg.entity,
+                name=f"{label or cfg.method.name}-seed{cfg.seed}-{run_dir.name}",
+                id=persistent_run_id(run_dir),
+                save_dir=str(run_dir),
+                group=group,
+                job_type=cfg.method.name,
+                tags=run_tags(cfg, label),
+                mode=wandb_mode(wandb_cfg.mode),
+                resume="allow",
+                config=OmegaConf.to_container(cfg, resolve=True),
+            )
+        )
+    return loggers
+
+
+def log_summary(loggers: list[Any], metrics: dict[str, float]) -> None:
+    """Put the final numbers into the W&B run summary: ``best/val_acc`` plus every test metric."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    summary = {"best/val_acc": metrics["val/acc"]}
+    summary.update({name: value for name, value in metrics.items() if name.startswith("test/")})
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(summary)
+
+
+def close_loggers(loggers: list[Any], interrupted: bool = False) -> None:
+    """Finish the W&B run of this job (else the next job of a multirun would log into it).
+
+    When the job is being interrupted (an error, or a preemption that submitit answers by requeueing and
+    exiting), W&B may already be unreachable; an error while closing must not replace the interruption,
+    or a requeued job would be reported as failed. The requeued job continues the same W&B run.
+    """
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not any(isinstance(logger, WandbLogger) for logger in loggers):
+        return
+    import wandb
+
+    if not interrupted:
+        wandb.finish()
+        return
+    try:
+        wandb.mark_preempting()
+        wandb.finish(exit_code=1)
+    except Exception as error:  # the run resumes under the same id; nothing is lost by giving up here
+        log.warning("W&B run not closed cleanly while interrupting: %s", error)

@@ -1,0 +1,230 @@
+"""One training run as a short linear recipe: check -> seed -> data -> method -> fit -> test -> metrics.json.
+
+Model selection uses validation only: the reported test metrics come from the checkpoint with the best
+``optimized_metric`` (``val/acc`` by default, maximised; ``val/nll`` and other losses are minimised), or from
+the last epoch for methods that report it (``method.checkpoint_selection: last``, GCD, where the evaluation
+labels must not pick an epoch). ``metrics.json`` records the selected checkpoint's value of
+``optimized_metric`` and its ``val/acc``.
+
+A run folder holds one config (:mod:`divergence_lab.run.fingerprint`). With ``ckpt_path: auto`` (the
+default) a job started again in its own folder (a requeued SLURM job, a rerun sweep) returns its finished
+result, or resumes from ``checkpoints/last.ckpt``; a checkpoint that already holds the final epoch goes
+straight to testing. SIGINT / SIGTERM end a run with one line naming where it stopped and the command that
+continues it, ``status.json`` = interrupted and exit code 130 / 143 (:mod:`divergence_lab.run.interruption`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import get_method
+from omegaconf import DictConfig
+
+from divergence_lab.config.checks import ConfigError, validate_divergence, validate_settings
+from divergence_lab.data import instantiate_datamodule
+from divergence_lab.methods.progress import current_position, set_position
+from divergence_lab.metrics.calibration import ReliabilityDiagram
+from divergence_lab.metrics.names import checkpoint_mode
+from divergence_lab.run.fingerprint import (
+    RUN_FINGERPRINT_FILE,
+    check_run_dir,
+    fingerprint_settings,
+    write_fingerprint,
+)
+from divergence_lab.run.folder import resolve_checkpoint, save_resolved_config
+from divergence_lab.run.interruption import RunInterrupted, handled_signals, rerun_command
+from divergence_lab.run.loggers import build_loggers, close_loggers, log_summary
+from divergence_lab.run.ranks import is_global_rank_zero
+from divergence_lab.run.record import (
+    CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
+    divergence_label,
+    finished_record,
+    mark_failed,
+    mark_finished,
+    mark_interrupted,
+    mark_running,
+    write_metrics,
+)
+
+QUIET_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*is smaller than the logging interval.*",
+    ".*LeafSpec.*",
+    ".*Checkpoint directory .* exists and is not empty.*",
+    ".*Experiment logs directory .* exists and is not empty.*",  # loggers.keep_earlier_csv keeps the old file
+    ".*module\\(s\\) in eval mode.*",  # the frozen teacher of distillation methods, on purpose
+    ".*The `srun` command is available.*",  # a process started on a SLURM machine but not as a SLURM job
+    ".*litmodels.*",  # an advert
+)
+log = logging.getLogger("divergence_lab")
+
+
+def build_datamodule(cfg: DictConfig) -> Any:
+    """Instantiate ``cfg.data`` for this run's seed; a bad data value becomes a :class:`ConfigError`."""
+    try:
+        return instantiate_datamodule(cfg.data, seed=cfg.seed)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ValueError):
+            raise ConfigError(str(error.__cause__)) from None
+        raise
+    except ValueError as error:  # raised while reading the data (e.g. files not found)
+        if str(error).startswith("data."):
+            raise ConfigError(str(error)) from None
+        raise
+
+
+def build_method(cfg: DictConfig, datamodule: Any) -> Any:
+    """Call ``cfg.method.builder``; a value a method refuses (``method.<key> must ...``) is a ConfigError."""
+    try:
+        return get_method(cfg.method.builder)(cfg, datamodule)
+    except ValueError as error:
+        if str(error).startswith(("method.", "model.", "data.")):
+            raise ConfigError(str(error)) from None
+        raise
+
+
+def is_interactive() -> bool:
+    """A progress bar only for a single run in a terminal; sweeps, pipes and log files get epoch lines."""
+    hydra = HydraConfig.get()
+    return hydra.mode != RunMode.MULTIRUN and sys.stderr.isatty()
+
+
+def _quiet_lightning() -> None:
+    """Lightning's INFO lines repeat what the run prints itself (and advertise); keep its warnings."""
+    for pattern in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", pattern)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_title(cfg: DictConfig) -> str:
+    return " | ".join(str(x) for x in (cfg.method.name, divergence_label(cfg), f"seed {cfg.seed}") if x)
+
+
+def continue_command(run_dir: Path) -> str:
+    """The command that continues this run (or its sweep) in its own folder."""
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN:
+        return rerun_command(sys.argv[1:], "hydra.sweep.dir", str(hydra.sweep.dir))
+    return rerun_command(sys.argv[1:], "hydra.run.dir", str(run_dir))
+
+
+def train(cfg: DictConfig) -> float:
+    """Run one configured job; return ``cfg.optimized_metric`` (a validation metric) for sweepers."""
+    started = time.time()
+    hydra = HydraConfig.get()
+    run_dir = Path(hydra.runtime.output_dir)
+    # a sweep's overrides were checked across all its jobs at launch (a key may be read by some jobs only)
+    validate_settings(cfg, list(hydra.overrides.task) if hydra.mode == RunMode.RUN else ())
+    settings = fingerprint_settings(cfg)
+    check_run_dir(run_dir, settings)  # another config's folder: refused before anything is written
+    if cfg.ckpt_path in ("auto", "fresh") and (finished := finished_record(run_dir)) is not None:
+        print(f"[{run_title(cfg)}] finished earlier, nothing to do  ({run_dir})")
+        return finished["metrics"][cfg.optimized_metric]
+    mark_running(run_dir)
+    if is_global_rank_zero():
+        write_fingerprint(run_dir / RUN_FINGERPRINT_FILE, settings)
+    set_position("start-up")
+    try:
+        with handled_signals():
+            validate_divergence(cfg)
+            record = fit_and_test(cfg, run_dir, started)
+    except RunInterrupted as stop:
+        where = current_position()
+        mark_interrupted(run_dir, str(stop), where)
+        rerun = continue_command(run_dir)
+        print(f"dlab: interrupted at {where}; rerun: {rerun}", file=sys.stderr, flush=True)
+        sys.exit(stop.exit_code)
+    except Exception as error:
+        mark_failed(run_dir, error)
+        raise
+    mark_finished(run_dir)
+    return record["metrics"][cfg.optimized_metric]
+
+
+def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
+    """Train (or resume), test the selected checkpoint, write ``metrics.json``; return its content."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+    from divergence_lab.run.epoch_progress import EpochProgress, TestingPosition
+    from divergence_lab.run.resumption import EpochSeeding, RunSummary, cluster_plugins
+    from divergence_lab.run.threads import apply_threads
+
+    hydra = HydraConfig.get()
+    interactive = is_interactive()
+    _quiet_lightning()
+    log.info(apply_threads(cfg, hydra.launcher))
+    rank_zero = is_global_rank_zero()
+    if rank_zero:
+        save_resolved_config(run_dir, cfg)
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    module = build_method(cfg, datamodule)
+
+    metric = cfg.optimized_metric
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    mode = checkpoint_mode(metric)
+    best = ModelCheckpoint(checkpoint_dir, "best", metric, mode=mode, enable_version_counter=False)
+    # No monitor: overwritten at the end of every epoch, so a stopped job loses at most one epoch.
+    last = ModelCheckpoint(checkpoint_dir, filename="last", enable_version_counter=False)
+    summary = RunSummary(metric)
+    title = run_title(cfg)
+    callbacks: list[Any] = [best, last, summary, EpochSeeding(cfg.seed), EpochProgress(), TestingPosition()]
+    if rank_zero:
+        callbacks.append(ReliabilityDiagram(run_dir, title))
+    if interactive:
+        callbacks.append(RichProgressBar())
+
+    sweep_name = Path(hydra.sweep.dir).name if hydra.mode == RunMode.MULTIRUN else None
+    loggers = build_loggers(cfg, run_dir, sweep_name)
+    try:
+        trainer = L.Trainer(
+            **cfg.trainer,
+            default_root_dir=str(run_dir),
+            logger=loggers,
+            callbacks=callbacks,
+            plugins=cluster_plugins(),
+            enable_progress_bar=interactive,
+            enable_model_summary=interactive,
+        )
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.ckpt_path, run_dir))
+        # test the best-validation checkpoint, or the last one for methods that report the last epoch (GCD)
+        select_last = cfg.method.get("checkpoint_selection", "best") == "last"
+        # read before testing: restoring the tested checkpoint restores this callback's state too
+        selected = dict(summary.last_validation if select_last else summary.best_validation)
+        final_train_loss = summary.last_train_loss
+        (test_metrics,) = trainer.test(
+            module,
+            datamodule=datamodule,
+            ckpt_path=str(checkpoint_dir / LAST_CHECKPOINT) if select_last else best.best_model_path,
+            verbose=interactive,
+            weights_only=False,
+        )
+        metrics = {
+            **test_metrics,
+            "val/acc": selected["val/acc"],
+            metric: selected[metric],
+            "train/loss": final_train_loss,
+        }
+        record = write_metrics(run_dir, cfg, metrics, started) if rank_zero else {"metrics": metrics}
+        log_summary(loggers, record["metrics"])
+    except BaseException:
+        # failed, or interrupted: submitit raises SystemExit after requeueing a preempted job, while SLURM
+        # is already stopping the job's other processes (W&B's service among them)
+        close_loggers(loggers, interrupted=True)
+        raise
+    close_loggers(loggers)
+    line = "  ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
+    print(f"[{title}] {line}  ({run_dir})")
+    return record

@@ -1,0 +1,168 @@
+"""The run record: what ``metrics.json`` and ``status.json`` hold, written by a run and read by reports.
+
+``metrics.json`` is written last, atomically: its presence means the run finished. It holds
+``{"metrics": {...}, "method", "divergence", "data", "study", "seed", "wall_time_s", "threads", "git",
+"versions", "finished_at"}``.
+
+``status.json`` holds one of ``running`` (written when an attempt starts, with host, pid, SLURM job id and
+attempt), ``finished`` (after ``metrics.json`` was written), ``failed`` (with the error) or ``interrupted``
+(SIGINT / SIGTERM, with the signal and where the run was). A job killed outright (SIGKILL, node failure)
+stays ``running`` in this file; the report then shows when its last checkpoint was written, which tells a
+stalled job from a live one.
+
+This module is the only part of the run layer the report imports; it needs no deep-learning framework
+except to write ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from divergence_lab.run.ranks import is_global_rank_zero
+
+METRICS_FILE = "metrics.json"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+STATUS_FILE = "status.json"
+
+
+def mark_running(run_dir: Path) -> None:
+    """Record that an attempt of this job started here (attempts count requeues and reruns)."""
+    if not is_global_rank_zero():
+        return
+    previous = read_status(run_dir)
+    write_json_atomically(
+        run_dir / STATUS_FILE,
+        {
+            "state": "running",
+            "attempt": int(previous.get("attempt", 0)) + 1,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID")),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+
+
+def _update(run_dir: Path, state: str, **details: Any) -> None:
+    """Set ``state`` (and details) in status.json, keeping what the attempt recorded when it started."""
+    if not is_global_rank_zero():
+        return
+    try:
+        status = json.loads((run_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        status = {}
+    status.update(state=state, **details)
+    status[f"{state}_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_json_atomically(run_dir / STATUS_FILE, status)
+
+
+def mark_failed(run_dir: Path, error: BaseException) -> None:
+    _update(run_dir, "failed", error=f"{type(error).__name__}: {error}")
+
+
+def mark_interrupted(run_dir: Path, signal_name: str, position: str) -> None:
+    _update(run_dir, "interrupted", signal=signal_name, position=position)
+
+
+def mark_finished(run_dir: Path) -> None:
+    _update(run_dir, "finished")
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """``finished`` when metrics.json exists, else what status.json says (``starting`` before it exists)."""
+    if (run_dir / METRICS_FILE).is_file():
+        return {"state": "finished"}
+    try:
+        return json.loads((run_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {"state": "starting"}
+
+
+def last_checkpoint_age_s(run_dir: Path) -> float | None:
+    """Seconds since the job last wrote ``last.ckpt`` (None when it never did)."""
+    path = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+    return time.time() - path.stat().st_mtime if path.is_file() else None
+
+
+def git_commit(path: Path = Path(__file__).parent) -> dict[str, Any]:
+    """``{"commit": sha or None, "dirty": bool or None}`` of the source tree the code runs from."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": sha, "dirty": bool(status.strip())}
+
+
+def divergence_label(cfg: DictConfig) -> str | None:
+    """The divergence a run is labelled by, or None for methods that use none (``method=teacher``)."""
+    return cfg.divergence.name if cfg.method.get("uses_divergence", True) else None
+
+
+def write_metrics(
+    run_dir: Path, cfg: DictConfig, metrics: dict[str, float], started: float
+) -> dict[str, Any]:
+    """Write ``metrics.json`` (atomically) and return its content."""
+    import lightning
+    import torch
+
+    record = {
+        "metrics": {name: float(value) for name, value in sorted(metrics.items())},
+        "method": cfg.method.name,
+        "divergence": divergence_label(cfg),
+        "data": cfg.data.name,
+        "study": cfg.study,
+        "seed": cfg.seed,
+        "wall_time_s": round(time.time() - started, 3),
+        "threads": torch.get_num_threads(),  # the last bits of float sums depend on it
+        "git": git_commit(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "lightning": lightning.__version__,
+        },
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json_atomically(run_dir / METRICS_FILE, record)
+    return record
+
+
+def write_json_atomically(path: Path, content: dict[str, Any]) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def finished_record(run_dir: Path) -> dict[str, Any] | None:
+    """The run's metrics.json when it finished, else None (also when the file is unreadable: rerun).
+
+    The caller has checked that the folder holds this very config (:mod:`divergence_lab.run.fingerprint`).
+    """
+    try:
+        record = json.loads((run_dir / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("metrics"), dict) else None

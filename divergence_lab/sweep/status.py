@@ -1,0 +1,74 @@
+"""How far a sweep has got: which jobs finished, run, failed or have not started yet.
+
+Used by ``dlab-report`` on a sweep that is still running or that lost jobs: nothing is dropped silently.
+The number of jobs a basic (grid) sweep will have is read from its ``multirun.yaml``: the product of the
+sizes of its sweep overrides (command line and ``hydra.sweeper.params``). Optuna studies add trials over
+several invocations, so no total is given for them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from divergence_lab.run.record import last_checkpoint_age_s, read_status
+
+
+@dataclass
+class UnfinishedJob:
+    job_dir: Path
+    state: str  # starting | running | failed | interrupted
+    detail: str
+
+    def describe(self) -> str:
+        return f"{self.job_dir.name} ({self.state}{': ' + self.detail if self.detail else ''})"
+
+
+def unfinished_job(job_dir: Path) -> UnfinishedJob:
+    """What a job without ``metrics.json`` is doing, from its ``status.json`` and last checkpoint."""
+    status = read_status(job_dir)
+    state = status.get("state", "starting")
+    if state == "failed":
+        return UnfinishedJob(job_dir, state, status.get("error", ""))
+    if state == "interrupted":
+        return UnfinishedJob(job_dir, state, f"{status.get('signal', '')} at {status.get('position', '?')}")
+    parts = []
+    if status.get("slurm_job_id"):
+        parts.append(f"SLURM job {status['slurm_job_id']}")
+    if int(status.get("attempt", 1)) > 1:
+        parts.append(f"attempt {status['attempt']}")
+    age = last_checkpoint_age_s(job_dir)
+    parts.append("no checkpoint yet" if age is None else f"last checkpoint {_duration(age)} ago")
+    return UnfinishedJob(job_dir, state, ", ".join(parts))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return time.strftime("%H:%M", time.gmtime(seconds)) + " h"
+
+
+def expected_job_count(sweep_dir: Path) -> int | None:
+    """Jobs a grid sweep launches in all (None for other sweepers or without ``multirun.yaml``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return None
+    hydra = (yaml.safe_load(path.read_text()) or {}).get("hydra", {})
+    sweeper = hydra.get("sweeper") or {}
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    by_key = {str(key): f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()}
+    for override in hydra.get("overrides", {}).get("task", []):
+        by_key[override.split("=", 1)[0]] = override
+    count = 1
+    for override in OverridesParser.create().parse_overrides(list(by_key.values())):
+        if override.is_sweep_override():
+            count *= len(list(override.sweep_string_iterator()))
+    return count

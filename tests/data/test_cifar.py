@@ -1,0 +1,90 @@
+"""CIFAR reader, augmentation and ResNets, on tiny files written in the real format."""
+
+import pytest
+import torch
+
+from divergence_lab.data.cifar import CIFARDataModule, random_crop_flip, read_cifar
+from divergence_lab.models.resnet_cifar import CifarResNet
+from tests.conftest import run_training
+from tests.data.cifar_files import write_fake_cifar
+
+
+@pytest.mark.parametrize("variant, classes", [("cifar10", 10), ("cifar100", 100)])
+def test_reader_decodes_channel_planar_images_and_labels(tmp_path, variant, classes):
+    raw_images = write_fake_cifar(tmp_path, variant)
+    splits = read_cifar(tmp_path, variant)
+    images, labels = splits["train"]
+    assert images.shape == (3 * classes, 3, 32, 32) and images.dtype == torch.uint8
+    # pixel (row 2, column 5) of the green plane is byte 1024 + 2 * 32 + 5 of the row
+    assert images[7, 1, 2, 5].item() == raw_images[7, 1024 + 2 * 32 + 5]
+    assert labels.tolist() == [c for c in range(classes) for _ in range(3)]
+    assert splits["test"][0].shape == (classes, 3, 32, 32)
+
+
+def test_missing_files_give_one_clear_line(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"data.data_dir: cifar100 not found, expected .*cifar-100-python/\{train, test\}"
+    ):
+        read_cifar(tmp_path, "cifar100")
+
+
+def test_datamodule_normalises_and_holds_out_a_stratified_validation_split(tmp_path):
+    write_fake_cifar(tmp_path, "cifar10", per_class=10)
+    dm = CIFARDataModule(str(tmp_path), "cifar10", val_fraction=0.2)
+    dm.setup()
+    assert len(dm.splits["train"]) == 80 and len(dm.splits["val"]) == 20 and len(dm.splits["test"]) == 10
+    assert torch.bincount(dm.splits["val"].tensors[1]).tolist() == [2] * 10
+    x = dm.splits["train"].tensors[0]
+    torch.testing.assert_close(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-4, rtol=0)
+    assert dm.input_shape == (3, 32, 32) and dm.num_classes == 10
+
+
+def test_random_crop_flip_shifts_within_padding_and_flips():
+    torch.manual_seed(0)
+    images = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).view(2, 3, 32, 32) + 1
+    out = random_crop_flip(images.repeat(50, 1, 1, 1))
+    assert out.shape == (100, 3, 32, 32)
+    # every output is a shifted (and maybe flipped) copy: its non-zero pixels come from the source image
+    for k in range(0, 100, 7):
+        source = images[k % 2]
+        values = set(out[k][out[k] > 0].tolist())
+        assert values <= set(source.flatten().tolist())
+        assert (out[k] == 0).sum() <= 3 * (32 * 32 - 24 * 24)  # at most 4 rows + 4 columns padded
+    assert not torch.equal(out[0], out[2])
+
+
+@pytest.mark.parametrize("depth, blocks", [(20, 9), (56, 27)])
+def test_resnet_depth_and_output(depth, blocks):
+    net = CifarResNet([3, 32, 32], 100, depth=depth)
+    assert sum(type(m).__name__ == "BasicBlock" for m in net.modules()) == blocks
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_resnet_refuses_a_bad_depth():
+    with pytest.raises(ValueError, match="model.depth must be 6n"):
+        CifarResNet([3, 32, 32], 10, depth=21)
+
+
+@pytest.mark.slow
+def test_bdkd_cifar100_preset_runs_a_couple_of_steps(tmp_path):
+    write_fake_cifar(tmp_path / "data", "cifar100", per_class=3)
+    record, run_dir = run_training(
+        tmp_path,
+        [
+            "experiment=bdkd_cifar100",
+            "trainer=cpu",
+            f"data.data_dir={tmp_path / 'data'}",
+            "data.val_fraction=0.34",
+            "data.batch_size=8",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=2",
+            "+trainer.limit_val_batches=1",
+            "+trainer.limit_test_batches=1",
+        ],
+    )
+    assert record["data"] == "cifar100" and record["method"] == "bdkd"
+    assert {"test/acc", "test/ece", "test/brier", "test/teacher_acc", "test/teacher_ece"} <= set(
+        record["metrics"]
+    )
+    assert (run_dir / "reliability.png").is_file()

@@ -1,0 +1,137 @@
+"""PLD and SinKD as methods: their objectives, their configuration errors, and short real runs."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from divergence_lab import divergences
+from divergence_lab.config.checks import ConfigError
+from divergence_lab.data import instantiate_datamodule
+from divergence_lab.methods.pld import PlackettLuceDistillation
+from divergence_lab.methods.sinkd import SinkhornDistillation
+from divergence_lab.models.mlp import MLP
+from divergence_lab.run.pipeline import build_method
+from tests.conftest import compose_config, run_training
+from tests.data.cifar_files import write_fake_cifar
+
+OPTIMIZER = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "none"}
+
+
+def _nets():
+    torch.manual_seed(0)
+    return MLP([6], 5, hidden=[8]), MLP([6], 5, hidden=[16])
+
+
+def test_pld_method_minimises_only_the_ranking_loss():
+    student, teacher = _nets()
+    module = PlackettLuceDistillation(student, teacher, divergences.build("pld"), 1.0, 5, OPTIMIZER, 3)
+    x, y = torch.randn(10, 6), torch.randint(0, 5, (10,))
+    terms = module.losses(x, y)
+    expected = divergences.build("pld")(student(x), teacher(x), labels=y).mean()
+    torch.testing.assert_close(terms["loss"], expected)
+    onehot = PlackettLuceDistillation(
+        student, teacher, divergences.build("pld", weights="onehot"), 1.0, 5, OPTIMIZER, 3
+    )
+    torch.testing.assert_close(onehot.losses(x, y)["loss"], F.cross_entropy(student(x), y))
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_sinkd_adds_the_weighted_batch_transport_to_kd(reduction):
+    student, teacher = _nets()
+    transport = divergences.build("sinkhorn_batch")
+    module = SinkhornDistillation(
+        student,
+        teacher,
+        divergences.build("kl", temperature=4.0),
+        0.9,
+        5,
+        OPTIMIZER,
+        3,
+        batch_transport=transport,
+        transport_weight=0.5,
+        transport_reduction=reduction,
+    )
+    x, y = torch.randn(10, 6), torch.randint(0, 5, (10,))
+    s, t = student(x), teacher(x)
+    rows = transport(s, t)
+    term = rows.sum() if reduction == "sum" else rows.mean()
+    kl = divergences.build("kl", temperature=4.0)(s, t).mean()
+    expected = 0.1 * F.cross_entropy(s, y) + 0.9 * kl + 0.5 * term
+    torch.testing.assert_close(module.losses(x, y)["loss"], expected)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["method=sinkd", "method.sinkhorn.epsilon=0"], r"method.sinkhorn: epsilon must be a number > 0"),
+        (
+            ["method=sinkd", "method.sinkhorn_reduction=max"],
+            "method.sinkhorn_reduction must be one of sum, mean",
+        ),
+        (["method=pld", "method.ranking.weights=best"], "method.ranking: weights must be one of"),
+        (
+            ["method=bdkd", "method.divergences.reverse=nope"],
+            r"method.divergences.reverse: unknown divergence 'nope'",
+        ),
+    ],
+)
+def test_bad_method_settings_are_one_line_config_errors(overrides, message, monkeypatch):
+    monkeypatch.setattr("divergence_lab.methods.kd.build_teacher", lambda cfg: MLP([1, 8, 8], 10, hidden=[4]))
+    cfg = compose_config(overrides)
+    with pytest.raises(ConfigError, match=message):
+        build_method(cfg, instantiate_datamodule(cfg.data, seed=0))
+
+
+@pytest.mark.slow
+def test_pld_on_the_100_class_mixture_runs(tmp_path):
+    record, _ = run_training(
+        tmp_path,
+        [
+            "experiment=pld_synthetic100",
+            "trainer.max_epochs=1",
+            "method.teacher.max_epochs=1",
+            "data.samples_per_class=5",
+            "data.val_per_class=2",
+            "data.test_per_class=2",
+        ],
+    )
+    assert record["method"] == "pld" and record["data"] == "synthetic"
+    assert 0.0 <= record["metrics"]["test/acc"] <= 1.0
+
+
+@pytest.mark.slow
+def test_sinkd_on_digits_runs(tmp_path):
+    record, _ = run_training(
+        tmp_path,
+        [
+            "experiment=sinkd_digits",
+            "trainer.max_epochs=1",
+            "method.teacher.max_epochs=1",
+            "method.teacher.model.hidden=[16]",
+        ],
+    )
+    assert record["method"] == "sinkd" and record["divergence"] == "kl"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["pld_cifar100", "sinkd_cifar100"])
+def test_cifar100_presets_run_a_couple_of_steps(tmp_path, experiment):
+    write_fake_cifar(tmp_path / "data", "cifar100", per_class=3)
+    record, _ = run_training(
+        tmp_path,
+        [
+            f"experiment={experiment}",
+            "trainer=cpu",
+            f"data.data_dir={tmp_path / 'data'}",
+            "data.val_fraction=0.34",
+            "data.batch_size=8",
+            "method.teacher.batch_size=64",
+            "method.teacher.max_epochs=1",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=2",
+            "+trainer.limit_val_batches=1",
+            "+trainer.limit_test_batches=1",
+        ],
+    )
+    assert record["data"] == "cifar100"
+    assert {"test/acc", "test/ece", "test/nll"} <= set(record["metrics"])

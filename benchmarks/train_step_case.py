@@ -22,12 +22,13 @@ def build(folder: str):
     from hydra import compose, initialize_config_module
 
     from divergence_lab.data import instantiate_datamodule
-    from divergence_lab.run.pipeline import build_method
+    from divergence_lab.methods.stages import build_in_memory
+    from divergence_lab.run.pipeline import stage_context
 
     with initialize_config_module("divergence_lab.conf", version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.output_root={folder}", "method.teacher.max_epochs=1"])
     datamodule = instantiate_datamodule(cfg.data, seed=0)
-    return build_method(cfg, datamodule), datamodule
+    return build_in_memory(cfg, datamodule, stage_context(cfg, None, torch.device("cpu"))), datamodule
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """The console scripts: ``dlab`` (the Hydra training application; ``dlab --help`` lists the config groups)
-and ``dlab-report`` (the report of a sweep, :mod:`divergence_lab.report.summary`).
+and ``dlab-report`` (the report of a sweep, :mod:`divergence_lab.report.command`).
 
 Examples::
 
@@ -17,7 +17,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from divergence_lab.config.checks import ConfigError
+from divergence_lab.config.errors import ConfigError
 
 
 def _fail(error: ConfigError) -> None:
@@ -57,7 +57,7 @@ def main() -> None:
 
 def report() -> int:
     """Console-script entry of ``dlab-report``."""
-    from divergence_lab.report.summary import main as report_main
+    from divergence_lab.report.command import main as report_main
 
     return report_main()
 

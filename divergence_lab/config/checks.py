@@ -1,7 +1,7 @@
 """Refuse a bad configuration before any work starts, with one line that names the key and what is allowed.
 
-Three kinds of check (the CLI runs them all before Hydra starts, see :mod:`divergence_lab.config.preflight`; a run
-repeats the last two):
+Three kinds of check (the CLI runs them all before Hydra starts, see
+:mod:`divergence_lab.config.preflight`; a run repeats the last two):
 
 * :func:`check_group_choices` runs on the command line, before Hydra composes anything, so that
   ``dlab divergence=nope`` prints ``divergence=nope is not an option; choose one of: cs, fdiv, ...``
@@ -27,15 +27,16 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from divergence_lab.config.errors import ConfigError
+
 CONF_DIR = Path(__file__).parents[1] / "conf"
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
 SCHEDULER_NAMES = ("none", "cosine")
 NULL_ALLOWED_GROUPS = ("experiment", "hparams_search")
+PRUNERS = ("cts", "random", "magnitude", "snip", "grasp", "synflow", "ltr")
+MASK_PRUNERS = ("synflow", "ltr")  # they choose a mask, not scores
+SANITY_CHECKS = ("none", "shuffle", "invert", "reinit")
 READ_GROUPS = ("model", "divergence")  # the groups a method may leave unread (method.reads)
-
-
-class ConfigError(ValueError):
-    """A configuration value the user must change; its message is one line."""
 
 
 def group_options(config_dirs: Iterable[Path]) -> dict[str, set[str]]:
@@ -243,7 +244,14 @@ def check_divergence_temperature(cfg: DictConfig) -> None:
 
 
 def check_pruning(method: Any) -> None:
-    """Pruning methods: a density in (0, 1] and an LTR schedule that ends."""
+    """Pruning methods: a known pruner and sanity check, a density in (0, 1], an LTR schedule that ends."""
+    pruner, sanity = method.get("pruner"), method.get("sanity")
+    if pruner is not None and pruner not in PRUNERS:
+        raise ConfigError(f"method.pruner must be one of {', '.join(PRUNERS)} (got {pruner!r})")
+    if sanity is not None and sanity not in SANITY_CHECKS:
+        raise ConfigError(f"method.sanity must be one of {', '.join(SANITY_CHECKS)} (got {sanity!r})")
+    if sanity == "invert" and pruner in MASK_PRUNERS:
+        raise ConfigError(f"method.sanity=invert needs a score-based pruner, not {pruner}")
     density = method.get("density")
     if density is not None and (not _is_number(density) or not 0.0 < density <= 1.0):
         raise ConfigError(f"method.density must be a number in (0, 1] (got {density!r})")
@@ -253,6 +261,13 @@ def check_pruning(method: Any) -> None:
         if not _is_number(fraction) or not 0.0 < fraction < 1.0:
             raise ConfigError(f"method.ltr.prune_fraction must be a number in (0, 1) (got {fraction!r})")
         check_integer_at_least(ltr.get("epochs_per_round"), "method.ltr.epochs_per_round")
+
+
+def check_category_discovery(method: Any) -> None:
+    """LegoGCD: the LER confidence threshold δ in (0, 1]."""
+    threshold = method.get("ler_threshold")
+    if threshold is not None and (not _is_number(threshold) or not 0.0 < threshold <= 1.0):
+        raise ConfigError(f"method.ler_threshold must be a number in (0, 1] (got {threshold!r})")
 
 
 def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
@@ -269,6 +284,7 @@ def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
         raise ConfigError(f"method.alpha must be a number in [0, 1] (got {alpha!r})")
     check_integer_at_least(cfg.data.get("batch_size"), "data.batch_size")
     check_pruning(cfg.method)
+    check_category_discovery(cfg.method)
     check_method_reads(cfg, overrides)
     check_optimized_metric(cfg)
     check_threads(cfg.get("threads", "auto"))

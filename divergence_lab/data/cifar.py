@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.tensor_datamodule import (
     TensorDataModule,
     class_path,
@@ -86,13 +87,13 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
-def _refuse(path: Path, layout: Layout, reason: str) -> ValueError:
+def _refuse(path: Path, layout: Layout, reason: str) -> ConfigError:
     """The one-line error for a file that is not a CIFAR file of ``layout``."""
     expected = (
         f"a pickled dict with 'data' uint8 (n, {ROW_BYTES}) and '{layout.label_key}' "
         f"(n integers in 0..{layout.classes - 1})"
     )
-    return ValueError(f"data.data_dir: {path} is not a {layout.title} ({expected}): {reason}")
+    return ConfigError(f"data.data_dir: {path} is not a {layout.title} ({expected}): {reason}")
 
 
 def _images(raw: dict[str, Any], path: Path, layout: Layout) -> np.ndarray:
@@ -128,7 +129,7 @@ def _labels(raw: dict[str, Any], path: Path, layout: Layout, count: int) -> np.n
 def read_cifar_file(path: Path, layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
     """One pickled file's ``(uint8 images N x 3 x 32 x 32, int64 labels)``, checked against ``layout``.
 
-    Raises a one-line ``ValueError("data.data_dir: ...")`` naming the file when it is not in the format.
+    Raises a one-line ``ConfigError("data.data_dir: ...")`` naming the file when it is not in the format.
     """
     try:
         raw = _unpickle(path)
@@ -149,13 +150,13 @@ def read_cifar_file(path: Path, layout: Layout) -> tuple[torch.Tensor, torch.Ten
 def read_cifar(data_dir: str | Path, variant: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """``{"train": (uint8 images N x 3 x 32 x 32, int64 labels), "test": (...)}`` from the pickled files."""
     if variant not in LAYOUT:
-        raise ValueError(f"data.variant must be one of {', '.join(LAYOUT)} (got {variant!r})")
+        raise ConfigError(f"data.variant must be one of {', '.join(LAYOUT)} (got {variant!r})")
     layout = LAYOUT[variant]
     folder, train_files, test_file = layout.folder, layout.train_files, layout.test_file
     root = Path(data_dir) / folder
     missing = [name for name in [*train_files, test_file] if not (root / name).is_file()]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"data.data_dir: {variant} not found, expected {root}/{{{', '.join(missing)}}} "
             "(the 'python version' archive from https://www.cs.toronto.edu/~kriz/cifar.html, extracted)"
         )
@@ -200,9 +201,9 @@ class CIFARDataModule(TensorDataModule):
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed, label_noise, noise_seed)
         if variant not in LAYOUT:
-            raise ValueError(f"data.variant must be one of {', '.join(LAYOUT)} (got {variant!r})")
+            raise ConfigError(f"data.variant must be one of {', '.join(LAYOUT)} (got {variant!r})")
         if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be in (0, 1) (got {val_fraction})")
+            raise ConfigError(f"data.val_fraction must be in (0, 1) (got {val_fraction})")
         self.data_dir = data_dir
         self.variant = variant
         self.val_fraction = val_fraction

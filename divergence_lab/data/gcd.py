@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.cifar import random_crop_flip
 from divergence_lab.data.tensor_datamodule import EpochSeededSampler, class_path, fingerprint_of
 
@@ -91,11 +92,11 @@ class GCDDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if not 0.0 < labelled_fraction < 1.0:
-            raise ValueError(f"data.labelled_fraction must be in (0, 1) (got {labelled_fraction})")
+            raise ConfigError(f"data.labelled_fraction must be in (0, 1) (got {labelled_fraction})")
         if augment not in AUGMENTATIONS:
-            raise ValueError(f"data.augment must be one of {', '.join(AUGMENTATIONS)} (got {augment!r})")
+            raise ConfigError(f"data.augment must be one of {', '.join(AUGMENTATIONS)} (got {augment!r})")
         if batch_size < 2:
-            raise ValueError(f"data.batch_size must be an integer >= 2 (got {batch_size})")
+            raise ConfigError(f"data.batch_size must be an integer >= 2 (got {batch_size})")
         self.base = base
         self.num_known = num_known
         self.labelled_fraction = labelled_fraction
@@ -114,7 +115,7 @@ class GCDDataModule(L.LightningDataModule):
         self.num_classes = self.base.num_classes
         self.input_shape = tuple(x.shape[1:])
         if not 0 < self.num_known < self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"data.num_known must be in [1, {self.num_classes - 1}] for {self.num_classes} classes "
                 f"(got {self.num_known})"
             )
@@ -133,6 +134,12 @@ class GCDDataModule(L.LightningDataModule):
                 "split": [self.num_known, self.labelled_fraction, self.split_seed],
             }
         )
+
+    def train_inputs(self) -> torch.Tensor:
+        """Every training image (labelled and unlabelled, un-augmented) in dataset order: the base
+        module's training inputs (the storage, not a copy)."""
+        assert self.train_set is not None
+        return self.train_set.tensors[0]
 
     def two_views(self, batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
         x, y, labelled = (torch.stack(column) for column in zip(*batch, strict=True))

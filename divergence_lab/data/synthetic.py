@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.tensor_datamodule import TensorDataModule
 
 
@@ -43,9 +44,9 @@ class SyntheticDataModule(TensorDataModule):
         }
         for key, (value, minimum) in checks.items():
             if not isinstance(value, int) or value < minimum:
-                raise ValueError(f"data.{key} must be an integer >= {minimum} (got {value!r})")
+                raise ConfigError(f"data.{key} must be an integer >= {minimum} (got {value!r})")
         if separation <= 0:
-            raise ValueError(f"data.separation must be > 0 (got {separation})")
+            raise ConfigError(f"data.separation must be > 0 (got {separation})")
         self.num_classes_requested = num_classes
         self.dim = dim
         self.separation = separation

@@ -16,6 +16,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from divergence_lab.config.errors import ConfigError
+
 
 class EpochSeededSampler(Sampler[int]):
     """Random permutation of ``range(n)`` drawn from ``hash(seed, epoch)``; ``set_epoch`` advances it."""
@@ -52,9 +54,9 @@ class TensorDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"data.batch_size must be an integer >= 1 (got {batch_size})")
+            raise ConfigError(f"data.batch_size must be an integer >= 1 (got {batch_size})")
         if not 0.0 <= label_noise < 1.0:
-            raise ValueError(f"data.label_noise must be in [0, 1) (got {label_noise})")
+            raise ConfigError(f"data.label_noise must be in [0, 1) (got {label_noise})")
         self.label_noise = label_noise
         self.noise_seed = noise_seed
         self.batch_size = batch_size
@@ -95,6 +97,10 @@ class TensorDataModule(L.LightningDataModule):
                 digest.update(f"{tensor.dtype} {tuple(tensor.shape)}".encode())
                 digest.update(tensor.contiguous().numpy())
         return digest.hexdigest()
+
+    def train_inputs(self) -> torch.Tensor:
+        """The training inputs ``(N_train, *input_shape)`` in dataset order (the storage, not a copy)."""
+        return self.splits["train"].tensors[0]
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.splits["train"]

@@ -8,9 +8,10 @@ Public API::
     values = d(student_logits, teacher_logits, mask=None)   # (N,) per-row values, no reduction
 
 See :mod:`divergence_lab.divergences.base` for the calling convention, dtype rules, masks and the
-``kind`` mechanism; member formulas are in the class docstrings of ``named`` (kl, rkl, js, tv, ...), ``parametric`` (alpha, fdiv, cs),
-``transport``, ``supervised`` (need labels: ``pld``, ``dkd``) and ``batchwise`` (need the whole batch:
-``sinkhorn_batch``, ``dist``). Importing this package needs only torch.
+``kind`` mechanism; member formulas are in the class docstrings of ``named`` (kl, rkl, js, tv, hellinger,
+chi2, ...), ``parametric`` (alpha, fdiv, cs), ``transport``, ``supervised`` (need labels: ``pld``, ``dkd``)
+and ``batchwise`` (need the whole batch: ``sinkhorn_batch``, ``dist``).
+Importing this package needs only torch.
 """
 
 from divergence_lab.divergences import (  # noqa: F401  (registration)

@@ -40,8 +40,10 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from divergence_lab import divergences
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.methods.classifier import ClassifierModule, make_optimizer
 from divergence_lab.methods.kd import configured_divergence
+from divergence_lab.methods.stages import StageOutput
 from divergence_lab.models import build_network
 
 BALANCE_RULES = ("entropy_ratio", "sigmoid_gap", "inverted", "fixed")
@@ -77,7 +79,7 @@ def balance_weights(
         return ratio, 1.0 - ratio
     if rule == "inverted":
         return 1.0 - ratio, ratio
-    raise ValueError(f"method.balance must be one of {', '.join(BALANCE_RULES)} (got {rule!r})")
+    raise ConfigError(f"method.balance must be one of {', '.join(BALANCE_RULES)} (got {rule!r})")
 
 
 class BalancedOnlineDistillation(ClassifierModule):
@@ -102,16 +104,18 @@ class BalancedOnlineDistillation(ClassifierModule):
     ) -> None:
         super().__init__(net, num_classes, optimizer, max_epochs)
         if balance not in BALANCE_RULES:
-            raise ValueError(f"method.balance must be one of {', '.join(BALANCE_RULES)} (got {balance!r})")
+            raise ConfigError(f"method.balance must be one of {', '.join(BALANCE_RULES)} (got {balance!r})")
         if not 0.0 <= fixed_forward <= 1.0:
-            raise ValueError(f"method.fixed_forward must be in [0, 1] (got {fixed_forward})")
+            raise ConfigError(f"method.fixed_forward must be in [0, 1] (got {fixed_forward})")
         if gamma <= 0:
-            raise ValueError(f"method.gamma must be > 0 (got {gamma})")
+            raise ConfigError(f"method.gamma must be > 0 (got {gamma})")
         if teacher_optimizer["name"] != optimizer["name"]:
-            raise ValueError("method.teacher.optimizer.name must equal method.optimizer.name (one optimiser)")
+            raise ConfigError(
+                "method.teacher.optimizer.name must equal method.optimizer.name (one optimiser)"
+            )
         for key, value in (("lambda_student", lambda_student), ("lambda_teacher", lambda_teacher)):
             if value < 0:
-                raise ValueError(f"method.{key} must be >= 0 (got {value})")
+                raise ConfigError(f"method.{key} must be >= 0 (got {value})")
         self.teacher = teacher
         self.forward_divergence = forward_divergence
         self.reverse_divergence = reverse_divergence
@@ -167,7 +171,7 @@ class BalancedOnlineDistillation(ClassifierModule):
         return make_optimizer(groups, self.optimizer_config, self.max_epochs)
 
 
-def build(cfg: DictConfig, datamodule: Any) -> BalancedOnlineDistillation:
+def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> BalancedOnlineDistillation:
     """Student ``cfg.model`` and teacher ``cfg.method.teacher.model``, both trained from scratch."""
     method = cfg.method
     temperature = method.temperature

@@ -1,5 +1,6 @@
 """The base every method shares: a network, its optimiser, and the common evaluation metrics.
 
+The optimiser config is checked with the rest of the config (:func:`divergence_lab.config.checks.validate`).
 Subclasses implement :meth:`ClassifierModule.losses`, returning named loss terms whose ``"loss"`` entry
 is optimised; every term is logged as ``train/<name>``. Evaluation is the same for every method, so runs
 compare directly: ``val/acc``, ``val/nll`` each epoch, and ``test/acc``, ``test/ece`` (15-bin L1
@@ -15,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
+from torchmetrics.classification import MulticlassAccuracy
 
-from divergence_lab.config.checks import check_optimizer
+from divergence_lab.metrics.classification import EvaluationMetrics
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
@@ -39,31 +40,6 @@ def make_optimizer(
     return opt
 
 
-class EvaluationMetrics(nn.Module):
-    """Accuracy, 15-bin L1 calibration error, NLL and Brier score of one network's predictions.
-
-    Brier score: mean over samples of ``sum_k (softmax(z)_k - 1[k = y])^2``.
-    """
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.acc = MulticlassAccuracy(num_classes, average="micro")
-        self.ece = MulticlassCalibrationError(num_classes, n_bins=15, norm="l1")
-        self.nll = MeanMetric()
-        self.brier = MeanMetric()
-
-    def update(self, logits: Tensor, y: Tensor) -> None:
-        probs = logits.softmax(-1)
-        self.acc(logits, y)
-        self.ece(probs, y)
-        self.nll(F.cross_entropy(logits, y, reduction="none"))
-        self.brier((probs - F.one_hot(y, probs.shape[-1]).to(probs.dtype)).pow(2).sum(-1))
-
-    def named(self, prefix: str) -> dict[str, MeanMetric]:
-        """``{f"{prefix}acc": metric, ...}`` for ``LightningModule.log``."""
-        return {f"{prefix}{name}": metric for name, metric in self.named_children()}
-
-
 class ClassifierModule(L.LightningModule):
     """A trained network ``net`` with the shared metrics; ``losses`` defines the training objective.
 
@@ -75,7 +51,6 @@ class ClassifierModule(L.LightningModule):
 
     def __init__(self, net: nn.Module, num_classes: int, optimizer: dict[str, Any], max_epochs: int) -> None:
         super().__init__()
-        check_optimizer(optimizer, "method.optimizer")
         self.net = net
         self.optimizer_config = dict(optimizer)
         self.max_epochs = max_epochs

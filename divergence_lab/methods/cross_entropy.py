@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from divergence_lab.methods.classifier import ClassifierModule
+from divergence_lab.methods.stages import StageOutput
 from divergence_lab.models import build_network
 
 
@@ -20,7 +21,7 @@ class CrossEntropyModule(ClassifierModule):
         return {"loss": loss, "ce": loss.detach()}
 
 
-def build(cfg: DictConfig, datamodule: Any) -> CrossEntropyModule:
+def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> CrossEntropyModule:
     """Cross-entropy training of ``cfg.model``."""
     net = build_network(cfg.model, datamodule)
     return CrossEntropyModule(net, datamodule.num_classes, dict(cfg.method.optimizer), cfg.trainer.max_epochs)

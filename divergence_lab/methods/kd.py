@@ -16,9 +16,10 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from divergence_lab import divergences
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.methods.classifier import ClassifierModule
+from divergence_lab.methods.stages import Stage, StageContext, StageOutput, cpu_state, network_from_state
 from divergence_lab.models import build_network
-from divergence_lab.run.teacher_cache import load_or_train_teacher
 
 
 class DistillationModule(ClassifierModule):
@@ -35,8 +36,6 @@ class DistillationModule(ClassifierModule):
         max_epochs: int,
     ) -> None:
         super().__init__(net, num_classes, optimizer, max_epochs)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"method.alpha must be in [0, 1] (got {alpha})")
         self.teacher = teacher.eval().requires_grad_(False)
         self.divergence = divergence
         self.alpha = alpha
@@ -69,20 +68,32 @@ def configured_divergence(key: str, name: str, **params: Any) -> divergences.Div
     try:
         return divergences.build(name, **params)
     except ValueError as error:
-        raise ValueError(f"{key}: {error}") from None
+        raise ConfigError(f"{key}: {error}") from None
 
 
-def build_teacher(cfg: DictConfig) -> nn.Module:
-    """The cached teacher of ``cfg.method.teacher`` on ``cfg.data`` (trained on first use)."""
-    trainer_kwargs = {"accelerator": cfg.trainer.accelerator, "devices": 1, "deterministic": True}
-    return load_or_train_teacher(cfg.method.teacher, cfg.data, cfg.paths.teacher_cache, trainer_kwargs)
+def stages(cfg: DictConfig, datamodule: Any) -> list[Stage]:
+    """Stage ``teacher``: the trained teacher of ``cfg.method.teacher`` (from the teacher cache, trained on
+    first use), its weights kept in the run folder."""
+
+    def teacher(context: StageContext) -> StageOutput:
+        return {"state": cpu_state(context.trained_teacher(cfg.method.teacher))}
+
+    return [Stage("teacher", teacher)]
 
 
-def build(cfg: DictConfig, datamodule: Any) -> DistillationModule:
+def frozen_teacher(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> nn.Module:
+    """The teacher network of the ``teacher`` stage's output, in eval mode, without gradients."""
+    net = network_from_state(
+        lambda: build_network(cfg.method.teacher.model, datamodule), outputs["teacher"]["state"]
+    )
+    return net.eval().requires_grad_(False)
+
+
+def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> DistillationModule:
     """KD of ``cfg.model`` from the cached teacher with ``cfg.divergence``."""
     return DistillationModule(
         net=build_network(cfg.model, datamodule),
-        teacher=build_teacher(cfg),
+        teacher=frozen_teacher(cfg, datamodule, outputs),
         divergence=divergences.build(**cfg.divergence),
         alpha=cfg.method.alpha,
         num_classes=datamodule.num_classes,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,12 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from divergence_lab import divergences
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.gcd import augment
+from divergence_lab.data.protocol import CategoryDiscoveryData
 from divergence_lab.methods.classifier import make_optimizer
 from divergence_lab.methods.progress import StageProgress, mean_of
+from divergence_lab.methods.stages import Stage, StageContext, StageOutput, cpu_state, network_from_state
 from divergence_lab.metrics.gcd import cluster_accuracy
 
 
@@ -81,7 +85,7 @@ def build_backbone(
         resnet = CifarResNet(input_shape, num_classes=1, depth=depth)
         width = resnet.head[-1].in_features
         return nn.Sequential(*resnet.features, nn.AdaptiveAvgPool2d(1), nn.Flatten()), width
-    raise ValueError(f"method.backbone.kind must be mlp or resnet_cifar (got {kind!r})")
+    raise ConfigError(f"method.backbone.kind must be mlp or resnet_cifar (got {kind!r})")
 
 
 def info_nce(z1: Tensor, z2: Tensor, temperature: float = 1.0) -> Tensor:
@@ -142,30 +146,33 @@ def ler_loss(logits: Tensor, selected: Tensor, prior: Tensor, tau: float, margin
 
 
 def pretrain_backbone(
-    net: GCDNetwork, images: Tensor, augment_kind: str, epochs: int, batch_size: int, device: str = "cpu"
+    net: GCDNetwork, images: Tensor, augment_kind: str, pretrain: DictConfig, device: torch.device
 ) -> None:
     """SimCLR on all training images (labels unused): a small stand-in for the paper's DINO backbone.
 
-    Logs one progress line per epoch with the epoch's mean InfoNCE loss.
+    Adam (``pretrain.lr``) on the backbone and projector, InfoNCE at ``pretrain.temperature`` between two
+    augmented views of each image, ``pretrain.epochs`` epochs of ``pretrain.batch_size`` images. Logs one
+    progress line per epoch with the epoch's mean InfoNCE loss.
     """
     net.to(device)
-    optimizer = torch.optim.Adam(list(net.backbone.parameters()) + list(net.projector.parameters()), lr=1e-3)
-    progress = StageProgress("simclr pretraining", epochs)
-    for epoch in range(epochs):
+    optimizer = torch.optim.Adam(
+        list(net.backbone.parameters()) + list(net.projector.parameters()), lr=pretrain.lr
+    )
+    progress = StageProgress("simclr pretraining", pretrain.epochs)
+    for epoch in range(pretrain.epochs):
         losses = []
-        for batch in torch.randperm(len(images)).split(batch_size):
+        for batch in torch.randperm(len(images)).split(pretrain.batch_size):
             if len(batch) < 2:
                 continue
             x = images[batch].to(device)
             z1, _ = net(augment(x, augment_kind))
             z2, _ = net(augment(x, augment_kind))
-            loss = info_nce(z1, z2, temperature=0.5)
+            loss = info_nce(z1, z2, temperature=pretrain.temperature)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             losses.append(loss.detach())
         progress.step(epoch + 1, {"infonce": mean_of(losses)})
-    net.to("cpu")
 
 
 class LegoGCDModule(L.LightningModule):
@@ -295,21 +302,39 @@ def write_curve(run_dir: Path, curve: list[dict[str, float]]) -> None:
     plt.close(fig)
 
 
-def build(cfg: DictConfig, datamodule: Any) -> LegoGCDModule:
-    """The network (pretrained, all but its last backbone layer frozen) and the LegoGCD/SimGCD module."""
-    method = cfg.method
-    if not hasattr(datamodule, "num_known"):
-        raise ValueError("method.name=legogcd needs a GCD data config (data=gcd_digits, data=gcd_cifar100)")
-    threshold = method.ler_threshold
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"method.ler_threshold must be in (0, 1] (got {threshold})")
+def _network(cfg: DictConfig, datamodule: CategoryDiscoveryData) -> GCDNetwork:
+    backbone_cfg = cfg.method.backbone
     backbone, width = build_backbone(
-        method.backbone.kind, datamodule.input_shape, list(method.backbone.hidden), method.backbone.depth
+        backbone_cfg.kind, datamodule.input_shape, list(backbone_cfg.hidden), backbone_cfg.depth
     )
-    net = GCDNetwork(backbone, width, method.backbone.projection, datamodule.num_classes)
-    images = datamodule.train_set.tensors[0]
-    device = "cuda" if cfg.trainer.accelerator == "gpu" and torch.cuda.is_available() else "cpu"
-    pretrain_backbone(net, images, datamodule.augment_kind, method.backbone.pretrain_epochs, 256, device)
+    return GCDNetwork(backbone, width, backbone_cfg.projection, datamodule.num_classes)
+
+
+def _category_discovery(datamodule: Any) -> CategoryDiscoveryData:
+    if not isinstance(datamodule, CategoryDiscoveryData):
+        raise ConfigError("method=legogcd needs a GCD data config (data=gcd_digits, data=gcd_cifar100)")
+    return datamodule
+
+
+def simclr(cfg: DictConfig, datamodule: Any, context: StageContext) -> StageOutput:
+    """Stage ``simclr``: the network drawn and its backbone pretrained with SimCLR (``method.pretrain``)."""
+    datamodule = _category_discovery(datamodule)
+    net = _network(cfg, datamodule)
+    images = datamodule.train_inputs()
+    pretrain_backbone(net, images, datamodule.augment_kind, cfg.method.pretrain, context.device)
+    return {"state": cpu_state(net)}
+
+
+def stages(cfg: DictConfig, datamodule: Any) -> list[Stage]:
+    """SimCLR pre-training of the backbone (the stand-in for the paper's DINO weights)."""
+    return [Stage("simclr", partial(simclr, cfg, datamodule))]
+
+
+def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> LegoGCDModule:
+    """The pretrained network (all but its last backbone layer frozen) and the LegoGCD/SimGCD module."""
+    method = cfg.method
+    datamodule = _category_discovery(datamodule)
+    net = network_from_state(lambda: _network(cfg, datamodule), outputs["simclr"]["state"])
     trainable = net.last_block() if method.backbone.train_last_block_only else net.backbone
     net.backbone.requires_grad_(False)
     trainable.requires_grad_(True)

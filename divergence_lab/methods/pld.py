@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
-from divergence_lab.methods.kd import DistillationModule, build_teacher, configured_divergence
+from divergence_lab.methods.kd import DistillationModule, configured_divergence, frozen_teacher
+from divergence_lab.methods.stages import StageOutput
 from divergence_lab.models import build_network
 
 
@@ -28,11 +29,11 @@ class PlackettLuceDistillation(DistillationModule):
         return {"loss": loss, "pld": loss.detach(), "ce": F.cross_entropy(student, y).detach()}
 
 
-def build(cfg: DictConfig, datamodule: Any) -> PlackettLuceDistillation:
+def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> PlackettLuceDistillation:
     """PLD of ``cfg.model`` from the cached teacher, with ``cfg.method.ranking`` as the pld parameters."""
     return PlackettLuceDistillation(
         net=build_network(cfg.model, datamodule),
-        teacher=build_teacher(cfg),
+        teacher=frozen_teacher(cfg, datamodule, outputs),
         divergence=configured_divergence("method.ranking", "pld", **cfg.method.ranking),
         alpha=1.0,
         num_classes=datamodule.num_classes,

@@ -1,8 +1,10 @@
 """Pruning methods under one interface: ``method=cts`` (Concrete Ticket Search) and ``method=prune``
 (``method.pruner`` = random | magnitude | snip | grasp | synflow | ltr).
 
-A run (1) optionally trains the dense network for ``rewind_epochs`` (the rewind point; 0 = initialisation),
-(2) chooses a mask of exactly ``round(density · d)`` prunable weights, timed as the search, (3) applies a
+A run has two stages (:mod:`divergence_lab.methods.stages`; saved in the run directory, run on the trainer's
+device): ``rewind`` (1) draws the network and trains it densely for ``rewind_epochs`` (the rewind point;
+0 = initialisation); ``search`` (2) chooses a mask of exactly ``round(density · d)`` prunable weights,
+timed as the search. The builder then (3) applies a
 sanity check if asked (``shuffle`` within layers, ``invert`` the scores, ``reinit`` the weights), and
 (4) trains the sparse network from the rewind point with the mask held fixed: pruned weights are zeroed
 after every optimiser step, so they stay exactly zero. ``ltr`` is iterative magnitude pruning with
@@ -17,7 +19,7 @@ import copy
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import torch
@@ -28,6 +30,7 @@ from torch import nn
 from divergence_lab import divergences
 from divergence_lab.methods.cross_entropy import CrossEntropyModule
 from divergence_lab.methods.progress import StageProgress, mean_of
+from divergence_lab.methods.stages import Stage, StageContext, StageOutput, cpu_state, network_from_state
 from divergence_lab.models import build_network
 from divergence_lab.pruning import saliency
 from divergence_lab.pruning.concrete import concrete_search
@@ -39,9 +42,6 @@ from divergence_lab.pruning.masks import (
     prunable_weights,
     shuffle_within_layers,
 )
-
-PRUNERS = ("cts", "random", "magnitude", "snip", "grasp", "synflow", "ltr")
-SANITY_CHECKS = ("none", "shuffle", "invert", "reinit")
 
 
 class SparseModule(CrossEntropyModule):
@@ -67,25 +67,31 @@ class SparseModule(CrossEntropyModule):
         self.log("test/search_time_s", self.search_time_s)
 
 
-def epochs_of(datamodule: Any) -> Callable[[int], Iterator[Any]]:
-    """``batches(epoch)`` over the training loader, in the data module's (seed, epoch) order."""
+def epochs_of(datamodule: Any, device: torch.device) -> Callable[[int], Iterator[Any]]:
+    """``batches(epoch)`` over the training loader on ``device``, in the data module's (seed, epoch) order."""
     loader = datamodule.train_dataloader()
 
     def batches(epoch: int) -> Any:
         loader.sampler.set_epoch(epoch)
-        return iter(loader)
+        return ((x.to(device), y.to(device)) for x, y in loader)
 
     return batches
 
 
 def train_plain(
-    net: nn.Module, batches: Any, epochs: int, lr: float, mask: Mask | None = None, stage: str = "rewind"
+    net: nn.Module,
+    batches: Any,
+    epochs: int,
+    optimizer_cfg: DictConfig,
+    mask: Mask | None = None,
+    stage: str = "rewind",
 ) -> None:
-    """A plain SGD loop (rewind pre-training, LTR rounds), re-applying ``mask`` after every step.
+    """SGD with ``method.optimizer``'s learning rate and momentum (rewind pre-training, LTR rounds),
+    re-applying ``mask`` after every step.
 
     Logs one progress line per epoch, named ``stage``, with the epoch's mean training loss.
     """
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    optimizer = torch.optim.SGD(net.parameters(), lr=optimizer_cfg.lr, momentum=optimizer_cfg.momentum)
     net.train()
     progress = StageProgress(stage, epochs)
     for epoch in range(epochs):
@@ -119,18 +125,24 @@ def search_objective(method: DictConfig, divergence_cfg: DictConfig):
     return lambda sparse, dense, y: divergence(sparse, dense).mean()
 
 
-def choose_scores(method: DictConfig, cfg: DictConfig, net: nn.Module, datamodule: Any, run_dir: Path | None):
-    """Scores (higher = keep) for score-based pruners, or a mask directly (synflow, ltr)."""
-    batches = epochs_of(datamodule)
+def choose_scores(cfg: DictConfig, net: nn.Module, datamodule: Any, context: StageContext):
+    """Scores (higher = keep) for score-based pruners, or a mask directly (synflow, ltr); on ``net``'s device.
+
+    CTS writes its expected density after every search step to ``density_trajectory.json`` in the run
+    directory.
+    """
+    method = cfg.method
+    batches = epochs_of(datamodule, context.device)
     density = method.density
     if method.pruner == "cts":
+        search = method.search
         result = concrete_search(
-            net, batches, density, search_objective(method, cfg.divergence), method.search.epochs,
-            lr=method.search.lr, tau=method.search.tau, slack=method.search.slack,
-            smoothing=method.search.smoothing, loss_scale=method.search.loss_scale,
+            net, batches, density, search_objective(method, cfg.divergence), search.epochs,
+            lr=search.lr, tau=search.tau, slack=search.slack, smoothing=search.smoothing,
+            loss_scale=search.loss_scale, lr_drop_at=search.lr_drop_at, lr_drop_factor=search.lr_drop_factor,
         )  # fmt: skip
-        if run_dir is not None:
-            (run_dir / "density_trajectory.json").write_text(json.dumps(result.expected_density))
+        if context.run_dir is not None:
+            (context.run_dir / "density_trajectory.json").write_text(json.dumps(result.expected_density))
         return [a.detach() for a in result.logits], None
     if method.pruner == "random":
         return saliency.random_scores(net, torch.Generator().manual_seed(cfg.seed)), None
@@ -148,7 +160,7 @@ def choose_scores(method: DictConfig, cfg: DictConfig, net: nn.Module, datamodul
     progress = StageProgress("ltr", len(rounds), unit="round")
     for done, current in enumerate(rounds, start=1):
         stage = f"ltr round {done}/{len(rounds)}"
-        train_plain(net, batches, method.ltr.epochs_per_round, method.optimizer.lr, mask, stage)
+        train_plain(net, batches, method.ltr.epochs_per_round, method.optimizer, mask, stage)
         mask = saliency.prune_by_magnitude(net, mask, current)
         net.load_state_dict(start)  # rewind
         apply_mask(net, mask)
@@ -156,47 +168,60 @@ def choose_scores(method: DictConfig, cfg: DictConfig, net: nn.Module, datamodul
     return None, mask
 
 
-def build(cfg: DictConfig, datamodule: Any) -> SparseModule:
-    method = cfg.method
-    if method.pruner not in PRUNERS:
-        raise ValueError(f"method.pruner must be one of {', '.join(PRUNERS)} (got {method.pruner!r})")
-    if method.sanity not in SANITY_CHECKS:
-        raise ValueError(f"method.sanity must be one of {', '.join(SANITY_CHECKS)} (got {method.sanity!r})")
-    kept_count(1, method.density)  # validates the density
-    net = build_network(cfg.model, datamodule)
-    if method.rewind_epochs:
-        train_plain(net, epochs_of(datamodule), method.rewind_epochs, method.optimizer.lr)
-    rewind_point = copy.deepcopy(net.state_dict())
-    run_dir = _run_dir()
+def _network(cfg: DictConfig, datamodule: Any) -> Callable[[], nn.Module]:
+    return lambda: build_network(cfg.model, datamodule)
+
+
+def rewind_point(cfg: DictConfig, datamodule: Any, context: StageContext) -> StageOutput:
+    """Stage ``rewind``: the initial network, trained densely for ``method.rewind_epochs`` (0: as drawn)."""
+    net = build_network(cfg.model, datamodule).to(context.device)
+    if cfg.method.rewind_epochs:
+        train_plain(
+            net, epochs_of(datamodule, context.device), cfg.method.rewind_epochs, cfg.method.optimizer
+        )
+    return {"state": cpu_state(net)}
+
+
+def search(cfg: DictConfig, datamodule: Any, context: StageContext) -> StageOutput:
+    """Stage ``search``: the pruner's scores or mask at the rewind point, and how long choosing took."""
+    net = network_from_state(_network(cfg, datamodule), context.outputs["rewind"]["state"])
+    net.to(context.device)
     started = time.perf_counter()
-    scores, mask = choose_scores(method, cfg, net, datamodule, run_dir)
-    search_time = time.perf_counter() - started
+    scores, mask = choose_scores(cfg, net, datamodule, context)
+    if context.device.type == "cuda":
+        torch.cuda.synchronize(context.device)
+    elapsed = time.perf_counter() - started
+    to_cpu = lambda tensors: None if tensors is None else [t.detach().cpu() for t in tensors]  # noqa: E731
+    return {"scores": to_cpu(scores), "mask": to_cpu(mask), "search_time_s": elapsed}
+
+
+def stages(cfg: DictConfig, datamodule: Any) -> list[Stage]:
+    """The rewind point, then the mask search (CTS), the saliency scores or the LTR rounds."""
+    return [
+        Stage("rewind", partial(rewind_point, cfg, datamodule)),
+        Stage("search", partial(search, cfg, datamodule)),
+    ]
+
+
+def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> SparseModule:
+    """The sparse network at the rewind point with the searched mask (after any sanity check)."""
+    method = cfg.method
+    net = network_from_state(_network(cfg, datamodule), outputs["rewind"]["state"])
+    scores, mask = outputs["search"]["scores"], outputs["search"]["mask"]
     if method.sanity == "invert":
-        if scores is None:
-            raise ValueError(f"method.sanity=invert needs a score-based pruner, not {method.pruner}")
         scores = [-s for s in scores]
     if scores is not None:
         mask = global_top_k(scores, method.density)
     if method.sanity == "shuffle":
         mask = shuffle_within_layers(mask, torch.Generator().manual_seed(cfg.seed))
-    net.load_state_dict(rewind_point)
     if method.sanity == "reinit":
         net = build_network(cfg.model, datamodule)  # fresh weights from the generator's current state
     apply_mask(net, mask)
     return SparseModule(
         net,
         mask,
-        search_time,
+        outputs["search"]["search_time_s"],
         num_classes=datamodule.num_classes,
         optimizer=dict(method.optimizer),
         max_epochs=cfg.trainer.max_epochs,
     )
-
-
-def _run_dir() -> Path | None:
-    from hydra.core.hydra_config import HydraConfig
-
-    try:
-        return Path(HydraConfig.get().runtime.output_dir)
-    except ValueError:
-        return None

@@ -22,7 +22,9 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from divergence_lab import divergences
-from divergence_lab.methods.kd import DistillationModule, build_teacher, configured_divergence
+from divergence_lab.config.errors import ConfigError
+from divergence_lab.methods.kd import DistillationModule, configured_divergence, frozen_teacher
+from divergence_lab.methods.stages import StageOutput
 from divergence_lab.models import build_network
 
 REDUCTIONS = ("sum", "mean")
@@ -41,11 +43,11 @@ class SinkhornDistillation(DistillationModule):
     ) -> None:
         super().__init__(*args, **kwargs)
         if transport_weight < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"method.sinkhorn_weight * method.sinkhorn_scale must be >= 0 (got {transport_weight})"
             )
         if transport_reduction not in REDUCTIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"method.sinkhorn_reduction must be one of {', '.join(REDUCTIONS)} "
                 f"(got {transport_reduction!r})"
             )
@@ -64,12 +66,12 @@ class SinkhornDistillation(DistillationModule):
         return {"loss": loss, "ce": ce.detach(), "distill": distill.detach(), "sinkhorn": transport.detach()}
 
 
-def build(cfg: DictConfig, datamodule: Any) -> nn.Module:
+def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> nn.Module:
     """SinKD of ``cfg.model`` from the cached teacher: ``cfg.divergence`` plus ``cfg.method.sinkhorn``."""
     method = cfg.method
     return SinkhornDistillation(
         net=build_network(cfg.model, datamodule),
-        teacher=build_teacher(cfg),
+        teacher=frozen_teacher(cfg, datamodule, outputs),
         divergence=divergences.build(**cfg.divergence),
         alpha=method.alpha,
         num_classes=datamodule.num_classes,

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from divergence_lab.config.errors import ConfigError
+
 
 class SmallCNN(nn.Module):
     """``channels`` gives the width of each stage; every stage halves the spatial size.
@@ -22,12 +24,12 @@ class SmallCNN(nn.Module):
         if len(in_shape) == 1:
             side = round(in_shape[0] ** 0.5)
             if side * side != in_shape[0]:
-                raise ValueError(
+                raise ConfigError(
                     f"SmallCNN needs image input (C, H, W); got flat inputs of size {in_shape[0]}"
                 )
             in_shape = (1, side, side)
         if len(in_shape) != 3:
-            raise ValueError(f"SmallCNN needs image input (C, H, W); got shape {tuple(in_shape)}")
+            raise ConfigError(f"SmallCNN needs image input (C, H, W); got shape {tuple(in_shape)}")
         self.in_shape = tuple(in_shape)
         stages: list[nn.Module] = []
         width_in = in_shape[0]

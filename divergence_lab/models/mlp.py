@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from divergence_lab.config.errors import ConfigError
+
 
 class MLP(nn.Module):
     """``in_shape`` is the shape of one example (flattened); ``hidden`` lists the hidden widths."""
@@ -16,9 +18,9 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         if any(int(width) < 1 for width in hidden):
-            raise ValueError(f"model.hidden widths must be >= 1 (got {list(hidden)})")
+            raise ConfigError(f"model.hidden widths must be >= 1 (got {list(hidden)})")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1) (got {dropout})")
+            raise ConfigError(f"model.dropout must be in [0, 1) (got {dropout})")
         layers: list[nn.Module] = [nn.Flatten()]
         width_in = math.prod(in_shape)
         for width in hidden:

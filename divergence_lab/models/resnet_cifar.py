@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from divergence_lab.config.errors import ConfigError
+
 SMALLEST_SIDE = 32  # the first stage works at the CIFAR resolution; smaller images vanish in the last stage
 
 
@@ -41,11 +43,11 @@ class CifarResNet(nn.Module):
     def __init__(self, in_shape: Sequence[int], num_classes: int, depth: int = 20, width: int = 1) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"model.depth must be 6n + 2 with n >= 1, e.g. 20, 32, 56, 110 (got {depth})")
+            raise ConfigError(f"model.depth must be 6n + 2 with n >= 1, e.g. 20, 32, 56, 110 (got {depth})")
         if len(in_shape) != 3:
-            raise ValueError(f"model.resnet_cifar needs image input (C, H, W); got shape {tuple(in_shape)}")
+            raise ConfigError(f"model.resnet_cifar needs image input (C, H, W); got shape {tuple(in_shape)}")
         if min(in_shape[1:]) < SMALLEST_SIDE:
-            raise ValueError(
+            raise ConfigError(
                 f"model.resnet_cifar needs images of at least {SMALLEST_SIDE}x{SMALLEST_SIDE} pixels "
                 f"(its stages run at 32, 16 and 8); the data has {in_shape[1]}x{in_shape[2]}: "
                 "use model=cnn or model=mlp"

@@ -9,8 +9,9 @@ same network unmasked (the dense target, detached): any registry divergence ``D(
 GRADBALANCE keeps the expected active count ``Σσ(a)`` near ``A* = slack · κ · d`` without a penalty weight:
 with ``e = (Σσ(a) / A* - 1) · 100`` and ``g_sp = (100 / A*) σ(a)(1 - σ(a))`` (its gradient), the logits get
 ``g_task + λ g_sp`` where ``λ* = ‖g_task‖ / ‖g_sp‖`` while ``e > 0`` and 0 once the target is met, smoothed
-``λ ← 0.99 λ + 0.01 λ*``. Adam on the logits, learning rate ×0.1 at 88 % of the search. The ticket keeps
-exactly ``round(κ · d)`` weights: the global top-k logits.
+``λ ← 0.99 λ + 0.01 λ*``. Adam on the logits, learning rate × ``lr_drop_factor`` (0.1) at ``lr_drop_at``
+(88 %) of the search; ``method.search`` in the method YAML sets all of these. The ticket keeps exactly
+``round(κ · d)`` weights: the global top-k logits.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def concrete_search(
     slack: float = 1.1,
     smoothing: float = 0.01,
     loss_scale: float = 100.0,
+    lr_drop_at: float = 0.88,
+    lr_drop_factor: float = 0.1,
 ) -> SearchResult:
     """Search a ticket of ``density`` for ``net`` (weights untouched); ``batches(epoch)`` yields (x, y).
 
@@ -73,9 +76,9 @@ def concrete_search(
     frozen = [w.detach() for w in weights]
     progress = StageProgress("cts search", epochs)
     for epoch in range(epochs):
-        if epoch == int(0.88 * epochs) and epoch > 0:
+        if epoch == int(lr_drop_at * epochs) and epoch > 0:
             for group in optimizer.param_groups:
-                group["lr"] = lr * 0.1
+                group["lr"] = lr * lr_drop_factor
         losses = []
         for x, y in batches(epoch):
             with torch.no_grad():
@@ -97,7 +100,7 @@ def concrete_search(
                 wanted = (
                     _scale_safe_norm(list(task_grad)) / _scale_safe_norm(sparsity_grad).clamp_min(1e-12)
                     if excess > 0
-                    else torch.zeros(())
+                    else torch.zeros((), device=frozen[0].device)
                 )
                 multiplier = (
                     wanted if multiplier is None else (1 - smoothing) * multiplier + smoothing * wanted

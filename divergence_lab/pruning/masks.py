@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from divergence_lab.config.errors import ConfigError
+
 Mask = list[Tensor]
 
 
@@ -19,7 +21,7 @@ def prunable_weights(net: nn.Module) -> list[nn.Parameter]:
 
 def kept_count(total: int, density: float) -> int:
     if not 0.0 < density <= 1.0:
-        raise ValueError(f"method.density must be in (0, 1] (got {density})")
+        raise ConfigError(f"method.density must be in (0, 1] (got {density})")
     return max(1, round(density * total))
 
 

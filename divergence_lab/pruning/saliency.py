@@ -64,7 +64,7 @@ def synflow_mask(net: nn.Module, input_shape: tuple[int, ...], density: float, r
             parameter.abs_()
     original = [w.detach().clone() for w in prunable_weights(probe)]
     mask = [torch.ones_like(w, dtype=torch.bool) for w in original]
-    ones = torch.ones(1, *input_shape, dtype=torch.float64)
+    ones = torch.ones(1, *input_shape, dtype=torch.float64, device=original[0].device)
     for k in range(1, rounds + 1):
         with torch.no_grad():
             for weight, start, keep in zip(prunable_weights(probe), original, mask, strict=True):

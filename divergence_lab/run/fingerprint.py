@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from divergence_lab.config.checks import ConfigError
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.run.record import write_json_atomically
 
 RUN_FINGERPRINT_FILE = "fingerprint.json"
@@ -43,6 +43,7 @@ IGNORED_KEYS = (
     "study",
     "report",
     "threads",
+    "stage_wait_s",
     "checks",
     "data.data_dir",
     "trainer.log_every_n_steps",
@@ -52,6 +53,9 @@ IGNORED_KEYS = (
     "method.val_metrics",
     "method.divergence_kinds",
     "method.uses_divergence",
+    # where its code lives: moving a module does not change a result
+    "method.builder",
+    "method.stages",
 )
 
 

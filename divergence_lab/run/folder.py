@@ -3,16 +3,18 @@
 A run directory holds::
 
     config.yaml          the resolved config of the run
-    fingerprint.json     the result-relevant settings and their SHA-256 (see run_fingerprint)
+    fingerprint.json     the result-relevant settings and their SHA-256 (see run.fingerprint)
     .hydra/              Hydra's own record (config as composed, overrides, hydra settings)
     train.log            everything the run logged, one progress line per epoch among it
     status.json          running | finished | failed | interrupted, with host, SLURM job id and attempt
     metrics.json         final numbers: {"metrics": {...}, "seed", "wall_time_s", "git_commit", ...}
     checkpoints/         last.ckpt (every epoch) and best.ckpt (best optimized_metric)
+    stages/              the outputs of a method's stages (teacher weights, CTS mask, SimCLR weights)
     csv/metrics.csv      per-epoch curves; wandb/ too when ``logger=wandb``
 
-``metrics.json`` and ``status.json`` are the run record (:mod:`divergence_lab.run.record`). Running the same job
-again into the same directory (a requeued SLURM job, or a rerun with ``hydra.sweep.dir=<that sweep>``)
+``metrics.json`` and ``status.json`` are the run record (:mod:`divergence_lab.run.record`); ``stages/``
+holds a method's stage outputs (:mod:`divergence_lab.run.stages`). Running the same job again into the
+same directory (a requeued SLURM job, or a rerun with ``hydra.sweep.dir=<that sweep>``)
 returns the finished result at once, or resumes from ``last.ckpt`` (``ckpt_path: auto``, the default).
 """
 

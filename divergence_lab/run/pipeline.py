@@ -1,4 +1,8 @@
-"""One training run as a short linear recipe: check -> seed -> data -> method -> fit -> test -> metrics.json.
+"""One training run as a short linear recipe: check -> seed -> data -> trainer -> the method's stages ->
+its module -> fit -> test -> metrics.json.
+
+The stages (:mod:`divergence_lab.run.stages`) run on the trainer's device and precision, and a resumed run
+loads their saved outputs instead of running them again.
 
 Model selection uses validation only: the reported test metrics come from the checkpoint with the best
 ``optimized_metric`` (``val/acc`` by default, maximised; ``val/nll`` and other losses are minimised), or from
@@ -25,12 +29,13 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import get_method
 from omegaconf import DictConfig
 
-from divergence_lab.config.checks import ConfigError, validate_divergence, validate_settings
+from divergence_lab.config.checks import validate_divergence, validate_settings
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.data import instantiate_datamodule
 from divergence_lab.methods.progress import current_position, set_position
+from divergence_lab.methods.stages import StageContext, declared_stages, dotted_function
 from divergence_lab.metrics.calibration import ReliabilityDiagram
 from divergence_lab.metrics.names import checkpoint_mode
 from divergence_lab.run.fingerprint import (
@@ -69,27 +74,25 @@ log = logging.getLogger("divergence_lab")
 
 
 def build_datamodule(cfg: DictConfig) -> Any:
-    """Instantiate ``cfg.data`` for this run's seed; a bad data value becomes a :class:`ConfigError`."""
+    """Instantiate ``cfg.data`` for this run's seed; a refused data value surfaces as its ConfigError."""
     try:
         return instantiate_datamodule(cfg.data, seed=cfg.seed)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, ValueError):
-            raise ConfigError(str(error.__cause__)) from None
-        raise
-    except ValueError as error:  # raised while reading the data (e.g. files not found)
-        if str(error).startswith("data."):
-            raise ConfigError(str(error)) from None
+    except InstantiationException as error:  # Hydra wraps what the data module's constructor raised
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__ from None
         raise
 
 
-def build_method(cfg: DictConfig, datamodule: Any) -> Any:
-    """Call ``cfg.method.builder``; a value a method refuses (``method.<key> must ...``) is a ConfigError."""
-    try:
-        return get_method(cfg.method.builder)(cfg, datamodule)
-    except ValueError as error:
-        if str(error).startswith(("method.", "model.", "data.")):
-            raise ConfigError(str(error)) from None
-        raise
+def stage_context(cfg: DictConfig, run_dir: Path | None, device: Any) -> StageContext:
+    """What a method's stages may use: the device, the run folder and the teacher cache."""
+    from divergence_lab.run.teacher_cache import load_or_train_teacher
+
+    trainer_kwargs = {"accelerator": cfg.trainer.accelerator, "devices": 1, "deterministic": True}
+
+    def teacher(teacher_cfg: DictConfig) -> Any:
+        return load_or_train_teacher(teacher_cfg, cfg.data, cfg.paths.teacher_cache, trainer_kwargs)
+
+    return StageContext(device=device, run_dir=run_dir, teacher=teacher)
 
 
 def is_interactive() -> bool:
@@ -158,6 +161,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
 
     from divergence_lab.run.epoch_progress import EpochProgress, TestingPosition
     from divergence_lab.run.resumption import EpochSeeding, RunSummary, cluster_plugins
+    from divergence_lab.run.stages import run_stages
     from divergence_lab.run.threads import apply_threads
 
     hydra = HydraConfig.get()
@@ -170,7 +174,6 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    module = build_method(cfg, datamodule)
 
     metric = cfg.optimized_metric
     checkpoint_dir = run_dir / CHECKPOINT_DIR
@@ -198,6 +201,15 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
             enable_progress_bar=interactive,
             enable_model_summary=interactive,
         )
+        outputs = run_stages(
+            declared_stages(cfg, datamodule),
+            stage_context(cfg, run_dir, trainer.strategy.root_device),
+            run_dir,
+            trainer.precision_plugin.forward_context,
+            rank_zero,
+            cfg.stage_wait_s,
+        )
+        module = dotted_function(cfg.method.builder)(cfg, datamodule, outputs)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.ckpt_path, run_dir))
         # test the best-validation checkpoint, or the last one for methods that report the last epoch (GCD)
         select_last = cfg.method.get("checkpoint_selection", "best") == "last"

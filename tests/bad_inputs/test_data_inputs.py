@@ -4,6 +4,9 @@ Each case writes tiny CIFAR files in the real format (``tests/data/cifar_files.p
 runs the real ``dlab`` command on them (``method=teacher``, so no teacher is trained first): the run stops
 with exit 2 and one ``dlab: error: data.data_dir: <file> ...`` line, and the data folder is left as it
 was. The same table is read in-process too, to check the reason each message gives.
+
+The tabular data (``data=tabular``) is refused the same way: a bad ``data.source`` (unknown table, missing,
+malformed or one-class file) or other ``data.`` value gives one ``dlab: error: data.<key>: ...`` line.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pytest
 
 from divergence_lab.data.cifar import read_cifar
 from tests.bad_inputs.harness import BadInput, assert_refused
+from tests.conftest import compose_config
 from tests.data.cifar_files import write_fake_cifar
 
 DATA = "data"
@@ -179,3 +183,122 @@ def test_the_reader_names_the_file_and_the_problem(case: BadInput, tmp_path: Pat
     assert "\n" not in message and message.startswith("data.data_dir: ")
     assert case.mentions.replace(f"{DATA}/", f"{tmp_path / DATA}/") in message
     assert REASONS[case.name] in message
+
+
+# ------------------------------------------------------------------------------------------ data=tabular
+
+TABLES = "tables"  # the folder, under the work folder, that the tabular cases write their files to
+
+
+def _tabular_argv(*overrides: str) -> list[str]:
+    return ["data=tabular", *overrides, "method=teacher", "trainer.max_epochs=1"]
+
+
+def _write_table(name: str, text: str) -> Callable[[Path], None]:
+    def setup(work: Path) -> None:
+        (work / TABLES).mkdir(parents=True, exist_ok=True)
+        (work / TABLES / name).write_text(text)
+
+    return setup
+
+
+def _npz_without_x(work: Path) -> None:
+    (work / TABLES).mkdir(parents=True, exist_ok=True)
+    np.savez(work / TABLES / "no_x.npz", y=np.arange(4) % 2)
+
+
+TABULAR_SETUPS: dict[str, Callable[[Path], None]] = {
+    "nothing": lambda work: (work / TABLES).mkdir(parents=True, exist_ok=True),
+    "npz_without_x": _npz_without_x,
+    "csv_without_label": _write_table("no_label.csv", "a,b\n1,2\n3,4\n"),
+    "csv_text_feature": _write_table("text.csv", "size,color,label\n1,red,x\n2,blue,y\n"),
+    "csv_one_class": _write_table("one_class.csv", "f,label\n1,a\n2,a\n3,a\n"),
+}
+
+TABULAR_CASES = [
+    BadInput(
+        "tabular-unknown-table",
+        _tabular_argv("data.source=sklearn:mnist"),
+        "data.source: unknown table 'sklearn:mnist'; known: wine, iris, breast_cancer, digits",
+        setup="nothing",
+    ),
+    BadInput(
+        "tabular-not-npz-or-csv",
+        _tabular_argv(f"data.source={TABLES}/table.xlsx"),
+        "data.source: must be sklearn:<name> (wine, iris, breast_cancer, digits), a .npz file or a .csv file",
+        setup="nothing",
+    ),
+    BadInput(
+        "tabular-missing-file",
+        _tabular_argv(f"data.source={TABLES}/absent.npz"),
+        f"data.source: file not found: {{work}}/{TABLES}/absent.npz",
+        setup="nothing",
+    ),
+    BadInput(
+        "tabular-npz-without-x",
+        _tabular_argv(f"data.source={TABLES}/no_x.npz"),
+        f"data.source: {{work}}/{TABLES}/no_x.npz has no array x (it holds 'y')",
+        setup="npz_without_x",
+    ),
+    BadInput(
+        "tabular-csv-without-label-column",
+        _tabular_argv(f"data.source={TABLES}/no_label.csv"),
+        f"data.label_column: 'label' is not a column of {{work}}/{TABLES}/no_label.csv "
+        "(its columns: 'a', 'b')",
+        setup="csv_without_label",
+    ),
+    BadInput(
+        "tabular-csv-text-feature",
+        _tabular_argv(f"data.source={TABLES}/text.csv"),
+        f"data.source: {{work}}/{TABLES}/text.csv: feature column 'color' is not numeric (line 2: 'red')",
+        setup="csv_text_feature",
+    ),
+    BadInput(
+        "tabular-one-class",
+        _tabular_argv(f"data.source={TABLES}/one_class.csv"),
+        "has only the class 'a'; a classification table needs at least 2 classes",
+        setup="csv_one_class",
+    ),
+    BadInput(
+        "tabular-val-fraction-out-of-range",
+        _tabular_argv("data.val_fraction=1.5"),
+        "data.val_fraction must be in (0, 1) (got 1.5)",
+        setup="nothing",
+    ),
+    BadInput(
+        "tabular-fractions-sum-to-1",
+        _tabular_argv("data.val_fraction=0.5", "data.test_fraction=0.5"),
+        "data.val_fraction + data.test_fraction must be < 1",
+        setup="nothing",
+    ),
+]
+
+# a relative path through the real command (resolved against the folder dlab starts in), and a file refused
+TABULAR_THROUGH_THE_CLI = ("tabular-missing-file", "tabular-csv-text-feature")
+
+
+def _in(case: BadInput, work: Path) -> BadInput:
+    """``case`` with the work folder put in its message and in its relative paths (made absolute)."""
+    argv = [arg.replace(f"={TABLES}/", f"={work / TABLES}/") for arg in case.argv]
+    return BadInput(case.name, argv, case.mentions.replace("{work}", str(work)), setup=case.setup)
+
+
+@pytest.mark.parametrize("case", [c for c in TABULAR_CASES if c.name in TABULAR_THROUGH_THE_CLI], ids=str)
+def test_bad_tables_stop_the_run_in_one_line(case: BadInput, tmp_path: Path) -> None:
+    TABULAR_SETUPS[case.setup](tmp_path)
+    work = tmp_path.resolve()  # what os.getcwd() gives the command
+    assert_refused(BadInput(case.name, case.argv, _in(case, work).mentions), tmp_path, tmp_path / TABLES)
+
+
+@pytest.mark.parametrize("case", TABULAR_CASES, ids=str)
+def test_the_tabular_module_names_the_key_and_the_problem(case: BadInput, tmp_path: Path) -> None:
+    from divergence_lab.config.errors import ConfigError
+    from divergence_lab.run.pipeline import build_datamodule
+
+    TABULAR_SETUPS[case.setup](tmp_path)
+    case = _in(case, tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        build_datamodule(compose_config(case.argv))
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("data."), message
+    assert case.mentions in message, message

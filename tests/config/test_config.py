@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from divergence_lab import divergences
-from divergence_lab.config.checks import CONF_DIR, ConfigError, check_group_choices, group_options, validate
+from divergence_lab.config.checks import CONF_DIR, check_group_choices, group_options, validate
+from divergence_lab.config.errors import ConfigError
 from tests.conftest import compose_config
 
 DLAB = [sys.executable, "-c", "from divergence_lab.cli import main; main()"]

@@ -10,7 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from divergence_lab.config.checks import CONF_DIR, ConfigError
+from divergence_lab.config.checks import CONF_DIR
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.config.sweep_checks import check_sweep_settings, metric_direction
 from tests.conftest import compose_config
 

@@ -5,7 +5,9 @@ A *phase* names the moment:
 * ``teacher``, ``cts search``, ``fit``: after the first step of that stage (teacher epoch 1, search epoch 1,
   training epoch 1), when its progress line is logged;
 * ``after final checkpoint``: after the last epoch's checkpoints were written, before testing starts;
-* ``testing``: once testing has started.
+* ``testing``: once testing has started;
+* ``stage saved``: right after a method's stage wrote its output to the run folder (not in ``PHASES``:
+  only the kill test of stages uses it).
 
 The signal is real (``os.kill`` of the own pid), so the run's handlers see exactly what a user's Ctrl-C,
 a ``kill`` or SLURM's cancellation would deliver.
@@ -18,6 +20,7 @@ from typing import Any
 
 STAGE_OF_PHASE = {"teacher": "teacher", "cts search": "cts search", "fit": "train"}
 PHASES = (*STAGE_OF_PHASE, "after final checkpoint", "testing")
+STAGE_SAVED = "stage saved"
 FIRST_STEP = 1
 
 
@@ -59,5 +62,15 @@ def install(phase: str, signum: int, patch: Any) -> None:
             _send(signum)
 
         patch(TestingPosition, "on_test_start", on_test_start)
+    elif phase == STAGE_SAVED:
+        from divergence_lab.run import stages
+
+        original_save = stages._save
+
+        def save(path: Any, content: Any) -> None:
+            original_save(path, content)
+            _send(signum)
+
+        patch(stages, "_save", save)
     else:
         raise ValueError(f"unknown phase {phase!r}; choose one of {', '.join(PHASES)}")

@@ -8,6 +8,7 @@ case reruns the interrupted run in its own folder and compares the whole ``metri
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import pytest
 
 from tests.bad_inputs.harness import snapshot
 from tests.conftest import run_training
-from tests.faults.hooks import PHASES
+from tests.faults.hooks import PHASES, STAGE_SAVED
 
 REPO = Path(__file__).parents[2]
 KD = ["trainer.max_epochs=3", "method.teacher.max_epochs=2"]
@@ -112,6 +113,65 @@ def test_killed_run_reruns_to_the_uninterrupted_result(phase, reference, tmp_pat
 
     rerun, _ = run_training(tmp_path, overrides[:-1], "run")
     assert results(rerun["metrics"]) == _expected(phase, reference)
+
+
+LEGOGCD = ["experiment=legogcd_digits", "trainer.max_epochs=2", "method.pretrain.epochs=2"]
+STAGE_CASES = {  # method -> (its overrides, its last stage, the functions that must not run on the rerun)
+    "cts": (CTS, "search", ("rewind_point", "search")),
+    "legogcd": (LEGOGCD, "simclr", ("simclr",)),
+}
+
+
+@pytest.mark.parametrize("method", list(STAGE_CASES))
+def test_a_run_killed_after_its_stage_loads_the_stage_instead_of_running_it_again(
+    method, reference, tmp_path, monkeypatch
+):
+    overrides, stage, stage_functions = STAGE_CASES[method]
+    overrides = [*overrides, f"paths.teacher_cache={reference['cache']}"]
+    expected = (
+        reference["cts"] if method == "cts" else run_training(tmp_path, overrides, "reference")[0]["metrics"]
+    )
+    run_dir = tmp_path / "run"
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.faults.driver",
+            STAGE_SAVED,
+            "SIGKILL",
+            *overrides,
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=REPO,
+        env=_dlab_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    saved = sorted(path.stem for path in (run_dir / "stages").glob("*.pt"))
+    assert saved and not (run_dir / "metrics.json").exists()
+    if saved[-1] != stage:  # killed after an earlier stage (CTS: after the rewind point): kill again
+        again = subprocess.run(
+            killed.args, cwd=REPO, env=_dlab_env(tmp_path), capture_output=True, timeout=600
+        )
+        assert again.returncode == -signal.SIGKILL
+    assert (run_dir / "stages" / f"{stage}.pt").is_file()
+    stage_mtimes = {path.name: path.stat().st_mtime_ns for path in (run_dir / "stages").iterdir()}
+
+    module = importlib.import_module(f"divergence_lab.methods.{'pruning' if method == 'cts' else 'legogcd'}")
+    for name in stage_functions:
+        monkeypatch.setattr(module, name, _must_not_run(name))
+    rerun, _ = run_training(tmp_path, overrides, "run")
+    assert results(rerun["metrics"]) == results(expected)  # loaded, with the random state it left behind
+    assert {path.name: path.stat().st_mtime_ns for path in (run_dir / "stages").iterdir()} == stage_mtimes
+
+
+def _must_not_run(name: str):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"stage function {name} ran again on the rerun")
+
+    return refuse
 
 
 def _dlab(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:

@@ -136,13 +136,13 @@ def test_one_training_step_changes_both_networks():
     ],
 )
 def test_bad_method_values_are_refused(override, message):
-    from divergence_lab.config.checks import ConfigError
+    from divergence_lab.config.errors import ConfigError
     from divergence_lab.data import instantiate_datamodule
-    from divergence_lab.run.pipeline import build_method
+    from divergence_lab.methods.stages import build_in_memory
 
     cfg = compose_config(["experiment=bdkd_digits", override])
     with pytest.raises(ConfigError, match=message):
-        build_method(cfg, instantiate_datamodule(cfg.data, seed=0))
+        build_in_memory(cfg, instantiate_datamodule(cfg.data, seed=0))
 
 
 @pytest.mark.parametrize("method", ["dml", "bdkd_inverted", "bdkd_fixed"])

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from divergence_lab import divergences
-from divergence_lab.config.checks import ConfigError
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.gcd import GCDDataModule, gcd_split, shift_noise_erase
 from divergence_lab.methods.legogcd import (
     info_nce,
@@ -163,7 +163,7 @@ def test_info_nce_matches_an_explicit_computation():
 
 @pytest.mark.slow
 def test_legogcd_run_records_old_new_accuracy_curves_and_a_distribution_prior(tmp_path):
-    overrides = ["experiment=legogcd_digits", "trainer.max_epochs=3", "method.backbone.pretrain_epochs=1"]
+    overrides = ["experiment=legogcd_digits", "trainer.max_epochs=3", "method.pretrain.epochs=1"]
     record, run_dir = run_training(tmp_path, overrides)
     for name in ("test/acc", "test/acc_old", "test/acc_new"):
         assert 0.0 <= record["metrics"][name] <= 1.0
@@ -177,7 +177,7 @@ def test_legogcd_run_records_old_new_accuracy_curves_and_a_distribution_prior(tm
 
 @pytest.mark.slow
 def test_dkl_divergence_comes_from_the_registry(tmp_path):
-    base = ["experiment=legogcd_digits", "trainer.max_epochs=1", "method.backbone.pretrain_epochs=1"]
+    base = ["experiment=legogcd_digits", "trainer.max_epochs=1", "method.pretrain.epochs=1"]
     values = {}
     for name in ("kl", "js"):
         _, run_dir = run_training(tmp_path, [*base, f"divergence={name}"], name)
@@ -190,7 +190,7 @@ def test_dkl_divergence_comes_from_the_registry(tmp_path):
 @pytest.mark.slow
 def test_simgcd_runs_on_gcd_vectors(tmp_path):
     overrides = ["data=gcd_synthetic", "method=simgcd", "trainer.max_epochs=2"]
-    overrides.append("method.backbone.pretrain_epochs=1")
+    overrides.append("method.pretrain.epochs=1")
     record, _ = run_training(tmp_path, overrides)
     assert record["method"] == "simgcd" and record["data"] == "gcd_synthetic"
     assert 0.0 <= record["metrics"]["test/acc_new"] <= 1.0
@@ -223,7 +223,7 @@ def test_legogcd_cifar100_preset_runs_a_couple_of_steps(tmp_path):
             f"data.base.data_dir={tmp_path / 'data'}",
             "data.base.val_fraction=0.34",
             "data.batch_size=16",
-            "method.backbone.pretrain_epochs=1",
+            "method.pretrain.epochs=1",
             "trainer.max_epochs=1",
             "+trainer.limit_train_batches=2",
         ],

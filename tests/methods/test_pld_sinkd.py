@@ -5,12 +5,13 @@ import torch
 import torch.nn.functional as F
 
 from divergence_lab import divergences
-from divergence_lab.config.checks import ConfigError
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.data import instantiate_datamodule
 from divergence_lab.methods.pld import PlackettLuceDistillation
 from divergence_lab.methods.sinkd import SinkhornDistillation
+from divergence_lab.methods.stages import StageContext, build_in_memory
+from divergence_lab.models import build_network
 from divergence_lab.models.mlp import MLP
-from divergence_lab.run.pipeline import build_method
 from tests.conftest import compose_config, run_training
 from tests.data.cifar_files import write_fake_cifar
 
@@ -75,11 +76,12 @@ def test_sinkd_adds_the_weighted_batch_transport_to_kd(reduction):
         ),
     ],
 )
-def test_bad_method_settings_are_one_line_config_errors(overrides, message, monkeypatch):
-    monkeypatch.setattr("divergence_lab.methods.kd.build_teacher", lambda cfg: MLP([1, 8, 8], 10, hidden=[4]))
+def test_bad_method_settings_are_one_line_config_errors(overrides, message):
     cfg = compose_config(overrides)
+    datamodule = instantiate_datamodule(cfg.data, seed=0)
+    untrained = StageContext(teacher=lambda teacher_cfg: build_network(teacher_cfg.model, datamodule))
     with pytest.raises(ConfigError, match=message):
-        build_method(cfg, instantiate_datamodule(cfg.data, seed=0))
+        build_in_memory(cfg, datamodule, untrained)
 
 
 @pytest.mark.slow

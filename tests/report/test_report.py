@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from divergence_lab.report import summary as report
+from divergence_lab.report.collect import collect, find_sweep, sweep_metrics
+from divergence_lab.report.command import main
+from divergence_lab.report.plots import pooled_reliability, write_reliability_grid
 
 
 def _job(sweep, num, overrides, metrics, seed):
@@ -41,7 +43,7 @@ def sweep(tmp_path):
 
 def test_groups_by_overrides_without_seed_and_summarises(sweep):
     folder, accs = sweep
-    result = report.collect(folder, ["test/acc", "test/ece"])
+    result = collect(folder, ["test/acc", "test/ece"])
     assert result.varying == ["divergence"]
     assert [g.label(result.varying) for g in result.groups] == ["kl", "rkl"]
     for group, divergence in zip(result.groups, ("kl", "rkl"), strict=True):
@@ -54,7 +56,7 @@ def test_groups_by_overrides_without_seed_and_summarises(sweep):
 
 def test_main_writes_markdown_csv_and_png(sweep, capsys):
     folder, accs = sweep
-    assert report.main([str(folder)]) == 0
+    assert main([str(folder)]) == 0
     out = capsys.readouterr().out
     assert "kl" in out and "rkl" in out and "0.9233 ± 0.0252" in out
     markdown = (folder / "report.md").read_text()
@@ -72,8 +74,8 @@ def test_study_folder_reports_its_latest_sweep(sweep):
     (newer / "multirun.yaml").write_text("{}\n")
     _job(newer, 0, ["divergence=tv", "seed=0"], {"test/acc": 0.5, "test/ece": 0.2}, 0)
     time.sleep(0.01)
-    assert report.find_sweep(folder.parent) == newer
-    assert report.find_sweep(folder) == folder
+    assert find_sweep(folder.parent) == newer
+    assert find_sweep(folder) == folder
 
 
 def test_several_varying_keys_label_rows_with_both(tmp_path):
@@ -85,7 +87,7 @@ def test_several_varying_keys_label_rows_with_both(tmp_path):
             {"test/acc": 0.5},
             0,
         )
-    result = report.collect(tmp_path, ["test/acc"])
+    result = collect(tmp_path, ["test/acc"])
     labels = [g.label(result.varying) for g in result.groups]
     assert labels == [
         "divergence=kl, divergence.temperature=1",
@@ -100,7 +102,7 @@ def test_bad_folders_are_refused_with_a_message(tmp_path, capsys, make):
     target = tmp_path / "nothing-here"
     if make == "empty":
         target.mkdir()
-    assert report.main([str(target)]) == 2
+    assert main([str(target)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dlab-report: error:") and len(err.strip().splitlines()) == 1
 
@@ -108,8 +110,8 @@ def test_bad_folders_are_refused_with_a_message(tmp_path, capsys, make):
 def test_metrics_default_to_the_sweep_configs_report_section(sweep, capsys):
     folder, _ = sweep
     (folder / "multirun.yaml").write_text("report:\n  metrics: [test/ece, test/teacher_acc]\n")
-    assert report.sweep_metrics(folder) == ["test/ece", "test/teacher_acc"]
-    assert report.main([str(folder)]) == 0
+    assert sweep_metrics(folder) == ["test/ece", "test/teacher_acc"]
+    assert main([str(folder)]) == 0
     markdown = (folder / "report.md").read_text()
     assert "| divergence | n | test/ece | test/teacher_acc |" in markdown
     assert "| kl | 3 | 0.2000 ± 0.1000 | — |" in markdown  # a metric no run logged is shown as missing
@@ -121,14 +123,14 @@ def test_reliability_bins_are_pooled_over_seeds(tmp_path):
     for num, content in enumerate((bins, other)):
         _job(tmp_path, num, ["method=dml", f"seed={num}"], {"test/acc": 0.5}, num)
         (tmp_path / str(num) / "reliability.json").write_text(json.dumps({"model": content}))
-    (group,) = report.collect(tmp_path, ["test/acc"]).groups
-    pooled = report.pooled_reliability(group)["model"]
+    (group,) = collect(tmp_path, ["test/acc"]).groups
+    pooled = pooled_reliability(group)["model"]
     assert pooled["count"] == [2, 6]
     assert pooled["confidence"][1] == pytest.approx((2 * 0.9 + 4 * 0.8) / 6)
     assert pooled["accuracy"][1] == pytest.approx((2 * 1.0 + 4 * 0.5) / 6)
     expected_ece = (2 * abs(0.5 - 0.4) + 6 * abs(4 / 6 - 5 / 6)) / 8
     assert pooled["ece"] == pytest.approx(expected_ece)
-    assert report.write_reliability_grid(report.collect(tmp_path, ["test/acc"]), tmp_path / "grid.png")
+    assert write_reliability_grid(collect(tmp_path, ["test/acc"]), tmp_path / "grid.png")
     assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -161,13 +163,13 @@ def test_unfinished_jobs_are_listed_with_their_state(tmp_path, capsys):
     _status(folder / "3", state="running", attempt=2, slurm_job_id="17")
     (folder / "3" / "checkpoints").mkdir()
     (folder / "3" / "checkpoints" / "last.ckpt").write_bytes(b"")
-    result = report.collect(folder, ["test/acc"])
+    result = collect(folder, ["test/acc"])
     assert result.expected == 6  # 3 divergences x 2 seeds
     lines = result.progress_lines()
     assert lines[0] == "Jobs of 6: 2 finished, 1 running, 1 failed, 2 not started"
     assert lines[1] == "- 2 (failed: ConfigError: method.alpha must be a number in [0, 1] (got 2))"
     assert lines[2].startswith("- 3 (running: SLURM job 17, attempt 2, last checkpoint ")
-    assert report.main([str(folder)]) == 0
+    assert main([str(folder)]) == 0
     out = capsys.readouterr().out
     assert "Jobs of 6: 2 finished" in out and "failed: ConfigError" in out
     assert "2 not started" in (folder / "report.md").read_text()
@@ -199,13 +201,13 @@ def test_gcd_curves_are_averaged_over_seeds_and_drawn(tmp_path):
             num += 1
     from divergence_lab.report.curves import write_curve_grid
 
-    result = report.collect(folder, ["test/acc"])
+    result = collect(folder, ["test/acc"])
     groups = [(group.label(result.varying), group.jobs) for group in result.groups]
     finals = write_curve_grid(groups, folder / "curves.png")
     assert finals["false"]["acc_old"] == pytest.approx(0.65)  # mean of 0.6 and 0.7 at the last epoch
     assert finals["true"]["acc_old"] == pytest.approx(0.85)
     assert (folder / "curves.png").stat().st_size > 0
-    assert report.main([str(folder)]) == 0
+    assert main([str(folder)]) == 0
     assert "![curves](report_curves.png)" in (folder / "report.md").read_text()
 
 
@@ -231,9 +233,9 @@ def test_numeric_sweep_key_gets_a_line_plot_and_top_level_numbers_are_metrics(tm
                 num += 1
     from divergence_lab.report.lines import numeric_key
 
-    result = report.collect(folder, ["test/acc", "wall_time_s"])
+    result = collect(folder, ["test/acc", "wall_time_s"])
     assert numeric_key(result.varying, result.groups) == "method.density"
     assert result.groups[0].summary("wall_time_s") == pytest.approx((2.5, statistics.stdev([2.0, 3.0])))
-    assert report.main([str(folder), "--metrics", "test/acc", "wall_time_s"]) == 0
+    assert main([str(folder), "--metrics", "test/acc", "wall_time_s"]) == 0
     assert (folder / "report_lines.png").stat().st_size > 0
     assert "![lines](report_lines.png)" in (folder / "report.md").read_text()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from divergence_lab.config.checks import ConfigError
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.config.preflight import preflight
 from divergence_lab.run.threads import thread_count
 from tests.conftest import compose_config, run_training

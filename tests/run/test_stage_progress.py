@@ -13,6 +13,7 @@ from divergence_lab import divergences
 from divergence_lab.methods import cts, progress
 from divergence_lab.methods.legogcd import GCDNetwork, build_backbone, pretrain_backbone
 from divergence_lab.methods.progress import StageProgress, format_duration, mean_of
+from divergence_lab.methods.stages import build_in_memory
 from divergence_lab.models.mlp import MLP
 from divergence_lab.pruning.concrete import concrete_search
 from divergence_lab.run.pipeline import build_datamodule
@@ -122,7 +123,7 @@ def test_rewind_training_and_ltr_log_one_line_per_epoch_and_per_round(progress_l
     )
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
-    cts.build(cfg, datamodule)
+    build_in_memory(cfg, datamodule)
     assert_numbered(progress_lines("rewind"), "epoch", 2, ["loss"])
     rounds = progress_lines("ltr")
     assert_numbered(rounds, "round", 2, ["density"])  # 1 -> 0.5 -> 0.3

@@ -1,0 +1,108 @@
+"""Training a method needs before its main fit, declared as stages instead of hidden in its builder.
+
+A method module may define, beside its builder ``build(cfg, datamodule, outputs)``::
+
+    def stages(cfg, datamodule) -> list[Stage]
+
+and name it in its YAML (``stages: divergence_lab.methods.<module>.stages``). Each :class:`Stage` has a name
+and a function of a :class:`StageContext` that returns the stage's output: a dict of tensors, numbers,
+strings and lists of them (what ``torch.load(weights_only=True)`` reads back). Stages run in order; a later
+stage and the builder read earlier outputs from ``context.outputs[name]``. Examples: CTS's dense rewind
+training, mask search and LTR rounds (:mod:`divergence_lab.methods.pruning`), LegoGCD's SimCLR pre-training
+(:mod:`divergence_lab.methods.legogcd`), the cached teacher of distillation methods
+(:mod:`divergence_lab.methods.kd`).
+
+The run layer (:mod:`divergence_lab.run.stages`) runs them on the trainer's device and precision, saves each
+output in ``<run dir>/stages/<name>.pt`` and loads it instead of running the stage again when a job resumes
+or is requeued; under DDP rank 0 runs a stage and the other ranks load its output. Without a run directory
+(a notebook, a test) :func:`run_in_memory` runs them here.
+
+A stage function must move what it returns to the CPU (:func:`cpu_state`); it may use the global random
+streams: the run layer restores them after a loaded stage as they were after the stage ran.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+StageOutput = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One named piece of training (``name`` is also its file name and its progress label)."""
+
+    name: str
+    run: Callable[[StageContext], StageOutput]
+
+
+@dataclass
+class StageContext:
+    """What a stage may use.
+
+    ``device``: where to train (the trainer's root device); ``outputs``: earlier stages' outputs by name;
+    ``run_dir``: the run directory for side files such as a search trajectory (None outside a run);
+    ``teacher``: returns the trained, frozen teacher network of a teacher config (the run layer's teacher
+    cache; None where no provider was given).
+    """
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    outputs: dict[str, StageOutput] = field(default_factory=dict)
+    run_dir: Path | None = None
+    teacher: Callable[[Any], nn.Module] | None = None
+
+    def trained_teacher(self, teacher_cfg: Any) -> nn.Module:
+        if self.teacher is None:
+            raise RuntimeError("this method needs a teacher: give StageContext a teacher provider")
+        return self.teacher(teacher_cfg)
+
+
+def declared_stages(cfg: Any, datamodule: Any) -> list[Stage]:
+    """The stages of the function ``stages(cfg, datamodule)`` that ``cfg.method.stages`` names, if any."""
+    declared = cfg.method.get("stages")
+    return list(dotted_function(declared)(cfg, datamodule)) if declared else []
+
+
+def dotted_function(path: str) -> Callable[..., Any]:
+    """The function ``package.module.name``."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_in_memory(cfg: Any, datamodule: Any, context: StageContext | None = None) -> Any:
+    """A method's LightningModule without a run directory: its stages run here (nothing saved), then its
+    builder ``cfg.method.builder(cfg, datamodule, outputs)``."""
+    outputs = run_in_memory(declared_stages(cfg, datamodule), context)
+    return dotted_function(cfg.method.builder)(cfg, datamodule, outputs)
+
+
+def run_in_memory(stages: Sequence[Stage], context: StageContext | None = None) -> dict[str, StageOutput]:
+    """Run ``stages`` in order in this process, nothing saved; return their outputs by name."""
+    context = context or StageContext()
+    for stage in stages:
+        context.outputs[stage.name] = stage.run(context)
+    return context.outputs
+
+
+def cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``net``'s state dict on the CPU (a stage output that does not alias the network)."""
+    return {name: value.detach().to("cpu", copy=True) for name, value in net.state_dict().items()}
+
+
+def network_from_state(build: Callable[[], nn.Module], state: dict[str, torch.Tensor]) -> nn.Module:
+    """The network ``build()`` makes, with ``state`` loaded, built without touching the random streams.
+
+    Building draws initial weights that ``state`` then replaces; drawing them from a forked generator keeps
+    every later draw (the student's initialisation, dropout) the same whether a stage ran or was loaded.
+    """
+    with torch.random.fork_rng(devices=[]):
+        net = build()
+    net.load_state_dict(state)
+    return net

@@ -4,7 +4,9 @@ A change meant to leave results alone (a refactoring, a new layer) must give the
 code before it. This script runs a one-seed slice of each study (``SLICES``), reads every job's
 ``metrics.json``, and either writes them (``--record FILE``) or compares them with a recorded file
 (``--check FILE``): one line per study with the number of jobs and the largest absolute difference; exit
-code 1 when any number differs by more than ``--tolerance`` (default 0: bit for bit).
+code 1 when any number differs by more than ``--tolerance`` (default 0: bit for bit). Timings (metrics
+named ``*time_s``, such as ``test/search_time_s``) are recorded but not compared. ``--save FILE`` keeps
+the numbers of a check.
 
     python scripts/reproduce_studies.py --record docs/results/seed0.json
     python scripts/reproduce_studies.py --check docs/results/seed0.json
@@ -24,6 +26,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+TIMING_SUFFIX = "time_s"  # wall-clock metrics: they differ between any two runs
 
 # study -> the command-line overrides that cut its grid down to one seed (and one value of a long axis)
 SLICES: dict[str, list[str]] = {
@@ -58,15 +62,21 @@ def run_study(dlab: list[str], study: str, overrides: list[str], sweeps: Path, o
     return jobs
 
 
+def compared(metrics: dict) -> dict:
+    """The metrics a rerun must reproduce: all but timings."""
+    return {name: value for name, value in metrics.items() if not name.endswith(TIMING_SUFFIX)}
+
+
 def largest_difference(recorded: dict, measured: dict) -> float:
     """The largest absolute difference over all jobs and metrics; inf when jobs or metrics differ."""
     if recorded.keys() != measured.keys():
         return float("inf")
     worst = 0.0
-    for key, metrics in recorded.items():
-        if metrics.keys() != measured[key].keys():
+    for key in recorded:
+        old, new = compared(recorded[key]), compared(measured[key])
+        if old.keys() != new.keys():
             return float("inf")
-        worst = max([worst, *(abs(value - measured[key][name]) for name, value in metrics.items())])
+        worst = max([worst, *(abs(value - new[name]) for name, value in old.items())])
     return worst
 
 
@@ -75,6 +85,7 @@ def main() -> None:
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--record", type=Path, help="write the numbers to this JSON file")
     action.add_argument("--check", type=Path, help="compare the numbers with this recorded JSON file")
+    parser.add_argument("--save", type=Path, help="with --check: also write the numbers to this file")
     parser.add_argument("--dlab", default="dlab", help="the command that runs dlab (default: dlab)")
     parser.add_argument("--sweeps", type=Path, default=Path("sweeps"), help="the studies' folder")
     parser.add_argument("--tolerance", type=float, default=0.0, help="largest accepted difference")
@@ -102,9 +113,10 @@ def main() -> None:
                         "" if worst <= args.tolerance else "  DIFFERS"
                     )
             print(line, flush=True)
-    if args.record:
-        args.record.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-        print(f"recorded {sum(len(j) for j in results.values())} jobs in {args.record}")
+    for path in (args.record, args.save):
+        if path:
+            path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+            print(f"recorded {sum(len(j) for j in results.values())} jobs in {path}")
     sys.exit(1 if failed else 0)
 
 

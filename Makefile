@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 STUDY  ?= kd_divergences
 
-.PHONY: install demo sweep test test-cluster test-fast lint bench clean slurm-up slurm-down
+.PHONY: install demo sweep test test-cluster test-fast lint bench reproduce clean slurm-up slurm-down
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ clean:
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+# one seed of every study in sweeps/, compared bit for bit with the recorded numbers (CPU, 2 threads)
+reproduce: install
+	$(BIN)/python scripts/reproduce_studies.py --check docs/results/seed0.json
 
 # A single-node SLURM cluster on this machine (root: installs Debian packages, starts the daemons).
 slurm-up:

@@ -208,6 +208,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
             trainer.precision_plugin.forward_context,
             rank_zero,
             cfg.stage_wait_s,
+            reuse=cfg.ckpt_path is not None,  # null: start over in place, stages too
         )
         module = dotted_function(cfg.method.builder)(cfg, datamodule, outputs)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.ckpt_path, run_dir))

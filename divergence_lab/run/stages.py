@@ -70,9 +70,14 @@ def _save(path: Path, content: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _wait_for(path: Path, timeout_s: float) -> None:
+def _written(path: Path, newer_than: float | None) -> bool:
+    return path.is_file() and (newer_than is None or path.stat().st_mtime >= newer_than)
+
+
+def _wait_for(path: Path, timeout_s: float, newer_than: float | None) -> None:
+    """Wait until ``path`` exists (and was written after ``newer_than``, a time.time(), when given)."""
     deadline = time.monotonic() + timeout_s
-    while not path.is_file():
+    while not _written(path, newer_than):
         if time.monotonic() > deadline:
             raise TimeoutError(f"rank 0 did not write {path} within {timeout_s:.0f} s (stage_wait_s)")
         time.sleep(WAIT_POLL_S)
@@ -85,13 +90,18 @@ def run_stages(
     precision: Callable[[], AbstractContextManager[Any]],
     rank_zero: bool,
     wait_s: float,
+    reuse: bool = True,
 ) -> dict[str, StageOutput]:
-    """Run or load each stage in order (see the module docstring); return the outputs by name."""
+    """Run or load each stage in order (see the module docstring); return the outputs by name.
+
+    ``reuse=False`` (``ckpt_path=null``: start over in place) runs every stage again and overwrites its file.
+    """
+    started_at = time.time()
     for stage in stages:
         path = stage_file(run_dir, stage.name)
-        if path.is_file() or not rank_zero:
+        if (reuse and path.is_file()) or not rank_zero:
             if not rank_zero:
-                _wait_for(path, wait_s)
+                _wait_for(path, wait_s, newer_than=None if reuse else started_at)
             saved = torch.load(path, map_location="cpu", weights_only=True)
             restore_random_state(saved["random_state"])
             log.info("[stage] %s: loaded from %s (not run again)", stage.name, path)

@@ -98,3 +98,10 @@ def test_a_stage_runs_under_the_trainers_precision(tmp_path):
     _run([Stage("teacher", CountingStage())], tmp_path, precision=precision)
     _run([Stage("teacher", CountingStage())], tmp_path, precision=precision)  # loaded: nothing runs
     assert entered == [True]
+
+
+def test_starting_over_in_place_runs_the_stages_again(tmp_path):
+    stage = CountingStage()
+    _run([Stage("search", stage)], tmp_path)
+    run_stages([Stage("search", stage)], StageContext(), tmp_path, _no_precision, True, 5.0, reuse=False)
+    assert stage.calls == 2

@@ -33,6 +33,7 @@ CONF_DIR = Path(__file__).parents[1] / "conf"
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
 SCHEDULER_NAMES = ("none", "cosine")
 NULL_ALLOWED_GROUPS = ("experiment", "hparams_search")
+SEARCHPATH_OVERRIDE = "hydra.searchpath="
 PRUNERS = ("cts", "random", "magnitude", "snip", "grasp", "synflow", "ltr")
 MASK_PRUNERS = ("synflow", "ltr")  # they choose a mask, not scores
 SANITY_CHECKS = ("none", "shuffle", "invert", "reinit")
@@ -50,7 +51,9 @@ def group_options(config_dirs: Iterable[Path]) -> dict[str, set[str]]:
     return options
 
 
-def _extra_config_dirs(argv: Sequence[str]) -> list[Path]:
+def extra_config_dirs(argv: Sequence[str]) -> list[Path]:
+    """The user's config folders on a command line: ``--config-dir`` / ``-cd`` and the ``file://`` entries
+    of a ``hydra.searchpath=[...]`` override (both add to Hydra's config search path)."""
     dirs = []
     for i, arg in enumerate(argv):
         for flag in ("--config-dir", "-cd"):
@@ -58,6 +61,9 @@ def _extra_config_dirs(argv: Sequence[str]) -> list[Path]:
                 dirs.append(Path(argv[i + 1]))
             elif arg.startswith(flag + "="):
                 dirs.append(Path(arg.split("=", 1)[1]))
+        if arg.startswith(SEARCHPATH_OVERRIDE):
+            entries = arg.split("=", 1)[1].strip("[]").split(",")
+            dirs += [Path(e.strip().strip("'\"")[len("file://") :]) for e in entries if "file://" in e]
     return [d for d in dirs if d.is_dir()]
 
 
@@ -76,7 +82,7 @@ def check_group_choices(argv: Sequence[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:  # malformed syntax: Hydra reports it with its own message
         return
-    options = group_options([CONF_DIR, *_extra_config_dirs(argv)])
+    options = group_options([CONF_DIR, *extra_config_dirs(argv)])
     for override in parsed:
         group = override.key_or_group
         if group not in options or group.startswith("hydra/") or override.is_delete():

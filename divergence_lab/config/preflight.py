@@ -33,13 +33,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from divergence_lab.config.checks import (
     CONF_DIR,
-    ConfigError,
+    SEARCHPATH_OVERRIDE,
     check_group_choices,
+    extra_config_dirs,
     group_options,
     unread_override,
     validate_divergence,
     validate_settings,
 )
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.run.fingerprint import (
     SWEEP_FINGERPRINT_FILE,
     SWEEP_KEY_PREFIX,
@@ -66,11 +68,12 @@ class CommandLine:
     config_dir: Path | None = None
     config_name: str = "train"
     overrides: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)  # all of it, for the user's config folders
 
 
 def parse_command_line(argv: Sequence[str]) -> CommandLine | None:
     """Split ``argv`` into Hydra's flags and the overrides; None for informational commands (``--help``)."""
-    line = CommandLine()
+    line = CommandLine(argv=list(argv))
     args = iter(argv)
     for arg in args:
         flag, _, inline = arg.partition("=") if arg.startswith("-") else (arg, "", "")
@@ -90,15 +93,24 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine | None:
 
 
 def compose_config(line: CommandLine, overrides: Sequence[str]) -> DictConfig:
-    """Compose like the ``dlab`` app does (with the ``hydra`` node); errors become one-line ConfigErrors."""
-    context = (
-        initialize_config_dir(str(line.config_dir.resolve()), version_base="1.3")
-        if line.config_dir is not None
-        else initialize_config_module("divergence_lab.conf", version_base="1.3")
-    )
+    """Compose like the ``dlab`` app does (with the ``hydra`` node); errors become one-line ConfigErrors.
+
+    As in Hydra, ``--config-dir`` adds a folder to the search path: the primary config comes from it when
+    it holds one of that name (a study in ``sweeps/``), else from the package, with the folder's groups
+    (``<dir>/data/mine.yaml``) found beside the package's.
+    """
+    overrides = list(overrides)
+    own_primary = line.config_dir is not None and (line.config_dir / f"{line.config_name}.yaml").is_file()
+    if own_primary:
+        context = initialize_config_dir(str(line.config_dir.resolve()), version_base="1.3")
+    else:
+        context = initialize_config_module("divergence_lab.conf", version_base="1.3")
+        given = any(o.startswith(SEARCHPATH_OVERRIDE) for o in overrides)
+        if line.config_dir is not None and not given:
+            overrides.append(f"{SEARCHPATH_OVERRIDE}[file://{line.config_dir.resolve()}]")
     try:
         with context:
-            return compose(line.config_name, overrides=list(overrides), return_hydra_config=True)
+            return compose(line.config_name, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as error:
         raise composition_error(line, overrides, error) from None
 
@@ -177,7 +189,7 @@ def job_configs(
     line: CommandLine, base: DictConfig, fixed: list[str], swept: dict[str, list[Any] | None]
 ) -> Iterator[DictConfig]:
     """``base``, then one config per value of each swept key (the other swept keys at their defaults)."""
-    groups = group_options([CONF_DIR, *([line.config_dir] if line.config_dir else [])])
+    groups = group_options([CONF_DIR, *extra_config_dirs(line.argv)])
     yield base
     for key, values in swept.items():
         for value in values or []:

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from torch import nn
+
+from divergence_lab.config.targets import instantiate_target
 
 
 def build_network(model_cfg: Any, datamodule: Any) -> nn.Module:
     """Instantiate a ``model`` config (``_target_`` + widths) for the datamodule's input shape and classes.
 
-    A network that refuses its arguments raises its own one-line ``ValueError`` (``model.<key> ...``).
+    A network that refuses its arguments raises its own one-line ``ConfigError`` (``model.<key> ...``).
     """
-    try:
-        shape = list(datamodule.input_shape)
-        return instantiate(model_cfg, in_shape=shape, num_classes=datamodule.num_classes)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, ValueError):
-            raise error.__cause__ from None
-        raise
+    shape = list(datamodule.input_shape)
+    return instantiate_target(model_cfg, "model", in_shape=shape, num_classes=datamodule.num_classes)

@@ -27,12 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from divergence_lab.config.checks import validate_divergence, validate_settings
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data import instantiate_datamodule
 from divergence_lab.methods.progress import current_position, set_position
 from divergence_lab.methods.stages import StageContext, declared_stages, dotted_function
@@ -74,13 +72,8 @@ log = logging.getLogger("divergence_lab")
 
 
 def build_datamodule(cfg: DictConfig) -> Any:
-    """Instantiate ``cfg.data`` for this run's seed; a refused data value surfaces as its ConfigError."""
-    try:
-        return instantiate_datamodule(cfg.data, seed=cfg.seed)
-    except InstantiationException as error:  # Hydra wraps what the data module's constructor raised
-        if isinstance(error.__cause__, ConfigError):
-            raise error.__cause__ from None
-        raise
+    """Instantiate and set up ``cfg.data`` for this run's seed (a refused value raises its ConfigError)."""
+    return instantiate_datamodule(cfg.data, seed=cfg.seed)
 
 
 def stage_context(cfg: DictConfig, run_dir: Path | None, device: Any) -> StageContext:

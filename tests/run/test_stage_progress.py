@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from divergence_lab import divergences
-from divergence_lab.methods import cts, progress
+from divergence_lab.methods import progress, pruning
 from divergence_lab.methods.legogcd import GCDNetwork, build_backbone, pretrain_backbone
 from divergence_lab.methods.progress import StageProgress, format_duration, mean_of
 from divergence_lab.methods.stages import build_in_memory
@@ -133,9 +133,9 @@ def test_rewind_training_and_ltr_log_one_line_per_epoch_and_per_round(progress_l
 
 
 def test_ltr_densities_stop_exactly_at_the_target():
-    assert cts.ltr_densities(1000, 0.3, 0.5) == [0.5, 0.3]
-    assert cts.ltr_densities(1000, 1.0, 0.2) == []
-    densities = cts.ltr_densities(50_200, 0.01, 0.2)
+    assert pruning.ltr_densities(1000, 0.3, 0.5) == [0.5, 0.3]
+    assert pruning.ltr_densities(1000, 1.0, 0.2) == []
+    densities = pruning.ltr_densities(50_200, 0.01, 0.2)
     assert densities[-1] == 0.01 and all(a > b for a, b in itertools.pairwise(densities))
 
 

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from divergence_lab import divergences
+from divergence_lab.config.checks import validate
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.methods.kd import DistillationModule
 from divergence_lab.models.mlp import MLP
 from divergence_lab.run import teacher_cache as teachers
@@ -59,9 +61,9 @@ def test_teacher_is_frozen_and_stays_in_eval_mode():
     assert optimized == {id(p) for p in module.net.parameters()}
 
 
-def test_alpha_out_of_range_is_refused():
-    with pytest.raises(ValueError, match=r"method.alpha must be in \[0, 1\]"):
-        _module(alpha=1.5)
+def test_alpha_out_of_range_is_refused_before_anything_is_built():
+    with pytest.raises(ConfigError, match=r"method.alpha must be a number in \[0, 1\] \(got 1.5\)"):
+        validate(compose_config(["method.alpha=1.5"]))
 
 
 def _teacher_config(**changes):

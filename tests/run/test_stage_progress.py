@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from divergence_lab import divergences
 from divergence_lab.methods import progress, pruning
@@ -143,7 +144,8 @@ def test_simclr_pretraining_logs_one_line_per_epoch_with_the_mean_infonce(progre
     torch.manual_seed(0)
     backbone, width = build_backbone("mlp", (16,), [8], 20)
     net = GCDNetwork(backbone, width, 4, 6)
-    pretrain_backbone(net, torch.rand(40, 16), "vector", epochs=3, batch_size=16)
+    settings = OmegaConf.create({"epochs": 3, "batch_size": 16, "lr": 1e-3, "temperature": 0.5})
+    pretrain_backbone(net, torch.rand(40, 16), "vector", settings, torch.device("cpu"))
     lines = progress_lines("simclr pretraining")
     assert_numbered(lines, "epoch", 3, ["infonce"])
     assert all(float(re.search(rf"infonce ({NUMBER})", line)[1]) > 0 for line in lines)

@@ -51,7 +51,10 @@ def job_key(job_dir: Path) -> str:
 def run_study(dlab: list[str], study: str, overrides: list[str], sweeps: Path, out: Path) -> dict:
     """Run one study's slice into ``out``; return ``{job key: test metrics}``."""
     command = [*dlab, "-m", "-cd", str(sweeps), "-cn", study, *overrides, f"hydra.sweep.dir={out}"]
-    completed = subprocess.run(command, capture_output=True, text=True)
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SystemExit(f"reproduce: cannot run {dlab[0]!r}; give the command with --dlab") from None
     if completed.returncode != 0:
         tail = "\n".join(completed.stderr.strip().splitlines()[-5:])
         raise SystemExit(f"reproduce: {study} failed ({shlex.join(command)}):\n{tail}")
@@ -86,7 +89,11 @@ def main() -> None:
     action.add_argument("--record", type=Path, help="write the numbers to this JSON file")
     action.add_argument("--check", type=Path, help="compare the numbers with this recorded JSON file")
     parser.add_argument("--save", type=Path, help="with --check: also write the numbers to this file")
-    parser.add_argument("--dlab", default="dlab", help="the command that runs dlab (default: dlab)")
+    parser.add_argument(
+        "--dlab",
+        default=str(Path(sys.executable).with_name("dlab")),
+        help="the command that runs dlab (default: the dlab beside this Python)",
+    )
     parser.add_argument("--sweeps", type=Path, default=Path("sweeps"), help="the studies' folder")
     parser.add_argument("--tolerance", type=float, default=0.0, help="largest accepted difference")
     parser.add_argument("--only", nargs="*", default=list(SLICES), help="studies to run (default: all)")

@@ -294,6 +294,9 @@ def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     check_method_reads(cfg, overrides)
     check_optimized_metric(cfg)
     check_threads(cfg.get("threads", "auto"))
+    wait = cfg.get("stage_wait_s")
+    if wait is not None and (not _is_number(wait) or wait <= 0):
+        raise ConfigError(f"stage_wait_s must be a number of seconds > 0 (got {wait!r})")
     check_divergence_temperature(cfg)
     ckpt = cfg.get("ckpt_path")
     if ckpt not in (None, "auto", "fresh") and not os.path.isfile(str(ckpt)):

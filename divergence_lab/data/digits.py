@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 from sklearn.datasets import load_digits
 
-from divergence_lab.config.errors import ConfigError
-from divergence_lab.data.tensor_datamodule import TensorDataModule, stratified_split
+from divergence_lab.data.tensor_datamodule import TensorDataModule, check_split_fractions, stratified_split
 
 
 class DigitsDataModule(TensorDataModule):
@@ -29,11 +28,7 @@ class DigitsDataModule(TensorDataModule):
         noise_seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed, label_noise, noise_seed)
-        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 < value < 1.0:
-                raise ConfigError(f"data.{key} must be in (0, 1) (got {value})")
-        if val_fraction + test_fraction >= 1.0:
-            raise ConfigError("data.val_fraction + data.test_fraction must be < 1")
+        check_split_fractions(val_fraction, test_fraction)
         self.fractions = (val_fraction, test_fraction)
         self.split_seed = split_seed
         self.flatten = flatten

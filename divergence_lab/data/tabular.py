@@ -42,7 +42,7 @@ import torch
 from hydra.utils import to_absolute_path
 
 from divergence_lab.config.errors import ConfigError
-from divergence_lab.data.tensor_datamodule import TensorDataModule, stratified_split
+from divergence_lab.data.tensor_datamodule import TensorDataModule, check_split_fractions, stratified_split
 
 SKLEARN_PREFIX = "sklearn:"
 SKLEARN_TABLES = ("wine", "iris", "breast_cancer", "digits")
@@ -244,11 +244,7 @@ class TabularDataModule(TensorDataModule):
             raise _refuse("source", f"must be {SOURCE_FORMS} (got {source!r})")
         if not isinstance(label_column, str) or not label_column.strip():
             raise _refuse("label_column", f"must be the name of a CSV column (got {label_column!r})")
-        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-                raise ConfigError(f"data.{key} must be in (0, 1) (got {value!r})")
-        if val_fraction + test_fraction >= 1.0:
-            raise ConfigError("data.val_fraction + data.test_fraction must be < 1")
+        check_split_fractions(val_fraction, test_fraction)
         if not isinstance(standardize, bool):
             raise ConfigError(f"data.standardize must be true or false (got {standardize!r})")
         if isinstance(split_seed, bool) or not isinstance(split_seed, int):

@@ -142,6 +142,15 @@ def symmetric_label_noise(y: torch.Tensor, rate: float, num_classes: int, seed: 
     return noisy
 
 
+def check_split_fractions(val_fraction: object, test_fraction: object) -> None:
+    """Refuse ``data.val_fraction`` / ``data.test_fraction`` outside (0, 1), or summing to 1 or more."""
+    for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+            raise ConfigError(f"data.{key} must be in (0, 1) (got {value!r})")
+    if val_fraction + test_fraction >= 1.0:
+        raise ConfigError("data.val_fraction + data.test_fraction must be < 1")
+
+
 def stratified_split(
     y: torch.Tensor, fractions: tuple[float, float], seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

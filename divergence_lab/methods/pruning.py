@@ -191,8 +191,11 @@ def search(cfg: DictConfig, datamodule: Any, context: StageContext) -> StageOutp
     if context.device.type == "cuda":
         torch.cuda.synchronize(context.device)
     elapsed = time.perf_counter() - started
-    to_cpu = lambda tensors: None if tensors is None else [t.detach().cpu() for t in tensors]  # noqa: E731
-    return {"scores": to_cpu(scores), "mask": to_cpu(mask), "search_time_s": elapsed}
+    return {"scores": _on_cpu(scores), "mask": _on_cpu(mask), "search_time_s": elapsed}
+
+
+def _on_cpu(tensors: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+    return None if tensors is None else [t.detach().cpu() for t in tensors]
 
 
 def stages(cfg: DictConfig, datamodule: Any) -> list[Stage]:

@@ -23,13 +23,13 @@ streams: the run layer restores them after a loaded stage as they were after the
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import get_method
 from torch import nn
 
 StageOutput = dict[str, Any]
@@ -67,20 +67,18 @@ class StageContext:
 def declared_stages(cfg: Any, datamodule: Any) -> list[Stage]:
     """The stages of the function ``stages(cfg, datamodule)`` that ``cfg.method.stages`` names, if any."""
     declared = cfg.method.get("stages")
-    return list(dotted_function(declared)(cfg, datamodule)) if declared else []
+    return list(get_method(declared)(cfg, datamodule)) if declared else []
 
 
-def dotted_function(path: str) -> Callable[..., Any]:
-    """The function ``package.module.name``."""
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+def build_module(cfg: Any, datamodule: Any, outputs: dict[str, StageOutput]) -> Any:
+    """The method's LightningModule: its builder ``cfg.method.builder(cfg, datamodule, outputs)``."""
+    return get_method(cfg.method.builder)(cfg, datamodule, outputs)
 
 
 def build_in_memory(cfg: Any, datamodule: Any, context: StageContext | None = None) -> Any:
     """A method's LightningModule without a run directory: its stages run here (nothing saved), then its
-    builder ``cfg.method.builder(cfg, datamodule, outputs)``."""
-    outputs = run_in_memory(declared_stages(cfg, datamodule), context)
-    return dotted_function(cfg.method.builder)(cfg, datamodule, outputs)
+    builder."""
+    return build_module(cfg, datamodule, run_in_memory(declared_stages(cfg, datamodule), context))
 
 
 def run_in_memory(stages: Sequence[Stage], context: StageContext | None = None) -> dict[str, StageOutput]:

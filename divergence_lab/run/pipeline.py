@@ -33,7 +33,7 @@ from omegaconf import DictConfig
 from divergence_lab.config.checks import validate_divergence, validate_settings
 from divergence_lab.data import instantiate_datamodule
 from divergence_lab.methods.progress import current_position, set_position
-from divergence_lab.methods.stages import StageContext, declared_stages, dotted_function
+from divergence_lab.methods.stages import StageContext, build_module, declared_stages
 from divergence_lab.metrics.calibration import ReliabilityDiagram
 from divergence_lab.metrics.names import checkpoint_mode
 from divergence_lab.run.fingerprint import (
@@ -203,7 +203,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
             cfg.stage_wait_s,
             reuse=cfg.ckpt_path is not None,  # null: start over in place, stages too
         )
-        module = dotted_function(cfg.method.builder)(cfg, datamodule, outputs)
+        module = build_module(cfg, datamodule, outputs)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.ckpt_path, run_dir))
         # test the best-validation checkpoint, or the last one for methods that report the last epoch (GCD)
         select_last = cfg.method.get("checkpoint_selection", "best") == "last"

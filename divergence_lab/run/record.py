@@ -156,6 +156,15 @@ def write_json_atomically(path: Path, content: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def torch_save_atomically(content: Any, path: Path) -> None:
+    """``torch.save`` so that readers see the old file or the new one, never half of one."""
+    import torch
+
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(content, tmp)
+    os.replace(tmp, path)
+
+
 def finished_record(run_dir: Path) -> dict[str, Any] | None:
     """The run's metrics.json when it finished, else None (also when the file is unreadable: rerun).
 

@@ -17,7 +17,6 @@ precision (``Precision.forward_context``: autocast for ``bf16-mixed`` / ``16-mix
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ import torch
 
 from divergence_lab.methods.progress import format_duration, set_position
 from divergence_lab.methods.stages import Stage, StageContext, StageOutput
+from divergence_lab.run.record import torch_save_atomically
 
 STAGES_DIR = "stages"
 WAIT_POLL_S = 1.0  # how often another DDP rank looks for rank 0's stage file
@@ -65,9 +65,7 @@ def restore_random_state(state: dict[str, Any]) -> None:
 
 def _save(path: Path, content: dict[str, Any]) -> None:
     path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(content, tmp)
-    os.replace(tmp, path)
+    torch_save_atomically(content, path)
 
 
 def _written(path: Path, newer_than: float | None) -> bool:

@@ -47,6 +47,7 @@ from divergence_lab.methods.cross_entropy import CrossEntropyModule
 from divergence_lab.methods.progress import format_duration
 from divergence_lab.models import build_network
 from divergence_lab.run.epoch_progress import EpochProgress
+from divergence_lab.run.record import torch_save_atomically
 
 log = logging.getLogger(__name__)
 
@@ -201,9 +202,7 @@ def _save(net: nn.Module, entry: Path, meta: dict[str, Any]) -> None:
     """Write ``meta.json``, then the weights atomically: an entry with weights is always complete."""
     entry.mkdir(exist_ok=True)
     (entry / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-    tmp = entry / f"{WEIGHTS}.tmp"
-    torch.save(net.state_dict(), tmp)
-    os.replace(tmp, entry / WEIGHTS)
+    torch_save_atomically(net.state_dict(), entry / WEIGHTS)
 
 
 @contextmanager

@@ -99,6 +99,16 @@ def _dlab_env(tmp_path: Path) -> dict[str, str]:
 def test_killed_run_reruns_to_the_uninterrupted_result(phase, reference, tmp_path):
     run_dir = tmp_path / "run"
     overrides = [*_overrides(phase, _case_cache(phase, reference, tmp_path)), f"hydra.run.dir={run_dir}"]
+    _kill_at(phase, overrides, tmp_path)
+    assert not (run_dir / "metrics.json").exists()
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "running"  # nobody could say more
+
+    rerun, _ = run_training(tmp_path, overrides[:-1], "run")
+    assert results(rerun["metrics"]) == _expected(phase, reference)
+
+
+def _kill_at(phase: str, overrides: list[str], tmp_path: Path) -> None:
+    """Run ``dlab overrides`` in a subprocess that SIGKILLs itself at ``phase``."""
     killed = subprocess.run(
         [sys.executable, "-m", "tests.faults.driver", phase, "SIGKILL", *overrides],
         cwd=REPO,
@@ -108,17 +118,13 @@ def test_killed_run_reruns_to_the_uninterrupted_result(phase, reference, tmp_pat
         timeout=600,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert not (run_dir / "metrics.json").exists()
-    assert json.loads((run_dir / "status.json").read_text())["state"] == "running"  # nobody could say more
-
-    rerun, _ = run_training(tmp_path, overrides[:-1], "run")
-    assert results(rerun["metrics"]) == _expected(phase, reference)
 
 
 LEGOGCD = ["experiment=legogcd_digits", "trainer.max_epochs=2", "method.pretrain.epochs=2"]
-STAGE_CASES = {  # method -> (its overrides, its last stage, the functions that must not run on the rerun)
-    "cts": (CTS, "search", ("rewind_point", "search")),
-    "legogcd": (LEGOGCD, "simclr", ("simclr",)),
+# method -> (its module, its overrides, its last stage, its stage functions: none may run on the rerun)
+STAGE_CASES = {
+    "cts": ("pruning", CTS, "search", ("rewind_point", "search")),
+    "legogcd": ("legogcd", LEGOGCD, "simclr", ("simclr",)),
 }
 
 
@@ -126,40 +132,20 @@ STAGE_CASES = {  # method -> (its overrides, its last stage, the functions that 
 def test_a_run_killed_after_its_stage_loads_the_stage_instead_of_running_it_again(
     method, reference, tmp_path, monkeypatch
 ):
-    overrides, stage, stage_functions = STAGE_CASES[method]
+    module_name, overrides, stage, stage_functions = STAGE_CASES[method]
     overrides = [*overrides, f"paths.teacher_cache={reference['cache']}"]
     expected = (
         reference["cts"] if method == "cts" else run_training(tmp_path, overrides, "reference")[0]["metrics"]
     )
     run_dir = tmp_path / "run"
-    killed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.faults.driver",
-            STAGE_SAVED,
-            "SIGKILL",
-            *overrides,
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=REPO,
-        env=_dlab_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    saved = sorted(path.stem for path in (run_dir / "stages").glob("*.pt"))
-    assert saved and not (run_dir / "metrics.json").exists()
-    if saved[-1] != stage:  # killed after an earlier stage (CTS: after the rewind point): kill again
-        again = subprocess.run(
-            killed.args, cwd=REPO, env=_dlab_env(tmp_path), capture_output=True, timeout=600
-        )
-        assert again.returncode == -signal.SIGKILL
-    assert (run_dir / "stages" / f"{stage}.pt").is_file()
+    for _ in stage_functions:  # each kill comes right after one more stage is saved (CTS: rewind, search)
+        _kill_at(STAGE_SAVED, [*overrides, f"hydra.run.dir={run_dir}"], tmp_path)
+        if (run_dir / "stages" / f"{stage}.pt").is_file():
+            break
+    assert (run_dir / "stages" / f"{stage}.pt").is_file() and not (run_dir / "metrics.json").exists()
     stage_mtimes = {path.name: path.stat().st_mtime_ns for path in (run_dir / "stages").iterdir()}
 
-    module = importlib.import_module(f"divergence_lab.methods.{'pruning' if method == 'cts' else 'legogcd'}")
+    module = importlib.import_module(f"divergence_lab.methods.{module_name}")
     for name in stage_functions:
         monkeypatch.setattr(module, name, _must_not_run(name))
     rerun, _ = run_training(tmp_path, overrides, "run")

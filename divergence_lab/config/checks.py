@@ -31,7 +31,7 @@ from divergence_lab.config.errors import ConfigError
 
 CONF_DIR = Path(__file__).parents[1] / "conf"
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
-SCHEDULER_NAMES = ("none", "cosine")
+SCHEDULER_NAMES = ("none", "cosine", "step")
 NULL_ALLOWED_GROUPS = ("experiment", "hparams_search")
 SEARCHPATH_OVERRIDE = "hydra.searchpath="
 PRUNERS = ("cts", "random", "magnitude", "snip", "grasp", "synflow", "ltr")
@@ -134,6 +134,24 @@ def check_optimizer(optimizer: Any, key: str) -> None:
     scheduler = optimizer.get("scheduler", "none")
     if scheduler not in SCHEDULER_NAMES:
         raise ConfigError(f"{key}.scheduler must be one of {', '.join(SCHEDULER_NAMES)} (got {scheduler!r})")
+    min_lr_factor = optimizer.get("min_lr_factor", 0.0)
+    if not _is_number(min_lr_factor) or not 0.0 <= min_lr_factor <= 1.0:
+        raise ConfigError(f"{key}.min_lr_factor must be a number in [0, 1] (got {min_lr_factor!r})")
+    if scheduler == "step":
+        _check_milestones(optimizer.get("milestones"), optimizer.get("gamma", 0.1), key)
+
+
+def _check_milestones(milestones: Any, gamma: Any, key: str) -> None:
+    """``scheduler: step`` needs increasing integer epochs ``milestones`` and a factor ``gamma`` in (0, 1]."""
+    if not isinstance(milestones, (list, ListConfig)) or not milestones:
+        raise ConfigError(
+            f"{key}.milestones must be a non-empty list of epochs for scheduler=step (got {milestones!r})"
+        )
+    values = list(milestones)
+    if not all(_is_int(m) and m >= 1 for m in values) or values != sorted(set(values)):
+        raise ConfigError(f"{key}.milestones must be increasing integers >= 1 (got {values})")
+    if not _is_number(gamma) or not 0.0 < gamma <= 1.0:
+        raise ConfigError(f"{key}.gamma must be a number in (0, 1] (got {gamma!r})")
 
 
 def _check_teacher(teacher: Any) -> None:

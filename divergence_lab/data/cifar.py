@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.tensor_datamodule import (
@@ -202,8 +203,8 @@ class CIFARDataModule(TensorDataModule):
         super().__init__(batch_size, eval_batch_size, seed, label_noise, noise_seed)
         if variant not in LAYOUT:
             raise ConfigError(f"data.variant must be one of {', '.join(LAYOUT)} (got {variant!r})")
-        if not 0.0 < val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must be in (0, 1) (got {val_fraction})")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1) (got {val_fraction})")
         self.data_dir = data_dir
         self.variant = variant
         self.val_fraction = val_fraction
@@ -226,6 +227,16 @@ class CIFARDataModule(TensorDataModule):
             "val": (normalise(images[val]), labels[val]),
             "test": (normalise(test_images), test_labels),
         }
+
+    def val_dataloader(self) -> DataLoader:
+        """The held-out part of the training files; ``val_fraction = 0`` (the GCD protocol, which evaluates
+        on its unlabelled training images instead) leaves none, and a run that validates is refused."""
+        if self.val_fraction == 0.0:
+            raise ConfigError(
+                "data.val_fraction=0 leaves no validation images; only a GCD data config (data=gcd_cifar100) "
+                "can use every training image"
+            )
+        return super().val_dataloader()
 
     def data_fingerprint(self) -> str:
         """See :meth:`TensorDataModule.data_fingerprint`; cheap here: the variant, the split and label-noise

@@ -8,7 +8,10 @@ From the training split of a base data module (``digits``, ``synthetic``, ``cifa
 * the unlabelled set ``D_u`` holds the rest of the known-class images plus every novel-class image.
 
 Training batches are ``(view1, view2, y, labelled)``: two augmented views of each image, the label where
-the image is labelled and ``-1`` elsewhere (unlabelled labels never reach the training step). Validation
+the image is labelled and ``-1`` elsewhere (unlabelled labels never reach the training step). With
+``balanced_sampling`` (default, the official SimGCD / LegoGCD loader) an epoch is ``n`` draws with
+replacement, labelled images weighted 1 and unlabelled ones ``n_l / n_u``, so each half of the expected
+batch is labelled; incomplete last batches are dropped. Otherwise an epoch is a random permutation. Validation
 and test both evaluate on ``D_u`` with its true labels: the GCD protocol is transductive, the number
 reported is clustering accuracy on the unlabelled training images.
 
@@ -24,7 +27,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.cifar import random_crop_flip
@@ -45,6 +48,29 @@ def gcd_split(
         members = members[torch.randperm(len(members), generator=generator)]
         labelled[members[: round(labelled_fraction * len(members))]] = True
     return labelled, ~labelled
+
+
+class BalancedEpochSampler(Sampler[int]):
+    """``n`` indices drawn with replacement, ``P(i) ∝ 1`` for labelled images and ``n_l / n_u`` for unlabelled
+    ones (labelled and unlabelled each carry half the mass), from a generator seeded by ``(seed, epoch)``."""
+
+    def __init__(self, labelled: torch.Tensor, seed: int) -> None:
+        count_labelled = int(labelled.sum())
+        count_unlabelled = len(labelled) - count_labelled
+        self.weights = torch.where(labelled, 1.0, count_labelled / max(count_unlabelled, 1)).double()
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        draws = torch.multinomial(self.weights, len(self.weights), replacement=True, generator=generator)
+        return iter(draws.tolist())
+
+    def __len__(self) -> int:
+        return len(self.weights)
 
 
 def shift_noise_erase(images: torch.Tensor, noise: float = 0.1, patch: int = 2) -> torch.Tensor:
@@ -89,12 +115,15 @@ class GCDDataModule(L.LightningDataModule):
         batch_size: int = 128,
         eval_batch_size: int = 512,
         seed: int = 0,
+        balanced_sampling: bool = True,
     ) -> None:
         super().__init__()
         if not 0.0 < labelled_fraction < 1.0:
             raise ConfigError(f"data.labelled_fraction must be in (0, 1) (got {labelled_fraction})")
         if augment not in AUGMENTATIONS:
             raise ConfigError(f"data.augment must be one of {', '.join(AUGMENTATIONS)} (got {augment!r})")
+        if not isinstance(balanced_sampling, bool):
+            raise ConfigError(f"data.balanced_sampling must be true or false (got {balanced_sampling!r})")
         if batch_size < 2:
             raise ConfigError(f"data.batch_size must be an integer >= 2 (got {batch_size})")
         self.base = base
@@ -105,6 +134,7 @@ class GCDDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
+        self.balanced_sampling = balanced_sampling
         self.train_set: TensorDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -147,10 +177,15 @@ class GCDDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
+        if self.balanced_sampling:
+            sampler: Sampler[int] = BalancedEpochSampler(self.labelled, self.seed)
+        else:
+            sampler = EpochSeededSampler(len(self.train_set), self.seed)
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
-            sampler=EpochSeededSampler(len(self.train_set), self.seed),
+            sampler=sampler,
+            drop_last=self.balanced_sampling,
             generator=torch.Generator().manual_seed(self.seed),
             collate_fn=self.two_views,
         )

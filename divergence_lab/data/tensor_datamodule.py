@@ -73,7 +73,7 @@ class TensorDataModule(L.LightningDataModule):
             return
         splits = self.load_splits()
         self.input_shape = tuple(splits["train"][0].shape[1:])
-        self.num_classes = int(max(int(y.max()) for _, y in splits.values()) + 1)
+        self.num_classes = int(max(int(y.max()) for _, y in splits.values() if len(y)) + 1)
         if self.label_noise > 0:
             x_train, y_train = splits["train"]
             noisy = symmetric_label_noise(y_train, self.label_noise, self.num_classes, self.noise_seed)

@@ -24,20 +24,45 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch
 
 
 def make_optimizer(
-    parameters, optimizer: dict[str, Any], max_epochs: int
+    parameters: Any, optimizer: dict[str, Any], max_epochs: int
 ) -> dict[str, Any] | torch.optim.Optimizer:
-    """Build ``torch.optim`` objects from ``{name, lr, weight_decay, momentum?, scheduler?}``.
+    """Build ``torch.optim`` objects from ``{name, lr, weight_decay, momentum?, scheduler?, ...}``.
 
     ``parameters`` may be a list of parameter-group dicts; the config gives the defaults of every group.
+    ``no_decay_1d: true`` puts the tensors with at most one dimension (biases, normalisation scales) in a
+    group without weight decay, as the official SimGCD / LegoGCD code does. Schedulers, stepped per epoch:
+
+    * ``cosine``: ``lr_e = η_min + (lr − η_min)(1 + cos(π e / max_epochs)) / 2`` with
+      ``η_min = lr · min_lr_factor`` (default 0; SimGCD: 1e-3);
+    * ``step``: ``lr_e = lr · gamma^(number of milestones <= e)`` (TLAB: milestones 80, 120, gamma 0.1);
+    * ``none``: constant.
     """
     kwargs = {"lr": optimizer["lr"], "weight_decay": optimizer.get("weight_decay", 0.0)}
     if optimizer["name"] == "sgd":
         kwargs.update(momentum=optimizer.get("momentum", 0.9), nesterov=optimizer.get("nesterov", False))
+    if optimizer.get("no_decay_1d", False):
+        parameters = weight_decay_groups(parameters)
     opt = OPTIMIZERS[optimizer["name"]](parameters, **kwargs)
-    if optimizer.get("scheduler", "none") == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, max_epochs))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-    return opt
+    kind = optimizer.get("scheduler", "none")
+    if kind == "none":
+        return opt
+    if kind == "cosine":
+        eta_min = optimizer["lr"] * optimizer.get("min_lr_factor", 0.0)
+        scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=max(1, max_epochs), eta_min=eta_min
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            opt, milestones=list(optimizer["milestones"]), gamma=optimizer.get("gamma", 0.1)
+        )
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def weight_decay_groups(parameters: Any) -> list[dict[str, Any]]:
+    """Two groups: tensors with two or more dimensions (decayed), and the rest with ``weight_decay = 0``."""
+    tensors = list(parameters)
+    decayed = [p for p in tensors if p.ndim > 1]
+    return [{"params": decayed}, {"params": [p for p in tensors if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 class ClassifierModule(L.LightningModule):

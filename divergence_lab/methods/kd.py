@@ -2,8 +2,10 @@
 
 The student minimises ``(1 - alpha) * CE(student, y) + alpha * mean_i D(student_i, teacher_i)`` where
 ``D`` is any registry divergence (``divergence=kl`` is classic KD; temperature and the T² factor belong to
-the divergence config). The teacher is frozen, kept in eval mode, and comes from the teacher cache, so a
-sweep over divergences and seeds trains it once.
+the divergence config). A divergence named in ``method.divergence_warmup`` is ramped in linearly:
+the KD term is multiplied by ``min(e / W, 1)`` in (1-based) epoch ``e`` with ``W`` its warm-up epochs, as
+mdistiller does for DKD (``W = 20``). The teacher is frozen, kept in eval mode, and comes from the teacher
+cache, so a sweep over divergences and seeds trains it once.
 """
 
 from __future__ import annotations
@@ -34,11 +36,19 @@ class DistillationModule(ClassifierModule):
         num_classes: int,
         optimizer: dict[str, Any],
         max_epochs: int,
+        warmup_epochs: int = 0,
     ) -> None:
         super().__init__(net, num_classes, optimizer, max_epochs)
         self.teacher = teacher.eval().requires_grad_(False)
         self.divergence = divergence
         self.alpha = alpha
+        self.warmup_epochs = warmup_epochs
+
+    def warmup_factor(self) -> float:
+        """``min((current_epoch + 1) / warmup_epochs, 1)`` (1 without a warm-up): mdistiller's ramp."""
+        if self.warmup_epochs <= 0:
+            return 1.0
+        return min((self.current_epoch + 1) / self.warmup_epochs, 1.0)
 
     def train(self, mode: bool = True) -> DistillationModule:
         """Switch the student's mode; the teacher always stays in eval mode."""
@@ -59,7 +69,7 @@ class DistillationModule(ClassifierModule):
         student = self(x)
         ce = F.cross_entropy(student, y)
         distill = self.distillation(student, self.teacher_logits(x), y)
-        loss = (1.0 - self.alpha) * ce + self.alpha * distill
+        loss = (1.0 - self.alpha) * ce + self.alpha * self.warmup_factor() * distill
         return {"loss": loss, "ce": ce.detach(), "distill": distill.detach()}
 
 
@@ -69,6 +79,17 @@ def configured_divergence(key: str, name: str, **params: Any) -> divergences.Div
         return divergences.build(name, **params)
     except ValueError as error:
         raise ConfigError(f"{key}: {error}") from None
+
+
+def warmup_epochs(cfg: DictConfig) -> int:
+    """Warm-up epochs of the configured divergence in ``method.divergence_warmup`` (0: none)."""
+    warmups = cfg.method.get("divergence_warmup") or {}
+    epochs = warmups.get(cfg.divergence.name, 0)
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+        raise ConfigError(
+            f"method.divergence_warmup.{cfg.divergence.name} must be an integer >= 0 (got {epochs!r})"
+        )
+    return epochs
 
 
 def stages(cfg: DictConfig, datamodule: Any) -> list[Stage]:
@@ -99,4 +120,5 @@ def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> 
         num_classes=datamodule.num_classes,
         optimizer=dict(cfg.method.optimizer),
         max_epochs=cfg.trainer.max_epochs,
+        warmup_epochs=warmup_epochs(cfg),
     )

@@ -11,8 +11,11 @@ K classes. With ``P = softmax(s/τ_s)`` (τ_s = 0.1) on both views (2B rows), th
 
 with τ_t warmed up linearly from 0.07 to 0.04 over the first 30 epochs. LegoGCD adds, each switchable:
 
-* DKL (``use_dkl``): ``D(P_view1, P_view2)`` from the divergence registry (default ``kl`` = KL(P1‖P2)),
-  nothing detached, inside the unsupervised classification term (so weighted by 1-λ);
+* DKL (``use_dkl``): a dual-view term between the two views' predictions, nothing detached, inside the
+  unsupervised classification term (so weighted by 1-λ); :func:`dual_view_kl`, ``method.dkl_form``:
+  ``official_code`` (default) is the official ``DistillLoss.forward``, which applies ``log_softmax`` to the
+  probabilities ``P1, P2`` a second time: ``mean_i Σ_k P1_ik (log softmax(P1_i)_k − log softmax(P2_i)_k)``;
+  ``paper`` is Eq. 11–12 as printed, ``D(P1, P2)`` from the divergence registry (default ``kl`` = KL(P1‖P2));
 * LER (``use_ler``): rows that are unlabelled, predicted as a known class (``argmax P < num_known``) with
   confidence ``max P >= δ`` get ``ℓ = -Σ_k π_k log softmax(s/τ_o + λ_o log q̂)_k`` with ``π = softmax(s/τ_o)``
   (τ_o = 0.05, λ_o = 0.4, not detached), averaged over all 2B rows and weighted by β = 2. ``q̂`` is a running
@@ -20,8 +23,10 @@ with τ_t warmed up linearly from 0.07 to 0.04 over the first 30 epochs. LegoGCD
 
 Where paper and official code differ, this follows the code (papers.md §3): the τ_t schedule is linear,
 the InfoNCE/SupCon temperatures are 1 and 0.07, and LER *minimises* ``ℓ`` (sharpening) although the paper
-prints Eq. 9 with a leading minus. Simplification: batches are drawn uniformly, not with SimGCD's sampler
-that balances labelled and unlabelled images.
+prints Eq. 9 with a leading minus, and DKL is the code's double-softmax term unless ``dkl_form: paper``.
+Batches come from the official sampler that balances labelled and unlabelled images
+(:class:`divergence_lab.data.gcd.GCDDataModule`); SGD with a cosine schedule down to lr·1e-3 and no weight
+decay on tensors with one dimension (``method.optimizer``).
 """
 
 from __future__ import annotations
@@ -131,6 +136,41 @@ def mean_entropy_gap(probs: Tensor) -> Tensor:
     return math.log(probs.shape[1]) + (mean * torch.log(mean.clamp_min(1e-12))).sum()
 
 
+DKL_FORMS = ("official_code", "paper")
+
+
+def dual_view_kl(
+    logits_view1: Tensor,
+    logits_view2: Tensor,
+    form: str,
+    student_temperature: float = 0.1,
+    divergence: divergences.Divergence | None = None,
+) -> Tensor:
+    """LegoGCD's dual-view constraint between the two views' cosine logits (rows paired), batch mean.
+
+    With ``P_v = softmax(s_v / student_temperature)``:
+
+    * ``official_code``: ``mean_i Σ_k P1_ik (log softmax(P1_i)_k − log softmax(P2_i)_k)``, the official
+      ``DistillLoss.forward`` (``log_softmax`` applied to the probabilities, a softmax of a softmax);
+    * ``paper``: ``mean_i D(P1_i ‖ P2_i)`` with ``divergence`` a registry member called as
+      ``divergence(student=s2/τ, teacher=s1/τ)`` (default: ``kl``, so ``KL(P1 ‖ P2)``, Eq. 11–12).
+
+    Nothing is detached: gradients reach both views.
+    """
+    first, second = logits_view1 / student_temperature, logits_view2 / student_temperature
+    if form == "official_code":
+        p1, p2 = F.softmax(first, dim=1), F.softmax(second, dim=1)
+        return (p1 * (F.log_softmax(p1, dim=1) - F.log_softmax(p2, dim=1))).sum(1).mean()
+    if form == "paper":
+        member = (
+            divergence
+            if divergence is not None
+            else divergences.build("kl", temperature=1.0, t_squared=False)
+        )
+        return member(second, first).mean()
+    raise ConfigError(f"method.dkl_form must be one of {', '.join(DKL_FORMS)} (got {form!r})")
+
+
 def ler_selection(probs: Tensor, labelled: Tensor, num_known: int, threshold: float) -> Tensor:
     """Rows that LER regularises: unlabelled, predicted as a known class, confidence >= threshold."""
     confidence, predicted = probs.max(dim=1)
@@ -209,8 +249,8 @@ class LegoGCDModule(L.LightningModule):
         unsup_cls = unsup_cls + s["memax_weight"] * mean_entropy_gap(probs)
         terms: dict[str, Tensor] = {}
         if s["use_dkl"]:
-            first, second = (logits / s["student_temperature"]).chunk(2)
-            terms["dkl"] = self.dkl(second, first).mean()  # D(P1 ‖ P2): view 1 is the target side
+            view1, view2 = logits.chunk(2)
+            terms["dkl"] = dual_view_kl(view1, view2, s["dkl_form"], s["student_temperature"], self.dkl)
             unsup_cls = unsup_cls + terms["dkl"]
         if labelled2.any():
             sup_cls = F.cross_entropy(logits[labelled2] / s["student_temperature"], y2[labelled2])
@@ -338,11 +378,14 @@ def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> 
     trainable = net.last_block() if method.backbone.train_last_block_only else net.backbone
     net.backbone.requires_grad_(False)
     trainable.requires_grad_(True)
+    if method.dkl_form not in DKL_FORMS:
+        raise ConfigError(f"method.dkl_form must be one of {', '.join(DKL_FORMS)} (got {method.dkl_form!r})")
     dkl = divergences.build(**{**cfg.divergence, "t_squared": False, "temperature": 1.0})
     settings = {
         key: method[key]
         for key in (
             "use_dkl",
+            "dkl_form",
             "use_ler",
             "sup_weight",
             "memax_weight",

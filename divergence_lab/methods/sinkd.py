@@ -9,8 +9,10 @@ with ``D`` the ``divergence=`` choice (classic KD: ``kl``) and ``v`` the per-row
 L1 cost, T = 2, ε = 0.1, 20 iterations, gradient through the unrolled iterations). ``R`` is ``sum`` (the
 official code: its plan has mass B, so the term grows with the batch size) or ``mean`` (the OT cost
 between the two empirical distributions). Defaults follow the code's BERT/GLUE setting: beta = 0.8,
-scale = 0.001, sum. ``method.sinkhorn`` holds the ``sinkhorn_batch`` parameters (``solver: log`` by
-default; ``multiplicative`` is the paper's exact scaling loop).
+scale = 0.001, sum. The official KD term is ``-Σ p_t log q_s`` at the KD temperature without T², so the
+SinKD presets set ``divergence.t_squared: false`` (``kl`` differs from that cross-entropy by the teacher's
+entropy, a constant: same gradients). ``method.sinkhorn`` holds the ``sinkhorn_batch`` parameters
+(``solver: log`` by default; ``multiplicative`` is the paper's exact scaling loop).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import Tensor, nn
 
 from divergence_lab import divergences
 from divergence_lab.config.errors import ConfigError
-from divergence_lab.methods.kd import DistillationModule, configured_divergence, frozen_teacher
+from divergence_lab.methods.kd import DistillationModule, configured_divergence, frozen_teacher, warmup_epochs
 from divergence_lab.methods.stages import StageOutput
 from divergence_lab.models import build_network
 
@@ -62,7 +64,8 @@ class SinkhornDistillation(DistillationModule):
         distill = self.distillation(student, teacher, y)
         rows = self.batch_transport(student, teacher)
         transport = rows.sum() if self.transport_reduction == "sum" else rows.mean()
-        loss = (1.0 - self.alpha) * ce + self.alpha * distill + self.transport_weight * transport
+        loss = (1.0 - self.alpha) * ce + self.alpha * self.warmup_factor() * distill
+        loss = loss + self.transport_weight * transport
         return {"loss": loss, "ce": ce.detach(), "distill": distill.detach(), "sinkhorn": transport.detach()}
 
 
@@ -77,6 +80,7 @@ def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> 
         num_classes=datamodule.num_classes,
         optimizer=dict(method.optimizer),
         max_epochs=cfg.trainer.max_epochs,
+        warmup_epochs=warmup_epochs(cfg),
         batch_transport=configured_divergence("method.sinkhorn", "sinkhorn_batch", **method.sinkhorn),
         transport_weight=method.sinkhorn_weight * method.sinkhorn_scale,
         transport_reduction=method.sinkhorn_reduction,

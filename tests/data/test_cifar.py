@@ -88,3 +88,22 @@ def test_bdkd_cifar100_preset_runs_a_couple_of_steps(tmp_path):
         record["metrics"]
     )
     assert (run_dir / "reliability.png").is_file()
+
+
+def test_gcd_cifar100_partitions_every_training_image_as_the_official_protocol(tmp_path):
+    from divergence_lab.data.gcd import GCDDataModule
+
+    write_fake_cifar(tmp_path, "cifar100", per_class=4)
+    base = CIFARDataModule(str(tmp_path), "cifar100", val_fraction=0.0, augment=False)
+    gcd = GCDDataModule(base, num_known=80, labelled_fraction=0.5)
+    gcd.setup()
+    assert len(gcd.train_set) == 400  # no validation hold-out: D_l + D_u = the whole training set
+    assert int(gcd.labelled.sum()) == 160 and len(gcd.unlabelled_set) == 240  # half of 80 x 4 labelled
+
+
+def test_a_cifar_run_without_validation_images_is_refused_in_one_line(tmp_path):
+    write_fake_cifar(tmp_path, "cifar10", per_class=2)
+    dm = CIFARDataModule(str(tmp_path), "cifar10", val_fraction=0.0)
+    dm.setup()
+    with pytest.raises(ValueError, match="data.val_fraction=0 leaves no validation images"):
+        dm.val_dataloader()

@@ -142,3 +142,25 @@ def test_teacher_depends_on_its_own_seed_only_not_on_the_callers_random_state(tm
         trained.append(net.state_dict())
     for name, value in trained[0].items():
         assert torch.equal(value, trained[1][name]), name
+
+
+def test_dkd_ramps_in_over_its_warm_up_epochs_as_mdistiller(monkeypatch):
+    torch.manual_seed(0)
+    student, teacher = MLP([6], 4, hidden=[8]), MLP([6], 4, hidden=[16])
+    dkd = divergences.build("dkd", temperature=4.0)
+    module = DistillationModule(student, teacher, dkd, 0.5, 4, OPTIMIZER, 3, warmup_epochs=20)
+    x, y = torch.randn(10, 6), torch.randint(0, 4, (10,))
+    term = dkd(student(x), teacher(x), labels=y).mean()
+    ce = F.cross_entropy(student(x), y)
+    for epoch, factor in ((0, 1 / 20), (4, 5 / 20), (19, 1.0), (100, 1.0)):  # epochs counted from 1
+        monkeypatch.setattr(DistillationModule, "current_epoch", property(lambda self, e=epoch: e))
+        torch.testing.assert_close(module.losses(x, y)["loss"], 0.5 * ce + 0.5 * factor * term)
+
+
+def test_the_warm_up_comes_from_the_config_by_divergence_name():
+    from divergence_lab.methods.kd import warmup_epochs
+
+    assert warmup_epochs(compose_config(["method=kd", "divergence=dkd"])) == 20
+    assert warmup_epochs(compose_config(["method=kd", "divergence=kl"])) == 0
+    with pytest.raises(ConfigError, match=r"method.divergence_warmup.dkd must be an integer >= 0"):
+        warmup_epochs(compose_config(["method=kd", "divergence=dkd", "method.divergence_warmup.dkd=-1"]))

@@ -12,6 +12,7 @@ from divergence_lab import divergences
 from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.gcd import GCDDataModule, gcd_split, shift_noise_erase
 from divergence_lab.methods.legogcd import (
+    dual_view_kl,
     info_nce,
     ler_loss,
     ler_selection,
@@ -58,6 +59,31 @@ def test_training_batches_hold_two_different_views(gcd_digits):
     assert view1.shape == view2.shape == (128, 1, 8, 8)
     assert not torch.equal(view1, view2)
     assert ((y >= 0) == labelled).all()
+
+
+def test_balanced_sampler_draws_labelled_and_unlabelled_images_half_and_half(gcd_digits):
+    """The official sampler: weights 1 (labelled) and n_l / n_u (unlabelled), n draws with replacement."""
+    labelled = gcd_digits.labelled
+    loader = gcd_digits.train_dataloader()
+    assert loader.drop_last and len(loader.sampler) == len(labelled)
+    loader.sampler.set_epoch(0)
+    draws = torch.tensor(list(loader.sampler))
+    share = labelled[draws].float().mean().item()
+    assert abs(share - 0.5) < 4 * (0.25 / len(draws)) ** 0.5  # binomial(n, 1/2): within 4 std
+    assert labelled.float().mean().item() < 0.3  # uniform batches would hold far fewer labelled images
+    loader.sampler.set_epoch(1)
+    again = torch.tensor(list(loader.sampler))
+    loader.sampler.set_epoch(0)
+    assert torch.equal(draws, torch.tensor(list(loader.sampler))) and not torch.equal(draws, again)
+
+
+def test_uniform_sampling_is_one_permutation_per_epoch(gcd_digits):
+    from divergence_lab.data.digits import DigitsDataModule
+
+    dm = GCDDataModule(DigitsDataModule(), balanced_sampling=False)
+    dm.setup()
+    order = list(dm.train_dataloader().sampler)
+    assert sorted(order) == list(range(len(dm.train_set)))
 
 
 def test_digit_augmentation_shifts_by_at_most_one_pixel():
@@ -126,15 +152,70 @@ def test_ler_loss_matches_its_formula_in_float64():
     assert ler_loss(logits, selected, prior, 0.05, 0.4).item() == pytest.approx(expected / 6)
 
 
-def test_dkl_gradients_reach_both_views():
-    first = torch.randn(8, 5, requires_grad=True)
-    second = torch.randn(8, 5, requires_grad=True)
-    dkl = divergences.build("kl", temperature=1.0, t_squared=False)
-    value = dkl(second, first).mean()  # KL(P1 || P2), nothing detached
-    expected = (F.softmax(first, 1) * (F.log_softmax(first, 1) - F.log_softmax(second, 1))).sum(1).mean()
-    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
-    value.backward()
-    assert first.grad.abs().sum() > 0 and second.grad.abs().sum() > 0
+def official_dkl_float64(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> float:
+    """The official ``DistillLoss.forward`` DKL term re-derived by hand in float64: P = exp(s/τ) / Σ exp(s/τ)
+    per view, then Σ_k P1_k (log softmax(P1)_k − log softmax(P2)_k), averaged over rows."""
+    total = 0.0
+    for a, b in zip(view1.double().tolist(), view2.double().tolist(), strict=True):
+        p1 = np.exp(np.array(a) / temperature) / np.exp(np.array(a) / temperature).sum()
+        p2 = np.exp(np.array(b) / temperature) / np.exp(np.array(b) / temperature).sum()
+        log_softmax_p1 = p1 - np.log(np.exp(p1).sum())  # log_softmax applied to the probabilities
+        log_softmax_p2 = p2 - np.log(np.exp(p2).sum())
+        total += float((p1 * (log_softmax_p1 - log_softmax_p2)).sum())
+    return total / len(view1)
+
+
+def cosine_logits(rows: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    prototypes = F.normalize(torch.randn(classes, 16, generator=generator), dim=1)
+    features = F.normalize(torch.randn(rows, 16, generator=generator), dim=1)
+    noisy = F.normalize(features + 0.3 * torch.randn(rows, 16, generator=generator), dim=1)
+    return features @ prototypes.T, noisy @ prototypes.T
+
+
+@pytest.mark.parametrize("classes", [10, 100])
+def test_official_dkl_equals_a_float64_rederivation_of_the_code(classes):
+    view1, view2 = cosine_logits(32, classes, seed=classes)
+    value = dual_view_kl(view1.double(), view2.double(), "official_code", 0.1)
+    assert value.item() == pytest.approx(official_dkl_float64(view1, view2, 0.1), rel=1e-12)
+    assert dual_view_kl(view1, view2, "official_code").item() == pytest.approx(value.item(), rel=1e-4)
+
+
+def test_paper_dkl_equals_kl_between_the_views_and_takes_any_registry_divergence():
+    view1, view2 = cosine_logits(32, 10, seed=1)
+    p1, p2 = F.softmax(view1.double() / 0.1, 1), F.softmax(view2.double() / 0.1, 1)
+    expected = (p1 * (p1.log() - p2.log())).sum(1).mean().item()
+    assert dual_view_kl(view1.double(), view2.double(), "paper", 0.1).item() == pytest.approx(
+        expected, rel=1e-10
+    )
+    js = divergences.build("js", temperature=1.0, t_squared=False)
+    m = (p1 + p2) / 2
+    expected_js = (0.5 * (p1 * (p1 / m).log()).sum(1) + 0.5 * (p2 * (p2 / m).log()).sum(1)).mean().item()
+    assert dual_view_kl(view1.double(), view2.double(), "paper", 0.1, js).item() == pytest.approx(
+        expected_js, rel=1e-8
+    )
+
+
+def test_the_official_dkl_is_far_weaker_than_the_true_kl():
+    """The double softmax squeezes probabilities in [0, 1] into logits of a softmax: the term is several
+    times smaller than KL(P1 || P2) on cosine logits (the reason the two forms are both offered)."""
+    view1, view2 = cosine_logits(64, 10, seed=2)
+    official = dual_view_kl(view1, view2, "official_code").item()
+    paper = dual_view_kl(view1, view2, "paper").item()
+    assert 0 < official < paper / 3
+
+
+@pytest.mark.parametrize("form", ["official_code", "paper"])
+def test_dkl_gradients_reach_both_views(form):
+    view1, view2 = (t.requires_grad_(True) for t in cosine_logits(8, 5, seed=3))
+    dual_view_kl(view1, view2, form).backward()
+    assert view1.grad.abs().sum() > 0 and view2.grad.abs().sum() > 0
+
+
+def test_an_unknown_dkl_form_is_refused():
+    view1, view2 = cosine_logits(4, 5, seed=4)
+    with pytest.raises(ConfigError, match="method.dkl_form must be one of official_code, paper"):
+        dual_view_kl(view1, view2, "true_kl")
 
 
 def test_teacher_temperature_warms_up_linearly_then_stays():
@@ -178,6 +259,7 @@ def test_legogcd_run_records_old_new_accuracy_curves_and_a_distribution_prior(tm
 @pytest.mark.slow
 def test_dkl_divergence_comes_from_the_registry(tmp_path):
     base = ["experiment=legogcd_digits", "trainer.max_epochs=1", "method.pretrain.epochs=1"]
+    base.append("method.dkl_form=paper")
     values = {}
     for name in ("kl", "js"):
         _, run_dir = run_training(tmp_path, [*base, f"divergence={name}"], name)
@@ -208,6 +290,8 @@ def test_gcd_data_refuses_bad_settings():
         GCDDataModule(DigitsDataModule(), labelled_fraction=1.5)
     with pytest.raises(ValueError, match="data.num_known must be in"):
         GCDDataModule(DigitsDataModule(), num_known=10).setup()
+    with pytest.raises(ValueError, match="data.balanced_sampling must be true or false"):
+        GCDDataModule(DigitsDataModule(), balanced_sampling="yes")
 
 
 @pytest.mark.slow
@@ -238,7 +322,8 @@ def test_a_batch_without_labelled_images_gives_a_finite_loss():
     torch.manual_seed(0)
     backbone, width = build_backbone("mlp", (64,), [16], 20)
     settings = dict(
-        use_dkl=True, use_ler=True, sup_weight=0.35, memax_weight=2.0, student_temperature=0.1,
+        use_dkl=True, dkl_form="official_code", use_ler=True, sup_weight=0.35, memax_weight=2.0,
+        student_temperature=0.1,
         teacher_temperature=(0.07, 0.04, 30), infonce_temperature=1.0, supcon_temperature=0.07,
         ler_threshold=0.0, ler_tau=0.05, ler_margin=0.4, ler_weight=2.0, prior_momentum=0.9,
     )  # fmt: skip

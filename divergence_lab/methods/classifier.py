@@ -34,7 +34,7 @@ def make_optimizer(
 
     * ``cosine``: ``lr_e = η_min + (lr − η_min)(1 + cos(π e / max_epochs)) / 2`` with
       ``η_min = lr · min_lr_factor`` (default 0; SimGCD: 1e-3);
-    * ``step``: ``lr_e = lr · gamma^(number of milestones <= e)`` (TLAB: milestones 80, 120, gamma 0.1);
+    * ``step``: ``lr_e = lr · gamma^(number of milestones <= e)``, ``e`` 0-based (TLAB on CIFAR: 79, 119);
     * ``none``: constant.
     """
     kwargs = {"lr": optimizer["lr"], "weight_decay": optimizer.get("weight_decay", 0.0)}

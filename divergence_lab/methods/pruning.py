@@ -11,6 +11,17 @@ after every optimiser step, so they stay exactly zero. ``ltr`` is iterative magn
 rewinding: train ``epochs_per_round``, drop ``prune_fraction`` of the remaining weights by magnitude, rewind,
 until the target density. Test metrics add ``test/density`` (exact, from the trained weights) and
 ``test/search_time_s``; ``density_trajectory.json`` holds the CTS search's expected density per step.
+
+One training recipe, one schedule (as TLAB, the CTS authors' code, does it): the rewind, every LTR round and
+the sparse training use ``method.optimizer`` (weight decay included, built by
+:func:`~divergence_lab.methods.classifier.make_optimizer`), ``trainer.gradient_clip_val`` and a learning
+rate schedule over the epochs of the whole run, counted from the start of the rewind training:
+``R = rewind_epochs`` epochs of rewind (epochs ``0 … R−1``), then ``trainer.max_epochs`` epochs of sparse
+training (epochs ``R … R + max_epochs − 1``; ``T_max = R + max_epochs`` for ``cosine``). The sparse training
+resumes the schedule at epoch ``R`` with a fresh optimiser: its ``k``-th epoch gets the rate of epoch
+``R + k``; for ``step``, ``lr · gamma^#{milestones <= R + k}`` — the same as milestones shifted by ``−R``
+with the ones already passed (``<= R``) folded into the starting rate. Each LTR round trains epochs
+``R … R + epochs_per_round − 1`` from the rewind point, also with a fresh optimiser.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -28,6 +40,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from divergence_lab import divergences
+from divergence_lab.methods.classifier import make_optimizer
 from divergence_lab.methods.cross_entropy import CrossEntropyModule
 from divergence_lab.methods.progress import StageProgress, mean_of
 from divergence_lab.methods.stages import Stage, StageContext, StageOutput, cpu_state, network_from_state
@@ -45,17 +58,31 @@ from divergence_lab.pruning.masks import (
 
 
 class SparseModule(CrossEntropyModule):
-    """Cross-entropy training of a network whose pruned weights are re-zeroed after every step."""
+    """Cross-entropy training of a network whose pruned weights are re-zeroed after every step.
 
-    def __init__(self, net: nn.Module, mask: Mask, search_time_s: float, **kwargs: Any) -> None:
+    The learning rate schedule resumes at ``start_epoch`` (the rewind epoch): see the module docstring.
+    """
+
+    def __init__(
+        self, net: nn.Module, mask: Mask, search_time_s: float, start_epoch: int = 0, **kwargs: Any
+    ) -> None:
         super().__init__(net, **kwargs)
         for index, keep in enumerate(mask):
             self.register_buffer(f"mask_{index}", keep)
         self.search_time_s = search_time_s
+        self.start_epoch = start_epoch
 
     @property
     def mask(self) -> Mask:
         return [getattr(self, f"mask_{i}") for i in range(len(prunable_weights(self.net)))]
+
+    def configure_optimizers(self) -> Any:
+        optimizer, scheduler = scheduled_optimizer(
+            self.net.parameters(), self.optimizer_config, self.start_epoch + self.max_epochs, self.start_epoch
+        )
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         apply_mask(self.net, self.mask)
@@ -65,6 +92,28 @@ class SparseModule(CrossEntropyModule):
         nonzero = sum(int((w != 0).sum()) for w in weights)
         self.log("test/density", nonzero / sum(w.numel() for w in weights))
         self.log("test/search_time_s", self.search_time_s)
+
+
+def scheduled_optimizer(
+    parameters: Any, optimizer_cfg: Any, schedule_epochs: int, start_epoch: int
+) -> tuple[torch.optim.Optimizer, Any]:
+    """``make_optimizer``'s optimiser and per-epoch scheduler (None: constant rate) for a schedule of
+    ``schedule_epochs`` epochs, advanced to ``start_epoch``: the first epoch trained gets the rate the
+    schedule gives epoch ``start_epoch`` (0-based), and every ``scheduler.step()`` moves one epoch on."""
+    built = make_optimizer(parameters, dict(optimizer_cfg), schedule_epochs)
+    if not isinstance(built, dict):
+        return built, None
+    optimizer, scheduler = built["optimizer"], built["lr_scheduler"]["scheduler"]
+    with warnings.catch_warnings():  # stepping the schedule, not the optimiser, is the point here
+        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`", UserWarning)
+        for _ in range(start_epoch):
+            scheduler.step()
+    return optimizer, scheduler
+
+
+def schedule_epochs(cfg: DictConfig) -> int:
+    """The epochs of the whole run's schedule: the rewind's, then the sparse training's."""
+    return cfg.method.rewind_epochs + cfg.trainer.max_epochs
 
 
 def epochs_of(datamodule: Any, device: torch.device) -> Callable[[int], Iterator[Any]]:
@@ -81,30 +130,55 @@ def epochs_of(datamodule: Any, device: torch.device) -> Callable[[int], Iterator
 def train_plain(
     net: nn.Module,
     batches: Any,
-    epochs: int,
     optimizer_cfg: DictConfig,
+    epochs: range,
+    total_epochs: int,
+    clip: float | None = None,
+    clip_algorithm: str = "norm",
     mask: Mask | None = None,
     stage: str = "rewind",
 ) -> None:
-    """SGD with ``method.optimizer``'s learning rate and momentum (rewind pre-training, LTR rounds),
-    re-applying ``mask`` after every step.
+    """Cross-entropy training of ``net`` for the run epochs ``epochs`` (rewind pre-training, LTR rounds) with
+    the main training's recipe, re-applying ``mask`` after every step.
 
-    Logs one progress line per epoch, named ``stage``, with the epoch's mean training loss.
+    ``method.optimizer`` as the sparse training builds it (momentum, weight decay), its schedule over
+    ``total_epochs`` stepped once per epoch so epoch ``e`` trains at the rate the schedule gives epoch ``e``
+    (:func:`scheduled_optimizer`), gradients clipped as Lightning does with ``trainer.gradient_clip_val``
+    (``clip``; None or 0: no clipping) and ``gradient_clip_algorithm`` (``clip_algorithm``: ``norm`` or
+    ``value``). Batches in the data module's order for each run epoch. Logs one progress line per epoch,
+    named ``stage``, with the epoch's mean training loss.
     """
-    optimizer = torch.optim.SGD(net.parameters(), lr=optimizer_cfg.lr, momentum=optimizer_cfg.momentum)
+    optimizer, scheduler = scheduled_optimizer(net.parameters(), optimizer_cfg, total_epochs, epochs.start)
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
     net.train()
-    progress = StageProgress(stage, epochs)
-    for epoch in range(epochs):
+    progress = StageProgress(stage, len(epochs))
+    for done, epoch in enumerate(epochs, start=1):
         losses = []
         for x, y in batches(epoch):
             optimizer.zero_grad()
             loss = F.cross_entropy(net(x), y)
             loss.backward()
             losses.append(loss.detach())
+            if clip and clip_algorithm == "value":
+                nn.utils.clip_grad_value_(parameters, clip)
+            elif clip:
+                nn.utils.clip_grad_norm_(parameters, clip)
             optimizer.step()
             if mask is not None:
                 apply_mask(net, mask)
-        progress.step(epoch + 1, {"loss": mean_of(losses)})
+        if scheduler is not None:
+            scheduler.step()
+        progress.step(done, {"loss": mean_of(losses)})
+
+
+def train_like_the_run(cfg: DictConfig) -> dict[str, Any]:
+    """The keyword arguments of :func:`train_plain` that the run's config fixes."""
+    return {
+        "optimizer_cfg": cfg.method.optimizer,
+        "total_epochs": schedule_epochs(cfg),
+        "clip": cfg.trainer.get("gradient_clip_val"),
+        "clip_algorithm": cfg.trainer.get("gradient_clip_algorithm") or "norm",
+    }
 
 
 def ltr_densities(total: int, density: float, prune_fraction: float) -> list[float]:
@@ -158,9 +232,10 @@ def choose_scores(cfg: DictConfig, net: nn.Module, datamodule: Any, context: Sta
     mask = [torch.ones_like(w, dtype=torch.bool) for w in prunable_weights(net)]
     rounds = ltr_densities(sum(m.numel() for m in mask), density, method.ltr.prune_fraction)
     progress = StageProgress("ltr", len(rounds), unit="round")
+    epochs = range(method.rewind_epochs, method.rewind_epochs + method.ltr.epochs_per_round)
     for done, current in enumerate(rounds, start=1):
         stage = f"ltr round {done}/{len(rounds)}"
-        train_plain(net, batches, method.ltr.epochs_per_round, method.optimizer, mask, stage)
+        train_plain(net, batches, epochs=epochs, mask=mask, stage=stage, **train_like_the_run(cfg))
         mask = saliency.prune_by_magnitude(net, mask, current)
         net.load_state_dict(start)  # rewind
         apply_mask(net, mask)
@@ -173,12 +248,12 @@ def _network(cfg: DictConfig, datamodule: Any) -> Callable[[], nn.Module]:
 
 
 def rewind_point(cfg: DictConfig, datamodule: Any, context: StageContext) -> StageOutput:
-    """Stage ``rewind``: the initial network, trained densely for ``method.rewind_epochs`` (0: as drawn)."""
+    """Stage ``rewind``: the initial network, trained densely for ``method.rewind_epochs`` (0: as drawn), with
+    the sparse training's recipe and the first ``rewind_epochs`` epochs of the run's schedule."""
     net = build_network(cfg.model, datamodule).to(context.device)
     if cfg.method.rewind_epochs:
-        train_plain(
-            net, epochs_of(datamodule, context.device), cfg.method.rewind_epochs, cfg.method.optimizer
-        )
+        batches = epochs_of(datamodule, context.device)
+        train_plain(net, batches, epochs=range(cfg.method.rewind_epochs), **train_like_the_run(cfg))
     return {"state": cpu_state(net)}
 
 
@@ -207,7 +282,8 @@ def stages(cfg: DictConfig, datamodule: Any) -> list[Stage]:
 
 
 def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> SparseModule:
-    """The sparse network at the rewind point with the searched mask (after any sanity check)."""
+    """The sparse network at the rewind point with the searched mask (after any sanity check), trained for
+    ``trainer.max_epochs`` epochs from the rewind epoch of the run's schedule (module docstring)."""
     method = cfg.method
     net = network_from_state(_network(cfg, datamodule), outputs["rewind"]["state"])
     scores, mask = outputs["search"]["scores"], outputs["search"]["mask"]
@@ -224,6 +300,7 @@ def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> 
         net,
         mask,
         outputs["search"]["search_time_s"],
+        start_epoch=method.rewind_epochs,
         num_classes=datamodule.num_classes,
         optimizer=dict(method.optimizer),
         max_epochs=cfg.trainer.max_epochs,

@@ -9,9 +9,9 @@ same network unmasked (the dense target, detached): any registry divergence ``D(
 GRADBALANCE keeps the expected active count ``Σσ(a)`` near ``A* = slack · κ · d`` without a penalty weight:
 with ``e = (Σσ(a) / A* - 1) · 100`` and ``g_sp = (100 / A*) σ(a)(1 - σ(a))`` (its gradient), the logits get
 ``g_task + λ g_sp`` where ``λ* = ‖g_task‖ / ‖g_sp‖`` while ``e > 0`` and 0 once the target is met, smoothed
-``λ ← 0.99 λ + 0.01 λ*``. Adam on the logits, learning rate × ``lr_drop_factor`` (0.1) at ``lr_drop_at``
-(88 %) of the search; ``method.search`` in the method YAML sets all of these. The ticket keeps exactly
-``round(κ · d)`` weights: the global top-k logits.
+``λ ← 0.99 λ + 0.01 λ*``. Adam on the logits, learning rate × ``lr_drop_factor`` (0.1) from search epoch
+``int(lr_drop_at · E) − 1`` on (:func:`lr_drop_epoch`, as TLAB); ``method.search`` in the method YAML sets all
+of these. The ticket keeps exactly ``round(κ · d)`` weights: the global top-k logits.
 """
 
 from __future__ import annotations
@@ -43,6 +43,19 @@ def _scale_safe_norm(values: list[Tensor]) -> Tensor:
     return (flat / scale).norm() * scale
 
 
+def lr_drop_epoch(epochs: int, lr_drop_at: float) -> int | None:
+    """The first (0-based) search epoch at the dropped learning rate: ``int(lr_drop_at · epochs) − 1``, or
+    None (no drop) when that is below 1.
+
+    TLAB (``search/concrete.py``, ``optimize_mask``) passes ``reduce_epochs = [int(0.88 · E)]`` and, after
+    0-based epoch ``e``, scales the rate by 0.1 when ``e + 2`` is in it; so epochs ``0 … int(0.88 E) − 2``
+    run at ``lr`` and ``int(0.88 E) − 1 … E − 1`` at ``0.1 lr`` (E = 20: 0 … 15, then 16 … 19; E = 10:
+    0 … 6, then 7 … 9), and no drop happens when ``int(0.88 E) < 2``.
+    """
+    first = int(lr_drop_at * epochs) - 1
+    return first if first >= 1 else None
+
+
 def concrete_search(
     net: nn.Module,
     batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
@@ -59,8 +72,11 @@ def concrete_search(
 ) -> SearchResult:
     """Search a ticket of ``density`` for ``net`` (weights untouched); ``batches(epoch)`` yields (x, y).
 
-    Logs one progress line per search epoch: the objective's mean over the epoch (before ``loss_scale``)
-    and the expected density after its last step.
+    Adam's rate is ``lr`` for epochs ``0 … int(lr_drop_at · epochs) − 2`` and ``lr · lr_drop_factor`` from
+    epoch ``int(lr_drop_at · epochs) − 1`` on (:func:`lr_drop_epoch`). Every tensor (logits, noise, the
+    ticket) lives on the device of ``net``'s weights; ``batches`` must yield batches there. Logs one progress
+    line per search epoch: the objective's mean over the epoch (before ``loss_scale``) and the expected
+    density after its last step.
     """
     names = {id(parameter): name for name, parameter in net.named_parameters()}
     weights = prunable_weights(net)
@@ -75,8 +91,9 @@ def concrete_search(
     result = SearchResult(mask=[], logits=logits)
     frozen = [w.detach() for w in weights]
     progress = StageProgress("cts search", epochs)
+    drop_epoch = lr_drop_epoch(epochs, lr_drop_at)
     for epoch in range(epochs):
-        if epoch == int(lr_drop_at * epochs) and epoch > 0:
+        if epoch == drop_epoch:
             for group in optimizer.param_groups:
                 group["lr"] = lr * lr_drop_factor
         losses = []
@@ -113,5 +130,7 @@ def concrete_search(
         values = {"objective": mean_of(losses), "expected density": result.expected_density[-1]}
         progress.step(epoch + 1, values)
     net.train(was_training)
-    result.mask = global_top_k(logits, density)
+    # global_top_k builds its mask on the CPU: rank CPU copies, then move the ticket to the logits' device
+    ticket = global_top_k([a.detach().cpu() for a in logits], density)
+    result.mask = [keep.to(a.device) for keep, a in zip(ticket, logits, strict=True)]
     return result

@@ -28,7 +28,7 @@ def kept_count(total: int, density: float) -> int:
 def global_top_k(scores: list[Tensor], density: float) -> Mask:
     """Keep the ``round(density · d)`` highest scores over all layers (ties broken by position)."""
     flat = torch.cat([s.detach().flatten() for s in scores])
-    keep = torch.zeros(len(flat), dtype=torch.bool)
+    keep = torch.zeros(len(flat), dtype=torch.bool, device=flat.device)
     keep[torch.topk(flat, kept_count(len(flat), density), sorted=False).indices] = True
     parts = keep.split([s.numel() for s in scores])
     return [part.view_as(s) for part, s in zip(parts, scores, strict=True)]

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 STUDY  ?= kd_divergences
 
-.PHONY: install demo sweep test test-cluster test-fast lint bench reproduce clean slurm-up slurm-down
+.PHONY: install demo sweep test test-cluster test-fast lint bench reproduce gpu-check clean slurm-up slurm-down
 
 install: $(STAMP)
 
@@ -45,6 +45,12 @@ bench: install
 # one seed of every study in sweeps/, compared bit for bit with the recorded numbers (CPU, 2 threads)
 reproduce: install
 	$(BIN)/python scripts/reproduce_studies.py --check docs/results/seed0.json
+
+# every GPU preset for a few steps on tiny CIFAR files, the fused / Sinkhorn divergences on CUDA, one DDP step:
+# a table, in under 8 minutes. Without a GPU: one line, exit 0, nothing run. Installs only into a missing venv.
+gpu-check:
+	@test -x $(BIN)/python || $(MAKE) --no-print-directory install
+	@$(BIN)/python scripts/gpu_check.py
 
 # A single-node SLURM cluster on this machine (root: installs Debian packages, starts the daemons).
 slurm-up:

@@ -38,6 +38,8 @@ PRUNERS = ("cts", "random", "magnitude", "snip", "grasp", "synflow", "ltr")
 MASK_PRUNERS = ("synflow", "ltr")  # they choose a mask, not scores
 SANITY_CHECKS = ("none", "shuffle", "invert", "reinit")
 READ_GROUPS = ("model", "divergence")  # the groups a method may leave unread (method.reads)
+# trainer.precision: auto (trainer=gpu) or a Lightning precision by its full name (not 32, 16, "bf16")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 
 
 def group_options(config_dirs: Iterable[Path]) -> dict[str, set[str]]:
@@ -254,6 +256,22 @@ def check_threads(threads: Any) -> None:
         raise ConfigError(f"threads must be 'auto' or an integer >= 1 (got {threads!r})")
 
 
+def check_precision(trainer: Any) -> None:
+    """``trainer.precision``, where set: ``auto`` (resolved when the run starts, see
+    :func:`divergence_lab.run.pipeline.resolve_precision`) or one of Lightning's precisions, by its full name;
+    fp16 autocast on the CPU is refused (Lightning would quietly use bf16-mixed instead)."""
+    precision = trainer.get("precision")
+    if precision is None:
+        return
+    if precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    if precision == "16-mixed" and trainer.get("accelerator") == "cpu":
+        raise ConfigError(
+            "trainer.precision=16-mixed needs a GPU (fp16 autocast runs on CUDA only); on the CPU use "
+            "bf16-mixed or 32-true"
+        )
+
+
 def check_divergence_temperature(cfg: DictConfig) -> None:
     """A temperature so small that logits / T overflow and the T² factor erases the term is refused."""
     temperature = cfg.divergence.get("temperature", 1.0)
@@ -312,6 +330,7 @@ def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     check_method_reads(cfg, overrides)
     check_optimized_metric(cfg)
     check_threads(cfg.get("threads", "auto"))
+    check_precision(cfg.trainer)
     wait = cfg.get("stage_wait_s")
     if wait is not None and (not _is_number(wait) or wait <= 0):
         raise ConfigError(f"stage_wait_s must be a number of seconds > 0 (got {wait!r})")

@@ -237,7 +237,8 @@ class Divergence:
         mask: Tensor | None = None,
         **extra: Any,
     ) -> Tensor:
-        """Per-row divergence between ``softmax(teacher/T)`` (target) and ``softmax(student/T)``."""
+        """Per-row divergence between ``softmax(teacher/T)`` (target) and ``softmax(student/T)``, computed in
+        at least float32 whatever the autocast state."""
         dtype = _check_inputs(student_logits, teacher_logits, mask)
         if set(extra) != set(self.requires):
             raise ValueError(
@@ -246,7 +247,10 @@ class Divergence:
             )
         student = student_logits.to(dtype)
         teacher = teacher_logits.to(dtype)
-        value = self._compute(student, teacher, mask, **extra)
+        # in the compute dtype even inside a mixed-precision region: autocast would run the matrix products
+        # (Sinkhorn's kernels, the fused blocks) in bf16/fp16 and lose ~1e-2 of every value
+        with torch.autocast(student.device.type, enabled=False):
+            value = self._compute(student, teacher, mask, **extra)
         if self.t_squared and self.temperature != 1.0:
             value = value * (self.temperature**2)
         if mask is not None:

@@ -2,7 +2,9 @@
 its module -> fit -> test -> metrics.json.
 
 The stages (:mod:`divergence_lab.run.stages`) run on the trainer's device and precision, and a resumed run
-loads their saved outputs instead of running them again.
+loads their saved outputs instead of running them again. ``trainer.precision: auto`` (``trainer=gpu``) is
+resolved when the Trainer is built (:func:`resolve_precision`): ``bf16-mixed`` on a CUDA GPU with native
+bfloat16, else ``32-true``; the teacher cache trains teachers under the same precision.
 
 Model selection uses validation only: the reported test metrics come from the checkpoint with the best
 ``optimized_metric`` (``val/acc`` by default, maximised; ``val/nll`` and other losses are minimised), or from
@@ -68,6 +70,7 @@ QUIET_WARNINGS = (
     ".*The `srun` command is available.*",  # a process started on a SLURM machine but not as a SLURM job
     ".*litmodels.*",  # an advert
 )
+GPU_ACCELERATORS = ("gpu", "cuda", "auto")  # where precision: auto may pick bfloat16
 log = logging.getLogger("divergence_lab")
 
 
@@ -76,11 +79,52 @@ def build_datamodule(cfg: DictConfig) -> Any:
     return instantiate_datamodule(cfg.data, seed=cfg.seed)
 
 
-def stage_context(cfg: DictConfig, run_dir: Path | None, device: Any) -> StageContext:
-    """What a method's stages may use: the device, the run folder and the teacher cache."""
+def resolve_precision(trainer_cfg: DictConfig) -> Any:
+    """``trainer.precision`` as Lightning takes it: ``auto`` (``trainer=gpu``) becomes ``bf16-mixed`` on a
+    CUDA GPU with native bfloat16 (Ampere and later), else ``32-true``, and the choice is logged in one line;
+    any other value (checked by :func:`~divergence_lab.config.checks.check_precision`) is returned as is."""
+    precision = trainer_cfg.get("precision")
+    if precision != "auto":
+        return precision
+    import torch
+
+    on_gpu = str(trainer_cfg.get("accelerator", "auto")) in GPU_ACCELERATORS and torch.cuda.is_available()
+    if not on_gpu:
+        chosen, reason = "32-true", "not on a CUDA GPU"
+    elif _native_bf16():
+        chosen, reason = "bf16-mixed", f"{torch.cuda.get_device_name()} computes in bfloat16"
+    else:
+        chosen, reason = "32-true", f"{torch.cuda.get_device_name()} has no native bfloat16"
+    log.info("trainer.precision=auto: %s (%s)", chosen, reason)
+    return chosen
+
+
+def _native_bf16() -> bool:
+    """Whether the current CUDA device computes in bfloat16 natively (not emulated, which is slow)."""
+    import torch
+
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch without the argument: it reports native support only
+        return torch.cuda.is_bf16_supported()
+
+
+def trainer_arguments(trainer_cfg: DictConfig) -> dict[str, Any]:
+    """``cfg.trainer`` as ``L.Trainer`` keyword arguments, ``precision: auto`` resolved."""
+    arguments = dict(trainer_cfg)
+    if "precision" in arguments:
+        arguments["precision"] = resolve_precision(trainer_cfg)
+    return arguments
+
+
+def stage_context(cfg: DictConfig, run_dir: Path | None, device: Any, precision: Any = None) -> StageContext:
+    """What a method's stages may use: the device, the run folder and the teacher cache (whose teacher
+    training runs on the trainer's accelerator and, when given, its resolved ``precision``)."""
     from divergence_lab.run.teacher_cache import load_or_train_teacher
 
     trainer_kwargs = {"accelerator": cfg.trainer.accelerator, "devices": 1, "deterministic": True}
+    if precision is not None:
+        trainer_kwargs["precision"] = precision
 
     def teacher(teacher_cfg: DictConfig) -> Any:
         return load_or_train_teacher(teacher_cfg, cfg.data, cfg.paths.teacher_cache, trainer_kwargs)
@@ -185,8 +229,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
     sweep_name = Path(hydra.sweep.dir).name if hydra.mode == RunMode.MULTIRUN else None
     loggers = build_loggers(cfg, run_dir, sweep_name)
     try:
+        arguments = trainer_arguments(cfg.trainer)
         trainer = L.Trainer(
-            **cfg.trainer,
+            **arguments,
             default_root_dir=str(run_dir),
             logger=loggers,
             callbacks=callbacks,
@@ -196,7 +241,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
         )
         outputs = run_stages(
             declared_stages(cfg, datamodule),
-            stage_context(cfg, run_dir, trainer.strategy.root_device),
+            stage_context(cfg, run_dir, trainer.strategy.root_device, arguments.get("precision")),
             run_dir,
             trainer.precision_plugin.forward_context,
             rank_zero,

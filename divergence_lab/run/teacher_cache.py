@@ -16,6 +16,10 @@ project and working directory of the user shares it. Jobs that need the same tea
 serialise on a file lock (``<key>.lock``): the first trains and saves it atomically, the others wait and
 then load it. Weights are always loaded with ``torch.load(..., weights_only=True)``.
 
+A teacher trains on one device of the run's accelerator, under the run's precision (``trainer_kwargs``),
+with ``deterministic=True``; the process-wide flags that sets are given back afterwards. Accelerator and
+precision are not part of the key: a teacher trained on a GPU in ``bf16-mixed`` serves CPU runs too.
+
 Through the ``divergence_lab`` logger (console and the run's ``train.log``) training logs one progress
 line per teacher epoch, and every load or training ends with one line giving the teacher's test accuracy.
 """
@@ -55,6 +59,7 @@ KEY_HEX_DIGITS = 16
 WEIGHTS, META = "teacher.pt", "meta.json"
 # packages whose classes' source is not hashed: it changes only with the installed version
 FRAMEWORK_PACKAGES = frozenset({"builtins", "torch", "lightning"})
+CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"  # set by Lightning for deterministic cuBLAS
 NO_SOURCE = "no source file"  # a class defined interactively: only its repr and shapes are fingerprinted
 # the epoch metrics of CrossEntropyModule shown on the teacher's progress lines, by label
 PROGRESS_METRICS = {"loss": "train/loss", "val acc": "val/acc"}  # label -> metric on the teacher's lines
@@ -225,17 +230,42 @@ def _train(
     module = CrossEntropyModule(
         net, datamodule.num_classes, dict(teacher_cfg.optimizer), teacher_cfg.max_epochs
     )
-    trainer = L.Trainer(
-        **trainer_kwargs,
-        # one process, whatever the job runs in: not the SLURM world of a DDP job, no SLURM requeueing
-        plugins=[LightningEnvironment()],
-        max_epochs=teacher_cfg.max_epochs,
-        callbacks=[EpochProgress("teacher", PROGRESS_METRICS)],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, datamodule=datamodule)
-    (results,) = trainer.test(module, datamodule=datamodule, verbose=False)
+    with _restored_torch_flags():
+        trainer = L.Trainer(
+            **trainer_kwargs,
+            # one process, whatever the job runs in: not the SLURM world of a DDP job, no SLURM requeueing
+            plugins=[LightningEnvironment()],
+            max_epochs=teacher_cfg.max_epochs,
+            callbacks=[EpochProgress("teacher", PROGRESS_METRICS)],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(module, datamodule=datamodule)
+        (results,) = trainer.test(module, datamodule=datamodule, verbose=False)
     return {name: float(value) for name, value in results.items()}
+
+
+@contextmanager
+def _restored_torch_flags() -> Iterator[None]:
+    """Give back the process-wide flags that building a Trainer sets (``deterministic=True``: deterministic
+    algorithms, cuDNN benchmarking off, ``CUBLAS_WORKSPACE_CONFIG``) as they were.
+
+    The run's own Trainer is built before its stages, so without this a teacher trained here would leave a
+    ``trainer=gpu`` run (``deterministic: false``) training its student in deterministic mode, but only
+    when the teacher was not in the cache yet.
+    """
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    workspace = os.environ.get(CUBLAS_WORKSPACE)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
+        if workspace is None:
+            os.environ.pop(CUBLAS_WORKSPACE, None)
+        else:
+            os.environ[CUBLAS_WORKSPACE] = workspace

@@ -120,6 +120,8 @@ CASES = [
         "method=legogcd does not read model",
     ),
     BadInput("gpu-without-gpu", ["trainer=gpu"], "no usable GPU"),
+    BadInput("precision-unknown", ["trainer=gpu", "trainer.precision=fp8"], "trainer.precision must be"),
+    BadInput("precision-fp16-cpu", ["+trainer.precision=16-mixed"], "trainer.precision=16-mixed needs a GPU"),
     # keys the method reads only in some of its settings
     BadInput(
         "prune-search-key",

@@ -227,3 +227,17 @@ def test_extra_inputs_reach_members_that_require_them() -> None:
     with pytest.raises(ValueError, match=r"takes extra inputs \(labels\), got \(none\)"):
         d(student, teacher)
     assert "LabelPick" not in divergences.names()
+
+
+@pytest.mark.parametrize("name", ["sinkhorn", "sinkhorn_batch", "kl"])
+def test_values_inside_a_bf16_autocast_region_are_computed_in_float32(name):
+    """Mixed-precision training runs the loss inside autocast; the registry must not drop to bf16 there."""
+    torch.manual_seed(0)
+    student, teacher = torch.randn(64, 10), torch.randn(64, 10)
+    params = {"execution": "fused"} if name == "kl" else {}
+    divergence = divergences.build(name, **params)
+    reference = divergence(student, teacher)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = divergence(student, teacher)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, reference, rtol=1e-6, atol=1e-6)

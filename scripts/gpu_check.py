@@ -1,0 +1,593 @@
+"""Check the GPU presets on this machine's CUDA GPU in a few minutes (``make gpu-check``).
+
+Without a usable CUDA GPU it prints one line and exits 0, having run and written nothing. With one, in a
+temporary folder removed at the end (``--keep`` keeps it, with every run's log):
+
+1. tiny CIFAR-10 / CIFAR-100 files in the real format (``cifar-10-batches-py/``, ``cifar-100-python/``),
+   enough images for ``--steps`` batches of each preset's own batch size;
+2. every GPU preset (``conf/experiment/*.yaml`` with ``override /trainer: gpu``), each in its own process
+   through the real ``dlab`` entry point, for ``--steps`` training steps, one epoch, its stages (teacher,
+   rewind and search, SimCLR) cut to one epoch on the tiny data: the main fit's steps/s (after
+   ``--warmup`` steps), its peak GPU memory (``torch.cuda.max_memory_allocated``), the precision it
+   resolved, and whether every fit and every network forward outside the timed steps ran on the GPU;
+3. the fused pointwise path and the Sinkhorn members in float32 on CUDA, some also inside bf16 autocast (as
+   a bf16-mixed training step calls them), against the plain path in float64 on the CPU: the largest
+   absolute difference of the values and of the gradients of both inputs;
+4. one DDP step on one GPU (``trainer=ddp trainer.accelerator=gpu trainer.devices=1``).
+
+It prints one table (check, precision, steps/s, peak memory, max abs difference, status) and exits 1 when
+any check failed. The whole check is kept under ``--budget`` seconds (default 480): a run that would go
+past it is stopped (or not started) and its row says so.
+
+    python scripts/gpu_check.py                 # make gpu-check
+    python scripts/gpu_check.py --only bdkd_cifar100 --keep /tmp/gpu-check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "divergence_lab" / "conf" / "experiment"
+GPU_TRAINER = "gpu"
+STEPS, WARMUP = 12, 2  # training steps per preset; the first WARMUP are not timed (cuDNN, allocator)
+BUDGET_S = 480.0  # the whole check, under the 8 minutes it promises
+RUN_TIMEOUT_S = 180.0  # one preset
+TOLERANCE = 1e-3  # divergence checks: max abs difference / max(1, largest reference magnitude)
+VAL_FRACTION = 0.1  # the presets' data.val_fraction (CIFAR); sizes leave room for it
+TEST_PER_CLASS = 2
+MIB = 2**20
+# keys that shorten a preset's stages, set to 1 where the preset's method reads them
+STAGE_KEYS = (
+    "method.teacher.max_epochs",
+    "method.rewind_epochs",
+    "method.search.epochs",
+    "method.pretrain.epochs",
+)
+# every run: one epoch, two validation and two test batches
+RUN_LIMITS = ("trainer.max_epochs=1", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2")
+DDP = ("trainer=ddp", "trainer.accelerator=gpu", "trainer.devices=1", "++trainer.precision=auto")
+DDP_PRESET = "sinkd_cifar100"  # its teacher is in the check's teacher cache by then: the DDP run loads it
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+
+# (registry member, parameters, (rows, classes), executions compared with the plain CPU float64 reference):
+# "fused" / "plain" (``execution=``), "" for a member without that parameter; "@bf16" = called inside
+# torch.autocast(bfloat16), as a training step under trainer.precision=bf16-mixed calls it: a member computes
+# in float32 whatever its inputs (divergences.base), so the difference must stay at the float32 level
+Case = tuple[str, dict[str, Any], tuple[int, int], tuple[str, ...]]
+DIVERGENCE_CASES: list[Case] = [
+    ("kl", {"temperature": 4.0}, (2048, 100), ("fused", "plain", "fused@bf16", "plain@bf16")),
+    ("rkl", {}, (2048, 100), ("fused",)),
+    ("js", {}, (2048, 100), ("fused",)),
+    ("tv", {}, (2048, 100), ("fused",)),
+    ("hellinger", {}, (2048, 100), ("fused",)),
+    ("alpha", {"alpha": 0.5}, (2048, 100), ("fused",)),  # no closed form: autograd block by block
+    ("kl", {}, (256, 32768), ("fused", "plain")),  # vocabulary-sized rows, where the fused path matters
+    ("sinkhorn", {"iters": 50}, (512, 100), ("fused", "plain", "plain@bf16")),
+    ("sinkhorn_div", {"iters": 50}, (512, 100), ("fused", "plain")),
+    ("sinkhorn_batch", {}, (128, 100), ("", "@bf16")),  # SinKD's term: no fused path, CUDA against the CPU
+]
+
+
+@dataclass
+class Row:
+    """One line of the result table; None shows as ``-``."""
+
+    check: str
+    precision: str | None = None
+    steps_per_s: float | None = None
+    peak_mib: float | None = None
+    max_abs_diff: float | None = None
+    status: str = "ok"
+
+    @property
+    def failed(self) -> bool:
+        return self.status != "ok"
+
+
+COLUMNS = ("check", "precision", "steps/s", "peak MiB", "max |diff|", "status")
+
+
+def _cell(value: Any, spec: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return format(value, spec) if spec else str(value)
+
+
+def format_table(rows: list[Row]) -> str:
+    """The rows as an aligned text table with a header line."""
+    cells = [list(COLUMNS)] + [
+        [
+            row.check,
+            _cell(row.precision, ""),
+            _cell(row.steps_per_s, ".1f"),
+            _cell(row.peak_mib, ".0f"),
+            _cell(row.max_abs_diff, ".1e"),
+            row.status,
+        ]
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    numeric = {2, 3, 4}
+    lines = [
+        "  ".join(
+            text.rjust(w) if i in numeric else text.ljust(w)
+            for i, (text, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in cells
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tiny CIFAR files
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _dump(path: Path, content: dict[bytes, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        pickle.dump(content, handle, protocol=2)
+
+
+def write_cifar(
+    root: Path, variant: str, per_class: int, test_per_class: int = TEST_PER_CLASS, seed: int = 0
+) -> Path:
+    """Write ``root/<variant's folder>`` as the "python version" archive holds it (pickled dicts with bytes
+    keys, uint8 rows of 3072 channel-planar pixels): ``per_class`` training and ``test_per_class`` test
+    images of every class, random pixels. CIFAR-10's training images are spread over its five batches.
+    Returns the folder."""
+    classes = CIFAR_CLASSES[variant]
+    rng = np.random.default_rng(seed)
+
+    def images_and_labels(count: int) -> tuple[np.ndarray, list[int]]:
+        labels = rng.permutation(np.repeat(np.arange(classes), count))
+        return rng.integers(0, 256, size=(len(labels), 3 * 32 * 32), dtype=np.uint8), labels.tolist()
+
+    folder = root / CIFAR_FOLDERS[variant]
+    train, train_labels = images_and_labels(per_class)
+    test, test_labels = images_and_labels(test_per_class)
+    if variant == "cifar10":
+        for number, part in enumerate(np.array_split(np.arange(len(train_labels)), 5), start=1):
+            labels = [train_labels[i] for i in part]
+            _dump(folder / f"data_batch_{number}", {b"data": train[part], b"labels": labels})
+        _dump(folder / "test_batch", {b"data": test, b"labels": test_labels})
+        _dump(folder / "batches.meta", {b"label_names": [f"class{i}".encode() for i in range(classes)]})
+    else:
+        coarse = [label // 5 for label in train_labels]
+        _dump(folder / "train", {b"data": train, b"fine_labels": train_labels, b"coarse_labels": coarse})
+        coarse = [label // 5 for label in test_labels]
+        _dump(folder / "test", {b"data": test, b"fine_labels": test_labels, b"coarse_labels": coarse})
+        _dump(folder / "meta", {b"fine_label_names": [f"class{i}".encode() for i in range(classes)]})
+    return folder
+
+
+def images_per_class(batch_size: int, steps: int, classes: int, held_out: float = VAL_FRACTION) -> int:
+    """Training images per class for ``steps`` full batches after ``held_out`` of them go to validation."""
+    return math.ceil(batch_size * steps / (1.0 - held_out) / classes) + 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# presets and their command lines
+# ---------------------------------------------------------------------------------------------------------
+
+
+def gpu_presets(folder: Path = EXPERIMENTS) -> list[str]:
+    """The experiment presets whose defaults list has ``override /trainer: gpu``, sorted."""
+    import yaml
+
+    found = []
+    for path in sorted(folder.glob("*.yaml")):
+        defaults = (yaml.safe_load(path.read_text()) or {}).get("defaults") or []
+        if any(
+            isinstance(entry, dict) and entry.get("override /trainer") == GPU_TRAINER for entry in defaults
+        ):
+            found.append(path.stem)
+    return found
+
+
+@dataclass
+class Preset:
+    """What the check needs of a preset: its data (CIFAR variant, batch size, where the folder is set) and
+    the overrides that cut its stages down to one epoch."""
+
+    name: str
+    variant: str
+    batch_size: int
+    data_dir_key: str
+    stage_overrides: list[str] = field(default_factory=list)
+
+
+def describe_preset(name: str) -> Preset:
+    """Compose ``experiment=name`` (as ``dlab`` does) and read what :class:`Preset` holds."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from divergence_lab.config.checks import reads
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module("divergence_lab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={name}"])
+    GlobalHydra.instance().clear()
+    data = cfg.data.base if "base" in cfg.data else cfg.data
+    data_dir_key = "data.base.data_dir" if "base" in cfg.data else "data.data_dir"
+    stage_overrides = [
+        f"{key}=1" for key in STAGE_KEYS if OmegaConf.select(cfg, key) is not None and reads(cfg.method, key)
+    ]
+    return Preset(name, str(data.variant), int(cfg.data.batch_size), data_dir_key, stage_overrides)
+
+
+def run_overrides(preset: Preset, data_dir: Path, work: Path, steps: int, label: str) -> list[str]:
+    """The ``dlab`` command line (after the program name) of one preset's short run in ``work``."""
+    return [
+        f"experiment={preset.name}",
+        f"{preset.data_dir_key}={data_dir}",
+        *RUN_LIMITS,
+        f"+trainer.limit_train_batches={steps}",
+        *preset.stage_overrides,
+        f"paths.output_root={work / 'outputs'}",
+        f"paths.teacher_cache={work / 'teachers'}",
+        f"hydra.run.dir={work / 'runs' / label}",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# inside one run's process: what its fits did
+# ---------------------------------------------------------------------------------------------------------
+
+
+class FitMeter:
+    """Records every ``Trainer.fit`` of the process (the teacher cache's and the run's own): the device and
+    precision it trained on, its training steps, steps/s over the steps after ``warmup`` and its peak GPU
+    memory. A global forward pre-hook counts the forwards of layers with weights on a non-CUDA tensor, by
+    layer class, everywhere but in the timed steps (stages included)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.fits: list[dict[str, Any]] = []
+        self.off_gpu: Counter[str] = Counter()
+        self._hook: Any = None
+
+    def _count(self, module: Any, args: tuple[Any, ...]) -> None:
+        import torch
+
+        if not module._parameters:  # containers and metrics: their layers with weights are what compute
+            return
+        for value in args:
+            if isinstance(value, torch.Tensor):
+                if value.device.type != "cuda":
+                    self.off_gpu[type(module).__name__] += 1
+                return
+
+    def watch_forwards(self, on: bool) -> None:
+        from torch.nn.modules.module import register_module_forward_pre_hook
+
+        if on and self._hook is None:
+            self._hook = register_module_forward_pre_hook(self._count)
+        elif not on and self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def install(self) -> None:
+        """Attach a timing callback to every fit of this process (a wrapper around ``Trainer.fit``)."""
+        from lightning.pytorch import Trainer
+
+        meter, fit = self, Trainer.fit
+
+        def measured_fit(trainer: Any, *args: Any, **kwargs: Any) -> Any:
+            trainer.callbacks.append(meter.callback())
+            return fit(trainer, *args, **kwargs)
+
+        Trainer.fit = measured_fit
+        self.watch_forwards(True)
+
+    def callback(self) -> Any:
+        import torch
+        from lightning.pytorch import Callback
+
+        meter = self
+
+        class StepTimer(Callback):
+            def __init__(self) -> None:
+                self.record: dict[str, Any] = {}
+                self.started: float | None = None
+
+            def _sync(self, device: Any) -> None:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+
+            def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+                if torch.cuda.is_available():
+                    torch.cuda.reset_peak_memory_stats()
+                self.record = {"module": type(pl_module).__name__, "steps": 0, "steps_per_s": None}
+                meter.fits.append(self.record)
+
+            def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+                self.record["device"] = str(next(pl_module.parameters()).device)
+                self.record["precision"] = str(trainer.precision)
+                self.record["strategy"] = type(trainer.strategy).__name__
+
+            def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+                if batch_idx == meter.warmup:
+                    meter.watch_forwards(False)  # the timed steps run without the hook
+
+            def on_train_batch_end(
+                self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+            ):
+                self.record["steps"] = batch_idx + 1
+                last = batch_idx + 1 >= trainer.num_training_batches
+                if batch_idx + 1 == meter.warmup or (last and self.started is not None):
+                    self._sync(pl_module.device)
+                    now = time.perf_counter()
+                    if self.started is None:
+                        self.started = now
+                    elif now > self.started:
+                        self.record["steps_per_s"] = (batch_idx + 1 - meter.warmup) / (now - self.started)
+
+            def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+                self.started = None
+                meter.watch_forwards(True)
+
+            def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+                meter.watch_forwards(True)
+                if torch.cuda.is_available():
+                    self.record["peak_mib"] = torch.cuda.max_memory_allocated() / MIB
+
+        return StepTimer()
+
+
+def child(result: Path, warmup: int, argv: list[str]) -> int:
+    """One run: ``dlab argv`` in this process with a :class:`FitMeter`; write what it saw to ``result``."""
+    meter = FitMeter(warmup)
+    meter.install()
+    code: Any = 0
+    sys.argv = ["dlab", *argv]
+    try:
+        from divergence_lab.cli import main
+
+        main()
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except BaseException as error:  # reported in the result, not raised
+        code = f"{type(error).__name__}: {error}"
+    finally:
+        meter.watch_forwards(False)
+        content = {"exit": code, "fits": meter.fits, "off_gpu": dict(meter.off_gpu)}
+        result.write_text(json.dumps(content, indent=1))
+    return 0 if code == 0 else 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the parent: runs, divergences, table
+# ---------------------------------------------------------------------------------------------------------
+
+
+def run_row(label: str, outcome: dict[str, Any] | None) -> Row:
+    """The table row of one run from its child's result (None when it wrote none)."""
+    if outcome is None:
+        return Row(label, status="no result")
+    fits = outcome.get("fits") or []
+    main = fits[-1] if fits else {}
+    row = Row(label, main.get("precision"), main.get("steps_per_s"), main.get("peak_mib"))
+    problems = []
+    if outcome.get("exit") != 0:
+        problems.append(f"exit {outcome.get('exit')}")
+    if not fits:
+        problems.append("no fit ran")
+    off_device = [
+        f"{fit['module']} on {fit.get('device')}"
+        for fit in fits
+        if not str(fit.get("device", "")).startswith("cuda")
+    ]
+    if off_device:
+        problems.append("fit " + ", ".join(off_device))
+    if outcome.get("off_gpu"):
+        shown = ", ".join(f"{name} x{count}" for name, count in sorted(outcome["off_gpu"].items())[:3])
+        problems.append(f"forwards off the GPU: {shown}")
+    if problems:
+        row.status = "; ".join(problems)
+    return row
+
+
+def last_error_line(log: Path) -> str:
+    """The last line of a run's log that looks like an error (else its last line)."""
+    if not log.is_file():
+        return "no log"
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error:" in line]
+    return (errors or lines or ["empty log"])[-1][:160]
+
+
+def launch(label: str, argv: list[str], work: Path, warmup: int, timeout_s: float, stem: str = "") -> Row:
+    """Run ``dlab argv`` in a child process of this script (its result and log: ``work/<stem>.json|.log``,
+    the stem defaulting to the label); its table row."""
+    result, log = work / f"{stem or label}.json", work / f"{stem or label}.log"
+    env = {
+        **os.environ,
+        "MPLCONFIGDIR": str(work / "matplotlib"),
+        "XDG_CACHE_HOME": str(work / "cache"),
+        "HYDRA_FULL_ERROR": "1",
+        "WANDB_MODE": "disabled",
+    }
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        str(result),
+        "--warmup",
+        str(warmup),
+        "--",
+        *argv,
+    ]
+    if timeout_s < 10:
+        return Row(label, status="skipped: out of time")
+    with log.open("w") as output:
+        try:
+            subprocess.run(
+                command, stdout=output, stderr=subprocess.STDOUT, env=env, cwd=ROOT, timeout=timeout_s
+            )
+        except subprocess.TimeoutExpired:
+            return Row(label, status=f"timed out after {timeout_s:.0f}s")
+    outcome = json.loads(result.read_text()) if result.is_file() else None
+    row = run_row(label, outcome)
+    if row.failed and outcome is not None and outcome.get("exit") != 0:
+        row.status += f": {last_error_line(log)}"
+    elif outcome is None:
+        row.status = f"no result: {last_error_line(log)}"
+    return row
+
+
+def max_abs_difference(reference: list[Any], candidate: list[Any]) -> tuple[float, float]:
+    """``(largest |candidate - reference|, largest |reference|)`` over pairs of tensors (candidate moved to
+    the reference's device and dtype)."""
+    worst, scale = 0.0, 0.0
+    for ref, ours in zip(reference, candidate, strict=True):
+        diff = (ours.to(ref.device, ref.dtype) - ref).abs().max().item()
+        worst = max(worst, diff if math.isfinite(diff) else math.inf)
+        scale = max(scale, ref.abs().max().item())
+    return worst, scale
+
+
+def divergence_rows(cases: list[Case] = DIVERGENCE_CASES, device: str = "cuda") -> list[Row]:
+    """Values and gradients of each case in float32 on ``device`` against the plain path in float64 on the
+    CPU (the upstream gradient of the values is a ramp, so every row counts differently)."""
+    import torch
+
+    from divergence_lab import divergences
+
+    def evaluate(
+        name: str, params: dict[str, Any], student: Any, teacher: Any, variant: str = ""
+    ) -> list[Any]:
+        """Values, then gradients: the forward inside bf16 autocast for an ``@bf16`` variant, the backward
+        outside it (as Lightning's mixed precision runs a training step)."""
+        execution, _, autocast = variant.partition("@")
+        member = divergences.build(name, **params, **({"execution": execution} if execution else {}))
+        s, t = student.clone().requires_grad_(True), teacher.clone().requires_grad_(True)
+        with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=bool(autocast)):
+            values = member(s, t)
+        upstream = torch.linspace(-1.0, 2.0, len(values), dtype=values.dtype, device=values.device)
+        grads = torch.autograd.grad((values * upstream).sum(), (s, t))
+        return [values.detach(), *grads]
+
+    rows = []
+    generator = torch.Generator().manual_seed(0)
+    for name, params, (n, c), variants in cases:
+        student = 3.0 * torch.randn(n, c, generator=generator, dtype=torch.float64)
+        teacher = 3.0 * torch.randn(n, c, generator=generator, dtype=torch.float64)
+        reference: list[Any] | None = None
+        for variant in variants:
+            execution, _, autocast = variant.partition("@")
+            label = (
+                f"{name} {execution or 'batch'}{' bf16-autocast' if autocast else ''} {device} fp32 {n}x{c}"
+            )
+            try:
+                if reference is None:
+                    reference = evaluate(name, params, student, teacher, "plain" if execution else "")
+                ours = evaluate(name, params, student.float().to(device), teacher.float().to(device), variant)
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+            except Exception as error:  # one row says what failed
+                rows.append(Row(label, status=f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"))
+                continue
+            worst, scale = max_abs_difference(reference, ours)
+            ok = worst <= TOLERANCE * max(1.0, scale)
+            status = "ok" if ok else f"above {TOLERANCE:g} x max(1, {scale:.3g})"
+            rows.append(
+                Row(label, "bf16-mixed" if autocast else "32-true", max_abs_diff=worst, status=status)
+            )
+    return rows
+
+
+def no_gpu_line() -> str | None:
+    """One line saying why there is no usable CUDA GPU, or None when there is one."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    why = "a CPU-only build of torch" if torch.version.cuda is None else "no CUDA device visible"
+    return f"gpu-check: no usable CUDA GPU (torch {torch.__version__}: {why}); nothing run"
+
+
+def check(args: argparse.Namespace, work: Path) -> list[Row]:
+    """Everything the module docstring lists, in ``work``; the table's rows."""
+    deadline = time.monotonic() + args.budget
+    rows = divergence_rows()
+    presets = [describe_preset(name) for name in args.only]
+    data_dir = work / "data"
+    for variant in sorted({p.variant for p in presets}):
+        biggest = max(p.batch_size for p in presets if p.variant == variant)
+        write_cifar(data_dir, variant, images_per_class(biggest, args.steps, CIFAR_CLASSES[variant]))
+    for preset in presets:
+        argv = run_overrides(preset, data_dir, work, args.steps, preset.name)
+        left = min(RUN_TIMEOUT_S, deadline - time.monotonic())
+        rows.append(launch(preset.name, argv, work, args.warmup, left))
+        print(f"gpu-check: {preset.name} done ({rows[-1].status})", file=sys.stderr, flush=True)
+    ddp = next((p for p in presets if p.name == DDP_PRESET), presets[0] if presets else None)
+    if ddp is not None:
+        label = f"ddp, 1 GPU ({ddp.name})"
+        argv = [*run_overrides(ddp, data_dir, work, args.steps, "ddp"), *DDP]
+        left = min(RUN_TIMEOUT_S, deadline - time.monotonic())
+        rows.append(launch(label, argv, work, args.warmup, left, stem="ddp"))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="*", help="GPU presets to run (default: every one)")
+    parser.add_argument("--steps", type=int, default=STEPS, help="training steps per preset")
+    parser.add_argument("--warmup", type=int, default=WARMUP, help="first steps left out of steps/s")
+    parser.add_argument("--budget", type=float, default=BUDGET_S, help="seconds for the whole check")
+    parser.add_argument("--keep", type=Path, help="work in this new folder and keep it (logs, runs, data)")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # internal: one run, result file
+    parser.add_argument("argv", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.warmup, args.argv)
+    if (line := no_gpu_line()) is not None:
+        print(line)
+        return 0
+    known = gpu_presets()
+    args.only = known if args.only is None else args.only
+    if unknown := sorted(set(args.only) - set(known)):
+        parser.error(f"not GPU presets: {', '.join(unknown)}; known: {', '.join(known)}")
+    if not 1 <= args.warmup < args.steps:
+        parser.error("--warmup must be at least 1 and smaller than --steps")
+    if args.keep and args.keep.exists() and any(args.keep.iterdir()):
+        parser.error(f"--keep {args.keep} is not empty: its finished runs would not run again")
+    started = time.monotonic()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        rows = check(args, args.keep.resolve())
+    else:
+        with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
+            rows = check(args, Path(scratch))
+    import torch
+
+    elapsed = time.monotonic() - started
+    print(f"gpu-check: {torch.cuda.get_device_name()}, torch {torch.__version__}, {elapsed:.0f}s")
+    print(format_table(rows))
+    if args.keep:
+        print(f"gpu-check: runs, logs and data kept in {args.keep}")
+    return 1 if any(row.failed for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""``make gpu-check`` (scripts/gpu_check.py) on a machine without a GPU: one line, exit 0, nothing written;
+and its parts that need no GPU: the table, the CIFAR writer, the presets' command lines, the run records."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from divergence_lab.config.checks import validate_settings
+from divergence_lab.data.cifar import CIFARDataModule, read_cifar
+from divergence_lab.run.pipeline import trainer_arguments
+from tests.conftest import compose_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "gpu_check.py"
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the check would run")
+KNOWN_GPU_PRESETS = {
+    "bdkd_cifar100",
+    "cts_resnet20_cifar10",
+    "legogcd_cifar100",
+    "pld_cifar100",
+    "sinkd_cifar100",
+}
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu_check = _load_script()
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@NO_GPU
+def test_without_a_gpu_it_prints_one_line_and_writes_nothing(tmp_path):
+    cwd, scratch = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir()
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT)], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0
+    assert done.stderr == ""
+    (line,) = done.stdout.splitlines()
+    assert line.startswith("gpu-check: no usable CUDA GPU") and line.endswith("nothing run")
+    assert _files(cwd) == [] and _files(scratch) == []
+
+
+@NO_GPU
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_target_prints_the_same_line():
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv: make would install one")
+    done = subprocess.run(
+        ["make", "-s", "--no-print-directory", "gpu-check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    assert line.startswith("gpu-check: no usable CUDA GPU")
+
+
+def test_table_aligns_columns_and_shows_missing_values_as_dashes():
+    Row = gpu_check.Row
+    rows = [
+        Row("pld_cifar100", "bf16-mixed", 41.234, 1234.4),
+        Row("kl fused cuda fp32 256x32768", "32-true", max_abs_diff=6.6e-06),
+        Row("cts_resnet20_cifar10", status="exit 1: RuntimeError: indices should be on the same device"),
+    ]
+    header, *lines = gpu_check.format_table(rows).splitlines()
+    assert header.split() == ["check", "precision", "steps/s", "peak", "MiB", "max", "|diff|", "status"]
+    assert lines[0].split() == ["pld_cifar100", "bf16-mixed", "41.2", "1234", "-", "ok"]
+    assert lines[1].split()[:5] == ["kl", "fused", "cuda", "fp32", "256x32768"]
+    assert lines[1].split()[5:] == ["32-true", "-", "-", "6.6e-06", "ok"]
+    assert lines[2].split()[1:5] == ["-", "-", "-", "-"]
+    # every column starts at the same place on every line
+    status_at = header.index("status")
+    assert all(line[status_at - 2 : status_at] == "  " for line in lines)
+    assert [line[status_at:].split()[0] for line in lines] == ["ok", "ok", "exit"]
+    assert [row.failed for row in rows] == [False, False, True]
+
+
+@pytest.mark.parametrize("variant", ["cifar10", "cifar100"])
+def test_cifar_writer_makes_files_the_real_reader_loads(tmp_path, variant):
+    classes = gpu_check.CIFAR_CLASSES[variant]
+    folder = gpu_check.write_cifar(tmp_path, variant, per_class=7, test_per_class=2)
+    assert folder == tmp_path / gpu_check.CIFAR_FOLDERS[variant]
+    splits = read_cifar(tmp_path, variant)
+    images, labels = splits["train"]
+    assert images.shape == (7 * classes, 3, 32, 32) and images.dtype == torch.uint8
+    assert torch.bincount(labels, minlength=classes).tolist() == [7] * classes
+    test_images, test_labels = splits["test"]
+    assert test_images.shape == (2 * classes, 3, 32, 32)
+    assert torch.bincount(test_labels, minlength=classes).tolist() == [2] * classes
+
+
+@pytest.mark.parametrize(("variant", "batch_size"), [("cifar10", 512), ("cifar100", 128)])
+def test_written_data_gives_the_steps_a_preset_asks_for(tmp_path, variant, batch_size):
+    steps = 5
+    per_class = gpu_check.images_per_class(batch_size, steps, gpu_check.CIFAR_CLASSES[variant])
+    gpu_check.write_cifar(tmp_path, variant, per_class)
+    data = CIFARDataModule(str(tmp_path), variant, val_fraction=gpu_check.VAL_FRACTION, batch_size=batch_size)
+    data.setup()
+    assert len(data.train_dataloader()) >= steps
+
+
+def test_gpu_presets_are_the_experiments_that_override_the_trainer_with_gpu():
+    found = gpu_check.gpu_presets()
+    assert set(found) >= KNOWN_GPU_PRESETS
+    for name in found:
+        assert "override /trainer: gpu" in (gpu_check.EXPERIMENTS / f"{name}.yaml").read_text()
+
+
+def _composed(argv: list[str]):
+    overrides = [o for o in argv if not o.startswith("hydra.")]
+    cfg = compose_config(overrides)
+    validate_settings(cfg, overrides)
+    return cfg
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_GPU_PRESETS))
+def test_each_preset_command_line_passes_the_checks_and_cuts_every_stage(tmp_path, name):
+    preset = gpu_check.describe_preset(name)
+    argv = gpu_check.run_overrides(preset, tmp_path / "data", tmp_path, 12, name)
+    cfg = _composed(argv)
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "auto"
+    assert cfg.trainer.max_epochs == 1 and cfg.trainer.limit_train_batches == 12
+    assert trainer_arguments(cfg.trainer)["precision"] == "32-true"  # auto, on this machine without a GPU
+    assert str(tmp_path) in cfg.paths.output_root and str(tmp_path) in cfg.paths.teacher_cache
+    stage_keys = {
+        "cts_resnet20_cifar10": ["method.rewind_epochs=1", "method.search.epochs=1"],
+        "legogcd_cifar100": ["method.pretrain.epochs=1"],
+        "pld_cifar100": ["method.teacher.max_epochs=1"],
+        "sinkd_cifar100": ["method.teacher.max_epochs=1"],
+        "bdkd_cifar100": [],
+    }
+    assert preset.stage_overrides == stage_keys[name]
+    data = cfg.data.base if name.startswith("legogcd") else cfg.data
+    assert data.data_dir == str(tmp_path / "data")
+
+
+def test_the_ddp_command_line_is_one_process_on_one_gpu(tmp_path):
+    preset = gpu_check.describe_preset(gpu_check.DDP_PRESET)
+    cfg = _composed([*gpu_check.run_overrides(preset, tmp_path, tmp_path, 12, "ddp"), *gpu_check.DDP])
+    assert cfg.trainer.strategy == "ddp"
+    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes) == ("gpu", 1, 1)
+    assert cfg.trainer.precision == "auto"
+
+
+def test_run_rows_report_failures_off_gpu_fits_and_forwards():
+    fit = {"module": "DistillationModule", "device": "cuda:0", "precision": "bf16-mixed", "steps": 12}
+    good = {"exit": 0, "fits": [{**fit, "module": "CrossEntropyModule"}, {**fit, "steps_per_s": 30.0}]}
+    row = gpu_check.run_row("pld", {**good, "off_gpu": {}})
+    assert (row.status, row.precision, row.steps_per_s) == ("ok", "bf16-mixed", 30.0)
+    assert gpu_check.run_row("pld", None).status == "no result"
+    assert gpu_check.run_row("pld", {**good, "exit": 1}).status == "exit 1"
+    on_cpu = {"exit": 0, "fits": [{**fit, "device": "cpu"}]}
+    assert gpu_check.run_row("pld", on_cpu).status == "fit DistillationModule on cpu"
+    forwards = gpu_check.run_row("cts", {**good, "off_gpu": {"Conv2d": 40, "Linear": 2}})
+    assert forwards.status == "forwards off the GPU: Conv2d x40, Linear x2"
+
+
+def test_divergence_comparison_on_the_cpu_in_float32():
+    cases = [
+        ("kl", {"temperature": 2.0}, (40, 9), ("fused", "plain", "plain@bf16")),
+        ("sinkhorn", {"iters": 10}, (16, 5), ("fused",)),
+        ("sinkhorn_batch", {}, (12, 6), ("",)),
+    ]
+    rows = gpu_check.divergence_rows(cases, device="cpu")
+    assert [row.check for row in rows] == [
+        "kl fused cpu fp32 40x9",
+        "kl plain cpu fp32 40x9",
+        "kl plain bf16-autocast cpu fp32 40x9",  # log_softmax autocasts to float32: no bf16 anywhere
+        "sinkhorn fused cpu fp32 16x5",
+        "sinkhorn_batch batch cpu fp32 12x6",
+    ]
+    assert all(row.status == "ok" and 0 < row.max_abs_diff < 1e-4 for row in rows)
+    assert [row.precision for row in rows] == ["32-true", "32-true", "bf16-mixed", "32-true", "32-true"]
+
+
+def test_a_divergence_case_that_fails_is_one_row():
+    (row,) = gpu_check.divergence_rows([("kl", {"no_such": 1}, (4, 3), ("fused",))], device="cpu")
+    assert row.failed and row.max_abs_diff is None
+
+
+@pytest.mark.slow
+def test_a_run_process_records_its_fits_and_its_forwards_off_the_gpu(tmp_path):
+    """The child mode on the CPU: a KD run (teacher fit, then the student's) through the dlab entry point."""
+    result = tmp_path / "result.json"
+    argv = [
+        "trainer.max_epochs=1",
+        "method.teacher.max_epochs=1",
+        "+trainer.limit_train_batches=4",
+        "+trainer.limit_val_batches=2",
+        "+trainer.limit_test_batches=2",
+        f"paths.output_root={tmp_path / 'outputs'}",
+        f"paths.teacher_cache={tmp_path / 'teachers'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    command = [sys.executable, str(SCRIPT), "--child", str(result), "--warmup", "1", "--", *argv]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcome = json.loads(result.read_text())
+    assert outcome["exit"] == 0
+    teacher, student = outcome["fits"]
+    assert (teacher["module"], student["module"]) == ("CrossEntropyModule", "DistillationModule")
+    assert student["steps"] == 4 and student["steps_per_s"] > 0 and student["device"] == "cpu"
+    assert student["precision"] == "32-true" and "peak_mib" not in student
+    assert outcome["off_gpu"]["Linear"] > 0
+    assert gpu_check.run_row("kd", outcome).status.startswith("fit CrossEntropyModule on cpu")

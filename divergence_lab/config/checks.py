@@ -37,6 +37,7 @@ SEARCHPATH_OVERRIDE = "hydra.searchpath="
 PRUNERS = ("cts", "random", "magnitude", "snip", "grasp", "synflow", "ltr")
 MASK_PRUNERS = ("synflow", "ltr")  # they choose a mask, not scores
 SANITY_CHECKS = ("none", "shuffle", "invert", "reinit")
+DKL_FORMS = ("official_code", "paper")  # LegoGCD's dual-view term: the official code's, or Eq. 11-12
 READ_GROUPS = ("model", "divergence")  # the groups a method may leave unread (method.reads)
 # trainer.precision: auto (trainer=gpu) or a Lightning precision by its full name (not 32, 16, "bf16")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
@@ -306,10 +307,20 @@ def check_pruning(method: Any) -> None:
 
 
 def check_category_discovery(method: Any) -> None:
-    """LegoGCD: the LER confidence threshold δ in (0, 1]."""
+    """LegoGCD: the LER confidence threshold δ in (0, 1] and a known DKL form."""
     threshold = method.get("ler_threshold")
     if threshold is not None and (not _is_number(threshold) or not 0.0 < threshold <= 1.0):
         raise ConfigError(f"method.ler_threshold must be a number in (0, 1] (got {threshold!r})")
+    form = method.get("dkl_form")
+    if form is not None and form not in DKL_FORMS:
+        raise ConfigError(f"method.dkl_form must be one of {', '.join(DKL_FORMS)} (got {form!r})")
+
+
+def check_divergence_warmup(method: Any) -> None:
+    """KD: ``method.divergence_warmup`` maps divergence names to warm-up epochs, integers >= 0."""
+    for name, epochs in (method.get("divergence_warmup") or {}).items():
+        if not _is_int(epochs) or epochs < 0:
+            raise ConfigError(f"method.divergence_warmup.{name} must be an integer >= 0 (got {epochs!r})")
 
 
 def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
@@ -327,6 +338,7 @@ def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     check_integer_at_least(cfg.data.get("batch_size"), "data.batch_size")
     check_pruning(cfg.method)
     check_category_discovery(cfg.method)
+    check_divergence_warmup(cfg.method)
     check_method_reads(cfg, overrides)
     check_optimized_metric(cfg)
     check_threads(cfg.get("threads", "auto"))

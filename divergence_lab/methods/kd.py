@@ -82,14 +82,9 @@ def configured_divergence(key: str, name: str, **params: Any) -> divergences.Div
 
 
 def warmup_epochs(cfg: DictConfig) -> int:
-    """Warm-up epochs of the configured divergence in ``method.divergence_warmup`` (0: none)."""
-    warmups = cfg.method.get("divergence_warmup") or {}
-    epochs = warmups.get(cfg.divergence.name, 0)
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
-        raise ConfigError(
-            f"method.divergence_warmup.{cfg.divergence.name} must be an integer >= 0 (got {epochs!r})"
-        )
-    return epochs
+    """Warm-up epochs of the configured divergence in ``method.divergence_warmup`` (0: none; the values are
+    checked with the config, :func:`divergence_lab.config.checks.check_divergence_warmup`)."""
+    return int((cfg.method.get("divergence_warmup") or {}).get(cfg.divergence.name, 0))
 
 
 def stages(cfg: DictConfig, datamodule: Any) -> list[Stage]:

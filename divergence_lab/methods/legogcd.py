@@ -45,6 +45,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from divergence_lab import divergences
+from divergence_lab.config.checks import DKL_FORMS
 from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.gcd import augment
 from divergence_lab.data.protocol import CategoryDiscoveryData
@@ -134,9 +135,6 @@ def mean_entropy_gap(probs: Tensor) -> Tensor:
     """``log K - H(mean_rows probs)``: zero when the batch uses every class equally."""
     mean = probs.mean(0)
     return math.log(probs.shape[1]) + (mean * torch.log(mean.clamp_min(1e-12))).sum()
-
-
-DKL_FORMS = ("official_code", "paper")
 
 
 def dual_view_kl(
@@ -378,8 +376,6 @@ def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> 
     trainable = net.last_block() if method.backbone.train_last_block_only else net.backbone
     net.backbone.requires_grad_(False)
     trainable.requires_grad_(True)
-    if method.dkl_form not in DKL_FORMS:
-        raise ConfigError(f"method.dkl_form must be one of {', '.join(DKL_FORMS)} (got {method.dkl_form!r})")
     dkl = divergences.build(**{**cfg.divergence, "t_squared": False, "temperature": 1.0})
     settings = {
         key: method[key]

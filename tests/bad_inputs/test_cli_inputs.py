@@ -63,7 +63,12 @@ CASES = [
     BadInput("lr-negative", ["method.optimizer.lr=-1"], "method.optimizer.lr must be a finite number > 0"),
     BadInput("weight-decay", ["method.optimizer.weight_decay=-0.1"], "method.optimizer.weight_decay"),
     BadInput("optimizer-name", ["method.optimizer.name=adamax"], "method.optimizer.name must be one of"),
-    BadInput("scheduler", ["method.optimizer.scheduler=step"], "method.optimizer.scheduler must be one of"),
+    BadInput("scheduler", ["method.optimizer.scheduler=linear"], "method.optimizer.scheduler must be one of"),
+    BadInput(
+        "step-without-milestones",
+        ["method.optimizer.scheduler=step"],
+        "method.optimizer.milestones must be a non-empty list",
+    ),
     BadInput("momentum", [*CTS, "method.optimizer.momentum=1.5"], "method.optimizer.momentum"),
     BadInput("alpha-range", ["method.alpha=1.5"], "method.alpha must be a number in [0, 1]"),
     BadInput("alpha-nan", ["method.alpha=nan"], "method.alpha must be a number in [0, 1]"),
@@ -120,6 +125,16 @@ CASES = [
         "method=legogcd does not read model",
     ),
     BadInput("gpu-without-gpu", ["trainer=gpu"], "no usable GPU"),
+    BadInput(
+        "dkl-form-unknown",
+        ["experiment=legogcd_digits", "method.dkl_form=true_kl"],
+        "method.dkl_form must be one of official_code, paper",
+    ),
+    BadInput(
+        "dkd-warmup-negative",
+        ["method=kd", "divergence=dkd", "method.divergence_warmup.dkd=-1"],
+        "method.divergence_warmup.dkd must be an integer >= 0",
+    ),
     BadInput("precision-unknown", ["trainer=gpu", "trainer.precision=fp8"], "trainer.precision must be"),
     BadInput("precision-fp16-cpu", ["+trainer.precision=16-mixed"], "trainer.precision=16-mixed needs a GPU"),
     # keys the method reads only in some of its settings

@@ -163,4 +163,4 @@ def test_the_warm_up_comes_from_the_config_by_divergence_name():
     assert warmup_epochs(compose_config(["method=kd", "divergence=dkd"])) == 20
     assert warmup_epochs(compose_config(["method=kd", "divergence=kl"])) == 0
     with pytest.raises(ConfigError, match=r"method.divergence_warmup.dkd must be an integer >= 0"):
-        warmup_epochs(compose_config(["method=kd", "divergence=dkd", "method.divergence_warmup.dkd=-1"]))
+        validate(compose_config(["method=kd", "divergence=dkd", "method.divergence_warmup.dkd=-1"]))

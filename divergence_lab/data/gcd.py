@@ -27,7 +27,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.cifar import random_crop_flip
@@ -50,27 +50,19 @@ def gcd_split(
     return labelled, ~labelled
 
 
-class BalancedEpochSampler(Sampler[int]):
+class BalancedEpochSampler(EpochSeededSampler):
     """``n`` indices drawn with replacement, ``P(i) ∝ 1`` for labelled images and ``n_l / n_u`` for unlabelled
-    ones (labelled and unlabelled each carry half the mass), from a generator seeded by ``(seed, epoch)``."""
+    ones (labelled and unlabelled each carry half the mass), from the generator of ``(seed, epoch)``."""
 
     def __init__(self, labelled: torch.Tensor, seed: int) -> None:
+        super().__init__(len(labelled), seed)
         count_labelled = int(labelled.sum())
         count_unlabelled = len(labelled) - count_labelled
         self.weights = torch.where(labelled, 1.0, count_labelled / max(count_unlabelled, 1)).double()
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        draws = torch.multinomial(self.weights, len(self.weights), replacement=True, generator=generator)
+        draws = torch.multinomial(self.weights, self.n, replacement=True, generator=self.generator())
         return iter(draws.tolist())
-
-    def __len__(self) -> int:
-        return len(self.weights)
 
 
 def shift_noise_erase(images: torch.Tensor, noise: float = 0.1, patch: int = 2) -> torch.Tensor:
@@ -178,7 +170,7 @@ class GCDDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
         if self.balanced_sampling:
-            sampler: Sampler[int] = BalancedEpochSampler(self.labelled, self.seed)
+            sampler: EpochSeededSampler = BalancedEpochSampler(self.labelled, self.seed)
         else:
             sampler = EpochSeededSampler(len(self.train_set), self.seed)
         return DataLoader(

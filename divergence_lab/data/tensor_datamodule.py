@@ -30,9 +30,12 @@ class EpochSeededSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def generator(self) -> torch.Generator:
+        """This epoch's generator: a function of ``(seed, epoch)`` only."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        return iter(torch.randperm(self.n, generator=self.generator()).tolist())
 
     def __len__(self) -> int:
         return self.n

@@ -50,6 +50,10 @@ class DistillationModule(ClassifierModule):
             return 1.0
         return min((self.current_epoch + 1) / self.warmup_epochs, 1.0)
 
+    def kd_objective(self, ce: Tensor, distill: Tensor) -> Tensor:
+        """``(1 - alpha) · ce + alpha · warmup_factor · distill``: the loss of :meth:`losses`."""
+        return (1.0 - self.alpha) * ce + self.alpha * self.warmup_factor() * distill
+
     def train(self, mode: bool = True) -> DistillationModule:
         """Switch the student's mode; the teacher always stays in eval mode."""
         super().train(mode)
@@ -69,8 +73,7 @@ class DistillationModule(ClassifierModule):
         student = self(x)
         ce = F.cross_entropy(student, y)
         distill = self.distillation(student, self.teacher_logits(x), y)
-        loss = (1.0 - self.alpha) * ce + self.alpha * self.warmup_factor() * distill
-        return {"loss": loss, "ce": ce.detach(), "distill": distill.detach()}
+        return {"loss": self.kd_objective(ce, distill), "ce": ce.detach(), "distill": distill.detach()}
 
 
 def configured_divergence(key: str, name: str, **params: Any) -> divergences.Divergence:

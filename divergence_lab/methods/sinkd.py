@@ -64,8 +64,7 @@ class SinkhornDistillation(DistillationModule):
         distill = self.distillation(student, teacher, y)
         rows = self.batch_transport(student, teacher)
         transport = rows.sum() if self.transport_reduction == "sum" else rows.mean()
-        loss = (1.0 - self.alpha) * ce + self.alpha * self.warmup_factor() * distill
-        loss = loss + self.transport_weight * transport
+        loss = self.kd_objective(ce, distill) + self.transport_weight * transport
         return {"loss": loss, "ce": ce.detach(), "distill": distill.detach(), "sinkhorn": transport.detach()}
 
 

@@ -130,7 +130,5 @@ def concrete_search(
         values = {"objective": mean_of(losses), "expected density": result.expected_density[-1]}
         progress.step(epoch + 1, values)
     net.train(was_training)
-    # global_top_k builds its mask on the CPU: rank CPU copies, then move the ticket to the logits' device
-    ticket = global_top_k([a.detach().cpu() for a in logits], density)
-    result.mask = [keep.to(a.device) for keep, a in zip(ticket, logits, strict=True)]
+    result.mask = global_top_k(logits, density)
     return result

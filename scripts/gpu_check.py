@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -38,8 +37,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "divergence_lab" / "conf" / "experiment"
@@ -62,8 +59,6 @@ STAGE_KEYS = (
 RUN_LIMITS = ("trainer.max_epochs=1", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2")
 DDP = ("trainer=ddp", "trainer.accelerator=gpu", "trainer.devices=1", "++trainer.precision=auto")
 DDP_PRESET = "sinkd_cifar100"  # its teacher is in the check's teacher cache by then: the DDP run loads it
-CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
-CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 # (registry member, parameters, (rows, classes), executions compared with the plain CPU float64 reference):
 # "fused" / "plain" (``execution=``), "" for a member without that parameter; "@bf16" = called inside
@@ -139,44 +134,6 @@ def format_table(rows: list[Row]) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # tiny CIFAR files
 # ---------------------------------------------------------------------------------------------------------
-
-
-def _dump(path: Path, content: dict[bytes, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as handle:
-        pickle.dump(content, handle, protocol=2)
-
-
-def write_cifar(
-    root: Path, variant: str, per_class: int, test_per_class: int = TEST_PER_CLASS, seed: int = 0
-) -> Path:
-    """Write ``root/<variant's folder>`` as the "python version" archive holds it (pickled dicts with bytes
-    keys, uint8 rows of 3072 channel-planar pixels): ``per_class`` training and ``test_per_class`` test
-    images of every class, random pixels. CIFAR-10's training images are spread over its five batches.
-    Returns the folder."""
-    classes = CIFAR_CLASSES[variant]
-    rng = np.random.default_rng(seed)
-
-    def images_and_labels(count: int) -> tuple[np.ndarray, list[int]]:
-        labels = rng.permutation(np.repeat(np.arange(classes), count))
-        return rng.integers(0, 256, size=(len(labels), 3 * 32 * 32), dtype=np.uint8), labels.tolist()
-
-    folder = root / CIFAR_FOLDERS[variant]
-    train, train_labels = images_and_labels(per_class)
-    test, test_labels = images_and_labels(test_per_class)
-    if variant == "cifar10":
-        for number, part in enumerate(np.array_split(np.arange(len(train_labels)), 5), start=1):
-            labels = [train_labels[i] for i in part]
-            _dump(folder / f"data_batch_{number}", {b"data": train[part], b"labels": labels})
-        _dump(folder / "test_batch", {b"data": test, b"labels": test_labels})
-        _dump(folder / "batches.meta", {b"label_names": [f"class{i}".encode() for i in range(classes)]})
-    else:
-        coarse = [label // 5 for label in train_labels]
-        _dump(folder / "train", {b"data": train, b"fine_labels": train_labels, b"coarse_labels": coarse})
-        coarse = [label // 5 for label in test_labels]
-        _dump(folder / "test", {b"data": test, b"fine_labels": test_labels, b"coarse_labels": coarse})
-        _dump(folder / "meta", {b"fine_label_names": [f"class{i}".encode() for i in range(classes)]})
-    return folder
 
 
 def images_per_class(batch_size: int, steps: int, classes: int, held_out: float = VAL_FRACTION) -> int:
@@ -528,13 +485,16 @@ def no_gpu_line() -> str | None:
 
 def check(args: argparse.Namespace, work: Path) -> list[Row]:
     """Everything the module docstring lists, in ``work``; the table's rows."""
+    from divergence_lab.data.cifar import LAYOUT, write_cifar
+
     deadline = time.monotonic() + args.budget
     rows = divergence_rows()
     presets = [describe_preset(name) for name in args.only]
     data_dir = work / "data"
     for variant in sorted({p.variant for p in presets}):
         biggest = max(p.batch_size for p in presets if p.variant == variant)
-        write_cifar(data_dir, variant, images_per_class(biggest, args.steps, CIFAR_CLASSES[variant]))
+        per_class = images_per_class(biggest, args.steps, LAYOUT[variant].classes)
+        write_cifar(data_dir, variant, per_class, test_per_class=TEST_PER_CLASS)
     for preset in presets:
         argv = run_overrides(preset, data_dir, work, args.steps, preset.name)
         left = min(RUN_TIMEOUT_S, deadline - time.monotonic())

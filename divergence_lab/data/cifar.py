@@ -168,6 +168,47 @@ def read_cifar(data_dir: str | Path, variant: str) -> dict[str, tuple[torch.Tens
     return splits
 
 
+# the label-names file of each variant (not read here, written for a faithful copy of the archive)
+META_FILES = {"cifar10": ("batches.meta", b"label_names"), "cifar100": ("meta", b"fine_label_names")}
+
+
+def write_cifar(
+    root: str | Path, variant: str, per_class: int = 3, test_per_class: int = 1, seed: int = 0
+) -> np.ndarray:
+    """Write tiny files in the real format under ``root`` (what :func:`read_cifar` reads; for tests and
+    ``make gpu-check``): ``per_class`` training and ``test_per_class`` test images of every class, random
+    uint8 pixels from ``seed``, labels in class order, the training set split over the variant's training
+    files. Returns the training images (N × 3072) in file order."""
+    layout = LAYOUT[variant]
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(layout.classes), per_class)
+    images = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+    test_labels = np.repeat(np.arange(layout.classes), test_per_class)
+    test_images = rng.integers(0, 256, size=(len(test_labels), 3072), dtype=np.uint8)
+    folder = Path(root) / layout.folder
+    parts = np.array_split(np.arange(len(labels)), len(layout.train_files))
+    for name, part in zip(layout.train_files, parts, strict=True):
+        _write_record(folder / name, images[part], labels[part], layout)
+    _write_record(folder / layout.test_file, test_images, test_labels, layout)
+    meta_file, meta_key = META_FILES[variant]
+    _write_pickle(folder / meta_file, {meta_key: [f"c{i}".encode() for i in range(layout.classes)]})
+    return images
+
+
+def _write_record(path: Path, images: np.ndarray, labels: np.ndarray, layout: Layout) -> None:
+    """One pickled CIFAR file: ``data`` and the variant's label key (CIFAR-100 adds coarse labels)."""
+    record = {b"data": images, layout.label_key.encode(): labels.tolist()}
+    if layout.label_key == "fine_labels":
+        record[b"coarse_labels"] = (labels // 5).tolist()
+    _write_pickle(path, record)
+
+
+def _write_pickle(path: Path, content: dict[bytes, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        pickle.dump(content, handle, protocol=2)
+
+
 def random_crop_flip(images: torch.Tensor, padding: int = 4) -> torch.Tensor:
     """Per-image random ``padding``-pixel shift (zero padding) and horizontal flip of a batch (N, C, H, W)."""
     n, channels, height, width = images.shape

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from divergence_lab.config.checks import validate_settings
-from divergence_lab.data.cifar import CIFARDataModule, read_cifar
+from divergence_lab.data.cifar import LAYOUT, CIFARDataModule, read_cifar, write_cifar
 from divergence_lab.run.pipeline import trainer_arguments
 from tests.conftest import compose_config
 
@@ -101,12 +101,13 @@ def test_table_aligns_columns_and_shows_missing_values_as_dashes():
 
 @pytest.mark.parametrize("variant", ["cifar10", "cifar100"])
 def test_cifar_writer_makes_files_the_real_reader_loads(tmp_path, variant):
-    classes = gpu_check.CIFAR_CLASSES[variant]
-    folder = gpu_check.write_cifar(tmp_path, variant, per_class=7, test_per_class=2)
-    assert folder == tmp_path / gpu_check.CIFAR_FOLDERS[variant]
+    classes = LAYOUT[variant].classes
+    written = write_cifar(tmp_path, variant, per_class=7, test_per_class=2)
+    assert (tmp_path / LAYOUT[variant].folder).is_dir()
     splits = read_cifar(tmp_path, variant)
     images, labels = splits["train"]
     assert images.shape == (7 * classes, 3, 32, 32) and images.dtype == torch.uint8
+    assert torch.equal(images.reshape(len(images), -1), torch.from_numpy(written))
     assert torch.bincount(labels, minlength=classes).tolist() == [7] * classes
     test_images, test_labels = splits["test"]
     assert test_images.shape == (2 * classes, 3, 32, 32)
@@ -116,8 +117,8 @@ def test_cifar_writer_makes_files_the_real_reader_loads(tmp_path, variant):
 @pytest.mark.parametrize(("variant", "batch_size"), [("cifar10", 512), ("cifar100", 128)])
 def test_written_data_gives_the_steps_a_preset_asks_for(tmp_path, variant, batch_size):
     steps = 5
-    per_class = gpu_check.images_per_class(batch_size, steps, gpu_check.CIFAR_CLASSES[variant])
-    gpu_check.write_cifar(tmp_path, variant, per_class)
+    per_class = gpu_check.images_per_class(batch_size, steps, LAYOUT[variant].classes)
+    write_cifar(tmp_path, variant, per_class, test_per_class=gpu_check.TEST_PER_CLASS)
     data = CIFARDataModule(str(tmp_path), variant, val_fraction=gpu_check.VAL_FRACTION, batch_size=batch_size)
     data.setup()
     assert len(data.train_dataloader()) >= steps

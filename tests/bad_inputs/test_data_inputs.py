@@ -1,9 +1,9 @@
 """Corrupt, truncated, wrong-format or missing CIFAR files: refused in one line naming the file.
 
-Each case writes tiny CIFAR files in the real format (``tests/data/cifar_files.py``), spoils one of them, and
-runs the real ``dlab`` command on them (``method=teacher``, so no teacher is trained first): the run stops
-with exit 2 and one ``dlab: error: data.data_dir: <file> ...`` line, and the data folder is left as it
-was. The same table is read in-process too, to check the reason each message gives.
+Each case writes tiny CIFAR files in the real format (``divergence_lab.data.cifar.write_cifar``), spoils
+one of them, and runs the real ``dlab`` command on them (``method=teacher``, so no teacher is trained
+first): the run stops with exit 2 and one ``dlab: error: data.data_dir: <file> ...`` line, and the data
+folder is left as it was. The same table is read in-process too, to check the reason each message gives.
 
 The tabular data (``data=tabular``) is refused the same way: a bad ``data.source`` (unknown table, missing,
 malformed or one-class file) or other ``data.`` value gives one ``dlab: error: data.<key>: ...`` line.
@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from divergence_lab.data.cifar import read_cifar
+from divergence_lab.data.cifar import read_cifar, write_cifar
 from tests.bad_inputs.harness import BadInput, assert_refused
 from tests.conftest import compose_config
-from tests.data.cifar_files import write_fake_cifar
 
 DATA = "data"
 CIFAR10 = f"{DATA}/cifar-10-batches-py"
@@ -57,7 +56,7 @@ def _edit(name: str, change: Callable[[dict[bytes, Any]], object]) -> Callable[[
     """A setup writing CIFAR-10 files and replacing batch ``name`` by ``change(its content)``."""
 
     def setup(work: Path) -> None:
-        write_fake_cifar(work / DATA, "cifar10")
+        write_cifar(work / DATA, "cifar10")
         path = work / CIFAR10 / name
         _dump(path, change(_load(path)))
 
@@ -65,28 +64,28 @@ def _edit(name: str, change: Callable[[dict[bytes, Any]], object]) -> Callable[[
 
 
 def _truncated(work: Path) -> None:
-    write_fake_cifar(work / DATA, "cifar10")
+    write_cifar(work / DATA, "cifar10")
     path = work / CIFAR10 / "data_batch_1"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 def _random_bytes(work: Path) -> None:
-    write_fake_cifar(work / DATA, "cifar10")
+    write_cifar(work / DATA, "cifar10")
     (work / CIFAR10 / "test_batch").write_bytes(np.random.default_rng(0).bytes(RANDOM_BYTES))
 
 
 def _empty_file(work: Path) -> None:
-    write_fake_cifar(work / DATA, "cifar10")
+    write_cifar(work / DATA, "cifar10")
     (work / CIFAR10 / "data_batch_2").write_bytes(b"")
 
 
 def _missing_file(work: Path) -> None:
-    write_fake_cifar(work / DATA, "cifar10")
+    write_cifar(work / DATA, "cifar10")
     (work / CIFAR10 / "data_batch_3").unlink()
 
 
 def _cifar100_without_fine_labels(work: Path) -> None:
-    write_fake_cifar(work / DATA, "cifar100")
+    write_cifar(work / DATA, "cifar100")
     path = work / CIFAR100 / "train"
     content = _load(path)
     del content[b"fine_labels"]

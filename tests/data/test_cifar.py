@@ -3,15 +3,14 @@
 import pytest
 import torch
 
-from divergence_lab.data.cifar import CIFARDataModule, random_crop_flip, read_cifar
+from divergence_lab.data.cifar import CIFARDataModule, random_crop_flip, read_cifar, write_cifar
 from divergence_lab.models.resnet_cifar import CifarResNet
 from tests.conftest import run_training
-from tests.data.cifar_files import write_fake_cifar
 
 
 @pytest.mark.parametrize("variant, classes", [("cifar10", 10), ("cifar100", 100)])
 def test_reader_decodes_channel_planar_images_and_labels(tmp_path, variant, classes):
-    raw_images = write_fake_cifar(tmp_path, variant)
+    raw_images = write_cifar(tmp_path, variant)
     splits = read_cifar(tmp_path, variant)
     images, labels = splits["train"]
     assert images.shape == (3 * classes, 3, 32, 32) and images.dtype == torch.uint8
@@ -29,7 +28,7 @@ def test_missing_files_give_one_clear_line(tmp_path):
 
 
 def test_datamodule_normalises_and_holds_out_a_stratified_validation_split(tmp_path):
-    write_fake_cifar(tmp_path, "cifar10", per_class=10)
+    write_cifar(tmp_path, "cifar10", per_class=10)
     dm = CIFARDataModule(str(tmp_path), "cifar10", val_fraction=0.2)
     dm.setup()
     assert len(dm.splits["train"]) == 80 and len(dm.splits["val"]) == 20 and len(dm.splits["test"]) == 10
@@ -68,7 +67,7 @@ def test_resnet_refuses_a_bad_depth():
 
 @pytest.mark.slow
 def test_bdkd_cifar100_preset_runs_a_couple_of_steps(tmp_path):
-    write_fake_cifar(tmp_path / "data", "cifar100", per_class=3)
+    write_cifar(tmp_path / "data", "cifar100", per_class=3)
     record, run_dir = run_training(
         tmp_path,
         [
@@ -93,7 +92,7 @@ def test_bdkd_cifar100_preset_runs_a_couple_of_steps(tmp_path):
 def test_gcd_cifar100_partitions_every_training_image_as_the_official_protocol(tmp_path):
     from divergence_lab.data.gcd import GCDDataModule
 
-    write_fake_cifar(tmp_path, "cifar100", per_class=4)
+    write_cifar(tmp_path, "cifar100", per_class=4)
     base = CIFARDataModule(str(tmp_path), "cifar100", val_fraction=0.0, augment=False)
     gcd = GCDDataModule(base, num_known=80, labelled_fraction=0.5)
     gcd.setup()
@@ -102,7 +101,7 @@ def test_gcd_cifar100_partitions_every_training_image_as_the_official_protocol(t
 
 
 def test_a_cifar_run_without_validation_images_is_refused_in_one_line(tmp_path):
-    write_fake_cifar(tmp_path, "cifar10", per_class=2)
+    write_cifar(tmp_path, "cifar10", per_class=2)
     dm = CIFARDataModule(str(tmp_path), "cifar10", val_fraction=0.0)
     dm.setup()
     with pytest.raises(ValueError, match="data.val_fraction=0 leaves no validation images"):

@@ -9,9 +9,9 @@ import torch
 
 from divergence_lab.config.checks import CONF_DIR
 from divergence_lab.data import instantiate_datamodule
+from divergence_lab.data.cifar import write_cifar
 from divergence_lab.data.protocol import CategoryDiscoveryData, ClassificationData
 from tests.conftest import compose_config
-from tests.data.cifar_files import write_fake_cifar
 
 DATA_OPTIONS = sorted(path.stem for path in (CONF_DIR / "data").glob("*.yaml"))
 # CIFAR configs read tiny fake files; 3 images per class need a larger val fraction than 0.1 to hold any
@@ -27,7 +27,7 @@ def _build(option: str, tmp_path: Path):
     if option in CIFAR:
         variant, extra = CIFAR[option]
         if not (tmp_path / "data").exists():  # rewriting the files would change their mtime (fingerprint)
-            write_fake_cifar(tmp_path / "data", variant)
+            write_cifar(tmp_path / "data", variant)
         key = "data.base.data_dir" if option.startswith("gcd_") else "data.data_dir"
         overrides += [f"{key}={tmp_path / 'data'}", *extra]
     return instantiate_datamodule(compose_config(overrides).data, seed=3)

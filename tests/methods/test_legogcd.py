@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from divergence_lab import divergences
 from divergence_lab.config.errors import ConfigError
+from divergence_lab.data.cifar import write_cifar
 from divergence_lab.data.gcd import GCDDataModule, gcd_split, shift_noise_erase
 from divergence_lab.methods.legogcd import (
     dual_view_kl,
@@ -296,9 +297,7 @@ def test_gcd_data_refuses_bad_settings():
 
 @pytest.mark.slow
 def test_legogcd_cifar100_preset_runs_a_couple_of_steps(tmp_path):
-    from tests.data.cifar_files import write_fake_cifar
-
-    write_fake_cifar(tmp_path / "data", "cifar100", per_class=3)
+    write_cifar(tmp_path / "data", "cifar100", per_class=3)
     record, run_dir = run_training(
         tmp_path,
         [

@@ -7,13 +7,13 @@ import torch.nn.functional as F
 from divergence_lab import divergences
 from divergence_lab.config.errors import ConfigError
 from divergence_lab.data import instantiate_datamodule
+from divergence_lab.data.cifar import write_cifar
 from divergence_lab.methods.pld import PlackettLuceDistillation
 from divergence_lab.methods.sinkd import SinkhornDistillation
 from divergence_lab.methods.stages import StageContext, build_in_memory
 from divergence_lab.models import build_network
 from divergence_lab.models.mlp import MLP
 from tests.conftest import compose_config, run_training
-from tests.data.cifar_files import write_fake_cifar
 
 OPTIMIZER = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "none"}
 
@@ -118,7 +118,7 @@ def test_sinkd_on_digits_runs(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["pld_cifar100", "sinkd_cifar100"])
 def test_cifar100_presets_run_a_couple_of_steps(tmp_path, experiment):
-    write_fake_cifar(tmp_path / "data", "cifar100", per_class=3)
+    write_cifar(tmp_path / "data", "cifar100", per_class=3)
     record, _ = run_training(
         tmp_path,
         [

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from divergence_lab import divergences
+from divergence_lab.data.cifar import write_cifar
 from divergence_lab.models.mlp import MLP
 from divergence_lab.pruning import saliency
 from divergence_lab.pruning.concrete import concrete_search
@@ -188,9 +189,7 @@ def test_bad_pruning_settings_are_refused(tmp_path):
 
 @pytest.mark.slow
 def test_cts_resnet20_cifar10_preset_runs_a_couple_of_steps(tmp_path):
-    from tests.data.cifar_files import write_fake_cifar
-
-    write_fake_cifar(tmp_path / "data", "cifar10", per_class=4)
+    write_cifar(tmp_path / "data", "cifar10", per_class=4)
     record, _ = run_training(
         tmp_path,
         [

@@ -10,12 +10,11 @@ from omegaconf import OmegaConf
 
 from divergence_lab.config.resolvers import user_cache
 from divergence_lab.data import instantiate_datamodule
-from divergence_lab.data.cifar import CIFARDataModule
+from divergence_lab.data.cifar import CIFARDataModule, write_cifar
 from divergence_lab.data.digits import DigitsDataModule
 from divergence_lab.models.mlp import MLP
 from divergence_lab.run import teacher_cache as teachers
 from tests.conftest import compose_config
-from tests.data.cifar_files import write_fake_cifar
 
 CPU = {"accelerator": "cpu", "devices": 1}
 TOY_NETWORK = """
@@ -110,7 +109,7 @@ def test_network_code_and_architecture_change_the_key(monkeypatch, tmp_path):
 
 
 def test_cifar_fingerprint_reads_file_sizes_and_times_not_contents(tmp_path):
-    write_fake_cifar(tmp_path, "cifar10")
+    write_cifar(tmp_path, "cifar10")
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
     module = CIFARDataModule(data_dir=str(tmp_path))  # never set up: nothing is read
     fingerprint = module.data_fingerprint()

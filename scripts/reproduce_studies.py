@@ -11,7 +11,9 @@ the numbers of a check.
     python scripts/reproduce_studies.py --record docs/results/seed0.json
     python scripts/reproduce_studies.py --check docs/results/seed0.json
 
-Numbers are comparable on one machine with one thread count (``metrics.json`` records ``threads``).
+Numbers are comparable on one machine with one thread count (``metrics.json`` records ``threads``). The
+teachers are trained afresh in a scratch cache: a teacher from the user's cache may have been trained at
+another thread count, and its last bits would move every distilled student's numbers.
 """
 
 from __future__ import annotations
@@ -48,9 +50,13 @@ def job_key(job_dir: Path) -> str:
     return " ".join(sorted(o for o in overrides if not o.startswith("hydra.")))
 
 
-def run_study(dlab: list[str], study: str, overrides: list[str], sweeps: Path, out: Path) -> dict:
-    """Run one study's slice into ``out``; return ``{job key: test metrics}``."""
+def run_study(
+    dlab: list[str], study: str, overrides: list[str], sweeps: Path, out: Path, teachers: Path
+) -> dict:
+    """Run one study's slice into ``out`` with the teacher cache ``teachers``; return ``{job key: test
+    metrics}``."""
     command = [*dlab, "-m", "-cd", str(sweeps), "-cn", study, *overrides, f"hydra.sweep.dir={out}"]
+    command.append(f"paths.teacher_cache={teachers}")
     try:
         completed = subprocess.run(command, capture_output=True, text=True)
     except FileNotFoundError:
@@ -106,7 +112,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="reproduce-") as scratch:
         for study in args.only:
             started = time.monotonic()
-            jobs = run_study(shlex.split(args.dlab), study, SLICES[study], args.sweeps, Path(scratch) / study)
+            out, teachers = Path(scratch) / study, Path(scratch) / "teachers"
+            jobs = run_study(shlex.split(args.dlab), study, SLICES[study], args.sweeps, out, teachers)
             results[study] = jobs
             line = f"{study:20s} {len(jobs):3d} jobs  {time.monotonic() - started:6.1f}s"
             if args.check:

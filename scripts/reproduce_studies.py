@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -56,9 +57,9 @@ def run_study(
     """Run one study's slice into ``out`` with the teacher cache ``teachers``; return ``{job key: test
     metrics}``."""
     command = [*dlab, "-m", "-cd", str(sweeps), "-cn", study, *overrides, f"hydra.sweep.dir={out}"]
-    command.append(f"paths.teacher_cache={teachers}")
+    environment = {**os.environ, "DLAB_TEACHER_CACHE": str(teachers)}  # not an override: job keys stay
     try:
-        completed = subprocess.run(command, capture_output=True, text=True)
+        completed = subprocess.run(command, capture_output=True, text=True, env=environment)
     except FileNotFoundError:
         raise SystemExit(f"reproduce: cannot run {dlab[0]!r}; give the command with --dlab") from None
     if completed.returncode != 0:

@@ -36,11 +36,14 @@ class Group:
     seeds: list[int] = field(default_factory=list)
     jobs: list[Path] = field(default_factory=list)
 
-    def label(self, varying: list[str]) -> str:
-        parts = [f"{k}={v}" for k, v in self.key if k in varying]
+    def label(self, varying: list[str], display_names: dict[str, str] | None = None) -> str:
+        """The varying overrides: ``rkl`` for one varying key, ``k=v, k2=v2`` for several; a value with a
+        display name (the study's ``report.display_names``) is shown by that name alone."""
+        names = display_names or {}
+        parts = [(k, v) for k, v in self.key if k in varying]
         if len(varying) == 1 and parts:
-            return parts[0].split("=", 1)[1]
-        return ", ".join(parts) or "all runs"
+            return names.get(parts[0][1], parts[0][1])
+        return ", ".join(names.get(v, f"{k}={v}") for k, v in parts) or "all runs"
 
     def summary(self, metric: str) -> tuple[float, float]:
         values = self.values.get(metric, [])
@@ -59,6 +62,11 @@ class SweepReport:
     expected: int | None = None
     unreadable: list[UnreadableFile] = field(default_factory=list)
     recorded: set[str] = field(default_factory=set)  # every metric some readable run recorded
+    display_names: dict[str, str] = field(default_factory=dict)  # override value -> name shown
+
+    def label(self, group: Group) -> str:
+        """The group's label as tables and figures show it (display names applied)."""
+        return group.label(self.varying, self.display_names)
 
     def progress_lines(self) -> list[str]:
         """One line on the sweep's progress, then one per unfinished job and per unreadable file."""

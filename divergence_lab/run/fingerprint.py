@@ -40,7 +40,7 @@ IGNORED_KEYS = (
     "paths",
     "logger",
     "ckpt_path",
-    "study",
+    "study_name",
     "report",
     "threads",
     "stage_wait_s",

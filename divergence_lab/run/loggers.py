@@ -80,7 +80,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path, sweep_name: str | None) -> lis
     if wandb_cfg and rank_zero:
         from lightning.pytorch.loggers import WandbLogger
 
-        group = f"{cfg.study}/{sweep_name}" if sweep_name else cfg.study
+        group = f"{cfg.study_name}/{sweep_name}" if sweep_name else cfg.study_name
         label = divergence_label(cfg)
         loggers.append(
             WandbLogger(

@@ -133,7 +133,7 @@ def write_metrics(
         "method": cfg.method.name,
         "divergence": divergence_label(cfg),
         "data": cfg.data.name,
-        "study": cfg.study,
+        "study": cfg.study_name,
         "seed": cfg.seed,
         "wall_time_s": round(time.time() - started, 3),
         "threads": torch.get_num_threads(),  # the last bits of float sums depend on it

@@ -120,7 +120,7 @@ def rerun_command(config: DictConfig, best_params: dict[str, Any]) -> str:
         if key not in tuned and not key.startswith("hparams_search") and not key.startswith("hydra."):
             args.append(override)
     args += [f"{key}={value}" for key, value in best_params.items()]
-    args += [f"study={config.study}_best", f"seed={RERUN_SEEDS}"]
+    args += [f"study_name={config.study_name}_best", f"seed={RERUN_SEEDS}"]
     return shlex.join(args)
 
 

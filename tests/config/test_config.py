@@ -46,7 +46,7 @@ def test_study_file_composes_with_its_grid():
     sweeps = Path(__file__).parents[2] / "sweeps"
     with initialize_config_dir(str(sweeps.resolve()), version_base="1.3"):
         cfg = compose("kd_divergences", return_hydra_config=True)
-    assert cfg.study == "kd_divergences"
+    assert cfg.study_name == "kd_divergences"
     assert cfg.hydra.sweeper.params.divergence.split(",") == [
         "kl",
         "rkl",

@@ -88,7 +88,7 @@ def test_rerun_command_drops_the_search_and_sweeps_five_seeds():
     cfg.hydra.overrides.task = task
     command = rerun_command(cfg, {"divergence": "js", "method.alpha": 0.25})
     assert command == (
-        "dlab -m trainer.max_epochs=3 divergence=js method.alpha=0.25 study=kd_optuna_best seed=0,1,2,3,4"
+        "dlab -m trainer.max_epochs=3 divergence=js method.alpha=0.25 study_name=kd_optuna_best seed=0,1,2,3,4"
     )
 
 

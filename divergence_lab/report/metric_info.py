@@ -1,0 +1,61 @@
+"""What a metric name means to a reader: which direction is better, and how an axis or a column says so.
+
+A metric is named ``<split>/<quantity>`` (``test/acc``, ``val/ece``, ``test/teacher_acc``) or is a top-level
+number of ``metrics.json`` (``wall_time_s``). The quantity decides the direction: accuracies are better
+higher (↑), calibration errors, log-losses, Brier scores, losses and times are better lower (↓). A quantity
+of neither kind has no direction: it is reported, never ranked.
+"""
+
+from __future__ import annotations
+
+HIGHER_IS_BETTER = ("acc", "accuracy", "acc_all", "acc_old", "acc_new", "f1", "auroc")
+LOWER_IS_BETTER = ("ece", "nll", "brier", "loss", "error", "time_s", "wall_time_s", "search_time_s")
+QUANTITY_NAMES = {
+    "acc": "accuracy",
+    "acc_all": "accuracy (All)",
+    "acc_old": "accuracy (Old)",
+    "acc_new": "accuracy (New)",
+    "ece": "ECE",
+    "nll": "NLL",
+    "brier": "Brier score",
+    "wall_time_s": "wall time",
+}
+UNITS = {"wall_time_s": "s", "search_time_s": "s"}
+
+
+def quantity(metric: str) -> str:
+    """``test/teacher_acc`` → ``teacher_acc``; ``wall_time_s`` → ``wall_time_s``."""
+    return metric.rsplit("/", 1)[-1]
+
+
+def direction(metric: str) -> int:
+    """+1 when higher is better, -1 when lower is better, 0 when the name does not say."""
+    name = quantity(metric)
+    if any(name == q or name.endswith("_" + q) for q in HIGHER_IS_BETTER):
+        return 1
+    if any(name == q or name.endswith("_" + q) for q in LOWER_IS_BETTER):
+        return -1
+    return 0
+
+
+def is_accuracy(metric: str) -> bool:
+    """Accuracies share one axis range in the plots (a common baseline), and are shown in [0, 1]."""
+    name = quantity(metric)
+    return name in ("acc", "accuracy") or name.startswith("acc_") or name.endswith("_acc")
+
+
+def arrow(metric: str) -> str:
+    """``↑`` (higher is better), ``↓`` (lower is better) or the empty string."""
+    return {1: "↑", -1: "↓", 0: ""}[direction(metric)]
+
+
+def axis_label(metric: str) -> str:
+    """``test accuracy (↑ better)``, ``test ECE (↓ better)``, ``wall time [s] (↓ better)``."""
+    split, _, _ = metric.rpartition("/")
+    name = quantity(metric)
+    readable = QUANTITY_NAMES.get(name, name.replace("_", " "))
+    if name.startswith("teacher_"):
+        readable = "teacher " + QUANTITY_NAMES.get(name.removeprefix("teacher_"), name)
+    unit = f" [{UNITS[name]}]" if name in UNITS else ""
+    better = {1: " (↑ better)", -1: " (↓ better)", 0: ""}[direction(metric)]
+    return f"{split + ' ' if split else ''}{readable}{unit}{better}"

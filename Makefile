@@ -21,7 +21,7 @@ demo: sweep
 	$(BIN)/dlab-report outputs/sweeps/$(STUDY)
 
 sweep: install
-	$(BIN)/dlab -m -cd sweeps -cn $(STUDY)
+	$(BIN)/dlab -m study=$(STUDY)
 
 # the whole suite but the SLURM tier (test-cluster), which needs a controller: make slurm-up
 test: install
@@ -42,7 +42,7 @@ clean:
 bench: install
 	$(BIN)/python -m benchmarks.run
 
-# one seed of every study in sweeps/, compared bit for bit with the recorded numbers (CPU, 2 threads)
+# one seed of every study (conf/study/), compared bit for bit with the recorded numbers (CPU, 2 threads)
 reproduce: install
 	$(BIN)/python scripts/reproduce_studies.py --check docs/results/seed0.json
 

@@ -1,17 +1,20 @@
-"""The console scripts: ``dlab`` (the Hydra training application; ``dlab --help`` lists the config groups)
-and ``dlab-report`` (the report of a sweep, :mod:`divergence_lab.report.command`).
+"""The console scripts: ``dlab`` (the Hydra training application; ``dlab --help`` lists the named studies,
+the launchers and the config groups) and ``dlab-report`` (the report of a sweep,
+:mod:`divergence_lab.report.command`).
 
 Examples::
 
     dlab                                   # KD on the embedded digits with forward KL
     dlab divergence=rkl seed=3             # reverse KL, another seed
-    dlab -m divergence=kl,rkl,js seed=0,1  # a sweep; see sweeps/ for named studies
+    dlab -m divergence=kl,rkl,js seed=0,1  # an ad-hoc sweep
+    dlab -m study=kd_divergences           # a named study (divergence_lab/conf/study/)
 
 Kept thin and cheap to import: no deep-learning framework is imported until a run starts.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
@@ -42,9 +45,16 @@ def hydra_app(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """Console-script entry: check the command line, its values and its folder, then hand over to Hydra."""
+    """Console-script entry: check the command line, its values and its folder, then hand over to Hydra.
+
+    For ``--help``, the sections that list the studies and the launchers are generated first; Hydra's help
+    template shows them (:mod:`divergence_lab.config.help_sections`).
+    """
+    from divergence_lab.config.help_sections import HELP_FLAGS, HELP_SECTIONS_VARIABLE, help_sections
     from divergence_lab.config.preflight import preflight
 
+    if HELP_FLAGS.intersection(sys.argv[1:]):
+        os.environ[HELP_SECTIONS_VARIABLE] = help_sections(sys.argv[1:])
     try:
         verdict = preflight(sys.argv[1:])
     except ConfigError as error:

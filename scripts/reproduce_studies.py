@@ -1,4 +1,4 @@
-"""Run one seed of every study in ``sweeps/`` and record, or check, its numbers.
+"""Run one seed of every named study (``dlab -m study=<name>``) and record, or check, its numbers.
 
 A change meant to leave results alone (a refactoring, a new layer) must give the same test metrics as the
 code before it. This script runs a one-seed slice of each study (``SLICES``), reads every job's
@@ -31,6 +31,7 @@ from pathlib import Path
 import yaml
 
 TIMING_SUFFIX = "time_s"  # wall-clock metrics: they differ between any two runs
+KEYLESS_OVERRIDES = ("hydra.", "study=")  # the same for every job of a study: not part of a job's key
 
 # study -> the command-line overrides that cut its grid down to one seed (and one value of a long axis)
 SLICES: dict[str, list[str]] = {
@@ -48,15 +49,13 @@ SLICES: dict[str, list[str]] = {
 def job_key(job_dir: Path) -> str:
     """The job's own overrides (its grid point), sorted: the same string before and after a change."""
     overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
-    return " ".join(sorted(o for o in overrides if not o.startswith("hydra.")))
+    return " ".join(sorted(o for o in overrides if not o.startswith(KEYLESS_OVERRIDES)))
 
 
-def run_study(
-    dlab: list[str], study: str, overrides: list[str], sweeps: Path, out: Path, teachers: Path
-) -> dict:
+def run_study(dlab: list[str], study: str, overrides: list[str], out: Path, teachers: Path) -> dict:
     """Run one study's slice into ``out`` with the teacher cache ``teachers``; return ``{job key: test
     metrics}``."""
-    command = [*dlab, "-m", "-cd", str(sweeps), "-cn", study, *overrides, f"hydra.sweep.dir={out}"]
+    command = [*dlab, "-m", f"study={study}", *overrides, f"hydra.sweep.dir={out}"]
     environment = {**os.environ, "DLAB_TEACHER_CACHE": str(teachers)}  # not an override: job keys stay
     try:
         completed = subprocess.run(command, capture_output=True, text=True, env=environment)
@@ -101,7 +100,6 @@ def main() -> None:
         default=str(Path(sys.executable).with_name("dlab")),
         help="the command that runs dlab (default: the dlab beside this Python)",
     )
-    parser.add_argument("--sweeps", type=Path, default=Path("sweeps"), help="the studies' folder")
     parser.add_argument("--tolerance", type=float, default=0.0, help="largest accepted difference")
     parser.add_argument("--only", nargs="*", default=list(SLICES), help="studies to run (default: all)")
     args = parser.parse_args()
@@ -114,7 +112,7 @@ def main() -> None:
         for study in args.only:
             started = time.monotonic()
             out, teachers = Path(scratch) / study, Path(scratch) / "teachers"
-            jobs = run_study(shlex.split(args.dlab), study, SLICES[study], args.sweeps, out, teachers)
+            jobs = run_study(shlex.split(args.dlab), study, SLICES[study], out, teachers)
             results[study] = jobs
             line = f"{study:20s} {len(jobs):3d} jobs  {time.monotonic() - started:6.1f}s"
             if args.check:

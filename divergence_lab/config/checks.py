@@ -101,8 +101,11 @@ def check_group_choices(argv: Sequence[str]) -> None:
             if value == "null" and group in NULL_ALLOWED_GROUPS:
                 continue
             if value not in options[group]:
+                close = difflib.get_close_matches(value, sorted(options[group]), n=1)
+                hint = f" (did you mean {group}={close[0]}?)" if close else ""
                 raise ConfigError(
-                    f"{group}={value} is not an option; choose one of: {', '.join(sorted(options[group]))}"
+                    f"{group}={value} is not an option; choose one of: "
+                    f"{', '.join(sorted(options[group]))}{hint}"
                 )
 
 

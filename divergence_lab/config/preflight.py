@@ -2,7 +2,7 @@
 
 In order, each refusal one line (:class:`~divergence_lab.config.checks.ConfigError`):
 
-1. group choices on the command line (``divergence=nope``);
+1. group choices on the command line (``divergence=nope``, ``study=nope``: the options, and the closest one);
 2. composition: a key typo gets "did you mean" with the valid keys of that group, instead of Hydra's hint to
    add the key with ``+``;
 3. the values, without importing torch (:func:`~divergence_lab.config.checks.validate_settings`); for a
@@ -96,8 +96,8 @@ def compose_config(line: CommandLine, overrides: Sequence[str]) -> DictConfig:
     """Compose like the ``dlab`` app does (with the ``hydra`` node); errors become one-line ConfigErrors.
 
     As in Hydra, ``--config-dir`` adds a folder to the search path: the primary config comes from it when
-    it holds one of that name (a study in ``sweeps/``), else from the package, with the folder's groups
-    (``<dir>/data/mine.yaml``) found beside the package's.
+    it holds one of that name (``-cd <dir> -cn <name>``), else from the package, with the folder's groups
+    (``<dir>/data/mine.yaml``, ``<dir>/study/mine.yaml``) found beside the package's.
     """
     overrides = list(overrides)
     own_primary = line.config_dir is not None and (line.config_dir / f"{line.config_name}.yaml").is_file()

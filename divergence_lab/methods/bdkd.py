@@ -23,7 +23,7 @@ With p = softmax(z_t / T) (teacher), q = softmax(z_s / T) (student) and H the Sh
   Note: the spec's *rationale* (reverse KL sharpens an under-confident student, forward KL softens an
   over-confident one) points the other way from its ``entropy_ratio`` formula — a less confident student
   (high H(q)) gets *more* forward KL. Both directions are available (``entropy_ratio`` vs ``inverted``)
-  and the study in ``sweeps/bdkd_calibration.yaml`` measures both.
+  and the study ``dlab -m study=bdkd_calibration`` measures both.
 
 DML (Zhang et al. 2018) is the special case ``balance=fixed, fixed_forward=1`` with ``λ_t = λ``.
 Both networks are in one optimiser (two parameter groups); every cross term is detached, so the summed

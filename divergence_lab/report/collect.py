@@ -35,6 +35,7 @@ class Group:
     values: dict[str, list[float]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)
     jobs: list[Path] = field(default_factory=list)
+    per_seed: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> {seed: value}
 
     def label(self, varying: list[str], display_names: dict[str, str] | None = None) -> str:
         """The varying overrides: ``rkl`` for one varying key, ``k=v, k2=v2`` for several; a value with a
@@ -63,6 +64,7 @@ class SweepReport:
     unreadable: list[UnreadableFile] = field(default_factory=list)
     recorded: set[str] = field(default_factory=set)  # every metric some readable run recorded
     display_names: dict[str, str] = field(default_factory=dict)  # override value -> name shown
+    records: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)  # finished job, metrics.json
 
     def label(self, group: Group) -> str:
         """The group's label as tables and figures show it (display names applied)."""
@@ -88,17 +90,6 @@ class SweepReport:
             *(f"- {job.describe()}" for job in self.missing),
             *(f"- {file.describe()}" for file in self.unreadable),
         ]
-
-    def rows(self) -> list[dict[str, str]]:
-        header = " / ".join(self.varying) or "group"
-        rows = []
-        for group in self.groups:
-            row = {header: group.label(self.varying), "n": str(len(group.seeds))}
-            for metric in self.metrics:
-                mean, std = group.summary(metric)
-                row[metric] = f"{mean:.4f} ± {std:.4f}" if metric in group.values else "—"
-            rows.append(row)
-        return rows
 
 
 def find_sweep(path: Path) -> Path:
@@ -168,12 +159,16 @@ def _group_key(overrides: list[str], seen_values: dict[str, set[str]]) -> tuple[
 
 
 def _add_run(group: Group, job: Path, record: dict[str, Any], metrics: list[str]) -> None:
-    group.seeds.append(record.get("seed"))
+    seed = record.get("seed")
+    pairable = isinstance(seed, int) and not isinstance(seed, bool) and seed not in group.seeds
+    group.seeds.append(seed)
     group.jobs.append(job)
     for metric in metrics:  # a run metric, or a top-level number of metrics.json such as wall_time_s
         value = record["metrics"].get(metric, record.get(metric))
-        if isinstance(value, int | float):
+        if _is_number(value):
             group.values.setdefault(metric, []).append(float(value))
+            if pairable:  # a run without a seed, or a repeated seed, is summarised but never paired
+                group.per_seed.setdefault(metric, {})[seed] = float(value)
 
 
 def collect(sweep_dir: Path, metrics: list[str]) -> SweepReport:
@@ -185,6 +180,7 @@ def collect(sweep_dir: Path, metrics: list[str]) -> SweepReport:
     missing: list[UnfinishedJob] = []
     unreadable: list[UnreadableFile] = []
     recorded: set[str] = set()
+    records: list[tuple[Path, dict[str, Any]]] = []
     seen_values: dict[str, set[str]] = {}
     for job in _job_dirs(sweep_dir):
         metrics_file = job / METRICS_FILE
@@ -197,6 +193,7 @@ def collect(sweep_dir: Path, metrics: list[str]) -> SweepReport:
             unreadable.append(error)
             continue
         recorded |= recorded_metrics(record)
+        records.append((job, record))
         key = _group_key(overrides, seen_values)
         _add_run(groups.setdefault(key, Group(key)), job, record, metrics)
     if not groups:
@@ -212,6 +209,7 @@ def collect(sweep_dir: Path, metrics: list[str]) -> SweepReport:
         expected_job_count(sweep_dir),
         unreadable,
         recorded,
+        records=records,
     )
 
 
@@ -245,10 +243,27 @@ def read_sweep_config(sweep_dir: Path) -> dict[str, Any]:
     return config
 
 
+def report_section(sweep_dir: Path) -> dict[str, Any]:
+    """The ``report`` section of the sweep's config (empty when there is none)."""
+    section = read_sweep_config(sweep_dir).get("report") or {}
+    return section if isinstance(section, dict) else {}
+
+
 def sweep_metrics(sweep_dir: Path) -> list[str]:
     """The metrics the sweep's config asks to report (``report.metrics``), else the defaults."""
-    section = read_sweep_config(sweep_dir).get("report") or {}
-    metrics = section.get("metrics") if isinstance(section, dict) else None
+    metrics = report_section(sweep_dir).get("metrics")
     if isinstance(metrics, list) and metrics:
         return [str(metric) for metric in metrics]
     return list(DEFAULT_METRICS)
+
+
+def display_names(sweep_dir: Path) -> dict[str, str]:
+    """``report.display_names`` of the sweep's config: override value -> the name tables and plots show."""
+    names = report_section(sweep_dir).get("display_names") or {}
+    return {str(k): str(v) for k, v in names.items()} if isinstance(names, dict) else {}
+
+
+def declared_baseline(sweep_dir: Path) -> str | None:
+    """``report.baseline`` of the sweep's config (a study's declared baseline), or None."""
+    baseline = report_section(sweep_dir).get("baseline")
+    return None if baseline is None else str(baseline)

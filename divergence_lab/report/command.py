@@ -1,13 +1,15 @@
-"""``dlab-report``: turn a finished sweep folder into a table and plots, without W&B.
+"""``dlab-report``: turn a sweep folder into the tables, statistics and figures that say which divergence
+(or any swept setting) did better, without W&B.
 
-The sweep's jobs are read and grouped by :mod:`divergence_lab.report.collect` (mean ± sample std over
-seeds, one row per grid point); the command prints the table, then writes into the sweep folder
-``report.md`` and ``report.csv`` (:mod:`divergence_lab.report.tables`), ``report.png`` (one bar chart per
-metric, error bars = std) and ``report_reliability.png`` (:mod:`divergence_lab.report.plots`),
-``report_curves.png`` (:mod:`divergence_lab.report.curves`) and ``report_lines.png``
-(:mod:`divergence_lab.report.lines`), each figure when the jobs left what it needs. Given a study folder
-holding several sweeps (``outputs/sweeps/<study>/``), the latest sweep is reported. ``--wandb
-ENTITY/PROJECT`` also lists the sweep's runs as W&B has them (online).
+The sweep's jobs are read and grouped by :mod:`divergence_lab.report.collect` (one group per grid point,
+seeds pooled); :mod:`divergence_lab.report.comparison` compares every group with its baseline group
+(``--baseline``, else the study's ``report.baseline``, else the first group) paired by seed, with 95 %
+intervals, paired t-tests and ranks; :mod:`divergence_lab.report.provenance` says what was held fixed,
+what varied, which code and teachers ran and for how long. The command prints the tables, then writes
+into the sweep folder ``report.md``, ``report.csv`` and ``report_seeds.csv``
+(:mod:`divergence_lab.report.tables`) and the figures, each when the jobs left what it needs. Given a
+study folder holding several sweeps (``outputs/sweeps/<study>/``), the latest sweep is reported.
+``--wandb ENTITY/PROJECT`` also lists the sweep's runs as W&B has them (online).
 
 Careless input (a missing path, a ``--metrics`` name no run recorded, a report file that cannot be
 written ...) is refused with exit code 2 and one line on stderr, before any report file is touched.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -25,20 +28,32 @@ from divergence_lab.report.collect import (
     SweepReport,
     check_metrics,
     collect,
+    declared_baseline,
+    display_names,
     find_sweep,
     read_sweep_config,
     sweep_metrics,
 )
-from divergence_lab.report.curves import write_curve_grid
+from divergence_lab.report.comparison import Baseline, MetricComparison, compare, resolve_baseline
+from divergence_lab.report.curves import write_curves
 from divergence_lab.report.errors import ReportError, error_reason, one_line
 from divergence_lab.report.lines import write_line_plot
-from divergence_lab.report.plots import write_plot, write_reliability_grid
-from divergence_lab.report.tables import print_table, write_csv, write_markdown
+from divergence_lab.report.plots import write_plot
+from divergence_lab.report.provenance import collect_provenance
+from divergence_lab.report.reliability import write_reliability_grid
+from divergence_lab.report.tables import (
+    print_main_table,
+    print_report,
+    write_csv,
+    write_markdown,
+    write_seed_csv,
+)
 
 REFUSED = 2  # exit code of a refused input
 REPORT_FILES = (
     "report.md",
     "report.csv",
+    "report_seeds.csv",
     "report.png",
     "report_reliability.png",
     "report_curves.png",
@@ -78,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="metrics to summarise (default: the sweep config's report.metrics, else test/acc test/ece)",
     )
     parser.add_argument(
+        "--baseline",
+        metavar="GROUP",
+        help="compare every group with this one, paired by seed: a value of a swept key (kl), key=value "
+        "(divergence=kl) or a display name (default: the study's report.baseline, else the first group)",
+    )
+    parser.add_argument(
         "--wandb",
         metavar="ENTITY/PROJECT",
         help="also list this sweep's runs as W&B has them (online; the W&B group is <study>/<sweep folder>)",
@@ -97,34 +118,47 @@ def check_writable(sweep_dir: Path) -> None:
         raise ReportError(f"cannot write the report in {sweep_dir}: the folder is not writable")
 
 
-def prepare(path: Path, metrics: list[str] | None) -> SweepReport:
-    """Find and read the sweep, and check what was asked of it; nothing is written yet.
+@dataclass
+class PreparedReport:
+    """A read sweep and what the report says about it; nothing written yet."""
+
+    sweep: SweepReport
+    baseline: Baseline | None
+    comparisons: list[MetricComparison]
+
+
+def prepare(path: Path, metrics: list[str] | None, baseline: str | None = None) -> PreparedReport:
+    """Find and read the sweep, check what was asked of it and compare its groups; nothing is written yet.
 
     Raises :class:`ReportError` or :class:`FileNotFoundError` (one-line messages) for careless input.
     """
     sweep_dir = find_sweep(path)
     read_sweep_config(sweep_dir)  # refuses an unreadable multirun.yaml before anything else parses it
     report = collect(sweep_dir, metrics or sweep_metrics(sweep_dir))
+    report.display_names = display_names(sweep_dir)
     if metrics:
         check_metrics(report, metrics)
+    chosen = resolve_baseline(report, baseline if baseline is not None else declared_baseline(sweep_dir))
     check_writable(sweep_dir)
-    return report
+    return PreparedReport(report, chosen, compare(report, chosen))
 
 
-def write_report(report: SweepReport) -> list[str]:
+def write_report(prepared: PreparedReport) -> list[str]:
     """Write the report files in the sweep folder; return their names."""
+    report = prepared.sweep
     sweep_dir = report.sweep_dir
-    written = ["report.md", "report.csv", "report.png"]
+    written = ["report.md", "report.csv", "report_seeds.csv", "report.png"]
     if write_reliability_grid(report, sweep_dir / "report_reliability.png"):
         written.append("report_reliability.png")
-    groups = [(group.label(report.varying), group.jobs) for group in report.groups]
-    if write_curve_grid(groups, sweep_dir / "report_curves.png") is not None:
+    if write_curves(report, sweep_dir / "report_curves.png"):
         written.append("report_curves.png")
     if write_line_plot(report, sweep_dir / "report_lines.png") is not None:
         written.append("report_lines.png")
-    write_markdown(report, sweep_dir / "report.md")
-    write_csv(report, sweep_dir / "report.csv")
     write_plot(report, sweep_dir / "report.png")
+    provenance = collect_provenance(*map(list, zip(*report.records, strict=True)))
+    write_markdown(report, prepared.comparisons, prepared.baseline, provenance, sweep_dir / "report.md")
+    write_csv(report, prepared.comparisons, sweep_dir / "report.csv")
+    write_seed_csv(prepared.comparisons, sweep_dir / "report_seeds.csv")
     return written
 
 
@@ -137,18 +171,32 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``dlab-report``; returns the exit code (2 for a refused input)."""
     args = build_parser().parse_args(argv)
     try:
-        report = prepare(args.path, args.metrics)
+        prepared = prepare(args.path, args.metrics, args.baseline)
     except (FileNotFoundError, ReportError) as error:
         return _refuse(error)
-    print_table(report)
+    print_report(prepared.sweep, prepared.comparisons, prepared.baseline)
     try:
-        written = write_report(report)
+        written = write_report(prepared)
     except OSError as error:
-        return _refuse(f"cannot write the report in {report.sweep_dir}: {error_reason(error)}")
-    print(f"wrote {', '.join(written)} in {report.sweep_dir}")
+        return _refuse(f"cannot write the report in {prepared.sweep.sweep_dir}: {error_reason(error)}")
+    print(f"wrote {', '.join(written)} in {prepared.sweep.sweep_dir}")
     if args.wandb:
-        print_wandb_runs(args.wandb, report.sweep_dir)
+        print_wandb_runs(args.wandb, prepared.sweep.sweep_dir)
     return 0
+
+
+def report_at_sweep_end(sweep_dir: Path) -> str:
+    """Write the report of a finished sweep, print its main table; return where the report is.
+
+    Called when ``dlab -m`` ends; a sweep that cannot be reported (no job finished ...) gets one line why.
+    """
+    try:
+        prepared = prepare(sweep_dir, None)
+        print_main_table(prepared.sweep, prepared.comparisons)
+        write_report(prepared)
+    except (FileNotFoundError, ReportError, OSError) as error:
+        return f"no report for {sweep_dir}: {one_line(error)}"
+    return f"Report (statistics, provenance, figures): {prepared.sweep.sweep_dir / 'report.md'}"
 
 
 def print_wandb_runs(project_path: str, sweep_dir: Path) -> None:

@@ -1,57 +1,251 @@
-"""Per-epoch curves of a sweep, averaged over seeds: the GCD Old / New / All accuracy on D_u.
+"""``report_curves.png``: per-epoch curves of every sweep, one line per group (mean over its seeds, band =
+± sample std), one panel per quantity, one legend (with each group's number of runs) right of the panels.
 
-Jobs of GCD methods leave ``gcd_curve.json`` (one row per epoch). ``dlab-report`` draws one panel per
-quantity (Old, New, All), one line per group (mean over seeds, band = ± std) into ``report_curves.png``:
-the analogue of LegoGCD's Figure 1, where SimGCD's Old accuracy drifts down late in training.
+The panels, in order:
+
+* GCD sweeps (runs that leave ``gcd_curve.json``): Old, New and All clustering accuracy on ``D_u``;
+* the validation metrics the runs log each epoch in their CSV log (``csv/metrics.csv``): ``val/acc`` and
+  the ``val/`` counterpart of every reported metric (``test/nll`` → ``val/nll``), those some run logged.
+  In GCD sweeps ``val/acc``, ``val/acc_old`` and ``val/acc_new`` repeat the GCD panels and are left out.
+
+A resumed run leaves the CSV of each earlier attempt as ``csv/metrics.attempt-<k>.csv``; the attempts are
+merged in order (``k`` = 0, 1, ..., then ``metrics.csv``), a later attempt's value of a metric replacing an
+earlier one's for the same epoch. Epochs are counted from 1 (epoch e = after e epochs of training). A
+group's line covers the epochs all its runs logged; a run whose files cannot be read draws no line and
+is not counted in the legend's n. Sweeps of more than 10 groups show the best 10 by the first reported
+metric. Accuracy panels share one range (:mod:`~divergence_lab.report.figure_style`).
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import math
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from divergence_lab.report.collect import SweepReport
+from divergence_lab.report.figure_style import (
+    add_legend,
+    axis_ranges,
+    figure_layout,
+    figure_style,
+    grid_shape,
+    group_label,
+    hide_unused,
+    palette,
+    ranked_groups,
+    save,
+    unique_labels,
+)
+from divergence_lab.report.metric_info import axis_label
+
+CSV_DIR = "csv"
+CSV_FILE = "metrics.csv"
+ATTEMPT_FILE = re.compile(r"metrics\.attempt-(\d+)\.csv")
+NOT_METRICS = ("epoch", "step")
 CURVE_FILE = "gcd_curve.json"
-PANELS = (("acc_old", "Old"), ("acc_new", "New"), ("acc_all", "All"))
+GCD_PANELS = (("acc_old", "Old classes"), ("acc_new", "New classes"), ("acc_all", "All classes"))
+GCD_AXIS_LABEL = "clustering accuracy on D_u (↑ better)"
+GCD_REPEATED = ("val/acc", "val/acc_old", "val/acc_new")  # the GCD panels' numbers, as the CSV logs them
+ALWAYS_DRAWN = "val/acc"
+MAX_LINES = 10
+PANEL_COLUMNS = 3
+PANEL_WIDTH_IN = 3.6
+PANEL_HEIGHT_IN = 3.0
+BAND_ALPHA = 0.18
+
+EpochValues = dict[int, float]  # epoch (counted from 1) -> value
 
 
-def group_curves(jobs: list[Path]) -> dict[str, np.ndarray] | None:
-    """``{"epoch": (E,), "acc_old": (seeds, E), ...}`` over the jobs that wrote a curve (common epochs)."""
-    curves = [json.loads((job / CURVE_FILE).read_text()) for job in jobs if (job / CURVE_FILE).is_file()]
-    curves = [curve for curve in curves if curve]
-    if not curves:
+def csv_files(job: Path) -> list[Path]:
+    """The job's CSV logs, oldest first: ``metrics.attempt-<k>.csv`` by increasing k, then ``metrics.csv``."""
+    folder = job / CSV_DIR
+    if not folder.is_dir():
+        return []
+    attempts = [(int(m.group(1)), p) for p in folder.iterdir() if (m := ATTEMPT_FILE.fullmatch(p.name))]
+    current = [folder / CSV_FILE] if (folder / CSV_FILE).is_file() else []
+    return [path for _, path in sorted(attempts)] + current
+
+
+def read_csv_log(path: Path) -> dict[str, EpochValues]:
+    """Every metric of one Lightning CSV log by epoch (the last value logged in an epoch); empty when the
+    file cannot be read. Cells that are empty or not numbers are skipped."""
+    metrics: dict[str, EpochValues] = {}
+    try:
+        with path.open(newline="") as file:
+            for row in csv.DictReader(file):
+                epoch = _number(row.get("epoch"))
+                if epoch is None:
+                    continue
+                for name, cell in row.items():
+                    value = _number(cell) if isinstance(name, str) and name not in NOT_METRICS else None
+                    if value is not None:
+                        metrics.setdefault(name, {})[int(epoch) + 1] = value
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+    return metrics
+
+
+def _number(cell: object) -> float | None:
+    if not isinstance(cell, str) or not cell:
         return None
-    length = min(len(curve) for curve in curves)
-    out = {"epoch": np.array([row["epoch"] for row in curves[0][:length]])}
-    for key, _ in PANELS:
-        out[key] = np.array([[row[key] for row in curve[:length]] for curve in curves])
-    return out
-
-
-def write_curve_grid(groups: list[tuple[str, Any]], path: Path) -> dict[str, dict[str, float]] | None:
-    """Draw the panels for ``[(label, jobs)]``; return each group's final-epoch mean Old/New/All, or None."""
-    data = [(label, curves) for label, jobs in groups if (curves := group_curves(jobs)) is not None]
-    if not data:
+    try:
+        value = float(cell)
+    except ValueError:
         return None
-    import matplotlib
+    return value if math.isfinite(value) else None
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.4), squeeze=False)
-    finals: dict[str, dict[str, float]] = {}
-    for ax, (key, title) in zip(axes[0], PANELS, strict=True):
-        for label, curves in data:
-            mean, std = curves[key].mean(0), curves[key].std(0)
-            (line,) = ax.plot(curves["epoch"], mean, label=f"{label} (n={len(curves[key])})")
-            ax.fill_between(curves["epoch"], mean - std, mean + std, color=line.get_color(), alpha=0.15)
-            finals.setdefault(label, {})[key] = float(mean[-1])
-        ax.set(title=f"{title} classes", xlabel="epoch", ylabel="clustering accuracy on D_u")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return finals
+def read_epoch_metrics(job: Path) -> dict[str, EpochValues]:
+    """The job's per-epoch metrics, its attempts merged: a later attempt's value wins for an epoch."""
+    merged: dict[str, EpochValues] = {}
+    for path in csv_files(job):
+        for metric, values in read_csv_log(path).items():
+            merged.setdefault(metric, {}).update(values)
+    return merged
+
+
+def read_gcd_curve(job: Path) -> dict[str, EpochValues]:
+    """``{"acc_old": {epoch: value}, ...}`` from the job's ``gcd_curve.json``; empty when unreadable."""
+    path = job / CURVE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        rows = json.loads(path.read_text())
+        return {key: {int(row["epoch"]) + 1: float(row[key]) for row in rows} for key, _ in GCD_PANELS}
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}
+
+
+@dataclass
+class CurveStats:
+    """One group's curve: the epochs all its runs logged, the mean and sample std over the runs there."""
+
+    epochs: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    runs: int
+
+
+def curve_stats(runs: list[EpochValues]) -> CurveStats | None:
+    """Mean and sample std (0 for a single run) over the runs, at the epochs every run logged; None when
+    no run logged the metric or the runs share no epoch."""
+    runs = [run for run in runs if run]
+    if not runs:
+        return None
+    epochs = sorted(set.intersection(*(set(run) for run in runs)))
+    if not epochs:
+        return None
+    values = np.array([[run[epoch] for epoch in epochs] for run in runs])
+    std = values.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(len(epochs))
+    return CurveStats(np.array(epochs), values.mean(axis=0), std, len(runs))
+
+
+@dataclass
+class CurvePanel:
+    """One panel: the quantity drawn (its name decides the axis range), its labels, a curve per group."""
+
+    metric: str
+    ylabel: str
+    title: str = ""
+    lines: dict[str, CurveStats] = field(default_factory=dict)  # group label -> curve
+
+
+def val_counterpart(metric: str) -> str | None:
+    """``test/nll`` → ``val/nll``; None for a metric without a split (``wall_time_s``)."""
+    split, _, name = metric.rpartition("/")
+    return f"val/{name}" if split else None
+
+
+def curve_metrics(reported: list[str], logged: set[str]) -> list[str]:
+    """``val/acc`` and the ``val/`` counterparts of the reported metrics that are in ``logged``, in order."""
+    wanted = [ALWAYS_DRAWN, *(val_counterpart(metric) for metric in reported)]
+    return [metric for metric in dict.fromkeys(wanted) if metric in logged]
+
+
+def curve_panels(report: SweepReport) -> tuple[list[CurvePanel], str]:
+    """The figure's panels (see the module docstring) and a note on groups left out (empty when none)."""
+    groups, note = ranked_groups(report, MAX_LINES)
+    labels = unique_labels([group_label(report, group) for group in groups])
+    jobs = {label: group.jobs for label, group in zip(labels, groups, strict=True)}
+    gcd = {label: [read_gcd_curve(job) for job in jobs[label]] for label in labels}
+    logs = {label: [read_epoch_metrics(job) for job in jobs[label]] for label in labels}
+    has_gcd = any(curve for curves in gcd.values() for curve in curves)
+    panels = [_panel(key, GCD_AXIS_LABEL, title, gcd) for key, title in GCD_PANELS] if has_gcd else []
+    logged = {metric for runs in logs.values() for run in runs for metric in run}
+    for metric in curve_metrics(report.metrics, logged):
+        if not (has_gcd and metric in GCD_REPEATED):
+            panels.append(_panel(metric, axis_label(metric), "", logs))
+    return [panel for panel in panels if panel.lines], note
+
+
+def _panel(metric: str, ylabel: str, title: str, runs: dict[str, list[dict[str, EpochValues]]]) -> CurvePanel:
+    """The panel of ``metric``: each group's curve over its runs' values of it."""
+    lines = {}
+    for label, records in runs.items():
+        stats = curve_stats([record.get(metric, {}) for record in records])
+        if stats is not None:
+            lines[label] = stats
+    return CurvePanel(metric, ylabel, title, lines)
+
+
+def legend_label(label: str, panels: list[CurvePanel]) -> str:
+    """``kl (n=3)``: the group's label and its number of runs drawn (``n=2–3`` when panels differ)."""
+    counts = sorted({panel.lines[label].runs for panel in panels if label in panel.lines})
+    span = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"{label} (n={span})"
+
+
+def write_curves(report: SweepReport, path: Path) -> bool:
+    """Draw ``report_curves.png`` (see the module docstring); False, nothing written, without curves."""
+    panels, note = curve_panels(report)
+    if not panels:
+        return False
+    labels = list(dict.fromkeys(label for panel in panels for label in panel.lines))
+    colors = dict(zip(labels, palette(len(labels)), strict=True))
+    ranges = axis_ranges({panel.metric: _intervals(panel) for panel in panels})
+    rows, columns = grid_shape(len(panels), PANEL_COLUMNS)
+    entries = [legend_label(label, panels) for label in labels]
+    size = figure_layout(columns, PANEL_WIDTH_IN, rows * PANEL_HEIGHT_IN, entries)
+    with figure_style() as plt:
+        from matplotlib.lines import Line2D
+        from matplotlib.ticker import MaxNLocator
+
+        fig, axes = plt.subplots(rows, columns, figsize=size.size, squeeze=False, layout="constrained")
+        for ax, panel in zip(axes.flat, panels, strict=False):
+            for label, stats in panel.lines.items():
+                marker = "o" if len(stats.epochs) == 1 else None  # a single epoch: a point, not a line
+                ax.plot(stats.epochs, stats.mean, color=colors[label], linewidth=1.5, marker=marker)
+                ax.fill_between(
+                    stats.epochs,
+                    stats.mean - stats.std,
+                    stats.mean + stats.std,
+                    color=colors[label],
+                    alpha=BAND_ALPHA,
+                )
+            ax.set(xlabel="epoch", ylabel=panel.ylabel, title=panel.title)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if ranges.get(panel.metric):
+                ax.set_ylim(*ranges[panel.metric])
+        hide_unused(axes, len(panels))
+        handles = [
+            Line2D([], [], color=colors[label], label=entry)
+            for label, entry in zip(labels, entries, strict=True)
+        ]
+        add_legend(fig, handles, size)
+        details = f"; {note}" if note else ""
+        fig.suptitle(f"Per epoch: mean over seeds, band = ± std{details}")
+        save(fig, path)
+    return True
+
+
+def _intervals(panel: CurvePanel) -> list[tuple[float, float]]:
+    return [
+        (float(low), float(high))
+        for stats in panel.lines.values()
+        for low, high in zip(stats.mean - stats.std, stats.mean + stats.std, strict=True)
+    ]

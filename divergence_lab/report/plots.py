@@ -1,143 +1,223 @@
-"""The report as figures: ``report.png`` (a bar chart per metric) and ``report_reliability.png``
-(one reliability diagram per group, pooled over seeds)."""
+"""``report.png``: one bar chart per reported metric, mean ± std over seeds (the error bars).
+
+How the groups are laid out (:func:`bar_layout`):
+
+* ``grouped``: several keys vary and the groups fill at least 3/4 of their grid, with at most 12 values of
+  the last varying key and at most 10 combinations of the others: the x axis holds the values of the last
+  varying key (``key=value``), the other keys' values are side-by-side coloured bars (legend on the right);
+* ``bars``: otherwise, up to 12 groups: one bar per group, its label wrapped under it;
+* ``ranked``: more than 12 groups (an Optuna study, one group per trial): horizontal bars, one row per
+  group, best first by the first reported metric, at most 25 rows (the figure's title says so).
+
+Each panel's value axis is labelled with the metric and its better direction, and ranged as
+:mod:`~divergence_lab.report.figure_style` documents (accuracies share a range; other metrics start at 0).
+"""
 
 from __future__ import annotations
 
-import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from divergence_lab.report.collect import Group, SweepReport
+from divergence_lab.report.figure_style import (
+    MAX_RANKED,
+    MAX_WIDTH_IN,
+    add_legend,
+    axis_ranges,
+    figure_layout,
+    figure_style,
+    grid_shape,
+    group_intervals,
+    group_label,
+    hide_unused,
+    legend_width,
+    palette,
+    save,
+    seeds_note,
+    sort_by_metric,
+    text_width,
+    value_label,
+    wrap_label,
+)
+from divergence_lab.report.metric_info import axis_label
+
+MAX_VERTICAL_GROUPS = 12
+MAX_CATEGORIES = 12
+MAX_HUES = 10
+GRID_FILL = 0.75  # a grid of keys is drawn as grouped bars when at least this share of its cells is run
+PANEL_COLUMNS = 3
+BAR_SPAN = 0.8  # of a category's width, the part its bars take
+BAR_SLOT_IN = 0.2  # inches per bar
+PANEL_MARGIN_IN = 1.0  # inches of a vertical panel beside its bars (value axis, padding)
+MIN_PANEL_WIDTH_IN = 3.2
+PANEL_HEIGHT_IN = 3.0
+TICK_LINE_IN = 0.17  # inches per line of a tick label
+RANKED_ROW_IN = 0.24  # inches per group of a ranked panel
+RANKED_MARGIN_IN = 1.0
+ROTATION = 30
 
 
-def pooled_reliability(group: Group) -> dict[str, dict[str, list[float] | float]]:
-    """Reliability bins of each evaluated network, pooled over the group's seeds (``reliability.json``).
+@dataclass
+class BarLayout:
+    """Where each group's bar goes: ``cells[(category, hue)]``, categories along one axis, hues as colours."""
 
-    Pooling sums the counts and count-weights the per-bin confidence and accuracy; the ECE shown is that
-    of the pooled predictions.
-    """
-    pooled: dict[str, dict] = {}
-    for job in group.jobs:
-        path = job / "reliability.json"
-        if not path.is_file():
-            continue
-        for network, bins in json.loads(path.read_text()).items():
-            entry = pooled.setdefault(
-                network,
-                {
-                    "edges": bins["edges"],
-                    "count": [0] * len(bins["count"]),
-                    "conf": [0.0] * len(bins["count"]),
-                    "acc": [0.0] * len(bins["count"]),
-                },
-            )
-            for b, n in enumerate(bins["count"]):
-                entry["count"][b] += n
-                entry["conf"][b] += n * bins["confidence"][b]
-                entry["acc"][b] += n * bins["accuracy"][b]
-    for entry in pooled.values():
-        total = sum(entry["count"]) or 1
-        entry["ece"] = sum(abs(a - c) for a, c in zip(entry["acc"], entry["conf"], strict=True)) / total
-        entry["confidence"] = [
-            c / n if n else float("nan") for c, n in zip(entry["conf"], entry["count"], strict=True)
-        ]
-        entry["accuracy"] = [
-            a / n if n else float("nan") for a, n in zip(entry["acc"], entry["count"], strict=True)
-        ]
-    return pooled
+    kind: str  # "grouped", "bars" or "ranked" (see the module docstring)
+    categories: list[str]  # labels along the category axis: key=value (grouped) or group labels
+    hues: list[str] = field(default_factory=lambda: [""])  # legend entries (grouped), else one empty hue
+    cells: dict[tuple[int, int], Group] = field(default_factory=dict)
+    axis_name: str = ""  # what the category axis holds (the swept key), empty when the labels say it
+    note: str = ""  # what the figure's title adds (ranking, groups left out)
 
 
-def write_reliability_grid(report: SweepReport, path: Path) -> bool:
-    """One reliability panel per group (all evaluated networks, pooled over seeds); False if no data."""
-    curves = [(group.label(report.varying), pooled_reliability(group)) for group in report.groups]
-    curves = [(label, pooled) for label, pooled in curves if pooled]
-    if not curves:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    columns = min(4, len(curves))
-    rows = -(-len(curves) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 3.3 * rows), squeeze=False)
-    for ax in axes.flat[len(curves) :]:
-        ax.axis("off")
-    for ax, (label, pooled) in zip(axes.flat, curves, strict=False):
-        ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=1)
-        for network, bins in pooled.items():
-            points = [
-                (c, a)
-                for c, a, n in zip(bins["confidence"], bins["accuracy"], bins["count"], strict=True)
-                if n
-            ]
-            ax.plot(*zip(*points, strict=True), "o-", markersize=3, label=f"{network}  ECE={bins['ece']:.3f}")
-        ax.set(xlim=(0, 1), ylim=(0, 1), title=label)
-        ax.title.set_fontsize(8)
-        ax.legend(loc="upper left", fontsize=7)
-    for ax in axes[-1]:
-        ax.set_xlabel("confidence")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("accuracy")
-    fig.suptitle("reliability (15 bins, pooled over seeds)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+def bar_layout(report: SweepReport) -> BarLayout:
+    """The layout of ``report.png`` for this sweep (see the module docstring)."""
+    if len(report.varying) >= 2 and (grid := _grid_layout(report)) is not None:
+        return grid
+    if len(report.groups) <= MAX_VERTICAL_GROUPS:
+        axis_name = report.varying[0] if len(report.varying) == 1 else ""
+        labels = [group_label(report, group) for group in report.groups]
+        return BarLayout("bars", labels, cells=_one_hue(report.groups), axis_name=axis_name)
+    metric = report.metrics[0]
+    shown = sort_by_metric(report.groups, metric)[:MAX_RANKED]
+    note = f"sorted by {metric}, best first"
+    if len(shown) < len(report.groups):
+        note += f"; best {len(shown)} of {len(report.groups)} groups"
+    labels = [group_label(report, group) for group in shown]
+    return BarLayout("ranked", labels, cells=_one_hue(shown), note=note)
 
 
-def _bar_layout(report: SweepReport) -> tuple[list[str], list[str], dict[tuple[str, str], Group]]:
-    """x categories (values of the last varying key), hues (the other varying keys), and the cell groups."""
-    x_key = report.varying[-1] if report.varying else None
+def _one_hue(groups: list[Group]) -> dict[tuple[int, int], Group]:
+    return {(index, 0): group for index, group in enumerate(groups)}
+
+
+def _grid_layout(report: SweepReport) -> BarLayout | None:
+    """Grouped bars (x = the last varying key), or None when the groups do not fill a small enough grid."""
+    x_key, hue_keys = report.varying[-1], report.varying[:-1]
     categories: list[str] = []
     hues: list[str] = []
-    cells: dict[tuple[str, str], Group] = {}
+    cells: dict[tuple[int, int], Group] = {}
     for group in report.groups:
         values = dict(group.key)
-        category = values.get(x_key, "all runs") if x_key else "all runs"
-        hue = ", ".join(f"{k}={values[k]}" for k in report.varying[:-1] if k in values)
+        if any(key not in values for key in report.varying):
+            return None
+        category = value_label(report, x_key, values[x_key])
+        hue = ", ".join(value_label(report, key, values[key]) for key in hue_keys)
         categories += [category] if category not in categories else []
         hues += [hue] if hue not in hues else []
-        cells[(category, hue)] = group
-    return categories, hues, cells
+        cell = (categories.index(category), hues.index(hue))
+        if cell in cells:
+            return None
+        cells[cell] = group
+    slots = len(categories) * len(hues)
+    if len(categories) > MAX_CATEGORIES or len(hues) > MAX_HUES or len(cells) < GRID_FILL * slots:
+        return None
+    return BarLayout("grouped", categories, hues, cells)  # the ticks name the key: key=value
 
 
 def write_plot(report: SweepReport, path: Path) -> None:
-    """Bar chart per metric (error bars = std); a second varying key becomes coloured, side-by-side bars."""
-    import matplotlib
+    """Draw ``report.png``: a bar chart per reported metric (error bars = std over seeds)."""
+    layout = bar_layout(report)
+    shown = list(layout.cells.values())
+    ranges = axis_ranges(group_intervals(shown, report.metrics))
+    with figure_style() as plt:
+        draw = _draw_ranked if layout.kind == "ranked" else _draw_vertical
+        fig = draw(plt, report, layout, ranges)
+        details = "; ".join(part for part in (seeds_note(shown), layout.note) if part)
+        fig.suptitle(
+            f"{report.sweep_dir.parent.name}/{report.sweep_dir.name}: mean ± std over seeds ({details})"
+        )
+        save(fig, path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    categories, hues, cells = _bar_layout(report)
-    columns = min(3, len(report.metrics))
-    rows = -(-len(report.metrics) // columns)
-    width = max(4.0, 0.35 * len(categories) * len(hues) + 1.5)
-    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, 3.6 * rows), squeeze=False)
-    for ax in axes.flat[len(report.metrics) :]:
-        ax.axis("off")
-    bar = 0.8 / len(hues)
-    for ax, metric in zip(axes.flat, report.metrics, strict=False):
-        lows, highs = [], []
-        for h, hue in enumerate(hues):
-            stats = [
-                cells[(c, hue)].summary(metric) if (c, hue) in cells else (float("nan"), 0.0)
-                for c in categories
-            ]
-            means, stds = zip(*stats, strict=True)
-            offsets = [i - 0.4 + bar * (h + 0.5) for i in range(len(categories))]
-            ax.bar(offsets, means, width=bar, yerr=stds, capsize=3, alpha=0.85, label=hue or None)
-            lows += [m - s for m, s in stats if m == m]
-            highs += [m + s for m, s in stats if m == m]
-        ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
-        ax.set_title(metric)
-        if lows and metric.endswith("acc"):
-            ax.set_ylim(max(0.0, min(lows) - 0.03), min(1.0, max(highs) + 0.01))
-        ax.grid(axis="y", alpha=0.3)
-    if len(hues) > 1:
-        axes.flat[0].legend(fontsize=7)
-    fig.suptitle(
-        f"{report.sweep_dir.parent.name}/{report.sweep_dir.name}  (mean ± std over seeds)", fontsize=9
+def _bar_stats(layout: BarLayout, metric: str, hue: int) -> tuple[list[int], list[float], list[float]]:
+    """The categories of one hue that recorded ``metric``, with their means and stds."""
+    positions, means, stds = [], [], []
+    for category in range(len(layout.categories)):
+        group = layout.cells.get((category, hue))
+        mean, std = group.summary(metric) if group else (math.nan, math.nan)
+        if not math.isnan(mean):
+            positions.append(category)
+            means.append(mean)
+            stds.append(std)
+    return positions, means, stds
+
+
+def _note_missing(ax: Any, metric: str, drawn: bool) -> None:
+    if not drawn:
+        ax.text(0.5, 0.5, f"no run recorded\n{metric}", transform=ax.transAxes, ha="center", va="center")
+
+
+def _draw_vertical(plt: Any, report: SweepReport, layout: BarLayout, ranges: dict) -> Any:
+    """Vertical bars: one panel per metric, categories along x, hues side by side."""
+    from matplotlib.patches import Patch
+
+    metrics = report.metrics
+    legend = len(layout.hues) > 1
+    slots = len(layout.categories) * len(layout.hues)
+    panel_width = max(MIN_PANEL_WIDTH_IN, BAR_SLOT_IN * slots + PANEL_MARGIN_IN)
+    entries = layout.hues if legend else []
+    room = MAX_WIDTH_IN - (legend_width(entries) if legend else 0.0)
+    rows, columns = grid_shape(len(metrics), max(1, min(PANEL_COLUMNS, int(room // panel_width))))
+    ticks = [wrap_label(label) for label in layout.categories]
+    lines = max(tick.count("\n") + 1 for tick in ticks)
+    widest = max(text_width(tick) for tick in ticks)
+    rotate = widest > (panel_width - PANEL_MARGIN_IN) / len(layout.categories)
+    tick_height = TICK_LINE_IN * lines + (widest * math.sin(math.radians(ROTATION)) if rotate else 0.0)
+    size = figure_layout(columns, panel_width, rows * (PANEL_HEIGHT_IN + tick_height), entries)
+    fig, axes = plt.subplots(rows, columns, figsize=size.size, squeeze=False, layout="constrained")
+    colors = palette(len(layout.hues) if legend else len(layout.categories))
+    bar = BAR_SPAN / len(layout.hues)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        drawn = False
+        for hue in range(len(layout.hues)):
+            positions, means, stds = _bar_stats(layout, metric, hue)
+            offsets = [p - BAR_SPAN / 2 + bar * (hue + 0.5) for p in positions]
+            color = [colors[hue]] * len(positions) if legend else [colors[p] for p in positions]
+            ax.bar(offsets, means, width=bar, yerr=stds, capsize=3, color=color, alpha=0.9)
+            drawn = drawn or bool(positions)
+        ax.set_xticks(
+            range(len(layout.categories)),
+            ticks,
+            rotation=ROTATION if rotate else 0,
+            ha="right" if rotate else "center",
+            rotation_mode="anchor" if rotate else "default",
+        )
+        ax.set_xlim(-0.5, len(layout.categories) - 0.5)
+        ax.set(ylabel=axis_label(metric), xlabel=layout.axis_name)
+        ax.grid(axis="x", visible=False)
+        if ranges.get(metric):
+            ax.set_ylim(*ranges[metric])
+        _note_missing(ax, metric, drawn)
+    hide_unused(axes, len(metrics))
+    if legend:
+        handles = [Patch(color=colors[h], label=hue) for h, hue in enumerate(layout.hues)]
+        add_legend(fig, handles, size)
+    return fig
+
+
+def _draw_ranked(plt: Any, report: SweepReport, layout: BarLayout, ranges: dict) -> Any:
+    """Horizontal bars: one row per group (best on top), one panel per metric; labels left of the first."""
+    metrics = report.metrics
+    rows, columns = grid_shape(len(metrics), PANEL_COLUMNS)
+    panels_height = rows * (RANKED_ROW_IN * len(layout.categories) + RANKED_MARGIN_IN)
+    size = figure_layout(columns, MAX_WIDTH_IN / columns, panels_height, [])  # labels take the room they need
+    fig, axes = plt.subplots(
+        rows, columns, figsize=size.size, squeeze=False, sharey=True, layout="constrained"
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    (color,) = palette(1)
+    for index, (ax, metric) in enumerate(zip(axes.flat, metrics, strict=False)):
+        positions, means, stds = _bar_stats(layout, metric, 0)
+        ax.barh(positions, means, xerr=stds, capsize=2, color=color, alpha=0.9, height=BAR_SPAN)
+        ax.set_xlabel(axis_label(metric))
+        ax.grid(axis="y", visible=False)
+        ax.tick_params(axis="y", labelleft=index % columns == 0, length=0)
+        if ranges.get(metric):
+            ax.set_xlim(*ranges[metric])
+        _note_missing(ax, metric, bool(positions))
+    first = axes.flat[0]
+    first.set_yticks(range(len(layout.categories)), layout.categories)
+    first.set_ylim(len(layout.categories) - 0.5, -0.5)  # best on top
+    hide_unused(axes, len(metrics))
+    return fig

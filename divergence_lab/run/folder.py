@@ -10,6 +10,7 @@ A run directory holds::
     metrics.json         final numbers: {"metrics": {...}, "seed", "wall_time_s", "git_commit", ...}
     checkpoints/         last.ckpt (every epoch) and best.ckpt (best optimized_metric)
     stages/              the outputs of a method's stages (teacher weights, CTS mask, SimCLR weights)
+    teacher.json         the teachers a distillation run used: network and test metrics, by cache key
     csv/metrics.csv      per-epoch curves; wandb/ too when ``logger=wandb``
 
 ``metrics.json`` and ``status.json`` are the run record (:mod:`divergence_lab.run.record`); ``stages/``
@@ -29,6 +30,12 @@ from divergence_lab.run.record import CHECKPOINT_DIR, LAST_CHECKPOINT
 
 def save_resolved_config(run_dir: Path, cfg: DictConfig) -> None:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def tests_last_epoch(cfg: DictConfig) -> bool:
+    """Whether the run tests its last epoch (``method.checkpoint_selection: last``, GCD: the evaluation
+    labels must not pick an epoch) rather than its best-validation checkpoint."""
+    return cfg.method.get("checkpoint_selection", "best") == "last"
 
 
 def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:

@@ -1,11 +1,24 @@
 """Experiment loggers: a CSV logger in every run directory, and Weights & Biases when ``logger=wandb``.
 
 Every job is its own W&B run, grouped by sweep (``group`` = the study name plus the sweep folder, so one
-dashboard compares the divergences of one sweep side by side); ``job_type`` is the method, the tags carry
-the divergence, method, data and seed, the config is the resolved run config, and the summary holds
-``best/val_acc`` and the test metrics. The run id is stored in the run directory (``wandb_id.txt``), so a
-resumed or requeued job continues its own W&B run. Without a login (no ``WANDB_API_KEY``, no
+dashboard compares the divergences of one sweep side by side); ``job_type`` is the method and the tags
+carry the divergence, method, data and seed. The run id is stored in the run directory (``wandb_id.txt``),
+so a resumed or requeued job continues its own W&B run. Without a login (no ``WANDB_API_KEY``, no
 ``api.wandb.ai`` entry in ``~/.netrc``) runs are logged offline; ``wandb sync`` uploads them later.
+
+The W&B config holds the resolved run config, nested as in ``config.yaml`` (W&B shows ``divergence.name``,
+``divergence.temperature`` ...), plus a flat ``run/`` section of the labels a workspace groups and filters
+runs by (:func:`run_labels`): ``run/study``, ``run/sweep`` (the group), ``run/method``, ``run/divergence``
+(``none`` for methods that use no divergence), ``run/data``, ``run/seed``, and every divergence parameter
+as ``run/divergence/<param>`` (``run/divergence/temperature`` ...; only for methods that use a divergence).
+The flat keys use ``/``, never ``.``: W&B reads a dot in a config key as nesting when filtering.
+
+The summary (:func:`summary_values`) holds every ``test/*`` metric of the tested checkpoint,
+``selected/<metric>`` = the validation values of that checkpoint (``selected/val_acc`` and the
+``optimized_metric``, e.g. ``selected/val_nll``), and, when the checkpoint was chosen as the best epoch by
+``optimized_metric``, ``best/<metric>`` = its best value over the epochs (``best/val_acc`` by default).
+Methods that test the last epoch (``method.checkpoint_selection: last``, GCD) get no ``best/`` key: their
+validation labels must not pick an epoch. A ``/`` inside a metric name becomes ``_`` in these keys.
 """
 
 from __future__ import annotations
@@ -19,10 +32,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from divergence_lab.run.folder import tests_last_epoch
 from divergence_lab.run.ranks import is_global_rank_zero
 from divergence_lab.run.record import divergence_label
 
 log = logging.getLogger(__name__)
+
+RUN_SECTION = "run/"
+NO_DIVERGENCE = "none"  # run/divergence of a method that uses no divergence
 
 
 def wandb_logged_in() -> bool:
@@ -68,6 +85,40 @@ def run_tags(cfg: DictConfig, label: str | None) -> list[str]:
     return [tag for tag in (*fixed, *cfg.logger.wandb.tags) if tag]
 
 
+def _flat_items(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``{prefix + key: value}``, nested mappings flattened with ``/`` between their keys."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat_items(f"{prefix}{key}/", value))
+        else:
+            flat[prefix + str(key)] = value
+    return flat
+
+
+def run_labels(cfg: DictConfig, group: str) -> dict[str, Any]:
+    """The flat ``run/`` config keys a W&B workspace groups and filters runs by (see the module docstring)."""
+    label = divergence_label(cfg)
+    labels: dict[str, Any] = {
+        f"{RUN_SECTION}study": cfg.study_name,
+        f"{RUN_SECTION}sweep": group,
+        f"{RUN_SECTION}method": cfg.method.name,
+        f"{RUN_SECTION}divergence": label or NO_DIVERGENCE,
+        f"{RUN_SECTION}data": cfg.data.name,
+        f"{RUN_SECTION}seed": cfg.seed,
+    }
+    if label is not None:
+        parameters = OmegaConf.to_container(cfg.divergence, resolve=True)
+        parameters.pop("name")
+        labels.update(_flat_items(f"{RUN_SECTION}divergence/", parameters))
+    return labels
+
+
+def wandb_config(cfg: DictConfig, group: str) -> dict[str, Any]:
+    """The W&B run config: the resolved run config, nested, plus the flat ``run/`` labels."""
+    return {**OmegaConf.to_container(cfg, resolve=True), **run_labels(cfg, group)}
+
+
 def build_loggers(cfg: DictConfig, run_dir: Path, sweep_name: str | None) -> list[Any]:
     """CSV always; W&B when ``cfg.logger.wandb`` is set (in the rank-0 process only)."""
     from lightning.pytorch.loggers import CSVLogger
@@ -94,18 +145,32 @@ def build_loggers(cfg: DictConfig, run_dir: Path, sweep_name: str | None) -> lis
                 tags=run_tags(cfg, label),
                 mode=wandb_mode(wandb_cfg.mode),
                 resume="allow",
-                config=OmegaConf.to_container(cfg, resolve=True),
+                config=wandb_config(cfg, group),
             )
         )
     return loggers
 
 
-def log_summary(loggers: list[Any], metrics: dict[str, float]) -> None:
-    """Put the final numbers into the W&B run summary: ``best/val_acc`` plus every test metric."""
+def _summary_key(section: str, metric: str) -> str:
+    return f"{section}/{metric.replace('/', '_')}"
+
+
+def summary_values(metrics: dict[str, float], optimized_metric: str, tested_best: bool) -> dict[str, float]:
+    """The W&B summary of a finished run, from its ``metrics.json`` metrics (see the module docstring);
+    ``tested_best``: the tested checkpoint is the best epoch by ``optimized_metric`` (not the last one)."""
+    summary = {name: value for name, value in metrics.items() if name.startswith("test/")}
+    for metric in dict.fromkeys(("val/acc", optimized_metric)):
+        summary[_summary_key("selected", metric)] = metrics[metric]
+    if tested_best:
+        summary[_summary_key("best", optimized_metric)] = metrics[optimized_metric]
+    return summary
+
+
+def log_summary(loggers: list[Any], metrics: dict[str, float], cfg: DictConfig) -> None:
+    """Put the final numbers into the W&B run summary (:func:`summary_values`)."""
     from lightning.pytorch.loggers import WandbLogger
 
-    summary = {"best/val_acc": metrics["val/acc"]}
-    summary.update({name: value for name, value in metrics.items() if name.startswith("test/")})
+    summary = summary_values(metrics, cfg.optimized_metric, tested_best=not tests_last_epoch(cfg))
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.experiment.summary.update(summary)

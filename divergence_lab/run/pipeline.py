@@ -44,13 +44,14 @@ from divergence_lab.run.fingerprint import (
     fingerprint_settings,
     write_fingerprint,
 )
-from divergence_lab.run.folder import resolve_checkpoint, save_resolved_config
+from divergence_lab.run.folder import resolve_checkpoint, save_resolved_config, tests_last_epoch
 from divergence_lab.run.interruption import RunInterrupted, handled_signals, rerun_command
 from divergence_lab.run.loggers import build_loggers, close_loggers, log_summary
 from divergence_lab.run.ranks import is_global_rank_zero
 from divergence_lab.run.record import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
+    TEACHER_FILE,
     divergence_label,
     finished_record,
     mark_failed,
@@ -126,8 +127,10 @@ def stage_context(cfg: DictConfig, run_dir: Path | None, device: Any, precision:
     if precision is not None:
         trainer_kwargs["precision"] = precision
 
+    record = run_dir / TEACHER_FILE if run_dir is not None else None
+
     def teacher(teacher_cfg: DictConfig) -> Any:
-        return load_or_train_teacher(teacher_cfg, cfg.data, cfg.paths.teacher_cache, trainer_kwargs)
+        return load_or_train_teacher(teacher_cfg, cfg.data, cfg.paths.teacher_cache, trainer_kwargs, record)
 
     return StageContext(device=device, run_dir=run_dir, teacher=teacher)
 
@@ -251,7 +254,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
         module = build_module(cfg, datamodule, outputs)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.ckpt_path, run_dir))
         # test the best-validation checkpoint, or the last one for methods that report the last epoch (GCD)
-        select_last = cfg.method.get("checkpoint_selection", "best") == "last"
+        select_last = tests_last_epoch(cfg)
         # read before testing: restoring the tested checkpoint restores this callback's state too
         selected = dict(summary.last_validation if select_last else summary.best_validation)
         final_train_loss = summary.last_train_loss
@@ -269,7 +272,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
             "train/loss": final_train_loss,
         }
         record = write_metrics(run_dir, cfg, metrics, started) if rank_zero else {"metrics": metrics}
-        log_summary(loggers, record["metrics"])
+        log_summary(loggers, record["metrics"], cfg)
     except BaseException:
         # failed, or interrupted: submitit raises SystemExit after requeueing a preempted job, while SLURM
         # is already stopping the job's other processes (W&B's service among them)

@@ -33,6 +33,7 @@ METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 STATUS_FILE = "status.json"
+TEACHER_FILE = "teacher.json"  # the teachers a run distilled from: network and test metrics, by cache key
 
 
 def mark_running(run_dir: Path) -> None:

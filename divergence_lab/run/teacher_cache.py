@@ -51,7 +51,7 @@ from divergence_lab.methods.cross_entropy import CrossEntropyModule
 from divergence_lab.methods.progress import format_duration
 from divergence_lab.models import build_network
 from divergence_lab.run.epoch_progress import EpochProgress
-from divergence_lab.run.record import torch_save_atomically
+from divergence_lab.run.record import torch_save_atomically, write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +136,12 @@ def load_or_train_teacher(
     data_cfg: DictConfig,
     cache_dir: str | os.PathLike,
     trainer_kwargs: dict[str, Any],
+    record: Path | None = None,
 ) -> nn.Module:
     """Return the frozen teacher described by ``teacher_cfg``, training and caching it when missing.
 
-    Logs one line with its test accuracy and where it came from.
+    Logs one line with its test accuracy and where it came from; with ``record`` (a run's ``teacher.json``)
+    also adds the teacher's key, network and test metrics there, for the report's provenance block.
     """
     data_cfg = teacher_data_config(teacher_cfg, data_cfg)
     cache = Path(cache_dir)
@@ -163,9 +165,22 @@ def load_or_train_teacher(
                 _save(net, entry, meta)
     accuracy = meta["test_metrics"]["test/acc"]
     log.info("%s: test acc %.4f, %s", _describe(key, net, teacher_cfg), accuracy, outcome)
+    if record is not None:
+        _record_teacher(record, key, teacher_cfg, meta["test_metrics"])
     net.eval()
     net.requires_grad_(False)
     return net
+
+
+def _record_teacher(path: Path, key: str, teacher_cfg: DictConfig, test_metrics: dict[str, float]) -> None:
+    """Add ``{key: {"model": <network class>, "test_metrics": {...}}}`` to the run's ``teacher.json``."""
+    try:
+        teachers = json.loads(path.read_text())
+    except (OSError, ValueError):
+        teachers = {}
+    model = str(teacher_cfg.model.get("_target_", "?")).rsplit(".", 1)[-1]
+    teachers[key] = {"model": model, "test_metrics": dict(test_metrics)}
+    write_json_atomically(path, teachers)
 
 
 def _build(teacher_cfg: DictConfig, data_cfg: DictConfig) -> tuple[Any, nn.Module]:

@@ -1,4 +1,5 @@
-"""Hydra callbacks around a sweep: how to resume it, and how to upload its offline W&B runs.
+"""Hydra callbacks around a sweep: how to resume it, its report when it ends, and how to upload its offline
+W&B runs.
 
 Registered in ``conf/train.yaml`` under ``hydra.callbacks``; imported by every ``dlab`` process, so it
 imports nothing heavy.
@@ -33,6 +34,9 @@ class SweepNotices(Callback):
         log.info("If this sweep stops, resume it with: %s", command)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from divergence_lab.report.command import report_at_sweep_end
+
+        log.info(report_at_sweep_end(Path(config.hydra.sweep.dir)))
         runs = offline_wandb_runs(Path(config.hydra.sweep.dir))
         if runs:
             log.info(

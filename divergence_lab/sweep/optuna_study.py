@@ -1,20 +1,21 @@
-"""Optuna studies that survive being stopped: hydra-optuna-sweeper with the few things a long study needs.
+"""The stored Optuna study of a sweep: opened or continued, keyed by its fixed settings, summed up at the end.
 
 The sweeper that ``hparams_search=<preset>`` selects
-(``hydra_plugins.divergence_lab_plugins.optuna_sweeper.ResumableOptunaSweeper``) is the plugin's
-``OptunaSweeper`` plus what this module provides:
+(``hydra_plugins.divergence_lab_plugins.optuna_sweeper.ResumableOptunaSweeper``) keeps its study in a
+persistent storage (SQLite in the sweep folder), so that:
 
 * ``n_trials`` is the size of the study, not of one invocation: running the command again continues the
-  stored study (SQLite in the sweep folder) up to ``n_trials`` finished trials (complete or failed), so an
-  interrupted study is completed by rerunning it, and a larger ``n_trials`` extends it. Trial folders are
-  numbered by trial number, never reused; the sampler is re-seeded on a continuation (a seeded sampler
-  would otherwise propose the first invocation's trials again);
+  stored study up to ``n_trials`` finished trials (complete or failed), and a larger ``n_trials`` extends it.
+  A seeded sampler is seeded with ``seed + <trials already in the study>`` on a continuation (with the
+  seed alone it would propose the first invocation's trials again);
 * trials left running by an invocation that stopped are settled first: completed from their run's
-  ``metrics.json`` when the job finished after all, failed otherwise;
-* a trial whose objective is NaN is recorded as failed (the plugin would stop the study on it), like a
-  trial that raised; with ``max_failure_rate: 1.0`` no failure ends the study;
-* at the end it writes ``best.yaml``: the best trial's parameters and value, the trial counts, and the
-  ``dlab`` command that reruns the best parameters over 5 seeds.
+  ``metrics.json`` when the job finished after all, failed otherwise (trial ``n`` runs in
+  ``<sweep folder>/<n>``);
+* the study is keyed by its fixed settings: the overrides every trial gets (not searched, not ``hydra.*``)
+  are recorded when the study is created, and a continuation under other fixed settings is refused, so
+  that trials run under different settings never mix in one study;
+* at the end :func:`write_best` writes ``best.yaml``: the best trial's parameters and value, the trial
+  counts, and the ``dlab`` command that reruns the best parameters over 5 seeds.
 """
 
 from __future__ import annotations
@@ -23,62 +24,95 @@ import json
 import logging
 import math
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.plugins.launcher import Launcher
+import optuna
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
 
 log = logging.getLogger(__name__)
 
 RERUN_SEEDS = "0,1,2,3,4"
+FIXED_SETTINGS_ATTR = "fixed_overrides"  # the study's user attribute holding {key: override as written}
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+NOT_SET = "(not set)"
+SETTINGS_OUTSIDE_THE_TASK = ("hydra.", "hydra/")
 
 
-class NaNObjectiveError(ValueError):
-    """A trial's objective came back NaN (e.g. a diverged run): the trial is recorded as failed."""
+class StudyError(CompactHydraException):
+    """A study that cannot go on (other fixed settings, every trial failed): Hydra prints the one line."""
 
 
-class NaNAsFailure(Launcher):
-    """Wrap a launcher so that a job returning NaN comes back as a failed job."""
-
-    def __init__(self, launcher: Launcher) -> None:
-        self.launcher = launcher
-
-    def setup(self, **kwargs: Any) -> None:
-        self.launcher.setup(**kwargs)
-
-    def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
-        returns = list(self.launcher.launch(job_overrides, initial_job_idx))
-        for ret in returns:
-            value = ret._return_value
-            if ret.status == JobStatus.COMPLETED and isinstance(value, float) and math.isnan(value):
-                ret.status = JobStatus.FAILED
-                overrides = " ".join(ret.overrides or [])
-                ret.return_value = NaNObjectiveError(f"the objective is NaN for {overrides}")
-        return returns
-
-
-def load_study(storage: str | None, study_name: str | None) -> Any | None:
+def load_study(storage: str | None, study_name: str | None) -> optuna.Study | None:
     """The stored study, or None when there is none yet (or no persistent storage)."""
     if not storage or not study_name:
         return None
-    import optuna
-
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:  # no study of that name yet
         return None
 
 
-def settle_stale_trials(study: Any, sweep_dir: Path, metric: str) -> int:
+def open_study(
+    storage: str | None, study_name: str | None, direction: str, sampler: optuna.samplers.BaseSampler
+) -> optuna.Study:
+    """The study ``study_name`` of ``storage``, created when there is none; refused in one line when the
+    stored study optimises in the other direction."""
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, direction=direction, sampler=sampler, load_if_exists=True
+    )
+    stored = study.direction.name.lower()
+    if stored != direction:
+        raise StudyError(
+            f"study {study.study_name!r} in {storage} was created to {stored}, not to {direction}; keep "
+            f"hydra.sweeper.direction={stored}, or start a separate study (another hydra.sweep.dir or "
+            f"hydra.sweeper.study_name)"
+        )
+    return study
+
+
+def fixed_settings(fixed_overrides: Mapping[str, str]) -> dict[str, str]:
+    """The overrides that key a study: every trial's fixed overrides, less Hydra's own settings."""
+    return {
+        key: text
+        for key, text in fixed_overrides.items()
+        if not key.lstrip("+~").startswith(SETTINGS_OUTSIDE_THE_TASK)
+    }
+
+
+def key_by_fixed_settings(study: optuna.Study, settings: Mapping[str, str], storage: str | None) -> None:
+    """Record ``settings`` ({key: override as written}) on a study that has none recorded; refuse in one
+    line a study recorded with other settings, naming the keys that differ."""
+    recorded = study.user_attrs.get(FIXED_SETTINGS_ATTR)
+    if recorded is None:
+        study.set_user_attr(FIXED_SETTINGS_ATTR, dict(settings))
+        return
+    differing = sorted(key for key in {*recorded, *settings} if recorded.get(key) != settings.get(key))
+    if differing:
+        changes = ", ".join(
+            f"{key}: {_value_as_written(recorded.get(key))} -> {_value_as_written(settings.get(key))}"
+            for key in differing
+        )
+        raise StudyError(
+            f"study {study.study_name!r} in {storage} was run with other fixed settings ({changes}); its "
+            f"trials would mix with these: rerun it with its own settings, or start a separate study "
+            f"(another hydra.sweep.dir or hydra.sweeper.study_name)"
+        )
+
+
+def _value_as_written(override: str | None) -> str:
+    return NOT_SET if override is None else override.partition("=")[2] or override
+
+
+def settle_stale_trials(study: optuna.Study, sweep_dir: Path, metric: str) -> int:
     """Tell the trials an earlier invocation left RUNNING: their job's result if it finished, else failure.
 
     Trial ``n`` ran in ``<sweep_dir>/<n>`` (trial folders are numbered by trial number). Returns how many
     trials were settled.
     """
-    from optuna.trial import TrialState
-
     stale = [trial for trial in study.trials if trial.state == TrialState.RUNNING]
     for trial in stale:
         value = None
@@ -88,25 +122,23 @@ def settle_stale_trials(study: Any, sweep_dir: Path, metric: str) -> int:
         if value is None or math.isnan(value):
             study.tell(trial.number, state=TrialState.FAIL)
         else:
-            study.tell(trial.number, [value])
+            study.tell(trial.number, value)
     return len(stale)
 
 
-def finished_trial_count(study: Any | None) -> int:
-    from optuna.trial import TrialState
-
-    done = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-    return 0 if study is None else sum(trial.state in done for trial in study.trials)
+def finished_trial_count(study: optuna.Study | None) -> int:
+    """Trials of ``study`` that finished: complete, failed or pruned (0 without a study)."""
+    return 0 if study is None else sum(trial.state in FINISHED_STATES for trial in study.trials)
 
 
-def completed_trial_count(study: Any | None) -> int:
-    from optuna.trial import TrialState
-
+def completed_trial_count(study: optuna.Study | None) -> int:
+    """Trials of ``study`` that completed with a value (0 without a study)."""
     return 0 if study is None else sum(trial.state == TrialState.COMPLETE for trial in study.trials)
 
 
-def rerun_command(config: DictConfig, best_params: dict[str, Any]) -> str:
-    """``dlab -m`` with the study's own overrides, the best parameters and 5 seeds, without the search."""
+def rerun_command(config: DictConfig, best_params: dict[str, Any], fixed: Mapping[str, str] = ()) -> str:
+    """``dlab -m`` with the study's own overrides, its fixed ``hydra.sweeper.params`` (``fixed``: {key:
+    override as written}), the best parameters and 5 seeds, without the search."""
     hydra = config.hydra
     args = ["dlab", "-m"]
     if hydra.job.config_name != "train":
@@ -115,34 +147,39 @@ def rerun_command(config: DictConfig, best_params: dict[str, Any]) -> str:
             args += ["-cd", sources[0].removeprefix("file://")]
         args += ["-cn", hydra.job.config_name]
     tuned = set(best_params) | {"seed"}
-    for override in hydra.overrides.task:
+    given: dict[str, str] = {}  # key -> override; the command line's win over hydra.sweeper.params
+    for override in [*dict(fixed).values(), *hydra.overrides.task]:
         key = override.split("=", 1)[0].lstrip("+~")
         if key not in tuned and not key.startswith("hparams_search") and not key.startswith("hydra."):
-            args.append(override)
+            given.pop(key, None)
+            given[key] = override
+    args += given.values()
     args += [f"{key}={value}" for key, value in best_params.items()]
     args += [f"study_name={config.study_name}_best", f"seed={RERUN_SEEDS}"]
     return shlex.join(args)
 
 
-def write_best(config: DictConfig, storage: str, study_name: str) -> Path:
-    """Write ``<sweep folder>/best.yaml`` for the study and log the rerun command; return its path."""
-    import optuna
+def write_best(
+    config: DictConfig, study: optuna.Study, storage: str | None, fixed: Mapping[str, str]
+) -> Path:
+    """Write ``<sweep folder>/best.yaml`` for the study and log the rerun command; return its path.
 
-    study = load_study(storage, study_name)
+    ``fixed`` are the fixed overrides of ``hydra.sweeper.params`` ({key: override as written}), which the
+    rerun command must repeat."""
     states = [trial.state for trial in study.trials]
     best = study.best_trial
     result = {
-        "study": study_name,
+        "study": study.study_name,
         "storage": storage,
         "best_value": best.value,
         "best_trial": best.number,
         "best_params": dict(best.params),
         "trials": {
-            "complete": states.count(optuna.trial.TrialState.COMPLETE),
-            "failed": states.count(optuna.trial.TrialState.FAIL),
+            "complete": states.count(TrialState.COMPLETE),
+            "failed": states.count(TrialState.FAIL),
             "total": len(states),
         },
-        "rerun": rerun_command(config, dict(best.params)),
+        "rerun": rerun_command(config, dict(best.params), fixed),
     }
     path = Path(config.hydra.sweep.dir) / "best.yaml"
     OmegaConf.save(OmegaConf.create(result), path)

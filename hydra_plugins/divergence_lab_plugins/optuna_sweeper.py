@@ -1,69 +1,119 @@
-"""hydra-optuna-sweeper's sweeper, made to continue its study and survive failed trials.
+"""``hydra/sweeper=optuna``: divergence_lab's Optuna sweeper, with its samplers ``hydra/sweeper/sampler=tpe``
+(the default) and ``random``.
 
-The logic lives in :mod:`divergence_lab.sweep.optuna_study`; this module only plugs it into Hydra.
+Settings (``hydra.sweeper.*``): ``params`` (the search space, in Hydra's override grammar: ``choice``,
+``range``, ``interval``, ``tag(log, interval(...))``, or a fixed value), ``direction`` (minimize or
+maximize), ``storage`` and ``study_name`` (where the study is kept), ``n_trials`` (the size of the study
+over all invocations), ``n_jobs`` (trials handed to the launcher at once), ``max_failure_rate`` and
+``sampler`` (``seed``, ...). This module only plugs :mod:`divergence_lab.sweep.optuna_run` into Hydra,
+and stays cheap to import (Hydra imports it in every process).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Hydra executes plugin modules before registering them in
+# sys.modules, and dataclasses cannot resolve string annotations then.
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-import logging
-from pathlib import Path
-
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn
+from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from divergence_lab.sweep.optuna_study import (
-    NaNAsFailure,
-    completed_trial_count,
-    finished_trial_count,
-    load_study,
-    settle_stale_trials,
-    write_best,
-)
-
-log = logging.getLogger(__name__)
+PROVIDER = "divergence_lab"
 
 
-class ResumableOptunaSweeper(OptunaSweeper):
-    """Continues a stored study up to ``n_trials`` finished trials (settling stale ones, trial folders
-    numbered by trial, sampler re-seeded), records NaN trials as failed, writes ``best.yaml`` at the end."""
+@dataclass
+class TPESamplerConf:
+    """Optuna's TPE sampler: random for the first ``n_startup_trials``, then guided by the finished ones."""
+
+    _target_: str = "optuna.samplers.TPESampler"
+    seed: int | None = None
+    n_startup_trials: int = 10
+    n_ei_candidates: int = 24
+    multivariate: bool = False
+
+
+@dataclass
+class RandomSamplerConf:
+    """Optuna's random sampler: every trial drawn independently."""
+
+    _target_: str = "optuna.samplers.RandomSampler"
+    seed: int | None = None
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.divergence_lab_plugins.optuna_sweeper.ResumableOptunaSweeper"
+    _recursive_: bool = False  # the sweeper instantiates the sampler itself: its seed depends on the study
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
+    sampler: Any = MISSING
+    direction: Any = "minimize"  # Any: a wrong value reaches the pre-flight check, which names it
+    storage: str | None = None
+    study_name: str | None = None
+    n_trials: int = 20
+    n_jobs: int = 1
+    max_failure_rate: float = 0.0
+    params: dict[str, str] | None = None
+
+
+class ResumableOptunaSweeper(Sweeper):
+    """Runs a stored Optuna study up to ``n_trials`` finished trials, ``n_jobs`` at a time through the
+    configured launcher: continues it when rerun (settling trials left running), refuses a continuation
+    under other fixed settings, records failed and NaN trials as failed, writes ``best.yaml`` at the end."""
+
+    def __init__(
+        self,
+        sampler: DictConfig,
+        direction: str,
+        storage: str | None,
+        study_name: str | None,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        params: DictConfig | None,
+    ) -> None:
+        self.sampler = sampler
+        self.direction = str(direction)
+        self.storage = storage
+        self.study_name = study_name
+        self.n_trials = n_trials
+        self.n_jobs = n_jobs
+        self.max_failure_rate = max_failure_rate
+        self.params = OmegaConf.to_container(params) if params is not None else {}
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.hydra_context = hydra_context
         self.config = config
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)  # the SQLite storage lives there
-        impl = self.sweeper
-        impl.launcher = NaNAsFailure(impl.launcher)
-        study = load_study(impl.storage, impl.study_name)
-        if study is None:
-            return
-        settled = settle_stale_trials(study, sweep_dir, config.optimized_metric)
-        if settled:
-            log.info("Settled %d trial(s) left running by an earlier invocation", settled)
-        finished = finished_trial_count(study)
-        impl.job_idx = len(study.trials)  # trial n runs in <sweep dir>/<n>
-        requested, impl.n_trials = impl.n_trials, max(impl.n_trials - finished, 0)
-        # a seeded sampler would otherwise propose the first invocation's trials again
-        if hasattr(impl.sampler, "reseed_rng"):
-            impl.sampler.reseed_rng()
-        log.info(
-            "Continuing study %r: %d of n_trials=%d trials finished, %d to run",
-            impl.study_name,
-            finished,
-            requested,
-            impl.n_trials,
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
         )
 
     def sweep(self, arguments: list[str]) -> None:
-        impl = self.sweeper
-        try:
-            impl.sweep(arguments)
-        except ValueError as error:  # the plugin asks for the best trial even when none completed
-            if completed_trial_count(load_study(impl.storage, impl.study_name)) == 0:
-                raise RuntimeError(
-                    f"no trial of study {impl.study_name!r} completed: every trial failed "
-                    f"(each trial's error is in its train.log under {self.config.hydra.sweep.dir})"
-                ) from error
-            raise
-        write_best(self.config, impl.storage, impl.study_name)
+        # imported here: Hydra imports this module in every process, Optuna is needed only by a study
+        from divergence_lab.sweep.optuna_run import StudySettings, run_study
+
+        settings = StudySettings(
+            sampler=self.sampler,
+            direction=self.direction,
+            storage=self.storage,
+            study_name=self.study_name,
+            n_trials=self.n_trials,
+            n_jobs=self.n_jobs,
+            max_failure_rate=self.max_failure_rate,
+            params=self.params,
+        )
+        run_study(settings, self.config, arguments, self._launch)
+
+    def _launch(self, job_overrides: Sequence[Sequence[str]], first_job: int) -> Sequence[JobReturn]:
+        """Compose the batch's jobs here first (a bad override fails before any job starts), then launch."""
+        self.validate_batch_is_legal(job_overrides)
+        return self.launcher.launch(job_overrides, initial_job_idx=first_job)
+
+
+config_store = ConfigStore.instance()
+config_store.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider=PROVIDER)
+config_store.store(group="hydra/sweeper/sampler", name="tpe", node=TPESamplerConf, provider=PROVIDER)
+config_store.store(group="hydra/sweeper/sampler", name="random", node=RandomSamplerConf, provider=PROVIDER)

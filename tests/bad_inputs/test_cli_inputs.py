@@ -109,6 +109,7 @@ CASES = [
     BadInput("method-key-typo", ["method.alpah=0.5"], "did you mean method.alpha?"),
     BadInput("append-existing", ["+divergence.temperature=2"], "An item is already at"),
     BadInput("not-a-group", ["trainer=tpu"], "trainer=tpu is not an option"),
+    BadInput("study-typo", ["-m", "study=kd_divergnces"], "did you mean study=kd_divergences?"),
     # settings the chosen method would ignore, and combinations that cannot work
     BadInput("bdkd-divergence", ["method=bdkd", "divergence=rkl"], "method=bdkd does not read divergence"),
     BadInput("teacher-divergence", ["method=teacher", "divergence=rkl"], "method=teacher does not read"),
@@ -222,7 +223,14 @@ def test_bad_command_line_is_refused_in_one_line_and_creates_nothing(case, tmp_p
 
 
 # the same contract through the installed console script, a new process each
-THROUGH_THE_CONSOLE_SCRIPT = ("seed-text", "key-typo", "bdkd-divergence", "ranking-in-kd", "sweep-unread")
+THROUGH_THE_CONSOLE_SCRIPT = (
+    "seed-text",
+    "key-typo",
+    "study-typo",
+    "bdkd-divergence",
+    "ranking-in-kd",
+    "sweep-unread",
+)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.name in THROUGH_THE_CONSOLE_SCRIPT], ids=str)

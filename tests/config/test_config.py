@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -22,7 +21,7 @@ def _options(group: str) -> list[str]:
     "override",
     [
         f"{group}={option}"
-        for group in ("data", "model", "method", "divergence", "trainer", "logger", "experiment")
+        for group in ("data", "model", "method", "divergence", "trainer", "logger", "experiment", "study")
         for option in _options(group)
     ],
 )
@@ -39,13 +38,7 @@ def test_a_ranking_member_is_refused_where_a_divergence_term_is_needed():
 
 
 def test_study_file_composes_with_its_grid():
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    sweeps = Path(__file__).parents[2] / "sweeps"
-    with initialize_config_dir(str(sweeps.resolve()), version_base="1.3"):
-        cfg = compose("kd_divergences", return_hydra_config=True)
+    cfg = compose_config(["study=kd_divergences"], with_hydra=True)
     assert cfg.study_name == "kd_divergences"
     assert cfg.hydra.sweeper.params.divergence.split(",") == [
         "kl",
@@ -88,6 +81,12 @@ def test_valid_choices_pass(argv):
             "choose one of: cifar10, cifar100, digits, gcd_cifar100, gcd_digits, gcd_synthetic, synthetic",
         ),
         (["model@method.teacher.model=resnet9"], "model=resnet9 is not an option"),
+        (
+            ["-m", "study=kd_divergnces"],
+            r"study=kd_divergnces is not an option; choose one of: bdkd_calibration, .*kd_divergences.* "
+            r"\(did you mean study=kd_divergences\?\)$",
+        ),
+        (["-m", "study=null"], "study=null is not an option"),
     ],
 )
 def test_unknown_choices_are_refused(argv, message):

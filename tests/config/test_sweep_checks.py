@@ -3,11 +3,8 @@ every shipped preset and study passes."""
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from divergence_lab.config.checks import CONF_DIR
@@ -15,7 +12,7 @@ from divergence_lab.config.errors import ConfigError
 from divergence_lab.config.sweep_checks import check_sweep_settings, metric_direction
 from tests.conftest import compose_config
 
-SWEEPS_DIR = Path(__file__).parents[2] / "sweeps"
+STUDY_DIR = CONF_DIR / "study"
 OPTUNA = ["hparams_search=kd_optuna"]
 SLURM = ["hydra/launcher=slurm"]
 
@@ -146,10 +143,8 @@ def test_command_line_search_dimensions_are_checked_as_the_sweeper_receives_them
 
 
 def compose_study(study: str, overrides: list[str] | None = None) -> DictConfig:
-    """A study of ``sweeps/`` composed with its ``hydra`` node, as ``dlab -m -cd sweeps -cn <study>``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(SWEEPS_DIR), version_base="1.3"):
-        return compose(study, overrides=overrides or [], return_hydra_config=True)
+    """A study composed with its ``hydra`` node, as ``dlab -m study=<study>``."""
+    return compose_config([f"study={study}", *(overrides or [])], with_hydra=True)
 
 
 def test_a_basic_grid_is_only_parsed():
@@ -194,8 +189,8 @@ def test_valid_edge_settings_pass(overrides):
     check_sweep_settings(compose_config(overrides, with_hydra=True))
 
 
-@pytest.mark.parametrize("study", sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")))
-def test_every_study_in_sweeps_passes(study):
+@pytest.mark.parametrize("study", sorted(p.stem for p in STUDY_DIR.glob("*.yaml")))
+def test_every_study_passes(study):
     cfg = compose_study(study)
     assert cfg.hydra.sweeper.params  # a study defines its grid
     check_sweep_settings(cfg)

@@ -9,7 +9,7 @@ import pytest
 
 from divergence_lab.report.collect import collect, find_sweep, sweep_metrics
 from divergence_lab.report.command import main
-from divergence_lab.report.plots import pooled_reliability, write_reliability_grid
+from divergence_lab.report.reliability import pooled_reliability, write_reliability_grid
 
 
 def _job(sweep, num, overrides, metrics, seed):
@@ -60,10 +60,16 @@ def test_main_writes_markdown_csv_and_png(sweep, capsys):
     out = capsys.readouterr().out
     assert "kl" in out and "rkl" in out and "0.9233 ± 0.0252" in out
     markdown = (folder / "report.md").read_text()
-    assert "| kl | 3 | 0.9233 ± 0.0252 | 0.2000 ± 0.1000 |" in markdown
-    assert "Jobs: 6 finished, 1 starting\n- 6 (starting: no checkpoint yet)" in markdown
+    assert "| kl | 3 | 0.9233 ± 0.0252 ★ | 0.2000 ± 0.1000 ★ |" in markdown  # equal ECE: both best
+    assert "| rkl | 3 | 0.8233 ± 0.0208 | 0.2000 ± 0.1000 ★ |" in markdown
+    assert "Jobs: 6 finished, 1 starting" in markdown and "  - 6 (starting: no checkpoint yet)" in markdown
     rows = list(csv.DictReader((folder / "report.csv").open()))
-    assert rows[1]["group"] == "rkl" and float(rows[1]["test/acc mean"]) == pytest.approx(0.8233333)
+    assert (rows[1]["group"], rows[1]["metric"]) == ("rkl", "test/acc")
+    assert float(rows[1]["mean"]) == pytest.approx(0.8233333)
+    seeds = list(csv.DictReader((folder / "report_seeds.csv").open()))
+    assert [(r["group"], r["seed"], float(r["value"])) for r in seeds if r["metric"] == "test/acc"] == [
+        (d, str(s), v) for d in ("kl", "rkl") for s, v in enumerate(accs[d])
+    ]
     assert (folder / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -113,8 +119,8 @@ def test_metrics_default_to_the_sweep_configs_report_section(sweep, capsys):
     assert sweep_metrics(folder) == ["test/ece", "test/teacher_acc"]
     assert main([str(folder)]) == 0
     markdown = (folder / "report.md").read_text()
-    assert "| divergence | n | test/ece | test/teacher_acc |" in markdown
-    assert "| kl | 3 | 0.2000 ± 0.1000 | — |" in markdown  # a metric no run logged is shown as missing
+    assert "| divergence | n | test/ece ↓ | test/teacher_acc ↑ |" in markdown
+    assert "| kl | 3 | 0.2000 ± 0.1000 ★ | — |" in markdown  # a metric no run logged is shown as missing
 
 
 def test_reliability_bins_are_pooled_over_seeds(tmp_path):
@@ -199,16 +205,17 @@ def test_gcd_curves_are_averaged_over_seeds_and_drawn(tmp_path):
             ]
             (folder / str(num) / "gcd_curve.json").write_text(json.dumps(curve))
             num += 1
-    from divergence_lab.report.curves import write_curve_grid
+    from divergence_lab.report.curves import curve_panels, write_curves
 
     result = collect(folder, ["test/acc"])
-    groups = [(group.label(result.varying), group.jobs) for group in result.groups]
-    finals = write_curve_grid(groups, folder / "curves.png")
-    assert finals["false"]["acc_old"] == pytest.approx(0.65)  # mean of 0.6 and 0.7 at the last epoch
-    assert finals["true"]["acc_old"] == pytest.approx(0.85)
+    old = curve_panels(result)[0][0]
+    assert old.metric == "acc_old"
+    assert old.lines["false"].mean[-1] == pytest.approx(0.65)  # mean of 0.6 and 0.7 at the last epoch
+    assert old.lines["true"].mean[-1] == pytest.approx(0.85)
+    assert write_curves(result, folder / "curves.png")
     assert (folder / "curves.png").stat().st_size > 0
     assert main([str(folder)]) == 0
-    assert "![curves](report_curves.png)" in (folder / "report.md").read_text()
+    assert "(report_curves.png)" in (folder / "report.md").read_text()
 
 
 def test_numeric_sweep_key_gets_a_line_plot_and_top_level_numbers_are_metrics(tmp_path):
@@ -238,4 +245,4 @@ def test_numeric_sweep_key_gets_a_line_plot_and_top_level_numbers_are_metrics(tm
     assert result.groups[0].summary("wall_time_s") == pytest.approx((2.5, statistics.stdev([2.0, 3.0])))
     assert main([str(folder), "--metrics", "test/acc", "wall_time_s"]) == 0
     assert (folder / "report_lines.png").stat().st_size > 0
-    assert "![lines](report_lines.png)" in (folder / "report.md").read_text()
+    assert "![report_lines](report_lines.png)" in (folder / "report.md").read_text()

@@ -1,13 +1,28 @@
-"""The offline W&B reader against files written by wandb itself, including records that span blocks."""
+"""The offline W&B reader against files written by wandb itself, including records that span blocks, and
+against the W&B runs of real training runs: the flat ``run/`` labels in the config, the metrics in the
+summary."""
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import open_dict
 
-from divergence_lab.report.wandb_files import BLOCK_SIZE, read_offline_run, record_payloads
+from divergence_lab.report.wandb_files import (
+    BLOCK_SIZE,
+    OfflineRun,
+    offline_run_files,
+    read_offline_run,
+    record_payloads,
+)
+from divergence_lab.run.loggers import summary_values
+from tests.conftest import compose_config
 
 WRITER = textwrap.dedent(
     """
@@ -64,3 +79,110 @@ def test_detects_a_corrupt_chunk(offline_file, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="corrupt chunk"):
         read_offline_run(path)
+
+
+def run_in_sweep(tmp_path: Path, overrides: list[str], sweep_name: str) -> tuple[dict, Path]:
+    """Run the real pipeline in this process as job 0 of a multirun in ``sweeps/<study>/<sweep_name>``;
+    return (metrics.json content, run directory)."""
+    from divergence_lab.run.pipeline import train
+
+    paths = [f"paths.output_root={tmp_path}", f"paths.teacher_cache={tmp_path / 'teachers'}"]
+    cfg = compose_config([*paths, *overrides], with_hydra=True)
+    sweep_dir = tmp_path / "sweeps" / cfg.study_name / sweep_name
+    run_dir = sweep_dir / "0"
+    run_dir.mkdir(parents=True)
+    with open_dict(cfg):
+        cfg.hydra.sweep.dir = str(sweep_dir)
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.mode = RunMode.MULTIRUN
+        HydraConfig.instance().set_config(cfg)
+        del cfg["hydra"]
+    train(cfg)
+    return json.loads((run_dir / "metrics.json").read_text()), run_dir
+
+
+def history_values(run: OfflineRun, metric: str) -> list[float]:
+    return [row[metric] for row in run.history if metric in row]
+
+
+@pytest.fixture
+def offline_wandb(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("offline_wandb")
+def test_distillation_run_has_flat_labels_and_its_metrics_in_the_summary(tmp_path, tiny_overrides):
+    overrides = [
+        "logger=wandb",
+        "study_name=compare",
+        "divergence=rkl",
+        "divergence.temperature=2.5",
+        "seed=3",
+    ]
+    record, run_dir = run_in_sweep(tmp_path, [*tiny_overrides, *overrides], "2026-01-02_03-04-05-000006")
+    (run_file,) = offline_run_files(run_dir)
+    run = read_offline_run(run_file)
+    group = "compare/2026-01-02_03-04-05-000006"
+    assert run.group == group
+    labels = {key: value for key, value in run.config.items() if key.startswith("run/")}
+    assert labels == {
+        "run/study": "compare",
+        "run/sweep": group,
+        "run/method": "kd",
+        "run/divergence": "rkl",
+        "run/data": "digits",
+        "run/seed": 3,
+        "run/divergence/temperature": 2.5,
+        "run/divergence/t_squared": True,
+        "run/divergence/execution": "auto",
+        "run/divergence/chunk_rows": 0,
+    }
+    assert run.config["divergence"]["temperature"] == 2.5  # the nested resolved config stays
+    metrics = record["metrics"]
+    assert {name for name in run.summary if name.startswith(("test/", "best/", "selected/"))} == {
+        *(name for name in metrics if name.startswith("test/")),
+        "best/val_acc",
+        "selected/val_acc",
+    }
+    for name in metrics:
+        if name.startswith("test/"):
+            assert run.summary[name] == pytest.approx(metrics[name])
+    assert run.summary["selected/val_acc"] == pytest.approx(metrics["val/acc"])
+    # the checkpoint tested is the best epoch by val/acc: best/val_acc is the best over the logged epochs
+    assert run.summary["best/val_acc"] == pytest.approx(metrics["val/acc"])
+    assert run.summary["best/val_acc"] == pytest.approx(max(history_values(run, "val/acc")))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("offline_wandb")
+def test_run_without_divergence_says_none_and_reports_its_optimized_metric(tmp_path):
+    overrides = ["logger=wandb", "method=teacher", "trainer.max_epochs=2", "optimized_metric=val/nll"]
+    record, run_dir = run_in_sweep(tmp_path, overrides, "teachers")
+    (run_file,) = offline_run_files(run_dir)
+    run = read_offline_run(run_file)
+    assert run.config["run/divergence"] == "none" and run.config["run/method"] == "teacher"
+    assert run.config["run/sweep"] == run.group == "teacher_digits/teachers"
+    assert not [key for key in run.config if key.startswith("run/divergence/")]
+    metrics = record["metrics"]
+    assert run.summary["best/val_nll"] == pytest.approx(metrics["val/nll"])
+    assert run.summary["best/val_nll"] == pytest.approx(min(history_values(run, "val/nll")))
+    # val/acc of the epoch with the best val/nll: not necessarily the best val/acc, hence not best/val_acc
+    assert run.summary["selected/val_acc"] == pytest.approx(metrics["val/acc"])
+    assert run.summary["selected/val_nll"] == pytest.approx(metrics["val/nll"])
+    assert "best/val_acc" not in run.summary
+
+
+def test_summary_of_a_last_epoch_run_names_no_best_value():
+    metrics = {"test/acc": 0.5, "val/acc": 0.4, "val/acc_new": 0.3, "train/loss": 1.0}
+    assert summary_values(metrics, "val/acc_new", tested_best=False) == {
+        "test/acc": 0.5,
+        "selected/val_acc": 0.4,
+        "selected/val_acc_new": 0.3,
+    }
+    assert summary_values(metrics, "val/acc", tested_best=True) == {
+        "test/acc": 0.5,
+        "selected/val_acc": 0.4,
+        "best/val_acc": 0.4,
+    }

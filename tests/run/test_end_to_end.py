@@ -21,10 +21,7 @@ def test_study_sweep_then_report(tmp_path):
         [
             BIN / "dlab",
             "-m",
-            "-cd",
-            str(ROOT / "sweeps"),
-            "-cn",
-            "kd_divergences",
+            "study=kd_divergences",
             "divergence=kl,sinkhorn",
             "seed=0,1",
             "trainer.max_epochs=1",
@@ -82,6 +79,11 @@ def test_wheel_ships_the_configs_and_dlab_runs_from_it(tmp_path):
     from divergence_lab import divergences
 
     assert set(divergences.names()) <= configs
+    conf = ROOT / "divergence_lab" / "conf"
+    shipped_groups = ["study", "pld_variant", "sinkd_variant", "cts_variant", "legogcd_variant"]
+    for group in shipped_groups:  # the named studies and the variant groups their grids sweep
+        files = sorted((conf / group).glob("*.yaml"))
+        assert files and {f"divergence_lab/conf/{group}/{f.name}" for f in files} <= names
     site = tmp_path / "site"
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
@@ -113,6 +115,8 @@ def test_wheel_ships_the_configs_and_dlab_runs_from_it(tmp_path):
     )
     assert set(groups["divergence"].split(", ")) == set(divergences.names())
     assert {"kd", "teacher", "bdkd"} <= set(groups["method"].split(", "))
+    listed = {line.split()[0] for line in helped.stdout.splitlines() if line.startswith("  ")}
+    assert {p.stem for p in (conf / "study").glob("*.yaml")} <= listed  # the studies, from the wheel
 
 
 def test_job_killed_outright_resumes_when_the_same_command_runs_again(tmp_path):

@@ -7,11 +7,11 @@ import csv
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
+from divergence_lab.config.checks import CONF_DIR
 from divergence_lab.config.errors import ConfigError
 from divergence_lab.config.preflight import preflight
 from divergence_lab.run.threads import thread_count
@@ -101,9 +101,11 @@ def test_an_optuna_study_folder_is_keyed_by_its_fixed_settings(tmp_path, monkeyp
 def test_every_shipped_study_passes_the_pre_flight_checks(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DLAB_OUTPUT_ROOT", str(tmp_path / "outputs"))
-    sweeps = Path(__file__).parents[2] / "sweeps"
-    for study in sorted(sweeps.glob("*.yaml")):
-        preflight(["-m", "-cd", str(sweeps), "-cn", study.stem])
+    for study in sorted((CONF_DIR / "study").glob("*.yaml")):
+        preflight(["-m", f"study={study.stem}"])
+    assert sorted(p.name for p in (tmp_path / "outputs" / "sweeps").iterdir()) == sorted(
+        p.stem for p in (CONF_DIR / "study").glob("*.yaml")
+    )
 
 
 def test_a_key_that_only_some_jobs_of_a_sweep_read_may_be_set_but_not_swept(tmp_path, monkeypatch):

@@ -54,7 +54,7 @@ def test_trials_left_running_by_a_stopped_invocation_are_settled(tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     study = optuna.create_study(study_name="toy", storage=storage, direction="maximize")
     for _ in range(2):
-        study.ask({"x": optuna.distributions.UniformDistribution(0.0, 1.0)})
+        study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "metrics.json").write_text(json.dumps({"metrics": {"val/x": 0.75}}))
     result = _run_toy(tmp_path, "hydra.sweeper.n_trials=4")
@@ -88,7 +88,8 @@ def test_rerun_command_drops_the_search_and_sweeps_five_seeds():
     cfg.hydra.overrides.task = task
     command = rerun_command(cfg, {"divergence": "js", "method.alpha": 0.25})
     assert command == (
-        "dlab -m trainer.max_epochs=3 divergence=js method.alpha=0.25 study_name=kd_optuna_best seed=0,1,2,3,4"
+        "dlab -m trainer.max_epochs=3 divergence=js method.alpha=0.25 "
+        "study_name=kd_optuna_best seed=0,1,2,3,4"
     )
 
 
@@ -125,3 +126,43 @@ def test_optimized_metric_must_be_a_validation_metric():
 
     with pytest.raises(ConfigError, match="optimized_metric must be a validation metric"):
         validate(compose_config(["optimized_metric=test/acc"]))
+
+
+def test_a_continuation_under_other_fixed_settings_is_refused_in_one_line(tmp_path):
+    _run_toy(tmp_path, "hydra.sweeper.n_trials=1", "+extra=1")
+    sweep_config = (tmp_path / "multirun.yaml").read_text()
+    env = {**os.environ, "TOY_SWEEP_DIR": str(tmp_path)}
+    refused = subprocess.run(
+        [sys.executable, str(APP), "-m", "hydra.sweeper.n_trials=2", "+extra=2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert refused.returncode != 0
+    (line,) = [line for line in refused.stderr.splitlines() if "other fixed settings" in line]
+    assert "study 'toy'" in line and "(+extra: 1 -> 2)" in line and "another hydra.sweep.dir" in line
+    assert len(_study(tmp_path).trials) == 1 and not (tmp_path / "1").exists()
+    assert (tmp_path / "multirun.yaml").read_text() == sweep_config
+    _run_toy(tmp_path, "hydra.sweeper.n_trials=2", "+extra=1")  # the study's own settings: it goes on
+    assert len(_study(tmp_path).trials) == 2
+
+
+def test_n_jobs_trials_are_launched_together_through_the_launcher(tmp_path):
+    result = _run_toy(
+        tmp_path,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=5",
+    )
+    log = result.stdout + result.stderr
+    batches = [
+        int(line.split(" is launching ")[1].split()[0])
+        for line in log.splitlines()
+        if " is launching " in line
+    ]
+    assert batches == [2, 2, 1]
+    states = [trial.state.name for trial in _study(tmp_path).trials]
+    assert states == ["COMPLETE", "FAIL", "FAIL", "COMPLETE", "COMPLETE"]  # trial n was job n
+    assert sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()) == list(range(5))

@@ -300,7 +300,7 @@ def print_main_table(report: SweepReport, comparisons: list[MetricComparison]) -
     """The main table (mean ± std per group and metric, ★ = best) on the terminal."""
     rows = main_rows(report, comparisons)
     console = _console(rows)
-    console.print(f"[bold]Sweep[/bold] {report.sweep_dir}")
+    console.print(f"[bold]Sweep[/bold] {report.sweep_dir}", soft_wrap=True)
     console.print(_rich_table(rows, f"mean ± sample std over seeds; n = finished seeds; {BEST_MARK} = best"))
 
 

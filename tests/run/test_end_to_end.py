@@ -1,5 +1,6 @@
 """The command-line tools as users run them: a named study swept with ``dlab -m``, its report, the wheel."""
 
+import json
 import os
 import subprocess
 import sys
@@ -38,6 +39,15 @@ def test_study_sweep_then_report(tmp_path):
     jobs = sorted((tmp_path / "sweeps" / "kd_divergences").glob("*/*/metrics.json"))
     assert len(jobs) == 4
     assert len(list((tmp_path / "teachers").glob("*/teacher.pt"))) == 1  # one teacher for the whole sweep
+    # the sweep ends with its report: the main table (display names, ★) and where the rest is
+    assert "Jensen-Shannon" not in sweep.stdout and "forward KL" in sweep.stdout and "★" in sweep.stdout
+    assert f"Report (statistics, provenance, figures): {jobs[0].parents[1] / 'report.md'}" in sweep.stdout
+    (teacher,) = (tmp_path / "teachers").glob("*/meta.json")
+    teacher_acc = json.loads(teacher.read_text())["test_metrics"]["test/acc"]
+    markdown = (jobs[0].parents[1] / "report.md").read_text()
+    assert f"MLP (cache key {teacher.parent.name}): test acc {teacher_acc:.4f}, used by 4 run(s)" in markdown
+    assert "- **Varying**:\n  - divergence.name: kl, sinkhorn\n" in markdown
+    assert "Baseline: **forward KL**" in markdown and "not tested (n=2 < 3)" in markdown
     result = subprocess.run(
         [BIN / "dlab-report", str(tmp_path / "sweeps" / "kd_divergences")],
         capture_output=True,
@@ -46,11 +56,12 @@ def test_study_sweep_then_report(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert "kl" in result.stdout and "sinkhorn" in result.stdout and "± " in result.stdout
+    assert "forward KL" in result.stdout and "Sinkhorn" in result.stdout and "± " in result.stdout
+    assert f"Sweep {jobs[0].parents[1]}\n" in result.stdout  # a long path is never wrapped
     sweep_dir = jobs[0].parents[1]
     for name in ("report.md", "report.csv", "report.png"):
         assert (sweep_dir / name).is_file()
-    assert "| sinkhorn | 2 |" in (sweep_dir / "report.md").read_text()
+    assert "| Sinkhorn | 2 |" in (sweep_dir / "report.md").read_text()
 
 
 def test_wheel_ships_the_configs_and_dlab_runs_from_it(tmp_path):

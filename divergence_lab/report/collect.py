@@ -263,6 +263,12 @@ def display_names(sweep_dir: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in names.items()} if isinstance(names, dict) else {}
 
 
+def is_search(sweep_dir: Path) -> bool:
+    """Whether the sweep is a hyperparameter search (Optuna): its trials are not a grid to pair."""
+    sweeper = (read_sweep_config(sweep_dir).get("hydra") or {}).get("sweeper") or {}
+    return isinstance(sweeper, dict) and "optuna" in str(sweeper.get("_target_", "")).lower()
+
+
 def declared_baseline(sweep_dir: Path) -> str | None:
     """``report.baseline`` of the sweep's config (a study's declared baseline), or None."""
     baseline = report_section(sweep_dir).get("baseline")

@@ -31,6 +31,7 @@ from divergence_lab.report.collect import (
     declared_baseline,
     display_names,
     find_sweep,
+    is_search,
     read_sweep_config,
     sweep_metrics,
 )
@@ -138,7 +139,9 @@ def prepare(path: Path, metrics: list[str] | None, baseline: str | None = None) 
     report.display_names = display_names(sweep_dir)
     if metrics:
         check_metrics(report, metrics)
-    chosen = resolve_baseline(report, baseline if baseline is not None else declared_baseline(sweep_dir))
+    spec = baseline if baseline is not None else declared_baseline(sweep_dir)
+    # a search's trials are no grid: compare only with a baseline the user names
+    chosen = None if spec is None and is_search(sweep_dir) else resolve_baseline(report, spec)
     check_writable(sweep_dir)
     return PreparedReport(report, chosen, compare(report, chosen))
 

@@ -6,8 +6,9 @@ How the groups are laid out (:func:`bar_layout`):
   the last varying key and at most 10 combinations of the others: the x axis holds the values of the last
   varying key (``key=value``), the other keys' values are side-by-side coloured bars (legend on the right);
 * ``bars``: otherwise, up to 12 groups: one bar per group, its label wrapped under it;
-* ``ranked``: more than 12 groups (an Optuna study, one group per trial): horizontal bars, one row per
-  group, best first by the first reported metric, at most 25 rows (the figure's title says so).
+* ``ranked``: more than 12 groups, or labels longer than two wrapped lines (an Optuna study, one group per
+  trial): horizontal bars, one row per group, best first by the first reported metric, at most 25 rows
+  (the figure's title says so).
 
 Each panel's value axis is labelled with the metric and its better direction, and ranged as
 :mod:`~divergence_lab.report.figure_style` documents (accuracies share a range; other metrics start at 0).
@@ -22,6 +23,7 @@ from typing import Any
 
 from divergence_lab.report.collect import Group, SweepReport
 from divergence_lab.report.figure_style import (
+    LABEL_WIDTH,
     MAX_RANKED,
     MAX_WIDTH_IN,
     add_legend,
@@ -44,6 +46,7 @@ from divergence_lab.report.figure_style import (
 from divergence_lab.report.metric_info import axis_label
 
 MAX_VERTICAL_GROUPS = 12
+MAX_VERTICAL_LABEL = 2 * LABEL_WIDTH  # longer labels (several keys of a search) cannot stand under a bar
 MAX_CATEGORIES = 12
 MAX_HUES = 10
 GRID_FILL = 0.75  # a grid of keys is drawn as grouped bars when at least this share of its cells is run
@@ -75,9 +78,10 @@ def bar_layout(report: SweepReport) -> BarLayout:
     """The layout of ``report.png`` for this sweep (see the module docstring)."""
     if len(report.varying) >= 2 and (grid := _grid_layout(report)) is not None:
         return grid
-    if len(report.groups) <= MAX_VERTICAL_GROUPS:
+    labels = [group_label(report, group) for group in report.groups]
+    fits = all(len(label) <= MAX_VERTICAL_LABEL for label in labels)
+    if len(report.groups) <= MAX_VERTICAL_GROUPS and fits:
         axis_name = report.varying[0] if len(report.varying) == 1 else ""
-        labels = [group_label(report, group) for group in report.groups]
         return BarLayout("bars", labels, cells=_one_hue(report.groups), axis_name=axis_name)
     metric = report.metrics[0]
     shown = sort_by_metric(report.groups, metric)[:MAX_RANKED]

@@ -13,11 +13,17 @@ from pathlib import Path
 
 from divergence_lab.report.collect import SweepReport
 from divergence_lab.report.comparison import Baseline, GroupRow, MetricComparison
+from divergence_lab.report.figure_style import short_number
 from divergence_lab.report.metric_info import arrow, axis_label
 from divergence_lab.report.provenance import Provenance
 from divergence_lab.report.statistics import CONFIDENCE, MIN_PAIRS_FOR_TEST, Summary
 
 BEST_MARK = "★"
+NO_BASELINE = {
+    False: "A single group: nothing to compare.",
+    True: "No baseline: the trials of a search each ran their own settings. Rerun the best ones over seeds "
+    "(`best.yaml` holds the command) and compare those, or name one with `--baseline`.",
+}
 SIGNIFICANCE_LEVEL = 0.05  # a p-value below it is marked; never claimed from fewer than MIN_PAIRS_FOR_TEST
 FIGURES = (
     ("report.png", "Final metrics", "Bars: mean over seeds; error bars: ± std."),
@@ -95,7 +101,7 @@ def main_rows(report: SweepReport, comparisons: list[MetricComparison]) -> list[
     header = " / ".join(report.varying) or "group"
     rows = []
     for index, group in enumerate(report.groups):
-        row = {header: report.label(group), "n": str(len(group.seeds))}
+        row = {header: short_number(report.label(group)), "n": str(len(group.seeds))}
         for comparison in comparisons:
             cell = comparison.rows[index]
             best = _is_best(comparison, cell)
@@ -111,7 +117,7 @@ def comparison_rows(comparison: MetricComparison) -> list[dict[str, str]]:
     rows = sorted(comparison.rows, key=lambda r: r.rank.position if r.rank else 0)
     return [
         {
-            "group": row.label,
+            "group": short_number(row.label),
             "n": str(row.summary.n if row.summary else 0),
             "mean ± std": mean_std(row.summary),
             f"{CONFIDENCE:.0%} CI": interval(row.summary.ci if row.summary else None),
@@ -131,13 +137,11 @@ def notes(
     for row in comparison.rows:
         if row.difference and row.difference.unpaired_seeds:
             seeds = ", ".join(str(s) for s in row.difference.unpaired_seeds)
-            lines.append(
-                f"{row.label}: seed(s) {seeds} without a baseline run of the same seed, left out of Δ."
-            )
+            label = short_number(row.label)
+            lines.append(f"{label}: seed(s) {seeds} without a baseline run of the same seed, left out of Δ.")
         if row.counterpart_missing and baseline is not None:
-            lines.append(
-                f"{row.label}: no finished baseline run ({baseline.describe(display_names)}) to pair with."
-            )
+            label, shown = short_number(row.label), baseline.describe(display_names)
+            lines.append(f"{label}: no finished baseline run ({shown}) to pair with.")
     if any(row.difference and row.difference.n_pairs < MIN_PAIRS_FOR_TEST for row in comparison.rows):
         lines.append(
             f"Fewer than {MIN_PAIRS_FOR_TEST} paired seeds: no significance is claimed; run more seeds."
@@ -214,7 +218,7 @@ def write_markdown(
         f"(* p < {SIGNIFICANCE_LEVEL}, not corrected for multiple comparisons); rank 1= : the 95 % CI "
         "overlaps the best group's."
         if baseline
-        else "A single group: nothing to compare.",
+        else NO_BASELINE[len(report.groups) > 1],
         "",
     ]
     for comparison in comparisons:

@@ -310,6 +310,23 @@ def test_one_key_sweeps_get_one_bar_per_group_named_by_the_key(tmp_path):
     assert (layout.kind, layout.categories, layout.axis_name) == ("bars", ["kl", "rkl", "js"], "divergence")
 
 
+def test_few_groups_with_labels_too_long_for_a_bar_are_ranked(tmp_path):
+    """A 4-trial search over three keys: its labels cannot stand under vertical bars."""
+    folder = _sweep(tmp_path)
+    for trial, (divergence, temperature, alpha) in enumerate(
+        [("kl", 2.003473011863325, 0.95020202534), ("rkl", 5.52125879146, 0.4938284901364)]
+    ):
+        overrides = [
+            f"divergence={divergence}",
+            f"divergence.temperature={temperature}",
+            f"method.alpha={alpha}",
+        ]
+        _job(folder, trial, [*overrides, "seed=0"], {"test/acc": 0.8 - trial / 2})
+    layout = bar_layout(collect(folder, ["test/acc"]))
+    assert layout.kind == "ranked"
+    assert layout.categories[0] == "divergence=kl, divergence.temperature=2.003, method.alpha=0.9502"
+
+
 def test_many_groups_are_ranked_best_first_and_cut_with_a_note(tmp_path, drawn):
     folder = _sweep(tmp_path)
     for trial in range(30):

@@ -244,3 +244,19 @@ def test_provenance_names_fixed_and_varying_settings_teachers_code_and_time(tmp_
         "10.0 min of run time in all; per run 2.5 min on average (60 s to 4.0 min); "
         "31.0 min from the first start to the last finish"
     ]
+
+
+def test_a_search_is_compared_only_with_a_baseline_the_user_names(tmp_path):
+    """An Optuna study's trials each ran their own settings: no default baseline to pair them with."""
+    sweeper = "hydra_plugins.divergence_lab_plugins.optuna_sweeper.ResumableOptunaSweeper"
+    (tmp_path / "multirun.yaml").write_text(f"hydra:\n  sweeper:\n    _target_: {sweeper}\n")
+    for trial, (divergence, alpha) in enumerate([("kl", 0.5), ("rkl", 0.9), ("kl", 0.9)]):
+        _job(tmp_path, trial, [f"divergence={divergence}", f"method.alpha={alpha}"], {"test/acc": 0.5}, 0)
+    assert main([str(tmp_path), "--metrics", "test/acc"]) == 0
+    markdown = (tmp_path / "report.md").read_text()
+    assert "No baseline: the trials of a search each ran their own settings." in markdown
+    assert "baseline |" not in markdown
+    assert main([str(tmp_path), "--metrics", "test/acc", "--baseline", "kl"]) == 0
+    markdown = (tmp_path / "report.md").read_text()
+    assert "Baseline: **divergence=kl**" in markdown
+    assert "| divergence=rkl, method.alpha=0.9 | 1 | 0.5000 ± n/a | n/a | +0.0000 n/a (n=1) |" in markdown

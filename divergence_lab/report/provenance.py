@@ -18,39 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf.errors import OmegaConfBaseException
 
+from divergence_lab.run.fingerprint import stored_run_settings
 from divergence_lab.run.record import TEACHER_FILE
 
-FINGERPRINT_FILE = "fingerprint.json"
 SECTIONS = ("method", "teacher", "divergence", "data", "model", "trainer")  # shown first, in this order
 TEACHER_PREFIX = "method.teacher."
 HIDDEN_KEYS = ("seed",)  # varies by design: the report pairs over it
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict) and node:
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: node}
-
-
 def run_settings(job: Path) -> dict[str, Any]:
-    """The job's result-relevant settings (``fingerprint.json``, else its flattened ``config.yaml``)."""
+    """The job's result-relevant settings (``fingerprint.json``, else its ``config.yaml``; empty without)."""
     try:
-        return dict(json.loads((job / FINGERPRINT_FILE).read_text())["settings"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    try:
-        config = yaml.safe_load((job / "config.yaml").read_text())
-    except (OSError, ValueError, yaml.YAMLError):
+        return stored_run_settings(job) or {}
+    except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException):  # unreadable: nothing to show
         return {}
-    if not isinstance(config, dict):
-        return {}
-    config.pop("hydra", None)
-    return _flatten(config)
 
 
 def _teachers(job: Path) -> dict[str, dict[str, Any]]:

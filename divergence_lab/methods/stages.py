@@ -49,19 +49,20 @@ class StageContext:
 
     ``device``: where to train (the trainer's root device); ``outputs``: earlier stages' outputs by name;
     ``run_dir``: the run directory for side files such as a search trajectory (None outside a run);
-    ``teacher``: returns the trained, frozen teacher network of a teacher config (the run layer's teacher
-    cache; None where no provider was given).
+    ``teacher``: returns the trained, frozen teacher network of a teacher config, built and trained by an
+    optional recipe (the run layer's teacher cache, :class:`divergence_lab.run.teacher_cache.TeacherRecipe`;
+    None where no provider was given).
     """
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     outputs: dict[str, StageOutput] = field(default_factory=dict)
     run_dir: Path | None = None
-    teacher: Callable[[Any], nn.Module] | None = None
+    teacher: Callable[..., nn.Module] | None = None
 
-    def trained_teacher(self, teacher_cfg: Any) -> nn.Module:
+    def trained_teacher(self, teacher_cfg: Any, recipe: Any = None) -> nn.Module:
         if self.teacher is None:
             raise RuntimeError("this method needs a teacher: give StageContext a teacher provider")
-        return self.teacher(teacher_cfg)
+        return self.teacher(teacher_cfg) if recipe is None else self.teacher(teacher_cfg, recipe)
 
 
 def declared_stages(cfg: Any, datamodule: Any) -> list[Stage]:

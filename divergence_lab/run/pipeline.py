@@ -129,8 +129,9 @@ def stage_context(cfg: DictConfig, run_dir: Path | None, device: Any, precision:
 
     record = run_dir / TEACHER_FILE if run_dir is not None else None
 
-    def teacher(teacher_cfg: DictConfig) -> Any:
-        return load_or_train_teacher(teacher_cfg, cfg.data, cfg.paths.teacher_cache, trainer_kwargs, record)
+    def teacher(teacher_cfg: DictConfig, recipe: Any = None) -> Any:
+        cache = cfg.paths.teacher_cache
+        return load_or_train_teacher(teacher_cfg, cfg.data, cache, trainer_kwargs, record, recipe)
 
     return StageContext(device=device, run_dir=run_dir, teacher=teacher)
 

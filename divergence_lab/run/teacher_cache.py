@@ -33,8 +33,9 @@ import logging
 import os
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,21 @@ CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"  # set by Lightning for determinist
 NO_SOURCE = "no source file"  # a class defined interactively: only its repr and shapes are fingerprinted
 # the epoch metrics of CrossEntropyModule shown on the teacher's progress lines, by label
 PROGRESS_METRICS = {"loss": "train/loss", "val acc": "val/acc"}  # label -> metric on the teacher's lines
+CLASSIFIER = "classifier"  # the recipe of the vision and tabular teachers (its name is not in their keys)
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """How a kind of teacher is built and trained; the cache (key, lock, files, log lines) is shared.
+
+    ``build(teacher_cfg, data_cfg) -> (set-up data module, untrained network)``;
+    ``train(net, teacher_cfg, datamodule, trainer_kwargs) -> test metrics`` (with ``test/acc`` when the
+    teacher has an accuracy). Any recipe but :data:`CLASSIFIER_RECIPE` adds its name to the key.
+    """
+
+    name: str
+    build: Callable[[DictConfig, DictConfig], tuple[Any, nn.Module]]
+    train: Callable[[nn.Module, DictConfig, Any, dict[str, Any]], dict[str, float]]
 
 
 def teacher_data_config(teacher_cfg: DictConfig, data_cfg: DictConfig) -> DictConfig:
@@ -86,18 +102,20 @@ def teacher_key(teacher_cfg: DictConfig, data_cfg: DictConfig) -> str:
 
 
 def key_ingredients(
-    teacher_cfg: DictConfig, data_cfg: DictConfig, datamodule: Any, net: nn.Module
+    teacher_cfg: DictConfig, data_cfg: DictConfig, datamodule: Any, net: nn.Module, recipe: str = CLASSIFIER
 ) -> dict[str, Any]:
-    """What the key hashes (and ``meta.json`` records): both configs and the data and network fingerprints.
+    """What the key hashes (and ``meta.json`` records): both configs and the data and network fingerprints,
+    and the recipe's name unless it is the classifier's.
 
     ``datamodule`` is the set-up data module of ``data_cfg``; ``net`` the network built from
     ``teacher_cfg.model`` for it (its weights do not matter, only its definition).
     """
-    return {
+    ingredients = {
         "teacher": OmegaConf.to_container(teacher_cfg, resolve=True),
         "data": OmegaConf.to_container(data_cfg, resolve=True),
         "fingerprints": {**data_fingerprints(datamodule), **network_fingerprints(net)},
     }
+    return ingredients if recipe == CLASSIFIER else {**ingredients, "recipe": recipe}
 
 
 def data_fingerprints(datamodule: Any) -> dict[str, Any]:
@@ -137,20 +155,24 @@ def load_or_train_teacher(
     cache_dir: str | os.PathLike,
     trainer_kwargs: dict[str, Any],
     record: Path | None = None,
+    recipe: TeacherRecipe | None = None,
 ) -> nn.Module:
     """Return the frozen teacher described by ``teacher_cfg``, training and caching it when missing.
 
     Logs one line with its test accuracy and where it came from; with ``record`` (a run's ``teacher.json``)
     also adds the teacher's key, network and test metrics there, for the report's provenance block.
+    ``recipe``: how this kind of teacher is built and trained (default: a classifier trained with
+    cross-entropy, :data:`CLASSIFIER_RECIPE`).
     """
+    recipe = recipe or CLASSIFIER_RECIPE
     data_cfg = teacher_data_config(teacher_cfg, data_cfg)
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     with _preserved_rng_state():
         # the teacher depends on its own seed only, never on the random state of the job that trains it
         L.seed_everything(teacher_cfg.seed, workers=True, verbose=False)
-        datamodule, net = _build(teacher_cfg, data_cfg)
-        ingredients = key_ingredients(teacher_cfg, data_cfg, datamodule, net)
+        datamodule, net = recipe.build(teacher_cfg, data_cfg)
+        ingredients = key_ingredients(teacher_cfg, data_cfg, datamodule, net, recipe.name)
         key = _key(ingredients)
         entry = cache / key
         with FileLock(str(cache / f"{key}.lock")):
@@ -160,16 +182,22 @@ def load_or_train_teacher(
             else:
                 log.info("Training teacher %s (cached for later runs)", key)
                 started = time.monotonic()
-                meta = {**ingredients, "test_metrics": _train(net, teacher_cfg, datamodule, trainer_kwargs)}
+                metrics = recipe.train(net, teacher_cfg, datamodule, trainer_kwargs)
+                meta = {**ingredients, "test_metrics": metrics}
                 outcome = f"trained in {format_duration(time.monotonic() - started)}, cached at {entry}"
                 _save(net, entry, meta)
-    accuracy = meta["test_metrics"]["test/acc"]
-    log.info("%s: test acc %.4f, %s", _describe(key, net, teacher_cfg), accuracy, outcome)
+    metrics = meta["test_metrics"]
+    shown = f"test acc {metrics['test/acc']:.4f}" if "test/acc" in metrics else _listed(metrics)
+    log.info("%s: %s, %s", _describe(key, net, teacher_cfg), shown, outcome)
     if record is not None:
         _record_teacher(record, key, teacher_cfg, meta["test_metrics"])
     net.eval()
     net.requires_grad_(False)
     return net
+
+
+def _listed(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in sorted(metrics.items())) or "no test metrics"
 
 
 def _record_teacher(path: Path, key: str, teacher_cfg: DictConfig, test_metrics: dict[str, float]) -> None:
@@ -238,19 +266,17 @@ def _preserved_rng_state() -> Iterator[None]:
     np.random.set_state(numpy_state)
 
 
-def _train(
-    net: nn.Module, teacher_cfg: DictConfig, datamodule: Any, trainer_kwargs: dict[str, Any]
+def fit_and_test(
+    module: L.LightningModule, datamodule: Any, max_epochs: int, trainer_kwargs: dict[str, Any]
 ) -> dict[str, float]:
-    """Train ``net`` with cross-entropy; return its test metrics (``test/acc`` ...)."""
-    module = CrossEntropyModule(
-        net, datamodule.num_classes, dict(teacher_cfg.optimizer), teacher_cfg.max_epochs
-    )
+    """Train a teacher's LightningModule in this process (one device, no logger, no checkpoints, one
+    progress line per epoch) and return its test metrics; the process-wide torch flags are given back."""
     with _restored_torch_flags():
         trainer = L.Trainer(
             **trainer_kwargs,
             # one process, whatever the job runs in: not the SLURM world of a DDP job, no SLURM requeueing
             plugins=[LightningEnvironment()],
-            max_epochs=teacher_cfg.max_epochs,
+            max_epochs=max_epochs,
             callbacks=[EpochProgress("teacher", PROGRESS_METRICS)],
             logger=False,
             enable_checkpointing=False,
@@ -260,6 +286,19 @@ def _train(
         trainer.fit(module, datamodule=datamodule)
         (results,) = trainer.test(module, datamodule=datamodule, verbose=False)
     return {name: float(value) for name, value in results.items()}
+
+
+def _train_classifier(
+    net: nn.Module, teacher_cfg: DictConfig, datamodule: Any, trainer_kwargs: dict[str, Any]
+) -> dict[str, float]:
+    """Train ``net`` with cross-entropy; return its test metrics (``test/acc`` ...)."""
+    module = CrossEntropyModule(
+        net, datamodule.num_classes, dict(teacher_cfg.optimizer), teacher_cfg.max_epochs
+    )
+    return fit_and_test(module, datamodule, teacher_cfg.max_epochs, trainer_kwargs)
+
+
+CLASSIFIER_RECIPE = TeacherRecipe(CLASSIFIER, _build, _train_classifier)
 
 
 @contextmanager

@@ -85,7 +85,7 @@ def test_cached_teacher_is_loaded_not_retrained(tmp_path, monkeypatch):
     teacher, data = _teacher_config()
     first = teachers.load_or_train_teacher(teacher, data, tmp_path, {"accelerator": "cpu", "devices": 1})
     assert not first.training and not any(p.requires_grad for p in first.parameters())
-    monkeypatch.setattr(teachers, "_train", lambda *a, **k: pytest.fail("teacher trained twice"))
+    monkeypatch.setattr(teachers, "fit_and_test", lambda *a, **k: pytest.fail("teacher trained twice"))
     second = teachers.load_or_train_teacher(teacher, data, tmp_path, {"accelerator": "cpu", "devices": 1})
     for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -94,14 +94,14 @@ def test_cached_teacher_is_loaded_not_retrained(tmp_path, monkeypatch):
 
 
 def _load_in_child(teacher, data, cache_dir, trained_log):
-    original = teachers._train
+    original = teachers.fit_and_test
 
     def counting_train(*args, **kwargs):
         with open(trained_log, "a") as handle:
             handle.write(f"{os.getpid()}\n")
         return original(*args, **kwargs)
 
-    teachers._train = counting_train
+    teachers.fit_and_test = counting_train
     teachers.load_or_train_teacher(teacher, data, cache_dir, {"accelerator": "cpu", "devices": 1})
 
 

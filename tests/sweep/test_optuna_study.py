@@ -17,11 +17,16 @@ BIN = Path(sys.executable).parent
 APP = Path(__file__).parents[1] / "apps" / "objective.py"
 
 
-def _run_toy(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
+def _toy(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    """The toy Optuna app swept into ``sweep_dir``, whatever its exit code."""
     env = {**os.environ, "TOY_SWEEP_DIR": str(sweep_dir)}
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, str(APP), "-m", *args], capture_output=True, text=True, timeout=120, env=env
     )
+
+
+def _run_toy(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    result = _toy(sweep_dir, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -67,14 +72,7 @@ def test_trials_left_running_by_a_stopped_invocation_are_settled(tmp_path):
 
 
 def test_every_trial_failing_ends_with_a_clear_message(tmp_path):
-    env = {**os.environ, "TOY_SWEEP_DIR": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, str(APP), "-m", "hydra.sweeper.n_trials=2", "+fail_all=1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    result = _toy(tmp_path, "hydra.sweeper.n_trials=2", "+fail_all=1")
     assert result.returncode != 0
     assert "no trial of study 'toy' completed: every trial failed" in result.stderr
     assert not (tmp_path / "best.yaml").exists()
@@ -131,14 +129,7 @@ def test_optimized_metric_must_be_a_validation_metric():
 def test_a_continuation_under_other_fixed_settings_is_refused_in_one_line(tmp_path):
     _run_toy(tmp_path, "hydra.sweeper.n_trials=1", "+extra=1")
     sweep_config = (tmp_path / "multirun.yaml").read_text()
-    env = {**os.environ, "TOY_SWEEP_DIR": str(tmp_path)}
-    refused = subprocess.run(
-        [sys.executable, str(APP), "-m", "hydra.sweeper.n_trials=2", "+extra=2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    refused = _toy(tmp_path, "hydra.sweeper.n_trials=2", "+extra=2")
     assert refused.returncode != 0
     (line,) = [line for line in refused.stderr.splitlines() if "other fixed settings" in line]
     assert "study 'toy'" in line and "(+extra: 1 -> 2)" in line and "another hydra.sweep.dir" in line

@@ -1,6 +1,7 @@
 """``make bench``: every case in a fresh process, results side by side with ratios, as Markdown tables.
 
-    python -m benchmarks.run [--only divergences sinkhorn startup train cluster threads] [--skip-huge]
+    python -m benchmarks.run [--only divergences fused_linear sinkhorn startup train cluster threads]
+                             [--skip-huge]
 
 Targets (from the project's performance goals) are checked and marked, never asserted: a benchmark
 reports, the tests decide correctness.
@@ -21,6 +22,10 @@ DIVERGENCE_SIZES = [(256, 10), (4096, 100), (4096, 32000)]
 HUGE = (8192, 128000)
 TARGETED = ["kl", "rkl", "js", "tv", "hellinger"]
 SINKHORN_CASES = [(256, 10, 20), (256, 100, 100), (64, 1000, 50)]
+LINEAR_SIZES = [(1024, 256, 16000)]  # (tokens, hidden, vocabulary)
+HUGE_LINEAR = (8192, 1024, 128000)
+LINEAR_DIVERGENCES = ["kl", "js"]
+LINEAR_VARIANTS = ["registry", "plain", "fused_linear"]
 GIB = 1024**3
 
 
@@ -95,6 +100,52 @@ def divergences(skip_huge: bool) -> list[str]:
                 line = f"| {name} {rows}×{classes} | | | failed | | | | | {mark(False)} |"
             lines.append(line)
             print(line, flush=True)
+    return lines
+
+
+def fmt_linear_cell(record: dict | None) -> str:
+    if not record:
+        return "failed"
+    if record.get("error"):
+        return f"out of memory (> {record['memory_budget_bytes'] / GIB:.1f} GiB)"
+    return (
+        f"{fmt_s(record['seconds'])} (CPU {fmt_s(record['cpu_seconds'])}), "
+        f"{record['extra_bytes'] / GIB:.2f} GiB"
+    )
+
+
+def fused_linear(skip_huge: bool) -> list[str]:
+    lines = [
+        "### Fused linear divergence: forward + backward of the token mean from hidden states and output "
+        "weights (fp32; student hidden and weight trained, teacher frozen)",
+        "",
+        "| tokens × hidden × vocabulary | divergence | (a) logits + registry (auto): time, extra memory | "
+        "(b) logits + plain autograd | (c) fused linear | (c) / (a) time | (c) / (a) extra memory | target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    sizes = LINEAR_SIZES + ([] if skip_huge else [HUGE_LINEAR])
+    for tokens, hidden, vocabulary in sizes:
+        repeats = 0 if (tokens, hidden, vocabulary) == HUGE_LINEAR else 3
+        for name in LINEAR_DIVERGENCES:
+            runs = {
+                variant: case("fused_linear_case", name, variant, tokens, hidden, vocabulary, repeats)
+                for variant in LINEAR_VARIANTS
+            }
+            cells = " | ".join(fmt_linear_cell(record) for record in runs.values())
+            registry, ours = runs["registry"], runs["fused_linear"]
+            comparable = registry and ours and not registry.get("error") and not ours.get("error")
+            time_ratio = ours["seconds"] / registry["seconds"] if comparable else None
+            cpu_ratio = ours["cpu_seconds"] / registry["cpu_seconds"] if comparable else None
+            memory_ratio = ours["extra_bytes"] / max(1, registry["extra_bytes"]) if comparable else None
+            target = ""
+            if comparable and (tokens, hidden, vocabulary) == HUGE_LINEAR:
+                slower = time_ratio > 1 or cpu_ratio > 1  # CPU time too: other jobs can skew wall times
+                target = f"{mark(memory_ratio <= 0.25)} memory ≤ 0.25×, {mark(not slower)} time ≤ 1×"
+            lines.append(
+                f"| {tokens} × {hidden} × {vocabulary} | {name} | {cells} | {ratio(time_ratio)} "
+                f"(CPU {ratio(cpu_ratio)}) | {ratio(memory_ratio)} | {target} |"
+            )
+            print(lines[-1], flush=True)
     return lines
 
 
@@ -208,12 +259,11 @@ def threads() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--only", nargs="+", choices=["divergences", "sinkhorn", "startup", "train", "cluster", "threads"]
-    )
+    everything = ["divergences", "fused_linear", "sinkhorn", "startup", "train", "cluster", "threads"]
+    parser.add_argument("--only", nargs="+", choices=everything)
     parser.add_argument("--skip-huge", action="store_true", help="skip the 8192 x 128000 cases (~13 GB)")
     args = parser.parse_args()
-    wanted = args.only or ["divergences", "sinkhorn", "startup", "train", "cluster", "threads"]
+    wanted = args.only or everything
     started = time.time()
     header = [
         f"## {time.strftime('%Y-%m-%d')} — {platform.machine()}, {torch.get_num_threads()} threads, "
@@ -222,6 +272,7 @@ def main() -> None:
     ]
     sections = {
         "divergences": lambda: divergences(args.skip_huge),
+        "fused_linear": lambda: fused_linear(args.skip_huge),
         "sinkhorn": sinkhorn,
         "startup": startup,
         "train": train_step,

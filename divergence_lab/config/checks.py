@@ -39,6 +39,7 @@ MASK_PRUNERS = ("synflow", "ltr")  # they choose a mask, not scores
 SANITY_CHECKS = ("none", "shuffle", "invert", "reinit")
 DKL_FORMS = ("official_code", "paper")  # LegoGCD's dual-view term: the official code's, or Eq. 11-12
 READ_GROUPS = ("model", "divergence")  # the groups a method may leave unread (method.reads)
+FUSED_LINEAR = ("auto", True, False)  # method.fused_linear of language-model distillation
 # trainer.precision: auto (trainer=gpu) or a Lightning precision by its full name (not 32, 16, "bf16")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 
@@ -326,6 +327,48 @@ def check_divergence_warmup(method: Any) -> None:
             raise ConfigError(f"method.divergence_warmup.{name} must be an integer >= 0 (got {epochs!r})")
 
 
+def _check_sampling(settings: Any, key: str) -> None:
+    """``{temperature > 0, top_k: null or >= 1, max_new_tokens: null or >= 1}`` of generated completions."""
+    temperature = settings.get("temperature")
+    if not _is_number(temperature) or temperature <= 0:
+        raise ConfigError(f"{key}.temperature must be a number > 0 (got {temperature!r})")
+    for name in ("top_k", "max_new_tokens"):
+        if settings.get(name) is not None:
+            check_integer_at_least(settings.get(name), f"{key}.{name}")
+
+
+def check_language_model_distillation(method: Any) -> None:
+    """Language-model distillation: the on-policy fraction in [0, 1], the fused-path switch, the sampling
+    of on-policy and evaluation completions, and an evaluation whose pass@k has k <= samples."""
+    fraction = method.get("on_policy_fraction")
+    if fraction is not None and (not _is_number(fraction) or not 0.0 <= fraction <= 1.0):
+        raise ConfigError(f"method.on_policy_fraction must be a number in [0, 1] (got {fraction!r})")
+    fused = method.get("fused_linear")
+    if fused is not None and (not isinstance(fused, (bool, str)) or fused not in FUSED_LINEAR):
+        raise ConfigError(f"method.fused_linear must be auto, true or false (got {fused!r})")
+    if (generation := method.get("generation")) is not None:
+        _check_sampling(generation, "method.generation")
+    evaluation = method.get("evaluation")
+    if evaluation is None:
+        return
+    _check_sampling(evaluation, "method.evaluation")
+    check_integer_at_least(evaluation.get("samples"), "method.evaluation.samples")
+    check_integer_at_least(evaluation.get("batch_size"), "method.evaluation.batch_size")
+    for name in ("val_prompts", "test_prompts"):
+        if evaluation.get(name) is not None:
+            check_integer_at_least(evaluation.get(name), f"method.evaluation.{name}")
+    ks, samples = evaluation.get("ks"), evaluation.samples
+    if (
+        not isinstance(ks, (list, ListConfig))
+        or not ks
+        or not all(_is_int(k) and 1 <= k <= samples for k in ks)
+    ):
+        raise ConfigError(
+            f"method.evaluation.ks must be a non-empty list of integers in [1, samples={samples}] for "
+            f"pass@k (got {ks!r})"
+        )
+
+
 def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     """The checks that need no deep-learning framework (well under a second); ``overrides`` are the run's
     command-line and sweep overrides, checked against what the method reads."""
@@ -342,6 +385,7 @@ def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     check_pruning(cfg.method)
     check_category_discovery(cfg.method)
     check_divergence_warmup(cfg.method)
+    check_language_model_distillation(cfg.method)
     check_method_reads(cfg, overrides)
     check_optimized_metric(cfg)
     check_threads(cfg.get("threads", "auto"))

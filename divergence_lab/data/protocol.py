@@ -23,7 +23,8 @@ class ClassificationData(Protocol):
 
     * ``num_classes``: ``K``; labels are ``int64`` in ``0..K-1``;
     * ``input_shape``: the shape of one example (``(F,)`` for vectors, ``(C, H, W)`` for images); a batch
-      of inputs is a ``float32`` tensor ``(B, *input_shape)``.
+      of inputs is a ``float32`` tensor ``(B, *input_shape)``, except for text classification
+      (:mod:`divergence_lab.data.text_classification`), whose examples are ``int64`` token rows ``(3, L)``.
     """
 
     num_classes: int
@@ -63,7 +64,7 @@ class ClassificationData(Protocol):
         ...
 
     def train_inputs(self) -> Tensor:
-        """Every training input as one float32 tensor ``(N_train, *input_shape)``, in dataset order.
+        """Every training input as one tensor ``(N_train, *input_shape)`` (float32; int64 for text), in order.
 
         Dataset order is the order of the training set itself (index ``i`` is the ``i``-th training
         example, before any shuffling by the loader); it does not depend on ``seed`` or the epoch. The

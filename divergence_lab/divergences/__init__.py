@@ -22,5 +22,6 @@ from divergence_lab.divergences import (  # noqa: F401  (registration)
     transport,
 )
 from divergence_lab.divergences.base import Divergence, PointwiseDivergence, build, names, register
+from divergence_lab.divergences.fused_linear import fused_linear_divergence
 
-__all__ = ["Divergence", "PointwiseDivergence", "build", "names", "register"]
+__all__ = ["Divergence", "PointwiseDivergence", "build", "fused_linear_divergence", "names", "register"]

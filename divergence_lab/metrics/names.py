@@ -5,7 +5,7 @@ Used to pick the best checkpoint for ``optimized_metric`` and to name the direct
 
 from __future__ import annotations
 
-LOWER_IS_BETTER = ("loss", "nll", "ece", "brier", "error", "divergence", "time_s")
+LOWER_IS_BETTER = ("loss", "nll", "ece", "brier", "error", "divergence", "time_s", "kl_to_teacher")
 
 
 def lower_is_better(metric: str) -> bool:

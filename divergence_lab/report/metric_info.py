@@ -2,14 +2,37 @@
 
 A metric is named ``<split>/<quantity>`` (``test/acc``, ``val/ece``, ``test/teacher_acc``) or is a top-level
 number of ``metrics.json`` (``wall_time_s``). The quantity decides the direction: accuracies are better
-higher (↑), calibration errors, log-losses, Brier scores, losses and times are better lower (↓). A quantity
-of neither kind has no direction: it is reported, never ranked.
+higher (↑), and so are generation scores (exact match, pass@k, distinct correct answers); calibration
+errors, log-losses, Brier scores, losses, the divergence to the teacher and times are better lower (↓). A
+quantity of neither kind has no direction (e.g. ``answer_entropy``: more is more diverse, not better): it
+is reported, never ranked.
 """
 
 from __future__ import annotations
 
-HIGHER_IS_BETTER = ("acc", "accuracy", "acc_all", "acc_old", "acc_new", "f1", "auroc")
-LOWER_IS_BETTER = ("ece", "nll", "brier", "loss", "error", "time_s", "wall_time_s", "search_time_s")
+HIGHER_IS_BETTER = (
+    "acc",
+    "accuracy",
+    "acc_all",
+    "acc_old",
+    "acc_new",
+    "f1",
+    "auroc",
+    "exact_match",
+    "distinct_correct",
+)
+HIGHER_IS_BETTER_PREFIXES = ("pass@",)  # pass@1, pass@4 ...
+LOWER_IS_BETTER = (
+    "ece",
+    "nll",
+    "brier",
+    "loss",
+    "error",
+    "time_s",
+    "wall_time_s",
+    "search_time_s",
+    "kl_to_teacher",
+)
 QUANTITY_NAMES = {
     "acc": "accuracy",
     "acc_all": "accuracy (All)",
@@ -19,8 +42,10 @@ QUANTITY_NAMES = {
     "nll": "NLL",
     "brier": "Brier score",
     "wall_time_s": "wall time",
+    "exact_match": "exact match",
+    "distinct_correct": "distinct correct answers",
 }
-UNITS = {"wall_time_s": "s", "search_time_s": "s"}
+UNITS = {"wall_time_s": "s", "search_time_s": "s", "answer_entropy": "nats"}
 
 
 def quantity(metric: str) -> str:
@@ -32,6 +57,8 @@ def direction(metric: str) -> int:
     """+1 when higher is better, -1 when lower is better, 0 when the name does not say."""
     name = quantity(metric)
     if any(name == q or name.endswith("_" + q) for q in HIGHER_IS_BETTER):
+        return 1
+    if name.startswith(HIGHER_IS_BETTER_PREFIXES):
         return 1
     if any(name == q or name.endswith("_" + q) for q in LOWER_IS_BETTER):
         return -1

@@ -14,11 +14,12 @@ as ``run/divergence/<param>`` (``run/divergence/temperature`` ...; only for meth
 The flat keys use ``/``, never ``.``: W&B reads a dot in a config key as nesting when filtering.
 
 The summary (:func:`summary_values`) holds every ``test/*`` metric of the tested checkpoint,
-``selected/<metric>`` = the validation values of that checkpoint (``selected/val_acc`` and the
-``optimized_metric``, e.g. ``selected/val_nll``), and, when the checkpoint was chosen as the best epoch by
-``optimized_metric``, ``best/<metric>`` = its best value over the epochs (``best/val_acc`` by default).
-Methods that test the last epoch (``method.checkpoint_selection: last``, GCD) get no ``best/`` key: their
-validation labels must not pick an epoch. A ``/`` inside a metric name becomes ``_`` in these keys.
+``selected/<metric>`` = the validation values of that checkpoint (``selected/val_acc`` where the method
+logs an accuracy, and the ``optimized_metric``, e.g. ``selected/val_nll``), and, when the checkpoint was
+chosen as the best epoch by ``optimized_metric``, ``best/<metric>`` = its best value over the epochs
+(``best/val_acc`` by default). Methods that test the last epoch (``method.checkpoint_selection: last``,
+GCD) get no ``best/`` key: their validation labels must not pick an epoch. A ``/`` inside a metric name
+becomes ``_`` in these keys.
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ def summary_values(metrics: dict[str, float], optimized_metric: str, tested_best
     ``tested_best``: the tested checkpoint is the best epoch by ``optimized_metric`` (not the last one)."""
     summary = {name: value for name, value in metrics.items() if name.startswith("test/")}
     for metric in dict.fromkeys(("val/acc", optimized_metric)):
-        summary[_summary_key("selected", metric)] = metrics[metric]
+        if metric in metrics:  # a method without an accuracy (language models) has no val/acc
+            summary[_summary_key("selected", metric)] = metrics[metric]
     if tested_best:
         summary[_summary_key("best", optimized_metric)] = metrics[optimized_metric]
     return summary

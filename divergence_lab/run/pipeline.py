@@ -10,7 +10,7 @@ Model selection uses validation only: the reported test metrics come from the ch
 ``optimized_metric`` (``val/acc`` by default, maximised; ``val/nll`` and other losses are minimised), or from
 the last epoch for methods that report it (``method.checkpoint_selection: last``, GCD, where the evaluation
 labels must not pick an epoch). ``metrics.json`` records the selected checkpoint's value of
-``optimized_metric`` and its ``val/acc``.
+``optimized_metric`` and its ``val/acc`` (where the method logs one).
 
 A run folder holds one config (:mod:`divergence_lab.run.fingerprint`). With ``ckpt_path: auto`` (the
 default) a job started again in its own folder (a requeued SLURM job, a rerun sweep) returns its finished
@@ -266,12 +266,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
             verbose=interactive,
             weights_only=False,
         )
-        metrics = {
-            **test_metrics,
-            "val/acc": selected["val/acc"],
-            metric: selected[metric],
-            "train/loss": final_train_loss,
-        }
+        # val/acc where the method has an accuracy (language models report val/exact_match instead)
+        accuracy = {"val/acc": selected["val/acc"]} if "val/acc" in selected else {}
+        metrics = {**test_metrics, **accuracy, metric: selected[metric], "train/loss": final_train_loss}
         record = write_metrics(run_dir, cfg, metrics, started) if rank_zero else {"metrics": metrics}
         log_summary(loggers, record["metrics"], cfg)
     except BaseException:

@@ -78,7 +78,8 @@ def test_valid_choices_pass(argv):
         (["-m", "divergence=kl,nope"], "divergence=nope is not an option"),
         (
             ["data=cifar"],
-            "choose one of: cifar10, cifar100, digits, gcd_cifar100, gcd_digits, gcd_synthetic, synthetic",
+            "choose one of: cifar10, cifar100, digits, gcd_cifar100, gcd_digits, gcd_synthetic, glue, "
+            "lm_jsonl, lm_saved, lm_synthetic, synthetic, tabular, text_synthetic",
         ),
         (["model@method.teacher.model=resnet9"], "model=resnet9 is not an option"),
         (

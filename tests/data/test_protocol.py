@@ -10,16 +10,21 @@ import torch
 from divergence_lab.config.checks import CONF_DIR
 from divergence_lab.data import instantiate_datamodule
 from divergence_lab.data.cifar import write_cifar
+from divergence_lab.data.glue import write_glue
 from divergence_lab.data.protocol import CategoryDiscoveryData, ClassificationData
 from tests.conftest import compose_config
 
-DATA_OPTIONS = sorted(path.stem for path in (CONF_DIR / "data").glob("*.yaml"))
+# language-model text (lm_*) keeps its own protocol, checked in tests/data/test_text_data.py
+DATA_OPTIONS = sorted(
+    path.stem for path in (CONF_DIR / "data").glob("*.yaml") if not path.stem.startswith("lm_")
+)
 # CIFAR configs read tiny fake files; 3 images per class need a larger val fraction than 0.1 to hold any
 CIFAR = {
     "cifar10": ("cifar10", ["data.val_fraction=0.34"]),
     "cifar100": ("cifar100", ["data.val_fraction=0.34"]),
     "gcd_cifar100": ("cifar100", ["data.base.val_fraction=0.34"]),
 }
+TEXT = ("glue", "text_synthetic")  # int64 token rows (divergence_lab.data.text_classification)
 
 
 def _build(option: str, tmp_path: Path):
@@ -30,6 +35,15 @@ def _build(option: str, tmp_path: Path):
             write_cifar(tmp_path / "data", variant)
         key = "data.base.data_dir" if option.startswith("gcd_") else "data.data_dir"
         overrides += [f"{key}={tmp_path / 'data'}", *extra]
+    if option == "glue":  # tiny SST-2 files in GLUE's layout and a tokenizer folder
+        tokenizer = tmp_path / "glue" / "tokenizer"
+        if not tokenizer.exists():
+            write_glue(tmp_path / "glue", "sst2")
+        overrides += [
+            f"data.data_dir={tmp_path / 'glue'}",
+            f"data.tokenizer={tokenizer}",
+            "data.val_fraction=0.25",
+        ]
     return instantiate_datamodule(compose_config(overrides).data, seed=3)
 
 
@@ -47,7 +61,8 @@ def test_every_data_config_keeps_the_protocol(option: str, tmp_path: Path) -> No
 
     loader = dm.train_dataloader()
     inputs = dm.train_inputs()
-    assert inputs.dtype == torch.float32 and tuple(inputs.shape[1:]) == dm.input_shape
+    dtype = torch.long if option in TEXT else torch.float32
+    assert inputs.dtype == dtype and tuple(inputs.shape[1:]) == dm.input_shape
     assert torch.equal(inputs, loader.dataset.tensors[0])  # the training set itself, in its order
     assert len(inputs) == len(loader.dataset)
 
@@ -65,7 +80,7 @@ def test_every_data_config_keeps_the_protocol(option: str, tmp_path: Path) -> No
 
     for evaluation in (dm.val_dataloader(), dm.test_dataloader()):
         x, y = next(iter(evaluation))
-        assert x.dtype == torch.float32 and tuple(x.shape[1:]) == dm.input_shape
+        assert x.dtype == dtype and tuple(x.shape[1:]) == dm.input_shape
         assert y.dtype == torch.long and int(y.min()) >= 0 and int(y.max()) < dm.num_classes
 
     digest = dm.data_fingerprint()

@@ -34,6 +34,7 @@ OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
 SCHEDULER_NAMES = ("none", "cosine", "step")
 NULL_ALLOWED_GROUPS = ("experiment", "hparams_search")
 SEARCHPATH_OVERRIDE = "hydra.searchpath="
+MISSING_MARKER = "???"  # OmegaConf's mandatory value
 PRUNERS = ("cts", "random", "magnitude", "snip", "grasp", "synflow", "ltr")
 MASK_PRUNERS = ("synflow", "ltr")  # they choose a mask, not scores
 SANITY_CHECKS = ("none", "shuffle", "invert", "reinit")
@@ -369,9 +370,35 @@ def check_language_model_distillation(method: Any) -> None:
         )
 
 
+def _missing_paths(node: Any, prefix: str) -> Iterable[str]:
+    """The dotted keys of a plain config tree whose value is the mandatory marker ``???``."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if value == MISSING_MARKER:
+            yield path
+        else:
+            yield from _missing_paths(value, path)
+
+
+def check_no_missing_values(cfg: DictConfig) -> None:
+    """Every mandatory value (``???`` in a preset: a path only the user knows) is set."""
+    plain = OmegaConf.to_container(cfg, resolve=False)  # "???" stays a string; interpolations unresolved
+    plain.pop("hydra", None)  # Hydra's own node: its run-time values are not known yet
+    missing = list(_missing_paths(plain, ""))
+    missing.sort()
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise ConfigError(
+            f"{', '.join(missing)} {verb} required (??? in the config) and not set; "
+            f"add {' '.join(f'{key}=<value>' for key in missing)} to the command line"
+        )
+
+
 def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     """The checks that need no deep-learning framework (well under a second); ``overrides`` are the run's
     command-line and sweep overrides, checked against what the method reads."""
+    check_no_missing_values(cfg)
     if not _is_int(cfg.seed):
         raise ConfigError(f"seed must be an integer (got {cfg.seed!r})")
     check_integer_at_least(cfg.trainer.max_epochs, "trainer.max_epochs")

@@ -19,13 +19,15 @@ member's value on scaled logits). With an upstream gradient g_i = ∂L/∂v_i an
     ∂L/∂c_s   = Σ_i g_i δ_i / T
 
 and the same on the teacher side with ∂v_i/∂b_i, computed only when a teacher input requires a gradient
-(a frozen teacher costs its logits, once in forward and once in backward, and nothing else). ∂L/∂W_s sums
-over tokens *after* each token is scaled by g_i, and g is only known in backward; so forward computes
-values only (memory O(chunk_rows · V) above the inputs) and backward recomputes each block's logits and
-applies g before accumulating. Costs: forward computes both sides' logits once, backward once more, plus
-two products per side that needs a gradient: 6 (N × H × V) products with a trainable student and a frozen
-teacher, against 4 when the logits are materialised and kept for backward. Peak memory above the inputs:
-the gradients of the inputs (N × H, V × H) plus a few (chunk_rows × V) blocks.
+(a frozen teacher costs its logits and nothing else). When gradients are recorded, forward computes each
+block's values and δ_i together and keeps the gradients for g_i = 1: ∂/∂h rows (exact for any g after
+scaling row i by g_i) and the sums for W and c. A loss that averages or sums the values (g_i the same for
+every kept token, as in every distillation loss) then needs no more products in backward: 4 (N × H × V)
+products in all with a trainable student and a frozen teacher, as when the logits are materialised and
+kept. Any other g (a per-token weighting) cannot be applied to a sum over tokens after the fact, so
+backward then recomputes each block's logits and applies g before accumulating: 6 products. Peak memory
+above the inputs: the gradients of the inputs (N × H, V × H), held from forward to backward, plus a few
+(chunk_rows × V) blocks.
 
 Work happens in ``torch.promote_types(input dtypes, float32)`` (bf16/fp16 are upcast, float64 stays
 float64) with autocast disabled, as in :meth:`Divergence.__call__`. Masked rows are dropped before the
@@ -98,11 +100,12 @@ def fused_linear_divergence(
     ]
     vocabulary = student_weight.shape[0]
     rows = rows or default_linear_chunk_rows(vocabulary)
+    records_gradients = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
     if mask is None:
-        values = _FusedLinearDivergence.apply(*inputs, member, rows)
+        values = _FusedLinearDivergence.apply(*inputs, member, rows, records_gradients)
     else:
         inputs[0], inputs[3] = inputs[0][mask], inputs[3][mask]
-        kept = _FusedLinearDivergence.apply(*inputs, member, rows)
+        kept = _FusedLinearDivergence.apply(*inputs, member, rows, records_gradients)
         values = kept.new_zeros(mask.shape[0]).masked_scatter(mask, kept)
     if member.t_squared and member.temperature != 1.0:
         values = values * (member.temperature**2)
@@ -110,7 +113,8 @@ def fused_linear_divergence(
 
 
 class _FusedLinearDivergence(torch.autograd.Function):
-    """Forward: values only, block by block. Backward: the blocks again, scaled by the incoming gradient."""
+    """Forward: values and, when gradients are recorded, the gradients for g = 1, block by block.
+    Backward: those gradients scaled by g when g is the same for every row, else the blocks again."""
 
     @staticmethod
     def forward(
@@ -123,6 +127,7 @@ class _FusedLinearDivergence(torch.autograd.Function):
         teacher_bias: Tensor | None,
         divergence: PointwiseDivergence,
         chunk_rows: int,
+        records_gradients: bool,
     ) -> Tensor:
         ctx.save_for_backward(
             student_hidden, student_weight, student_bias, teacher_hidden, teacher_weight, teacher_bias
@@ -130,35 +135,70 @@ class _FusedLinearDivergence(torch.autograd.Function):
         ctx.divergence, ctx.chunk_rows = divergence, chunk_rows
         student = (student_hidden, student_weight, student_bias)
         teacher = (teacher_hidden, teacher_weight, teacher_bias)
+        needs = ctx.needs_input_grad if records_gradients else (False,) * 6
+        student_grads = _empty_gradients(student, needs[:3])
+        teacher_grads = _empty_gradients(teacher, needs[3:6])
+        need_student, need_teacher = any(needs[:3]), any(needs[3:6])
         values = student_hidden.new_empty(student_hidden.shape[0])
         with torch.autocast(student_hidden.device.type, enabled=False):
             for block in _blocks(student_hidden.shape[0], chunk_rows):
                 a = _scaled_logits(*student, block, divergence.temperature)
                 b = _scaled_logits(*teacher, block, divergence.temperature)
-                values[block] = _block_values(divergence, a, b)
+                if need_student or need_teacher:
+                    values[block], grad_a, grad_b = _block_values_and_gradients(
+                        divergence, a, b, need_student, need_teacher
+                    )
+                    _accumulate_unscaled(grad_a, student, block, student_grads, divergence.temperature)
+                    _accumulate_unscaled(grad_b, teacher, block, teacher_grads, divergence.temperature)
+                else:
+                    values[block] = _block_values(divergence, a, b)
+        ctx.unit_gradients = (*student_grads, *teacher_grads) if records_gradients else None
         return values
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_values: Tensor) -> tuple[Tensor | None, ...]:
-        saved = ctx.saved_tensors
-        student, teacher = saved[:3], saved[3:]
-        needs = ctx.needs_input_grad
-        student_grads = _empty_gradients(student, needs[:3])
-        teacher_grads = _empty_gradients(teacher, needs[3:6])
-        need_student, need_teacher = any(needs[:3]), any(needs[3:6])
-        divergence, temperature = ctx.divergence, ctx.divergence.temperature
-        with torch.autocast(grad_values.device.type, enabled=False):
-            for block in _blocks(student[0].shape[0], ctx.chunk_rows):
-                a = _scaled_logits(*student, block, temperature)
-                b = _scaled_logits(*teacher, block, temperature)
-                grad_a, grad_b = _block_gradients(divergence, a, b, need_student, need_teacher)
-                scale = grad_values[block, None] / temperature
-                if need_student:
-                    _accumulate(grad_a.mul_(scale), student, block, student_grads)
-                if need_teacher:
-                    _accumulate(grad_b.mul_(scale), teacher, block, teacher_grads)
-        return (*student_grads, *teacher_grads, None, None)
+        unit_gradients, ctx.unit_gradients = ctx.unit_gradients, None
+        if unit_gradients is not None and _same_for_every_row(grad_values):
+            grads = [_scale_unit_gradient(g, grad_values, i % 3 == 0) for i, g in enumerate(unit_gradients)]
+            return (*grads, None, None, None)
+        return (*_recomputed_gradients(ctx, grad_values), None, None, None)
+
+
+def _recomputed_gradients(ctx: Any, grad_values: Tensor) -> tuple[Tensor | None, ...]:
+    """The six input gradients for a per-row g: every block's logits again, scaled by g before summing."""
+    saved = ctx.saved_tensors
+    student, teacher = saved[:3], saved[3:]
+    needs = ctx.needs_input_grad
+    student_grads = _empty_gradients(student, needs[:3])
+    teacher_grads = _empty_gradients(teacher, needs[3:6])
+    need_student, need_teacher = any(needs[:3]), any(needs[3:6])
+    divergence, temperature = ctx.divergence, ctx.divergence.temperature
+    with torch.autocast(grad_values.device.type, enabled=False):
+        for block in _blocks(student[0].shape[0], ctx.chunk_rows):
+            a = _scaled_logits(*student, block, temperature)
+            b = _scaled_logits(*teacher, block, temperature)
+            _, grad_a, grad_b = _block_values_and_gradients(divergence, a, b, need_student, need_teacher)
+            scale = grad_values[block, None] / temperature
+            if need_student:
+                _accumulate(grad_a.mul_(scale), student, block, student_grads)
+            if need_teacher:
+                _accumulate(grad_b.mul_(scale), teacher, block, teacher_grads)
+    return (*student_grads, *teacher_grads)
+
+
+def _same_for_every_row(grad_values: Tensor) -> bool:
+    """Whether the upstream gradient is one number for every row (a mean or a sum of the values)."""
+    return grad_values.numel() == 0 or bool((grad_values == grad_values[0]).all())
+
+
+def _scale_unit_gradient(unit: Tensor | None, grad_values: Tensor, per_row: bool) -> Tensor | None:
+    """A forward gradient for g = 1 times the actual g: row by row for hidden states, else by the one g."""
+    if unit is None:
+        return None
+    if grad_values.numel() == 0:
+        return unit
+    return unit.mul_(grad_values[:, None] if per_row else grad_values[0])
 
 
 def _blocks(rows: int, chunk_rows: int) -> list[slice]:
@@ -185,15 +225,13 @@ def _block_values(divergence: PointwiseDivergence, a: Tensor, b: Tensor) -> Tens
     return divergence._pointwise(torch.log_softmax(b, dim=-1), torch.log_softmax(a, dim=-1))
 
 
-def _block_gradients(
+def _block_values_and_gradients(
     divergence: PointwiseDivergence, a: Tensor, b: Tensor, need_a: bool, need_b: bool
-) -> tuple[Tensor | None, Tensor | None]:
-    """∂v/∂a and ∂v/∂b of one block (None where not needed)."""
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """v, ∂v/∂a and ∂v/∂b of one block (None where not needed)."""
     if _has_closed_form(divergence):
-        _, grad_a, grad_b = divergence._fused(a, b, need_a, need_b)
-    else:
-        _, grad_a, grad_b = _autograd_block(divergence, a, b, need_a, need_b)
-    return grad_a, grad_b
+        return divergence._fused(a, b, need_a, need_b)
+    return _autograd_block(divergence, a, b, need_a, need_b)
 
 
 def _empty_gradients(side: tuple[Tensor | None, ...], needs: tuple[bool, ...]) -> list[Tensor | None]:
@@ -218,6 +256,20 @@ def _accumulate(
         grad_weight.addmm_(grad_logits.T, hidden[block])
     if grad_bias is not None:
         grad_bias.add_(grad_logits.sum(dim=0))
+
+
+def _accumulate_unscaled(
+    grad_scaled_logits: Tensor | None,
+    side: tuple[Tensor | None, ...],
+    block: slice,
+    grads: list[Tensor | None],
+    temperature: float,
+) -> None:
+    """Add one block's ∂v/∂z = δ / T (for g = 1) to a side's gradients, if that side needs them."""
+    if grad_scaled_logits is None or all(g is None for g in grads):
+        return
+    grad_logits = grad_scaled_logits.div_(temperature) if temperature != 1.0 else grad_scaled_logits
+    _accumulate(grad_logits, side, block, grads)
 
 
 # ----------------------------------------------------------------------------------------------------

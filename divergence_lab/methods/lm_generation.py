@@ -38,17 +38,10 @@ logging.getLogger("transformers.modeling_utils").addFilter(_MaskGivenFilter())
 
 
 # every setting that a saved generation_config.json could otherwise fill in (transformers fills the ones a
-# GenerationConfig leaves unset from the model's own), at the value that leaves the distribution as it is
-PLAIN_DECODING = {
-    "num_beams": 1,
-    "temperature": 1.0,
-    "top_k": 0,
-    "top_p": 1.0,
-    "typical_p": 1.0,
-    "repetition_penalty": 1.0,
-    "no_repeat_ngram_size": 0,
-    "min_new_tokens": 0,
-}
+# GenerationConfig leaves unset from the model's own), at the value that leaves the distribution as it is;
+# the sampling ones are given only when sampling (greedy decoding ignores them, and transformers warns)
+PLAIN_DECODING = {"num_beams": 1, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_new_tokens": 0}
+PLAIN_SAMPLING = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "typical_p": 1.0}
 
 
 @dataclass(frozen=True)
@@ -98,9 +91,8 @@ def generation_config(
     }
     if sampling is None:
         return GenerationConfig(do_sample=False, **common)
-    return GenerationConfig(
-        do_sample=True, **{**common, "temperature": sampling.temperature, "top_k": sampling.top_k or 0}
-    )
+    chosen = {"temperature": sampling.temperature, "top_k": sampling.top_k or 0}
+    return GenerationConfig(do_sample=True, **{**common, **PLAIN_SAMPLING, **chosen})
 
 
 def generate_new_tokens(

@@ -79,6 +79,7 @@ from divergence_lab.run.teacher_cache import TeacherRecipe, fit_and_test
 TEACHER_PREFIX = "teacher."
 SPLITS = ("val", "test")
 LM_TEACHER = "causal_lm"  # the teacher recipe's name, part of its cache key
+LM_TEACHER_PROGRESS = {"loss": "train/loss", "val nll": "val/nll"}  # the teacher's per-epoch progress line
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")  # a saved model folder that holds a tokenizer
 
 
@@ -376,7 +377,7 @@ def lm_teacher_recipe(cfg: DictConfig) -> TeacherRecipe:
             fused=uses_fused_linear(cfg.method, model),
             chunk_rows=cfg.method.chunk_rows,
         )
-        return fit_and_test(module, datamodule, teacher_cfg.max_epochs, trainer_kwargs)
+        return fit_and_test(module, datamodule, teacher_cfg.max_epochs, trainer_kwargs, LM_TEACHER_PROGRESS)
 
     return TeacherRecipe(LM_TEACHER, build_teacher, train_teacher)
 

@@ -25,6 +25,8 @@ from divergence_lab.run.record import TEACHER_FILE
 
 SECTIONS = ("method", "teacher", "divergence", "data", "model", "trainer")  # shown first, in this order
 TEACHER_PREFIX = "method.teacher."
+# the teacher test metrics shown, by label: accuracy for classifiers, greedy exact match for language models
+TEACHER_METRICS = {"test/acc": "test acc", "test/exact_match": "test exact match"}
 HIDDEN_KEYS = ("seed",)  # varies by design: the report pairs over it
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
@@ -90,8 +92,12 @@ class Provenance:
         lines = []
         for key, teacher in self.teachers.items():
             metrics = teacher.get("test_metrics", {})
-            acc = metrics.get("test/acc")
-            shown = f"test acc {acc:.4f}" if isinstance(acc, int | float) else "test acc not recorded"
+            recorded = [
+                f"{label} {metrics[name]:.4f}"
+                for name, label in TEACHER_METRICS.items()
+                if isinstance(metrics.get(name), int | float)
+            ]
+            shown = ", ".join(recorded) or "test accuracy not recorded"
             lines.append(
                 f"{teacher.get('model', '?')} (cache key {key}): {shown}, used by {teacher['runs']} run(s)"
             )

@@ -267,17 +267,22 @@ def _preserved_rng_state() -> Iterator[None]:
 
 
 def fit_and_test(
-    module: L.LightningModule, datamodule: Any, max_epochs: int, trainer_kwargs: dict[str, Any]
+    module: L.LightningModule,
+    datamodule: Any,
+    max_epochs: int,
+    trainer_kwargs: dict[str, Any],
+    progress: dict[str, str] = PROGRESS_METRICS,
 ) -> dict[str, float]:
     """Train a teacher's LightningModule in this process (one device, no logger, no checkpoints, one
-    progress line per epoch) and return its test metrics; the process-wide torch flags are given back."""
+    progress line per epoch showing ``progress``: label -> logged metric) and return its test metrics; the
+    process-wide torch flags are given back."""
     with _restored_torch_flags():
         trainer = L.Trainer(
             **trainer_kwargs,
             # one process, whatever the job runs in: not the SLURM world of a DDP job, no SLURM requeueing
             plugins=[LightningEnvironment()],
             max_epochs=max_epochs,
-            callbacks=[EpochProgress("teacher", PROGRESS_METRICS)],
+            callbacks=[EpochProgress("teacher", progress)],
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,

@@ -127,6 +127,16 @@ CASES = [
     ),
     BadInput("gpu-without-gpu", ["trainer=gpu"], "no usable GPU"),
     BadInput(
+        "local-models-unset",
+        ["experiment=lm_kd_local", "trainer=cpu"],
+        "data.path, method.teacher.model.path, model.path are required (??? in the config) and not set",
+    ),
+    BadInput(
+        "glue-weights-unset",
+        ["experiment=sinkd_glue", "trainer=cpu", "model.path=/models/student"],
+        "method.teacher.model.path is required (??? in the config) and not set",
+    ),
+    BadInput(
         "dkl-form-unknown",
         ["experiment=legogcd_digits", "method.dkl_form=true_kl"],
         "method.dkl_form must be one of official_code, paper",

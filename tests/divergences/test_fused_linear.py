@@ -54,9 +54,15 @@ def _values_and_grads(compute, inputs, train_teacher: bool, upstream: torch.Tens
     return values.detach(), grads
 
 
-def _assert_matches(d, inputs, mask, train_teacher: bool, chunk_rows: int, seed: int = 5) -> None:
+def _assert_matches(
+    d, inputs, mask, train_teacher: bool, chunk_rows: int, seed: int = 5, per_token_upstream: bool = True
+) -> None:
+    """Per-token upstream gradients take the recomputing backward, one number for all rows (a mean) the
+    gradients kept from forward."""
     rows = inputs["student_hidden"].shape[0]
     upstream = torch.randn(rows, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    if not per_token_upstream:
+        upstream = upstream[:1].expand(rows)
     expected = _values_and_grads(lambda x: _materialised(d, x, mask), inputs, train_teacher, upstream)
     ours = _values_and_grads(
         lambda x: fused_linear_divergence(d, **x, mask=mask, chunk_rows=chunk_rows),
@@ -73,11 +79,63 @@ def _assert_matches(d, inputs, mask, train_teacher: bool, chunk_rows: int, seed:
 @pytest.mark.parametrize("name", POINTWISE)
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 @pytest.mark.parametrize("masked", [False, True])
-def test_every_pointwise_member_matches_the_materialised_logits(name, temperature, masked):
-    """Trainable teacher too, an upstream gradient that is not all ones, 23 rows in blocks of 4."""
+@pytest.mark.parametrize("per_token_upstream", [True, False], ids=["per-token-g", "one-g"])
+def test_every_pointwise_member_matches_the_materialised_logits(
+    name, temperature, masked, per_token_upstream
+):
+    """Trainable teacher too, an upstream gradient per token (not all ones) or one for all (a mean), 23 rows
+    in blocks of 4."""
     mask = torch.rand(ROWS, generator=torch.Generator().manual_seed(3)) > 0.3 if masked else None
     d = divergences.build(name, temperature=temperature)
-    _assert_matches(d, _inputs(), mask, train_teacher=True, chunk_rows=4)
+    _assert_matches(
+        d, _inputs(), mask, train_teacher=True, chunk_rows=4, per_token_upstream=per_token_upstream
+    )
+
+
+class _MatmulCounter(TorchDispatchMode):
+    """Counts the matrix products an operator call makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.products = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.addmm_):
+            self.products += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("reduce", ["mean", "weighted"])
+def test_a_mean_takes_the_gradients_kept_from_forward(reduce):
+    """A mean (one upstream g for every row) makes backward do no matrix product; per-token weights make it
+    recompute the blocks (both sides' logits, then the student's two gradient products, per block)."""
+    d = divergences.build("kl", temperature=2.0)
+    x = _leaves(_inputs(seed=6), train_teacher=False)
+    values = fused_linear_divergence(d, **x, chunk_rows=5)
+    weights = torch.linspace(0.5, 1.5, ROWS, dtype=torch.float64)
+    loss = values.mean() if reduce == "mean" else (values * weights).sum()
+    with _MatmulCounter() as counter:
+        loss.backward()
+    blocks = -(-ROWS // 5)
+    assert counter.products == (0 if reduce == "mean" else 4 * blocks)
+
+
+def test_no_gradient_work_without_gradient_recording(monkeypatch):
+    """Under torch.no_grad (evaluation) forward computes values only, though the inputs require gradients."""
+    d = divergences.build("kl")
+    requested = []
+    closed_form = d._fused
+
+    def spy(a, b, need_a, need_b):
+        requested.append(need_a or need_b)
+        return closed_form(a, b, need_a, need_b)
+
+    monkeypatch.setattr(d, "_fused", spy)
+    x = _leaves(_inputs(seed=7), train_teacher=True)
+    with torch.no_grad():
+        values = fused_linear_divergence(d, **x, chunk_rows=5)
+    assert requested and not any(requested)
+    assert not values.requires_grad
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, ROWS, 100, 0])

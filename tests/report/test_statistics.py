@@ -246,6 +246,19 @@ def test_provenance_names_fixed_and_varying_settings_teachers_code_and_time(tmp_
     ]
 
 
+def test_a_language_model_teacher_is_shown_with_its_exact_match(tmp_path):
+    from divergence_lab.report.provenance import collect_provenance
+
+    job = _job(tmp_path, 0, ["divergence=rkl"], {"test/exact_match": 0.4}, 0)
+    (job / "fingerprint.json").write_text(json.dumps({"sha256": "x", "settings": {"seed": 0}}))
+    teacher = {"model": "GPT2LMHeadModel", "test_metrics": {"test/exact_match": 0.905, "test/nll": 0.3}}
+    (job / "teacher.json").write_text(json.dumps({"d00d": teacher}))
+    provenance = collect_provenance([job], [{"metrics": {}, "seed": 0}])
+    assert provenance.teacher_lines() == [
+        "GPT2LMHeadModel (cache key d00d): test exact match 0.9050, used by 1 run(s)"
+    ]
+
+
 def test_a_search_is_compared_only_with_a_baseline_the_user_names(tmp_path):
     """An Optuna study's trials each ran their own settings: no default baseline to pair them with."""
     sweeper = "hydra_plugins.divergence_lab_plugins.optuna_sweeper.ResumableOptunaSweeper"

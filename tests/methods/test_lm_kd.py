@@ -99,6 +99,56 @@ def test_loss_is_the_mix_of_completion_nll_and_the_masked_mean_of_the_registry_d
     torch.testing.assert_close(terms["nll"], nll)
 
 
+def _gkd_generalized_jsd(student_logits, teacher_logits, labels, beta):
+    """A re-derivation of TRL GKDTrainer's loss (trl/experimental/gkd/gkd_trainer.py, generalized_jsd_loss
+    as compute_loss calls it: T = 1, logits[:, :-1] against labels[:, 1:], "batchmean" = the sum over
+    tokens labelled != -100 divided by their number). beta = 0 is KL(teacher ‖ student), 1 the reverse;
+    otherwise beta·KL(p_t ‖ m) + (1 − beta)·KL(p_s ‖ m) with m = beta·p_t + (1 − beta)·p_s."""
+    log_s = F.log_softmax(student_logits[:, :-1], dim=-1)
+    log_t = F.log_softmax(teacher_logits[:, :-1], dim=-1)
+    if beta == 0:
+        per_token = F.kl_div(log_s, log_t, reduction="none", log_target=True)
+    elif beta == 1:
+        per_token = F.kl_div(log_t, log_s, reduction="none", log_target=True)
+    else:
+        b = torch.tensor(beta, dtype=log_s.dtype)
+        log_m = torch.logsumexp(torch.stack([log_s + torch.log1p(-b), log_t + torch.log(b)]), dim=0)
+        kl_teacher = F.kl_div(log_m, log_t, reduction="none", log_target=True)
+        kl_student = F.kl_div(log_m, log_s, reduction="none", log_target=True)
+        per_token = b * kl_teacher + (1 - b) * kl_student
+    mask = labels[:, 1:] != IGNORE_INDEX
+    return per_token[mask].sum() / mask.sum()
+
+
+@pytest.mark.parametrize(
+    ("divergence", "params", "beta"),
+    [
+        ("kl", {}, 0.0),
+        ("rkl", {}, 1.0),
+        ("gjs", {"beta": 0.0}, 0.0),
+        ("gjs", {"beta": 0.3}, 0.3),
+        ("gjs", {"beta": 0.9}, 0.9),
+        ("js", {}, 0.5),
+    ],
+)
+@pytest.mark.parametrize("fused", [False, True])
+def test_alpha_one_is_the_gkd_trainer_loss(divergence, params, beta, fused):
+    """With alpha = 1 (no NLL term) and T = 1 the distillation loss is TRL GKD's, value and gradient
+    (float64), on the logits and on the fused linear path."""
+    module = _module(divergence, alpha=1.0, fused=fused, **params)
+    batch = _batch()
+    loss = module.losses(batch)["loss"]
+    grads = torch.autograd.grad(loss, list(module.model.parameters()))
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        teacher_logits = module.teacher(**inputs).logits
+    reference = _gkd_generalized_jsd(module.model(**inputs).logits, teacher_logits, batch["labels"], beta)
+    expected = torch.autograd.grad(reference, list(module.model.parameters()))
+    torch.testing.assert_close(loss, reference, rtol=1e-10, atol=1e-12)
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+
+
 def test_padding_and_prompt_positions_contribute_nothing():
     module, batch = _module("js", alpha=0.5), _batch()
     loss = module.losses(batch)["loss"]

@@ -317,10 +317,8 @@ class SyntheticLMDataModule(CausalLMDataModule):
         return {"task": self.task, "text_sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
-class JsonlLMDataModule(CausalLMDataModule):
-    """Examples from JSON-lines files (:mod:`~divergence_lab.data.text.jsonl`): ``path`` is a folder
-    holding ``train.jsonl``, ``validation.jsonl`` and ``test.jsonl``, or a mapping of the keys ``train``,
-    ``validation`` and ``test`` to files. Every line of a file is one row."""
+class StoredLMDataModule(CausalLMDataModule):
+    """Examples read from the user's files at ``path`` (what ``path`` holds is the subclass's format)."""
 
     def __init__(
         self,
@@ -334,6 +332,12 @@ class JsonlLMDataModule(CausalLMDataModule):
         super().__init__(batch_size, eval_batch_size, max_length, tokenizer, seed)
         self.path = path
 
+
+class JsonlLMDataModule(StoredLMDataModule):
+    """Examples from JSON-lines files (:mod:`~divergence_lab.data.text.jsonl`): ``path`` is a folder
+    holding ``train.jsonl``, ``validation.jsonl`` and ``test.jsonl``, or a mapping of the keys ``train``,
+    ``validation`` and ``test`` to files. Every line of a file is one row."""
+
     def read_rows(self) -> dict[str, list[TextRow]]:
         self.files = jsonl_files(self.path)
         return read_jsonl_splits(self.files)
@@ -342,21 +346,9 @@ class JsonlLMDataModule(CausalLMDataModule):
         return file_stats(self.files)
 
 
-class SavedLMDataModule(CausalLMDataModule):
+class SavedLMDataModule(StoredLMDataModule):
     """Examples from a ``datasets.DatasetDict`` saved with ``save_to_disk`` in the folder ``path``
     (:mod:`~divergence_lab.data.text.saved`); needs the optional package ``datasets``."""
-
-    def __init__(
-        self,
-        path: str | None = None,
-        tokenizer: str | None = None,
-        max_length: int = 256,
-        batch_size: int = 32,
-        eval_batch_size: int = 128,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(batch_size, eval_batch_size, max_length, tokenizer, seed)
-        self.path = path
 
     def read_rows(self) -> dict[str, list[TextRow]]:
         if self.path is None:

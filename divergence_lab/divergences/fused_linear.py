@@ -45,7 +45,12 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from divergence_lab.divergences.base import Divergence, PointwiseDivergence, integer_at_least
-from divergence_lab.divergences.fused import TARGET_CHUNK_ELEMENTS, _autograd_block, _no_closed_form
+from divergence_lab.divergences.fused import (
+    TARGET_CHUNK_ELEMENTS,
+    _autograd_block,
+    _no_closed_form,
+    default_chunk_rows,
+)
 
 __all__ = ["default_linear_chunk_rows", "fused_linear_divergence"]
 
@@ -220,18 +225,46 @@ def _has_closed_form(divergence: PointwiseDivergence) -> bool:
 
 
 def _block_values(divergence: PointwiseDivergence, a: Tensor, b: Tensor) -> Tensor:
-    if _has_closed_form(divergence):
-        return divergence._fused(a, b, False, False)[0]
-    return divergence._pointwise(torch.log_softmax(b, dim=-1), torch.log_softmax(a, dim=-1))
+    """v of one block, computed in cache-sized rows (see :func:`_block_values_and_gradients`)."""
+    values = a.new_empty(a.shape[0])
+    for rows in _cache_sized_rows(a):
+        if _has_closed_form(divergence):
+            values[rows] = divergence._fused(a[rows], b[rows], False, False)[0]
+        else:
+            log_p, log_q = torch.log_softmax(b[rows], dim=-1), torch.log_softmax(a[rows], dim=-1)
+            values[rows] = divergence._pointwise(log_p, log_q)
+    return values
 
 
 def _block_values_and_gradients(
     divergence: PointwiseDivergence, a: Tensor, b: Tensor, need_a: bool, need_b: bool
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """v, ∂v/∂a and ∂v/∂b of one block (None where not needed)."""
-    if _has_closed_form(divergence):
-        return divergence._fused(a, b, need_a, need_b)
-    return _autograd_block(divergence, a, b, need_a, need_b)
+    """v, ∂v/∂a and ∂v/∂b of one block (None where not needed).
+
+    A block has enough rows for efficient matrix products (``MIN_LINEAR_CHUNK_ROWS``), which at a large
+    vocabulary is far more than fits in cache; the member's several elementwise passes therefore run on
+    cache-sized rows of it (:func:`default_chunk_rows`, as the fused path on logits does), each written
+    into the block's gradient.
+    """
+    values = a.new_empty(a.shape[0])
+    grad_a = torch.empty_like(a) if need_a else None
+    grad_b = torch.empty_like(b) if need_b else None
+    closed_form = _has_closed_form(divergence)
+    for rows in _cache_sized_rows(a):
+        if closed_form:
+            value, row_grad_a, row_grad_b = divergence._fused(a[rows], b[rows], need_a, need_b)
+        else:
+            value, row_grad_a, row_grad_b = _autograd_block(divergence, a[rows], b[rows], need_a, need_b)
+        values[rows] = value
+        if grad_a is not None:
+            grad_a[rows] = row_grad_a
+        if grad_b is not None:
+            grad_b[rows] = row_grad_b
+    return values, grad_a, grad_b
+
+
+def _cache_sized_rows(block: Tensor) -> list[slice]:
+    return _blocks(block.shape[0], default_chunk_rows(block.shape[1]))
 
 
 def _empty_gradients(side: tuple[Tensor | None, ...], needs: tuple[bool, ...]) -> list[Tensor | None]:

@@ -144,6 +144,18 @@ def test_block_boundaries_do_not_change_the_result(chunk_rows):
     _assert_matches(d, _inputs(seed=1), None, train_teacher=True, chunk_rows=chunk_rows)
 
 
+@pytest.mark.parametrize("name", ["js", "chi2"])  # closed form and autograd blocks
+@pytest.mark.parametrize("per_token_upstream", [True, False], ids=["per-token-g", "one-g"])
+def test_cache_sized_rows_inside_a_block_do_not_change_the_result(name, per_token_upstream, monkeypatch):
+    """The member runs on rows of 3 inside blocks of 7 (at a large vocabulary: a few rows inside blocks of
+    256), the last piece of each block shorter."""
+    monkeypatch.setattr(fused_linear, "default_chunk_rows", lambda vocabulary: 3)
+    d = divergences.build(name, temperature=2.0)
+    _assert_matches(
+        d, _inputs(seed=8), None, train_teacher=True, chunk_rows=7, per_token_upstream=per_token_upstream
+    )
+
+
 @pytest.mark.parametrize("name", ["kl", "chi2"])  # closed form and autograd blocks
 def test_a_frozen_teacher_gets_no_gradient_work(name, monkeypatch):
     d = divergences.build(name, temperature=2.0)

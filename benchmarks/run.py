@@ -59,9 +59,13 @@ def divergences(skip_huge: bool) -> list[str]:
     lines = [
         "### Divergences: forward + backward of the batch mean (fp32, student side)",
         "",
-        "| case | reference | torch.compile | ours | speed-up vs ref | vs compile | extra memory ours "
-        "(× one gradient) | extra memory ref | target |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "floor: the work no implementation avoids (4 exp passes at the in-cache exp rate, one read of both "
+        "inputs and one write of the gradient at streaming speed), measured in the same run. First call: "
+        "torch.compile's compilation; ours: loading the compiled row kernels (built at install).",
+        "",
+        "| case | reference | torch.compile (first call) | ours (first call) | floor | speed-up vs ref | "
+        "vs compile | ours / floor | extra memory ours (× one gradient) | extra memory ref | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rows, classes in DIVERGENCE_SIZES:
         repeats = 3 if rows * classes < 10**7 else 2
@@ -69,20 +73,26 @@ def divergences(skip_huge: bool) -> list[str]:
             ref = case("divergence_case", name, "reference", rows, classes, repeats)
             comp = case("divergence_case", name, "compiled", rows, classes, repeats)
             ours = case("divergence_case", name, "ours", rows, classes, repeats)
+            floor = case("divergence_case", name, "floor", rows, classes, repeats)
             if not (ref and ours):
-                lines.append(f"| {name} {rows}×{classes} | failed | | | | | | | |")
+                lines.append(f"| {name} {rows}×{classes} | failed | | | | | | | | | |")
                 continue
             speedup = ref["seconds"] / ours["seconds"]
             vs_compile = comp["seconds"] / ours["seconds"] if comp else None
+            vs_floor = ours["seconds"] / floor["seconds"] if floor else None
             grad = ours["gradient_bytes"]
             memory = ours["extra_bytes"] / grad
             target = ""
             if (rows, classes) == (4096, 32000):
                 ok = speedup >= 4 and (vs_compile is None or vs_compile >= 1) and memory <= 1.25
-                target = mark(ok)
+                near_floor = vs_floor is not None and vs_floor <= 1.5
+                target = f"{mark(ok)} ≥ 4× ref, ≥ 1× compile, ≤ 1.25×; {mark(near_floor)} ≤ 1.5× floor"
+            compiled_cell = f"{fmt_s(comp['seconds'])} ({fmt_s(comp['first_call_seconds'])})" if comp else "—"
             lines.append(
-                f"| {name} {rows}×{classes} | {fmt_s(ref['seconds'])} | {fmt_s(comp and comp['seconds'])} | "
-                f"{fmt_s(ours['seconds'])} | {speedup:.1f}× | {ratio(vs_compile)} | "
+                f"| {name} {rows}×{classes} | {fmt_s(ref['seconds'])} | {compiled_cell} | "
+                f"{fmt_s(ours['seconds'])} ({fmt_s(ours['first_call_seconds'])}) | "
+                f"{fmt_s(floor and floor['seconds'])} | {speedup:.1f}× | {ratio(vs_compile)} | "
+                f"{ratio(vs_floor)} | "
                 f"{memory:.2f} | {ref['extra_bytes'] / grad:.2f} | {target} |"
             )
             print(lines[-1], flush=True)
@@ -93,11 +103,11 @@ def divergences(skip_huge: bool) -> list[str]:
             if ours:
                 extra = ours["extra_bytes"]
                 line = (
-                    f"| {name} {rows}×{classes} | not run | not run | {fmt_s(ours['seconds'])} | | | "
+                    f"| {name} {rows}×{classes} | not run | not run | {fmt_s(ours['seconds'])} | | | | | "
                     f"{extra / ours['gradient_bytes']:.2f} ({extra / GIB:.1f} GiB) | | {mark(True)} |"
                 )
             else:
-                line = f"| {name} {rows}×{classes} | | | failed | | | | | {mark(False)} |"
+                line = f"| {name} {rows}×{classes} | | | failed | | | | | | | {mark(False)} |"
             lines.append(line)
             print(line, flush=True)
     return lines

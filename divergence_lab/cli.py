@@ -47,13 +47,22 @@ def hydra_app(cfg: DictConfig) -> float:
 def main() -> None:
     """Console-script entry: check the command line, its values and its folder, then hand over to Hydra.
 
-    For ``--help``, the sections that list the studies and the launchers are generated first; Hydra's help
-    template shows them (:mod:`divergence_lab.config.help_sections`).
+    ``--help`` is rendered here from the help template of ``train.yaml``
+    (:func:`~divergence_lab.config.help_sections.render_help`); Hydra renders it only where that cannot.
     """
-    from divergence_lab.config.help_sections import HELP_FLAGS, HELP_SECTIONS_VARIABLE, help_sections
+    from divergence_lab.config.help_sections import (
+        HELP_FLAGS,
+        HELP_SECTIONS_VARIABLE,
+        help_sections,
+        render_help,
+    )
     from divergence_lab.config.preflight import preflight
 
     if HELP_FLAGS.intersection(sys.argv[1:]):
+        text = render_help(sys.argv[1:])
+        if text is not None:
+            print(text)
+            return
         os.environ[HELP_SECTIONS_VARIABLE] = help_sections(sys.argv[1:])
     try:
         verdict = preflight(sys.argv[1:])

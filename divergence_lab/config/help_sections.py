@@ -1,4 +1,5 @@
-"""The two sections ``dlab --help`` shows after its header: the named studies and the sweep launchers.
+"""What ``dlab --help`` shows: the header, the named studies, the sweep launchers, the config groups and
+the composed config, rendered from the help template of ``train.yaml`` (:func:`render_help`).
 
 Both are generated at every call, so that a new study file or launcher preset is listed without editing the
 help: a study is named by its file in a ``study/`` config folder (the package's, and those of ``-cd <dir>``)
@@ -11,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from divergence_lab.config.checks import CONF_DIR, extra_config_dirs
+from divergence_lab.config.checks import CONF_DIR, extra_config_dirs, group_options
+from divergence_lab.config.errors import ConfigError
 
 HELP_SECTIONS_VARIABLE = "DLAB_HELP_SECTIONS"  # how the sections reach the template of train.yaml
 HELP_FLAGS = frozenset({"-h", "--help"})
@@ -87,3 +89,47 @@ def help_sections(argv: Sequence[str]) -> str:
     config_dirs = [CONF_DIR, *extra_config_dirs(argv)]
     text = f"{studies_section(config_dirs)}\n\n{launchers_section(launcher_names())}\n"
     return text.replace("$", "$$")
+
+
+def config_groups_section(config_dirs: Iterable[Path]) -> str:
+    """The config groups and their options, one ``group: a, b, c`` line each, sorted (what Hydra's
+    ``$APP_CONFIG_GROUPS`` lists), read from the config folders' files."""
+    options = group_options(config_dirs)
+    return "".join(
+        f"{group}: {', '.join(sorted(names))}\n"
+        for group, names in sorted(options.items())
+        if group != "hydra" and not group.startswith("hydra/")
+    )
+
+
+def render_help(argv: Sequence[str]) -> str | None:
+    """The text of ``dlab <argv> --help``, or None where Hydra must render it (``-cp``, a rerun, overrides
+    that do not compose as one run).
+
+    Hydra's own help fills every ``$...GROUPS`` field of the template by composing each config group
+    through its config repository (about 120 repository copies here, more than a second), even where the
+    template does not show them. This reads the groups from the config folders instead, and composes the
+    config once for ``$CONFIG``.
+    """
+    import os
+    import string
+
+    from omegaconf import OmegaConf, open_dict
+
+    from divergence_lab.config.preflight import compose_config, parse_command_line
+
+    line = parse_command_line([arg for arg in argv if arg not in HELP_FLAGS])
+    if line is None:
+        return None
+    os.environ[HELP_SECTIONS_VARIABLE] = help_sections(argv)
+    try:
+        cfg = compose_config(line, [o for o in line.overrides if "=" in o or o.startswith("~")])
+    except ConfigError:
+        return None
+    template = str(cfg.hydra.help.template)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    config_dirs = [CONF_DIR, *extra_config_dirs(argv)]
+    return string.Template(template).safe_substitute(
+        APP_CONFIG_GROUPS=config_groups_section(config_dirs), CONFIG=OmegaConf.to_yaml(cfg)
+    )

@@ -28,6 +28,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from divergence_lab.divergences.kernels import row_kernel
+
 if TYPE_CHECKING:
     from divergence_lab.divergences.base import PointwiseDivergence
 
@@ -91,7 +93,14 @@ def fused_values_and_gradients(
     need_student: bool = True,
     need_teacher: bool = True,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Per-row values and their gradients w.r.t. ``student`` / ``teacher`` logits, block by block."""
+    """Per-row values and their gradients w.r.t. ``student`` / ``teacher`` logits, block by block, or in
+    one call of the member's compiled row kernel (:mod:`~divergence_lab.divergences.kernels`) where there is
+    one and the teacher needs no gradient."""
+    kernel = None if need_teacher else row_kernel(divergence.name, student, teacher)
+    if kernel is not None:
+        student, teacher = student.contiguous(), teacher.contiguous()
+        grad_student = torch.empty_like(student) if need_student else None
+        return kernel(student, teacher, divergence.temperature, grad_student), grad_student, None
     n, c = student.shape
     rows = chunk_rows or default_chunk_rows(c)
     temperature = divergence.temperature

@@ -51,6 +51,7 @@ from divergence_lab.divergences.fused import (
     _no_closed_form,
     default_chunk_rows,
 )
+from divergence_lab.divergences.kernels import row_kernel
 
 __all__ = ["default_linear_chunk_rows", "fused_linear_divergence"]
 
@@ -244,8 +245,13 @@ def _block_values_and_gradients(
     A block has enough rows for efficient matrix products (``MIN_LINEAR_CHUNK_ROWS``), which at a large
     vocabulary is far more than fits in cache; the member's several elementwise passes therefore run on
     cache-sized rows of it (:func:`default_chunk_rows`, as the fused path on logits does), each written
-    into the block's gradient.
+    into the block's gradient. Members with a compiled row kernel (:mod:`~divergence_lab.divergences.kernels`)
+    use it instead when the teacher side needs no gradient.
     """
+    kernel = None if need_b else row_kernel(divergence.name, a, b)
+    if kernel is not None:  # the compiled row kernel works row by row in cache already
+        grad_a = torch.empty_like(a) if need_a else None
+        return kernel(a, b, 1.0, grad_a), grad_a, None
     values = a.new_empty(a.shape[0])
     grad_a = torch.empty_like(a) if need_a else None
     grad_b = torch.empty_like(b) if need_b else None

@@ -168,6 +168,33 @@ def test_cli_refuses_in_one_line_with_nonzero_exit(tmp_path, argv, expected):
         assert all(name in lines[0] for name in divergences.names())
 
 
+HYDRA_RENDERED_HELP = (
+    "import os, sys\n"
+    "from divergence_lab.config.help_sections import HELP_SECTIONS_VARIABLE, help_sections\n"
+    "os.environ[HELP_SECTIONS_VARIABLE] = help_sections(sys.argv[1:])\n"
+    "from divergence_lab.cli import hydra_app\n"
+    "hydra_app()\n"
+)
+
+
+@pytest.mark.parametrize("overrides", [[], ["experiment=lm_kd_synthetic", "divergence=rkl"]])
+def test_help_is_the_text_hydra_renders_from_the_same_template(overrides, tmp_path):
+    """``dlab --help`` renders the template itself (fast); Hydra's own rendering of it is the reference."""
+    ours = subprocess.run(
+        [*DLAB, *overrides, "--help"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    hydra = subprocess.run(
+        [sys.executable, "-c", HYDRA_RENDERED_HELP, *overrides, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert ours.returncode == 0 and hydra.returncode == 0, ours.stderr + hydra.stderr
+    assert "== Configuration groups ==" in ours.stdout and "divergence: alpha, chi2" in ours.stdout
+    assert ours.stdout == hydra.stdout
+
+
 def test_help_and_config_composition_stay_light(tmp_path):
     """``dlab --help`` lists the groups and imports no deep-learning framework or service client."""
     code = (

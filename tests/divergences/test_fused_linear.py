@@ -162,13 +162,20 @@ def test_a_frozen_teacher_gets_no_gradient_work(name, monkeypatch):
     _assert_matches(d, _inputs(seed=2), None, train_teacher=False, chunk_rows=5)
     requested = []  # need_b of every block's gradient request
     if name == "kl":
-        closed_form = d._fused
+        closed_form, compiled = d._fused, fused_linear.row_kernel
 
         def spy(a, b, need_a, need_b):
             requested.append(need_b)
             return closed_form(a, b, need_a, need_b)
 
+        def kernel_spy(member_name, a, b):  # the compiled kernel has no teacher-gradient output at all
+            kernel = compiled(member_name, a, b)
+            if kernel is not None:
+                requested.append(False)
+            return kernel
+
         monkeypatch.setattr(d, "_fused", spy)
+        monkeypatch.setattr(fused_linear, "row_kernel", kernel_spy)
     else:
         autograd_block = fused_linear._autograd_block
 

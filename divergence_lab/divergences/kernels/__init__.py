@@ -1,0 +1,120 @@
+"""Compiled CPU row kernels for the closed-form members ``kl``, ``rkl``, ``js``, ``tv`` and ``hellinger``.
+
+The fused path (:mod:`divergence_lab.divergences.fused`) computes each row's value and its gradient with
+respect to the student's logits inside the forward pass. In eager PyTorch that is about a dozen passes
+over every block (max, exp, sum, log, subtract, multiply, row dot, ...), each a separate kernel writing a
+fresh temporary. ``fused_rows.cpp`` does it row by row instead: a row is read once from memory, its two
+log-normalisers (max, then Σ exp) and its value and gradient are computed while it sits in cache, and the
+gradient is written once, straight into the output (no (N, C) temporary). The math is the members'
+``_fused`` formulas; float32 and float64; rows in parallel over torch's intra-op threads.
+
+The extension is compiled once per machine with the system's C++ compiler (``torch.utils.cpp_extension``,
+ninja) into ``<cache>/divergence_lab/kernels/`` (``DLAB_KERNEL_CACHE`` overrides the folder); ``make
+install`` builds it (``python -m divergence_lab.divergences.kernels``), otherwise the first fused call of
+a process does. Where it cannot be built or loaded (no compiler, another platform), or with
+``DLAB_ROW_KERNELS=off``, the fused path keeps its eager blocks, which compute the same numbers; the
+reason is logged once. CUDA tensors always take the eager blocks.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("fused_rows.cpp")
+#: The member each kernel computes, by registry name (the ``kind`` argument of the C++ function).
+KINDS = {"kl": 0, "rkl": 1, "js": 2, "tv": 3, "hellinger": 4}
+DTYPES = (torch.float32, torch.float64)
+SWITCH = "DLAB_ROW_KERNELS"  # "off": never use the compiled kernels
+CACHE_ENV = "DLAB_KERNEL_CACHE"
+#: x86-64 builds use the AVX2 + FMA vector code of ATen's Vectorized<T> (the machines of the benchmarks).
+X86_FLAGS = ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+BUILD_LOCK_TIMEOUT_S = 900
+
+
+def _compile_flags() -> list[str]:
+    flags = ["-O3", "-fopenmp"]
+    x86 = platform.machine() in ("x86_64", "AMD64")
+    if x86 and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        flags += X86_FLAGS
+    return flags
+
+
+def _build_folder() -> Path:
+    """One folder per source, torch version and flags, so that a change never loads a stale build."""
+    root = os.environ.get(CACHE_ENV)
+    if root is None:
+        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = str(Path(cache) / "divergence_lab" / "kernels")
+    identity = f"{SOURCE.read_bytes().hex()}|{torch.__version__}|{' '.join(_compile_flags())}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    return Path(root) / f"fused_rows_{digest}"
+
+
+def build() -> Any:
+    """Compile (or load the cached build of) the extension; raises if it cannot be built."""
+    from filelock import FileLock
+    from torch.utils.cpp_extension import load
+
+    folder = _build_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    # One process builds at a time. cpp_extension's own lock file is left behind by a process killed
+    # mid-build and would then block every later load; under this lock (released by the OS when its holder
+    # dies) nobody else is building, so a leftover one is stale.
+    with FileLock(str(folder / "dlab.lock"), timeout=BUILD_LOCK_TIMEOUT_S):
+        (folder / "lock").unlink(missing_ok=True)
+        return load(
+            name=folder.name,
+            sources=[str(SOURCE)],
+            build_directory=str(folder),
+            extra_cflags=_compile_flags(),
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+
+
+@functools.cache
+def _extension() -> Any | None:
+    """The loaded extension, or None (with one log line saying why) where it cannot be had."""
+    if os.environ.get(SWITCH, "auto").lower() in ("off", "0", "false", "no"):
+        log.info("Compiled row kernels off (%s); the fused path runs its eager blocks", SWITCH)
+        return None
+    started = time.perf_counter()
+    try:
+        extension = build()
+    except Exception as error:  # any failure to compile or load: the eager blocks compute the same numbers
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        log.warning("Compiled row kernels unavailable (%s); the fused path runs its eager blocks", reason)
+        return None
+    log.debug("Compiled row kernels loaded in %.1f s", time.perf_counter() - started)
+    return extension
+
+
+def row_kernel(name: str, student: Tensor, teacher: Tensor) -> Callable[..., Tensor] | None:
+    """The compiled kernel of member ``name`` for these logits, or None where the eager blocks must run.
+
+    The kernel is ``kernel(student, teacher, temperature, grad)``: per-row values (N,) of the member on
+    ``(student / T, teacher / T)``, and ``∂value/∂student`` written into ``grad`` (an (N, C) tensor, or
+    None for values only). Inputs must be CPU, float32 or float64, and contiguous (the caller ensures it).
+    """
+    if name not in KINDS or student.device.type != "cpu" or student.dtype not in DTYPES:
+        return None
+    if teacher.dtype != student.dtype:
+        return None
+    extension = _extension()
+    if extension is None:
+        return None
+    kind = KINDS[name]
+    return lambda s, t, temperature, grad: extension.fused_rows(s, t, float(temperature), kind, grad)

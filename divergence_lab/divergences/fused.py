@@ -11,9 +11,10 @@ input that requires grad, plus O(chunk_rows · C) work space.
 Members with a closed-form gradient implement ``_fused(a, b, need_a, need_b) -> (value, grad_a, grad_b)``
 where a = student/T and b = teacher/T (scaled logits, one block of rows); the gradients are ∂value/∂a and
 ∂value/∂b, each computed only when needed (None otherwise): a frozen teacher costs nothing extra.
-``kl``, ``rkl``, ``js``, ``tv`` and ``hellinger`` do (formulas in their ``_fused`` docstrings). Every other
-pointwise member runs its own ``_pointwise`` under autograd block by block, which gives the same memory
-profile and the same numbers as the plain path.
+``kl``, ``rkl``, ``js``, ``tv``, ``hellinger``, ``gjs``, ``skl`` and ``srkl`` do (formulas in their
+``_fused`` docstrings; the first five also have compiled CPU row kernels,
+:mod:`divergence_lab.divergences.kernels`). Every other pointwise member runs its own ``_pointwise`` under
+autograd block by block, which gives the same memory profile and the same numbers as the plain path.
 
 Exactness: a row's value depends on that row only, so d(Σ_i g_i v_i)/dx_i = g_i · dv_i/dx_i and storing
 dv_i/dx_i per row is exact. Masking, the T² factor and the dtype rules stay in :class:`Divergence.__call__`.

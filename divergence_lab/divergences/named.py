@@ -170,6 +170,22 @@ class GeneralizedJS(PointwiseDivergence):
         log_m = log_mixture(log_p, log_q, b)
         return b * kl_from_logs(log_p, log_m) + (1.0 - b) * kl_from_logs(log_q, log_m)
 
+    def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
+        """With m = βp + (1−β)q, g = (1−β)(log q − log m), h = β(log p − log m): value = ⟨q, g⟩ + ⟨p, h⟩,
+        ∂/∂a = q ⊙ (g − ⟨q, g⟩), ∂/∂b = p ⊙ (h − ⟨p, h⟩). (∂value/∂q_k = (1−β)(log q_k − log m_k) +
+        (1−β)(1 − (βp_k + (1−β)q_k)/m_k), whose second term is 0; likewise for p.) β = 0 and 1: kl, rkl."""
+        if self.beta == 0.0:
+            return ForwardKL._fused(self, a, b, need_a, need_b)
+        if self.beta == 1.0:
+            return ReverseKL._fused(self, a, b, need_a, need_b)
+        q, log_q = softmax_and_log(a)
+        p, log_p = softmax_and_log(b)
+        log_m = log_mixture(log_p, log_q, self.beta)
+        g = log_q.sub_(log_m).mul_(1.0 - self.beta)
+        h = log_p.sub_(log_m).mul_(self.beta)
+        value = row_dot(q, g) + row_dot(p, h)
+        return value, centred(q, g) if need_a else None, centred(p, h) if need_b else None
+
 
 @register("skl")
 class SkewKL(PointwiseDivergence):
@@ -195,6 +211,22 @@ class SkewKL(PointwiseDivergence):
     def _pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return kl_from_logs(log_p, log_mixture(log_p, log_q, self.alpha))
 
+    def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
+        """With m = αp + (1−α)q and r = pq/m (≤ p/(1−α), never overflowing where q underflows):
+        ∂value/∂q_k = −(1−α)p_k/m_k, so ∂/∂a = q ⊙ (g − ⟨q, g⟩) = (1−α)(q Σr − r);
+        ∂value/∂p_k = log p_k − log m_k + 1 − αp_k/m_k, so ∂/∂b = p ⊙ (h − ⟨p, h⟩), h = log(p/m) − αp/m."""
+        q, log_q = softmax_and_log(a)
+        p, log_p = softmax_and_log(b)
+        log_m = log_mixture(log_p, log_q, self.alpha)
+        log_ratio = log_p - log_m
+        value = row_dot(p, log_ratio)
+        grad_a = None
+        if need_a:
+            r = (log_p + log_q).sub_(log_m).exp_()
+            grad_a = q.mul_(r.sum(-1, keepdim=True)).sub_(r).mul_(1.0 - self.alpha)
+        grad_b = centred(p, log_ratio - self.alpha * log_ratio.exp()) if need_b else None
+        return value, grad_a, grad_b
+
 
 @register("srkl")
 class SkewReverseKL(PointwiseDivergence):
@@ -218,6 +250,22 @@ class SkewReverseKL(PointwiseDivergence):
 
     def _pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return kl_from_logs(log_q, log_mixture(log_q, log_p, self.alpha))
+
+    def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
+        """With m = (1−α)p + αq and r = pq/m: ∂value/∂q_k = log q_k − log m_k + 1 − αq_k/m_k, so
+        ∂/∂a = q ⊙ (g − ⟨q, g⟩), g = log(q/m) − αq/m; ∂value/∂p_k = −(1−α)q_k/m_k, so
+        ∂/∂b = (1−α)(p Σr − r)."""
+        q, log_q = softmax_and_log(a)
+        p, log_p = softmax_and_log(b)
+        log_m = log_mixture(log_q, log_p, self.alpha)
+        log_ratio = log_q - log_m
+        value = row_dot(q, log_ratio)
+        grad_a = centred(q, log_ratio - self.alpha * log_ratio.exp()) if need_a else None
+        grad_b = None
+        if need_b:
+            r = (log_p + log_q).sub_(log_m).exp_()
+            grad_b = p.mul_(r.sum(-1, keepdim=True)).sub_(r).mul_(1.0 - self.alpha)
+        return value, grad_a, grad_b
 
 
 @register("tv")

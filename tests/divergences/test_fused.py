@@ -11,7 +11,12 @@ from tests.divergences.helpers import POINTWISE
 
 VARIANTS = [(name, {}) for name in POINTWISE] + [
     ("gjs", {"beta": 0.2}),
+    ("gjs", {"beta": 0.0}),
+    ("gjs", {"beta": 1.0}),
     ("skl", {"alpha": 0.3}),
+    ("skl", {"alpha": 0.0}),
+    ("srkl", {"alpha": 0.6}),
+    ("srkl", {"alpha": 0.0}),
     ("alpha", {"alpha": 0.6}),
     ("alpha", {"alpha": -2.0}),
     ("alpha", {"alpha": 1.0}),
@@ -46,7 +51,7 @@ def test_fused_matches_plain_autograd(name, params, temperature, t_squared, mask
         torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-9, msg=lambda m, w=what: f"{w}: {m}")
 
 
-@pytest.mark.parametrize("name", ["kl", "rkl", "js", "tv", "hellinger", "cs"])
+@pytest.mark.parametrize("name", ["kl", "rkl", "js", "tv", "hellinger", "cs", "gjs", "skl", "srkl"])
 def test_fused_is_finite_at_extreme_logits(name):
     gen = torch.Generator().manual_seed(2)
     student = ((torch.rand(16, 12, generator=gen) * 2 - 1) * 1e4).requires_grad_(True)

@@ -72,19 +72,10 @@ def main() -> None:
     student = (3 * torch.randn(rows, classes, generator=generator)).requires_grad_(True)
     teacher = 3 * torch.randn(rows, classes, generator=generator)
     first_call_s = None
+    case = {"name": name, "impl": impl, "rows": rows, "classes": classes}
     if impl == "floor":
         seconds, exp_rate, stream = floor_seconds(student, teacher, repeats)
-        emit(
-            {
-                "name": name,
-                "impl": impl,
-                "rows": rows,
-                "classes": classes,
-                "seconds": seconds,
-                "exp_elements_per_s": exp_rate,
-                "stream_seconds": stream,
-            }
-        )
+        emit({**case, "seconds": seconds, "exp_elements_per_s": exp_rate, "stream_seconds": stream})
         return
     if impl == "ours":
         from divergence_lab import divergences
@@ -120,10 +111,7 @@ def main() -> None:
     seconds = median_time(step, repeats=repeats, warmup=0)
     emit(
         {
-            "name": name,
-            "impl": impl,
-            "rows": rows,
-            "classes": classes,
+            **case,
             "seconds": seconds,
             "extra_bytes": max(0, extra),
             "gradient_bytes": student.numel() * student.element_size(),

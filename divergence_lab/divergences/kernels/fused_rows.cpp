@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 namespace {
 
@@ -26,6 +27,7 @@ struct Row {
   int64_t n;
   T scale;     // 1 / T: the kernel works on a = student / T and b = teacher / T
   T out;       // factor of the written gradient: 1 / T, so that it is with respect to the raw logits
+  T* scratch;  // a row of this thread's own (in cache): what the gradient pass would otherwise recompute
 };
 
 template <typename T, typename F>
@@ -190,13 +192,15 @@ T js_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
     const V qg = masked(q * g, c, T(0));
     value.add(qg + masked(p * ((log_p - log_m) * half), c, T(0)));
     q_dot_g.add(qg);
-    if (r.g) store(g, r.g + k, c);
+    if (r.g) {
+      store(g, r.g + k, c);
+      store(q, r.scratch + k, c);
+    }
   });
   if (r.g) {
     const V dot(q_dot_g.result()), o(r.out);
     for_each<T>(r.n, [&](int64_t k, int64_t c) {
-      const V q = la(r.a, k, c).exp();
-      store(q * (load(r.g + k, c) - dot) * o, r.g + k, c);
+      store(load(r.scratch + k, c) * (load(r.g + k, c) - dot) * o, r.g + k, c);
     });
   }
   return value.result();
@@ -215,13 +219,15 @@ T tv_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
     const V sign = V::blendv(zero, one, d > zero) - V::blendv(zero, one, d < zero);
     value.add(masked(d.abs(), c, T(0)));
     q_dot_sign.add(masked(q * sign, c, T(0)));
-    if (r.g) store(q * (zero - sign * half), r.g + k, c);
+    if (r.g) {
+      store(q * (zero - sign * half), r.g + k, c);
+      store(q, r.scratch + k, c);
+    }
   });
   if (r.g) {
     const V correction(q_dot_sign.result() * T(0.5)), o(r.out);
     for_each<T>(r.n, [&](int64_t k, int64_t c) {
-      const V q = la(r.a, k, c).exp();
-      store((load(r.g + k, c) + q * correction) * o, r.g + k, c);
+      store((load(r.g + k, c) + load(r.scratch + k, c) * correction) * o, r.g + k, c);
     });
   }
   return value.result() * T(0.5);
@@ -235,17 +241,19 @@ T hellinger_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
   RowSum<T> bc;
   for_each<T>(r.n, [&](int64_t k, int64_t c) {
     const V log_q = la(r.a, k, c);
-    const V log_p = lb(r.b, k, c);
-    bc.add(masked(((log_p + log_q) * half).exp(), c, T(0)));
+    const V root = ((lb(r.b, k, c) + log_q) * half).exp();
+    bc.add(masked(root, c, T(0)));
+    if (r.g) {
+      store(root, r.scratch + k, c);
+      store(log_q.exp(), r.g + k, c);
+    }
   });
   const T total = bc.result();
   const T value = std::max(T(0), -std::expm1(std::log(total)));
   if (r.g) {
     const V active(value > T(0) ? T(-0.5) * r.out : T(0)), bcv(total);
     for_each<T>(r.n, [&](int64_t k, int64_t c) {
-      const V log_q = la(r.a, k, c);
-      const V log_p = lb(r.b, k, c);
-      store((((log_p + log_q) * half).exp() - log_q.exp() * bcv) * active, r.g + k, c);
+      store((load(r.scratch + k, c) - load(r.g + k, c) * bcv) * active, r.g + k, c);
     });
   }
   return value;
@@ -261,8 +269,9 @@ void rows(const at::Tensor& student, const at::Tensor& teacher, double temperatu
   T* g = grad ? grad->data_ptr<T>() : nullptr;
   const T scale = T(1.0 / temperature);
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> scratch(g ? c : 0);
     for (int64_t i = begin; i < end; ++i) {
-      const Row<T> r{a + i * c, b + i * c, g ? g + i * c : nullptr, c, scale, scale};
+      const Row<T> r{a + i * c, b + i * c, g ? g + i * c : nullptr, c, scale, scale, scratch.data()};
       const LogProb<T> la(scale, log_normaliser(r.a, c, scale));
       const LogProb<T> lb(scale, log_normaliser(r.b, c, scale));
       switch (kind) {

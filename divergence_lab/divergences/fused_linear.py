@@ -45,13 +45,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from divergence_lab.divergences.base import Divergence, PointwiseDivergence, integer_at_least
-from divergence_lab.divergences.fused import (
-    TARGET_CHUNK_ELEMENTS,
-    _autograd_block,
-    _no_closed_form,
-    default_chunk_rows,
-)
-from divergence_lab.divergences.kernels import row_kernel
+from divergence_lab.divergences.fused import TARGET_CHUNK_ELEMENTS, fused_values_and_gradients
 
 __all__ = ["default_linear_chunk_rows", "fused_linear_divergence"]
 
@@ -148,16 +142,13 @@ class _FusedLinearDivergence(torch.autograd.Function):
         values = student_hidden.new_empty(student_hidden.shape[0])
         with torch.autocast(student_hidden.device.type, enabled=False):
             for block in _blocks(student_hidden.shape[0], chunk_rows):
-                a = _scaled_logits(*student, block, divergence.temperature)
-                b = _scaled_logits(*teacher, block, divergence.temperature)
-                if need_student or need_teacher:
-                    values[block], grad_a, grad_b = _block_values_and_gradients(
-                        divergence, a, b, need_student, need_teacher
-                    )
-                    _accumulate_unscaled(grad_a, student, block, student_grads, divergence.temperature)
-                    _accumulate_unscaled(grad_b, teacher, block, teacher_grads, divergence.temperature)
-                else:
-                    values[block] = _block_values(divergence, a, b)
+                values[block], grad_a, grad_b = _block_values_and_gradients(
+                    divergence, student, teacher, block, need_student, need_teacher
+                )
+                if need_student:
+                    _accumulate(grad_a, student, block, student_grads)
+                if need_teacher:
+                    _accumulate(grad_b, teacher, block, teacher_grads)
         ctx.unit_gradients = (*student_grads, *teacher_grads) if records_gradients else None
         return values
 
@@ -179,13 +170,12 @@ def _recomputed_gradients(ctx: Any, grad_values: Tensor) -> tuple[Tensor | None,
     student_grads = _empty_gradients(student, needs[:3])
     teacher_grads = _empty_gradients(teacher, needs[3:6])
     need_student, need_teacher = any(needs[:3]), any(needs[3:6])
-    divergence, temperature = ctx.divergence, ctx.divergence.temperature
     with torch.autocast(grad_values.device.type, enabled=False):
         for block in _blocks(student[0].shape[0], ctx.chunk_rows):
-            a = _scaled_logits(*student, block, temperature)
-            b = _scaled_logits(*teacher, block, temperature)
-            _, grad_a, grad_b = _block_values_and_gradients(divergence, a, b, need_student, need_teacher)
-            scale = grad_values[block, None] / temperature
+            _, grad_a, grad_b = _block_values_and_gradients(
+                ctx.divergence, student, teacher, block, need_student, need_teacher
+            )
+            scale = grad_values[block, None]
             if need_student:
                 _accumulate(grad_a.mul_(scale), student, block, student_grads)
             if need_teacher:
@@ -211,66 +201,30 @@ def _blocks(rows: int, chunk_rows: int) -> list[slice]:
     return [slice(start, min(rows, start + chunk_rows)) for start in range(0, rows, chunk_rows)]
 
 
-def _scaled_logits(
-    hidden: Tensor, weight: Tensor, bias: Tensor | None, block: slice, temperature: float
-) -> Tensor:
-    """(h[block] Wᵀ + c) / T: one block of scaled logits."""
+def _logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, block: slice) -> Tensor:
+    """h[block] Wᵀ + c: one block of logits."""
     logits = hidden[block] @ weight.T
-    if bias is not None:
-        logits.add_(bias)
-    return logits.div_(temperature) if temperature != 1.0 else logits
-
-
-def _has_closed_form(divergence: PointwiseDivergence) -> bool:
-    return type(divergence)._fused is not _no_closed_form
-
-
-def _block_values(divergence: PointwiseDivergence, a: Tensor, b: Tensor) -> Tensor:
-    """v of one block, computed in cache-sized rows (see :func:`_block_values_and_gradients`)."""
-    values = a.new_empty(a.shape[0])
-    for rows in _cache_sized_rows(a):
-        if _has_closed_form(divergence):
-            values[rows] = divergence._fused(a[rows], b[rows], False, False)[0]
-        else:
-            log_p, log_q = torch.log_softmax(b[rows], dim=-1), torch.log_softmax(a[rows], dim=-1)
-            values[rows] = divergence._pointwise(log_p, log_q)
-    return values
+    return logits.add_(bias) if bias is not None else logits
 
 
 def _block_values_and_gradients(
-    divergence: PointwiseDivergence, a: Tensor, b: Tensor, need_a: bool, need_b: bool
+    divergence: PointwiseDivergence,
+    student: tuple[Tensor | None, ...],
+    teacher: tuple[Tensor | None, ...],
+    block: slice,
+    need_student: bool,
+    need_teacher: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """v, ∂v/∂a and ∂v/∂b of one block (None where not needed).
+    """v, ∂v/∂z_s and ∂v/∂z_t of one block of tokens (None where not needed), from its logits.
 
     A block has enough rows for efficient matrix products (``MIN_LINEAR_CHUNK_ROWS``), which at a large
-    vocabulary is far more than fits in cache; the member's several elementwise passes therefore run on
-    cache-sized rows of it (:func:`default_chunk_rows`, as the fused path on logits does), each written
-    into the block's gradient. Members with a compiled row kernel (:mod:`~divergence_lab.divergences.kernels`)
-    use it instead when the teacher side needs no gradient.
+    vocabulary is far more than fits in cache; the member itself runs as on the fused path on logits
+    (:func:`~divergence_lab.divergences.fused.fused_values_and_gradients`: its compiled row kernel, or its
+    elementwise passes on cache-sized rows of the block), temperature included.
     """
-    kernel = None if need_b else row_kernel(divergence.name, a, b)
-    if kernel is not None:  # the compiled row kernel works row by row in cache already
-        grad_a = torch.empty_like(a) if need_a else None
-        return kernel(a, b, 1.0, grad_a), grad_a, None
-    values = a.new_empty(a.shape[0])
-    grad_a = torch.empty_like(a) if need_a else None
-    grad_b = torch.empty_like(b) if need_b else None
-    closed_form = _has_closed_form(divergence)
-    for rows in _cache_sized_rows(a):
-        if closed_form:
-            value, row_grad_a, row_grad_b = divergence._fused(a[rows], b[rows], need_a, need_b)
-        else:
-            value, row_grad_a, row_grad_b = _autograd_block(divergence, a[rows], b[rows], need_a, need_b)
-        values[rows] = value
-        if grad_a is not None:
-            grad_a[rows] = row_grad_a
-        if grad_b is not None:
-            grad_b[rows] = row_grad_b
-    return values, grad_a, grad_b
-
-
-def _cache_sized_rows(block: Tensor) -> list[slice]:
-    return _blocks(block.shape[0], default_chunk_rows(block.shape[1]))
+    return fused_values_and_gradients(
+        divergence, _logits(*student, block), _logits(*teacher, block), 0, need_student, need_teacher
+    )
 
 
 def _empty_gradients(side: tuple[Tensor | None, ...], needs: tuple[bool, ...]) -> list[Tensor | None]:
@@ -295,20 +249,6 @@ def _accumulate(
         grad_weight.addmm_(grad_logits.T, hidden[block])
     if grad_bias is not None:
         grad_bias.add_(grad_logits.sum(dim=0))
-
-
-def _accumulate_unscaled(
-    grad_scaled_logits: Tensor | None,
-    side: tuple[Tensor | None, ...],
-    block: slice,
-    grads: list[Tensor | None],
-    temperature: float,
-) -> None:
-    """Add one block's ∂v/∂z = δ / T (for g = 1) to a side's gradients, if that side needs them."""
-    if grad_scaled_logits is None or all(g is None for g in grads):
-        return
-    grad_logits = grad_scaled_logits.div_(temperature) if temperature != 1.0 else grad_scaled_logits
-    _accumulate(grad_logits, side, block, grads)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from divergence_lab import divergences
-from divergence_lab.divergences import fused_linear, fused_linear_divergence
+from divergence_lab.divergences import fused, fused_linear_divergence
 from divergence_lab.divergences.fused_linear import MIN_LINEAR_CHUNK_ROWS, default_linear_chunk_rows
 from tests.divergences.helpers import POINTWISE
 
@@ -123,14 +123,26 @@ def test_a_mean_takes_the_gradients_kept_from_forward(reduce):
 def test_no_gradient_work_without_gradient_recording(monkeypatch):
     """Under torch.no_grad (evaluation) forward computes values only, though the inputs require gradients."""
     d = divergences.build("kl")
-    requested = []
-    closed_form = d._fused
+    requested = []  # whether a gradient was asked for, by the closed form or by the compiled kernel
+    closed_form, compiled = d._fused, fused.row_kernel
 
     def spy(a, b, need_a, need_b):
         requested.append(need_a or need_b)
         return closed_form(a, b, need_a, need_b)
 
+    def kernel_spy(member_name, a, b):
+        kernel = compiled(member_name, a, b)
+        if kernel is None:
+            return None
+
+        def run(student, teacher, temperature, grad):
+            requested.append(grad is not None)
+            return kernel(student, teacher, temperature, grad)
+
+        return run
+
     monkeypatch.setattr(d, "_fused", spy)
+    monkeypatch.setattr(fused, "row_kernel", kernel_spy)
     x = _leaves(_inputs(seed=7), train_teacher=True)
     with torch.no_grad():
         values = fused_linear_divergence(d, **x, chunk_rows=5)
@@ -149,7 +161,7 @@ def test_block_boundaries_do_not_change_the_result(chunk_rows):
 def test_cache_sized_rows_inside_a_block_do_not_change_the_result(name, per_token_upstream, monkeypatch):
     """The member runs on rows of 3 inside blocks of 7 (at a large vocabulary: a few rows inside blocks of
     256), the last piece of each block shorter."""
-    monkeypatch.setattr(fused_linear, "default_chunk_rows", lambda vocabulary: 3)
+    monkeypatch.setattr(fused, "default_chunk_rows", lambda vocabulary: 3)
     d = divergences.build(name, temperature=2.0)
     _assert_matches(
         d, _inputs(seed=8), None, train_teacher=True, chunk_rows=7, per_token_upstream=per_token_upstream
@@ -162,7 +174,7 @@ def test_a_frozen_teacher_gets_no_gradient_work(name, monkeypatch):
     _assert_matches(d, _inputs(seed=2), None, train_teacher=False, chunk_rows=5)
     requested = []  # need_b of every block's gradient request
     if name == "kl":
-        closed_form, compiled = d._fused, fused_linear.row_kernel
+        closed_form, compiled = d._fused, fused.row_kernel
 
         def spy(a, b, need_a, need_b):
             requested.append(need_b)
@@ -175,15 +187,15 @@ def test_a_frozen_teacher_gets_no_gradient_work(name, monkeypatch):
             return kernel
 
         monkeypatch.setattr(d, "_fused", spy)
-        monkeypatch.setattr(fused_linear, "row_kernel", kernel_spy)
+        monkeypatch.setattr(fused, "row_kernel", kernel_spy)
     else:
-        autograd_block = fused_linear._autograd_block
+        autograd_block = fused._autograd_block
 
         def spy(member, a, b, need_a, need_b):
             requested.append(need_b)
             return autograd_block(member, a, b, need_a, need_b)
 
-        monkeypatch.setattr(fused_linear, "_autograd_block", spy)
+        monkeypatch.setattr(fused, "_autograd_block", spy)
     x = _leaves(_inputs(seed=2), train_teacher=False)
     fused_linear_divergence(d, **x, chunk_rows=5).sum().backward()
     assert requested and not any(requested)

@@ -59,11 +59,11 @@ def main() -> None:
     from divergence_lab.config.preflight import preflight
 
     if HELP_FLAGS.intersection(sys.argv[1:]):
+        os.environ[HELP_SECTIONS_VARIABLE] = help_sections(sys.argv[1:])
         text = render_help(sys.argv[1:])
         if text is not None:
             print(text)
             return
-        os.environ[HELP_SECTIONS_VARIABLE] = help_sections(sys.argv[1:])
     try:
         verdict = preflight(sys.argv[1:])
     except ConfigError as error:

@@ -109,9 +109,9 @@ def render_help(argv: Sequence[str]) -> str | None:
     Hydra's own help fills every ``$...GROUPS`` field of the template by composing each config group
     through its config repository (about 120 repository copies here, more than a second), even where the
     template does not show them. This reads the groups from the config folders instead, and composes the
-    config once for ``$CONFIG``.
+    config once for ``$CONFIG``. The template reads the studies and launchers sections from
+    ``HELP_SECTIONS_VARIABLE``, which the caller sets first (Hydra's rendering reads it too).
     """
-    import os
     import string
 
     from omegaconf import OmegaConf, open_dict
@@ -121,7 +121,6 @@ def render_help(argv: Sequence[str]) -> str | None:
     line = parse_command_line([arg for arg in argv if arg not in HELP_FLAGS])
     if line is None:
         return None
-    os.environ[HELP_SECTIONS_VARIABLE] = help_sections(argv)
     try:
         cfg = compose_config(line, [o for o in line.overrides if "=" in o or o.startswith("~")])
     except ConfigError:

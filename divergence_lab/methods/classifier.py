@@ -2,7 +2,8 @@
 
 The optimiser config is checked with the rest of the config (:func:`divergence_lab.config.checks.validate`).
 Subclasses implement :meth:`ClassifierModule.losses`, returning named loss terms whose ``"loss"`` entry
-is optimised; every term is logged as ``train/<name>``. Evaluation is the same for every method, so runs
+is optimised; every term is logged as ``train/<name>`` (per step and per epoch:
+:mod:`~divergence_lab.methods.training_terms`). Evaluation is the same for every method, so runs
 compare directly: ``val/acc``, ``val/nll`` each epoch, and ``test/acc``, ``test/ece`` (15-bin L1
 calibration error), ``test/nll`` at the end.
 """
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from divergence_lab.methods.training_terms import TrainingTermsLogging
 from divergence_lab.metrics.classification import EvaluationMetrics
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
@@ -65,7 +66,7 @@ def weight_decay_groups(parameters: Any) -> list[dict[str, Any]]:
     return [{"params": decayed}, {"params": [p for p in tensors if p.ndim <= 1], "weight_decay": 0.0}]
 
 
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(TrainingTermsLogging):
     """A trained network ``net`` with the shared metrics; ``losses`` defines the training objective.
 
     Every network returned by :meth:`evaluated_networks` is evaluated: the trained network under plain
@@ -105,8 +106,7 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         terms = self.losses(*batch)
-        for name, value in terms.items():
-            self.log(f"train/{name}", value.detach(), on_epoch=True, sync_dist=True, prog_bar=name == "loss")
+        self.record_training_terms(terms, batch_size=len(batch[1]))
         return terms["loss"]
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

@@ -37,7 +37,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -52,6 +51,7 @@ from divergence_lab.data.protocol import CategoryDiscoveryData
 from divergence_lab.methods.classifier import make_optimizer
 from divergence_lab.methods.progress import StageProgress, mean_of
 from divergence_lab.methods.stages import Stage, StageContext, StageOutput, cpu_state, network_from_state
+from divergence_lab.methods.training_terms import TrainingTermsLogging
 from divergence_lab.metrics.gcd import cluster_accuracy
 
 
@@ -213,7 +213,9 @@ def pretrain_backbone(
         progress.step(epoch + 1, {"infonce": mean_of(losses)})
 
 
-class LegoGCDModule(L.LightningModule):
+class LegoGCDModule(TrainingTermsLogging):
+    terms_step_values = False  # epoch means only, as train/<name>
+
     def __init__(
         self,
         net: GCDNetwork,
@@ -267,8 +269,8 @@ class LegoGCDModule(L.LightningModule):
         with torch.no_grad():  # the running class prior, after the loss (temperature 1, as the code)
             m = s["prior_momentum"]
             self.prior.mul_(m).add_((1 - m) * F.softmax(logits, dim=1).mean(0))
-        for name, value in {"loss": loss, "sup_cls": sup_cls, "unsup_cls": unsup_cls, **terms}.items():
-            self.log(f"train/{name}", value.detach(), on_epoch=True, on_step=False, sync_dist=True)
+        terms = {"loss": loss, "sup_cls": sup_cls, "unsup_cls": unsup_cls, **terms}
+        self.record_training_terms(terms, batch_size=len(y))
         return loss
 
     def _collect(self, batch: tuple[Tensor, Tensor]) -> None:

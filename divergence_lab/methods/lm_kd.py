@@ -38,7 +38,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
@@ -68,6 +67,7 @@ from divergence_lab.methods.lm_tokens import (
     token_nll,
 )
 from divergence_lab.methods.stages import Stage, StageContext, StageOutput, cpu_state, network_from_state
+from divergence_lab.methods.training_terms import TrainingTermsLogging
 from divergence_lab.models.causal_lm import (
     build_causal_lm,
     local_model_config,
@@ -83,7 +83,7 @@ LM_TEACHER_PROGRESS = {"loss": "train/loss", "val nll": "val/nll"}  # the teache
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")  # a saved model folder that holds a tokenizer
 
 
-class CausalLMModule(L.LightningModule):
+class CausalLMModule(TrainingTermsLogging):
     """A causal LM ``model`` trained by the mean NLL of the labelled tokens, with the language-model
     evaluation: ``<split>/nll`` per batch, and the answer metrics of ``evaluation[split]`` at the end of
     each validation or test epoch (a split missing from ``evaluation`` gets none).
@@ -125,9 +125,7 @@ class CausalLMModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         terms = self.losses(batch)
-        size = batch["input_ids"].shape[0]
-        for name, value in terms.items():
-            self.log(f"train/{name}", value.detach(), on_epoch=True, prog_bar=name == "loss", batch_size=size)
+        self.record_training_terms(terms, batch_size=batch["input_ids"].shape[0])
         return terms["loss"]
 
     def evaluation_step(self, batch: dict[str, Tensor], split: str) -> tuple[NextTokenPredictions, Tensor]:

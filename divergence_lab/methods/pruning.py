@@ -86,6 +86,7 @@ class SparseModule(CrossEntropyModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         apply_mask(self.net, self.mask)
+        super().on_train_batch_end(outputs, batch, batch_idx)
 
     def on_test_epoch_end(self) -> None:
         weights = prunable_weights(self.net)

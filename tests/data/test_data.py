@@ -119,3 +119,25 @@ def test_label_noise_flips_exactly_the_requested_fraction_of_training_labels_onl
 def test_label_noise_out_of_range_is_refused():
     with pytest.raises(ValueError, match=r"data.label_noise must be in \[0, 1\)"):
         DigitsDataModule(label_noise=1.0)
+
+
+def test_gathered_batches_equal_the_per_example_batches_of_a_plain_tensor_dataset():
+    """One gather per tensor gives the batches DataLoader's per-example indexing and stacking gave."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    data = DigitsDataModule(batch_size=64, eval_batch_size=100)
+    data.setup()
+    train = data.train_dataloader()
+    plain = TensorDataset(*data.splits["train"].tensors)
+    reference = DataLoader(plain, batch_size=64, sampler=EpochSeededSampler(len(plain), data.seed))
+    for epoch in range(2):
+        train.sampler.set_epoch(epoch)
+        reference.sampler.set_epoch(epoch)
+        pairs = list(zip(train, reference, strict=True))
+        assert len(pairs) == len(reference) and len(pairs[-1][1][1]) < 64  # a short last batch too
+        for (x, y), (x_ref, y_ref) in pairs:
+            assert x.dtype == x_ref.dtype and y.dtype == y_ref.dtype and x.is_contiguous()
+            assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+    evaluation = DataLoader(TensorDataset(*data.splits["val"].tensors), batch_size=100)
+    for (x, y), (x_ref, y_ref) in zip(data.val_dataloader(), evaluation, strict=True):
+        assert torch.equal(x, x_ref) and torch.equal(y, y_ref)

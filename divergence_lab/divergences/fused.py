@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from divergence_lab.divergences.buffers import gradient_buffer
 from divergence_lab.divergences.kernels import row_kernel
 
 if TYPE_CHECKING:
@@ -67,8 +68,9 @@ class _FusedPointwise(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, student: Tensor, teacher: Tensor, divergence: PointwiseDivergence, chunk_rows: int):
         need_student, need_teacher = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        out = gradient_buffer(student) if need_student else None
         values, grad_student, grad_teacher = fused_values_and_gradients(
-            divergence, student, teacher, chunk_rows, need_student, need_teacher
+            divergence, student, teacher, chunk_rows, need_student, need_teacher, out
         )
         ctx.save_for_backward(grad_student, grad_teacher)
         return values
@@ -93,20 +95,23 @@ def fused_values_and_gradients(
     chunk_rows: int,
     need_student: bool = True,
     need_teacher: bool = True,
+    student_gradient: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Per-row values and their gradients w.r.t. ``student`` / ``teacher`` logits, block by block, or in
     one call of the member's compiled row kernel (:mod:`~divergence_lab.divergences.kernels`) where there is
-    one and the teacher needs no gradient."""
+    one and the teacher needs no gradient. ``student_gradient``: a contiguous tensor shaped like ``student``
+    to write ∂/∂student into (default: a new one)."""
+    if need_student and student_gradient is None:
+        student_gradient = torch.empty_like(student, memory_format=torch.contiguous_format)
+    grad_student = student_gradient if need_student else None
     kernel = None if need_teacher else row_kernel(divergence.name, student, teacher)
     if kernel is not None:
         student, teacher = student.contiguous(), teacher.contiguous()
-        grad_student = torch.empty_like(student) if need_student else None
         return kernel(student, teacher, divergence.temperature, grad_student), grad_student, None
     n, c = student.shape
     rows = chunk_rows or default_chunk_rows(c)
     temperature = divergence.temperature
     values = torch.empty(n, dtype=student.dtype, device=student.device)
-    grad_student = torch.empty_like(student) if need_student else None
     grad_teacher = torch.empty_like(teacher) if need_teacher else None
     analytic = type(divergence)._fused is not _no_closed_form
     for start in range(0, n, rows):

@@ -1,7 +1,9 @@
 // CPU row kernels of the closed-form pointwise divergences (kl, rkl, js, tv, hellinger): per-row values and
 // the gradient with respect to the student's logits. Each row is read once from memory and then worked on
 // in cache (two passes for the two log-normalisers, one or two for value and gradient), the gradient is
-// written once, and nothing of size (N, C) is allocated. Vectorised with ATen's Vectorized<T> (SLEEF exp
+// written once, and nothing of size (N, C) is allocated. The exponentials of the normaliser passes are kept
+// in two rows of the thread's own, so probabilities are a product, not a second exp: an element costs two
+// exp (js: and one log; hellinger: two square roots), the least the math allows. Vectorised with ATen's Vectorized<T> (SLEEF exp
 // and log), rows in parallel over torch's intra-op threads. Formulas: the `_fused` docstrings of the
 // members in divergence_lab/divergences/named.py, which this file must match (tests/divergences).
 #include <torch/extension.h>
@@ -27,7 +29,8 @@ struct Row {
   int64_t n;
   T scale;     // 1 / T: the kernel works on a = student / T and b = teacher / T
   T out;       // factor of the written gradient: 1 / T, so that it is with respect to the raw logits
-  T* scratch;  // a row of this thread's own (in cache): what the gradient pass would otherwise recompute
+  T* ea;       // exp(a − max a) and exp(b − max b): rows of this thread's own, filled by log_normaliser
+  T* eb;
 };
 
 template <typename T, typename F>
@@ -108,14 +111,16 @@ struct RowSum {
 // The log-normaliser of x * scale over a row, as its two parts: the maximum m and log Σ exp(x * scale − m).
 // They are kept apart so that a log-probability is (x * scale − m) − log Σ, as in log_softmax: folding them
 // into one number first would lose the low digits of log Σ next to a large m (float32 logits of 1e4).
+// The exponentials exp(x * scale − m) are written to e: a probability is then e / Σ.
 template <typename T>
 struct Normaliser {
   T shift;
   T log_sum;
+  T inverse_sum;
 };
 
 template <typename T>
-inline Normaliser<T> log_normaliser(const T* x, int64_t n, T scale) {
+inline Normaliser<T> log_normaliser(const T* x, int64_t n, T scale, T* e) {
   using V = Vectorized<T>;
   const T lowest = -std::numeric_limits<T>::infinity();
   V top(lowest);
@@ -123,18 +128,26 @@ inline Normaliser<T> log_normaliser(const T* x, int64_t n, T scale) {
   const T m = max_lanes(top) * scale;
   RowSum<T> total;
   const V s(scale), shift(m);
-  for_each<T>(n, [&](int64_t k, int64_t c) { total.add(masked((load(x + k, c) * s - shift).exp(), c, T(0))); });
-  return {m, std::log(total.result())};
+  for_each<T>(n, [&](int64_t k, int64_t c) {
+    const V ex = (load(x + k, c) * s - shift).exp();
+    store(ex, e + k, c);
+    total.add(masked(ex, c, T(0)));
+  });
+  const T sum = total.result();
+  return {m, std::log(sum), T(1) / sum};
 }
 
-// log-probabilities of one vector of a row: (x * scale − m) − log Σ
+// log-probabilities of one vector of a row, (x * scale − m) − log Σ, and probabilities, e / Σ
 template <typename T>
 struct LogProb {
-  Vectorized<T> scale, shift, log_sum;
-  LogProb(T s, const Normaliser<T>& z) : scale(s), shift(z.shift), log_sum(z.log_sum) {}
+  Vectorized<T> scale, shift, log_sum, inverse_sum;
+  T inverse;  // 1 / Σ
+  LogProb(T s, const Normaliser<T>& z)
+      : scale(s), shift(z.shift), log_sum(z.log_sum), inverse_sum(z.inverse_sum), inverse(z.inverse_sum) {}
   inline Vectorized<T> operator()(const T* x, int64_t k, int64_t c) const {
     return (load(x + k, c) * scale - shift) - log_sum;
   }
+  inline Vectorized<T> prob(const T* e, int64_t k, int64_t c) const { return load(e + k, c) * inverse_sum; }
 };
 
 template <typename T>
@@ -144,11 +157,9 @@ T kl_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
   const V o(r.out);
   RowSum<T> value;
   for_each<T>(r.n, [&](int64_t k, int64_t c) {
-    const V log_q = la(r.a, k, c);
-    const V log_p = lb(r.b, k, c);
-    const V p = log_p.exp();
-    value.add(masked(p * (log_p - log_q), c, T(0)));
-    if (r.g) store((log_q.exp() - p) * o, r.g + k, c);
+    const V p = lb.prob(r.eb, k, c);
+    value.add(masked(p * (lb(r.b, k, c) - la(r.a, k, c)), c, T(0)));
+    if (r.g) store((la.prob(r.ea, k, c) - p) * o, r.g + k, c);
   });
   return value.result();
 }
@@ -157,20 +168,16 @@ template <typename T>
 T rkl_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
   // value = Σ q (log q − log p);  ∂/∂a = q (log q − log p − value)
   using V = Vectorized<T>;
-  ;
   RowSum<T> value;
   for_each<T>(r.n, [&](int64_t k, int64_t c) {
-    const V log_q = la(r.a, k, c);
-    const V q = log_q.exp();
-    value.add(masked(q * (log_q - lb(r.b, k, c)), c, T(0)));
-    if (r.g) store(q, r.g + k, c);
+    value.add(masked(la.prob(r.ea, k, c) * (la(r.a, k, c) - lb(r.b, k, c)), c, T(0)));
   });
   const T v = value.result();
   if (r.g) {
     const V vv(v), o(r.out);
     for_each<T>(r.n, [&](int64_t k, int64_t c) {
       const V ratio = la(r.a, k, c) - lb(r.b, k, c);
-      store(load(r.g + k, c) * (ratio - vv) * o, r.g + k, c);
+      store(la.prob(r.ea, k, c) * (ratio - vv) * o, r.g + k, c);
     });
   }
   return v;
@@ -186,21 +193,18 @@ T js_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
   for_each<T>(r.n, [&](int64_t k, int64_t c) {
     const V log_q = la(r.a, k, c);
     const V log_p = lb(r.b, k, c);
-    const V q = log_q.exp(), p = log_p.exp();
+    const V q = la.prob(r.ea, k, c), p = lb.prob(r.eb, k, c);
     const V log_m = at::vec::maximum((p + q) * half, tiny).log();
     const V g = (log_q - log_m) * half;
     const V qg = masked(q * g, c, T(0));
     value.add(qg + masked(p * ((log_p - log_m) * half), c, T(0)));
     q_dot_g.add(qg);
-    if (r.g) {
-      store(g, r.g + k, c);
-      store(q, r.scratch + k, c);
-    }
+    if (r.g) store(g, r.g + k, c);
   });
   if (r.g) {
     const V dot(q_dot_g.result()), o(r.out);
     for_each<T>(r.n, [&](int64_t k, int64_t c) {
-      store(load(r.scratch + k, c) * (load(r.g + k, c) - dot) * o, r.g + k, c);
+      store(la.prob(r.ea, k, c) * (load(r.g + k, c) - dot) * o, r.g + k, c);
     });
   }
   return value.result();
@@ -213,21 +217,17 @@ T tv_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
   const V half(T(0.5)), zero(T(0)), one(T(1));
   RowSum<T> value, q_dot_sign;
   for_each<T>(r.n, [&](int64_t k, int64_t c) {
-    const V q = la(r.a, k, c).exp();
-    const V p = lb(r.b, k, c).exp();
-    const V d = p - q;
+    const V q = la.prob(r.ea, k, c);
+    const V d = lb.prob(r.eb, k, c) - q;
     const V sign = V::blendv(zero, one, d > zero) - V::blendv(zero, one, d < zero);
     value.add(masked(d.abs(), c, T(0)));
     q_dot_sign.add(masked(q * sign, c, T(0)));
-    if (r.g) {
-      store(q * (zero - sign * half), r.g + k, c);
-      store(q, r.scratch + k, c);
-    }
+    if (r.g) store(q * (zero - sign * half), r.g + k, c);
   });
   if (r.g) {
     const V correction(q_dot_sign.result() * T(0.5)), o(r.out);
     for_each<T>(r.n, [&](int64_t k, int64_t c) {
-      store((load(r.g + k, c) + load(r.scratch + k, c) * correction) * o, r.g + k, c);
+      store((load(r.g + k, c) + la.prob(r.ea, k, c) * correction) * o, r.g + k, c);
     });
   }
   return value.result() * T(0.5);
@@ -235,25 +235,21 @@ T tv_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
 
 template <typename T>
 T hellinger_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
-  // root = √(p q), BC = Σ root, value = max(0, −expm1(log BC));  ∂/∂a = −½ (root − q BC) where value > 0
+  // root = √(p q) = √e_a √e_b √(1/Σ_a Σ_b), BC = Σ root, value = max(0, −expm1(log BC));
+  // ∂/∂a = −½ (root − q BC) where value > 0. (√e_a √e_b: no underflow of the product e_a e_b.)
   using V = Vectorized<T>;
-  const V half(T(0.5));
+  const V root_scale(std::sqrt(la.inverse * lb.inverse));
   RowSum<T> bc;
   for_each<T>(r.n, [&](int64_t k, int64_t c) {
-    const V log_q = la(r.a, k, c);
-    const V root = ((lb(r.b, k, c) + log_q) * half).exp();
-    bc.add(masked(root, c, T(0)));
-    if (r.g) {
-      store(root, r.scratch + k, c);
-      store(log_q.exp(), r.g + k, c);
-    }
+    bc.add(masked(load(r.ea + k, c).sqrt() * load(r.eb + k, c).sqrt() * root_scale, c, T(0)));
   });
   const T total = bc.result();
   const T value = std::max(T(0), -std::expm1(std::log(total)));
   if (r.g) {
     const V active(value > T(0) ? T(-0.5) * r.out : T(0)), bcv(total);
     for_each<T>(r.n, [&](int64_t k, int64_t c) {
-      store((load(r.scratch + k, c) - load(r.g + k, c) * bcv) * active, r.g + k, c);
+      const V root = load(r.ea + k, c).sqrt() * load(r.eb + k, c).sqrt() * root_scale;
+      store((root - la.prob(r.ea, k, c) * bcv) * active, r.g + k, c);
     });
   }
   return value;
@@ -269,11 +265,11 @@ void rows(const at::Tensor& student, const at::Tensor& teacher, double temperatu
   T* g = grad ? grad->data_ptr<T>() : nullptr;
   const T scale = T(1.0 / temperature);
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(g ? c : 0);
+    std::vector<T> exps(2 * c);
     for (int64_t i = begin; i < end; ++i) {
-      const Row<T> r{a + i * c, b + i * c, g ? g + i * c : nullptr, c, scale, scale, scratch.data()};
-      const LogProb<T> la(scale, log_normaliser(r.a, c, scale));
-      const LogProb<T> lb(scale, log_normaliser(r.b, c, scale));
+      const Row<T> r{a + i * c, b + i * c, g ? g + i * c : nullptr, c, scale, scale, exps.data(), exps.data() + c};
+      const LogProb<T> la(scale, log_normaliser(r.a, c, scale, r.ea));
+      const LogProb<T> lb(scale, log_normaliser(r.b, c, scale, r.eb));
       switch (kind) {
         case KL: v[i] = kl_row(r, la, lb); break;
         case RKL: v[i] = rkl_row(r, la, lb); break;

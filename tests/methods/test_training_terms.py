@@ -115,10 +115,10 @@ def assert_rows_equal(lean_rows, reference_rows):
 )
 @pytest.mark.parametrize("step_values", [True, False], ids=["step-and-epoch", "epoch-only"])
 def test_lean_logging_writes_what_per_step_logging_wrote(tmp_path, trainer_options, step_values):
-    reference_rows, reference_seen, reference_weight = train(
-        Regression(step_values), tmp_path / "reference", **trainer_options
-    )
-    lean_rows, lean_seen, lean_weight = train(LeanRegression(step_values), tmp_path / "lean", **trainer_options)
+    reference = train(Regression(step_values), tmp_path / "reference", **trainer_options)
+    reference_rows, reference_seen, reference_weight = reference
+    lean = train(LeanRegression(step_values), tmp_path / "lean", **trainer_options)
+    lean_rows, lean_seen, lean_weight = lean
     assert torch.equal(lean_weight, reference_weight)
     assert_rows_equal(lean_rows, reference_rows)
     assert len(lean_seen) == len(reference_seen) > 0

@@ -1,7 +1,7 @@
 """``make bench``: every case in a fresh process, results side by side with ratios, as Markdown tables.
 
-    python -m benchmarks.run [--only divergences fused_linear sinkhorn startup train cluster threads]
-                             [--skip-huge]
+    python -m benchmarks.run [--only divergences closed_forms fused_linear sinkhorn startup train cluster
+                              threads] [--skip-huge]
 
 Targets (from the project's performance goals) are checked and marked, never asserted: a benchmark
 reports, the tests decide correctness.
@@ -22,6 +22,9 @@ DIVERGENCE_SIZES = [(256, 10), (4096, 100), (4096, 32000)]
 HUGE = (8192, 128000)
 TARGETED = ["kl", "rkl", "js", "tv", "hellinger"]
 SINKHORN_CASES = [(256, 10, 20), (256, 100, 100), (64, 1000, 50)]
+CLOSED_FORMS = ["gjs:beta=0.5", "skl:alpha=0.1", "srkl:alpha=0.1", "alpha:alpha=0.5", "chi2", "neyman_chi2"]
+CLOSED_FORMS += ["cs"]
+CLOSED_FORM_SIZE = (4096, 32000)
 LINEAR_SIZES = [(1024, 256, 16000)]  # (tokens, hidden, vocabulary)
 HUGE_LINEAR = (8192, 1024, 128000)
 LINEAR_DIVERGENCES = ["kl", "js"]
@@ -110,6 +113,29 @@ def divergences(skip_huge: bool) -> list[str]:
                 line = f"| {name} {rows}×{classes} | | | failed | | | | | | | {mark(False)} |"
             lines.append(line)
             print(line, flush=True)
+    return lines
+
+
+def closed_forms() -> list[str]:
+    rows, classes = CLOSED_FORM_SIZE
+    lines = [
+        f"### Members beyond the five targeted ({rows} × {classes}, fp32, frozen teacher; forward + "
+        "backward of the batch mean)",
+        "",
+        "ours: as users get it (the compiled row kernel where the member has one); eager closed form: its "
+        "`_fused` with the row kernels off; autograd blocks: its formula differentiated by autograd block "
+        "by block (the fused path of a member without a closed form).",
+        "",
+        "| member | ours | eager closed form | autograd blocks | ours vs blocks |",
+        "|---|---|---|---|---|",
+    ]
+    for spec in CLOSED_FORMS:
+        runs = {impl: case("closed_form_case", spec, impl, rows, classes) for impl in ("ours", "eager", "blocks")}
+        ours, blocks = runs["ours"], runs["blocks"]
+        speedup = ratio(blocks["seconds"] / ours["seconds"]) if ours and blocks else "—"
+        cells = " | ".join(fmt_s(record and record["seconds"]) for record in runs.values())
+        lines.append(f"| {spec.replace(':', ' ')} | {cells} | {speedup} |")
+        print(lines[-1], flush=True)
     return lines
 
 
@@ -281,7 +307,16 @@ def threads() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    everything = ["divergences", "fused_linear", "sinkhorn", "startup", "train", "cluster", "threads"]
+    everything = [
+        "divergences",
+        "closed_forms",
+        "fused_linear",
+        "sinkhorn",
+        "startup",
+        "train",
+        "cluster",
+        "threads",
+    ]
     parser.add_argument("--only", nargs="+", choices=everything)
     parser.add_argument("--skip-huge", action="store_true", help="skip the 8192 x 128000 cases (~13 GB)")
     args = parser.parse_args()
@@ -294,6 +329,7 @@ def main() -> None:
     ]
     sections = {
         "divergences": lambda: divergences(args.skip_huge),
+        "closed_forms": closed_forms,
         "fused_linear": lambda: fused_linear(args.skip_huge),
         "sinkhorn": sinkhorn,
         "startup": startup,

@@ -4,17 +4,19 @@ Plain autograd keeps every intermediate of the (N, C) computation alive until ba
 tensors at once, which at LLM scale (N = thousands of tokens, C = 32k-150k) is both the slowest part of a
 step and the one that runs out of memory. The fused path instead walks over blocks of ``chunk_rows`` rows
 and, inside the forward pass, computes each block's values *and* the gradients of those values with
-respect to both inputs, writing the gradients into preallocated (N, C) tensors. Backward then only scales
-the stored gradients by the incoming per-row gradient, in place. Peak extra memory: one gradient tensor per
-input that requires grad, plus O(chunk_rows · C) work space.
+respect to both inputs, writing the gradients into preallocated (N, C) tensors (the student's from a
+reused buffer, :mod:`divergence_lab.divergences.buffers`). Backward then only scales the stored gradients
+by the incoming per-row gradient, in place. Peak extra memory: one gradient tensor per input that requires
+grad, plus O(chunk_rows · C) work space.
 
 Members with a closed-form gradient implement ``_fused(a, b, need_a, need_b) -> (value, grad_a, grad_b)``
 where a = student/T and b = teacher/T (scaled logits, one block of rows); the gradients are ∂value/∂a and
 ∂value/∂b, each computed only when needed (None otherwise): a frozen teacher costs nothing extra.
-``kl``, ``rkl``, ``js``, ``tv``, ``hellinger``, ``gjs``, ``skl`` and ``srkl`` do (formulas in their
-``_fused`` docstrings; the first five also have compiled CPU row kernels,
-:mod:`divergence_lab.divergences.kernels`). Every other pointwise member runs its own ``_pointwise`` under
-autograd block by block, which gives the same memory profile and the same numbers as the plain path.
+``kl``, ``rkl``, ``js``, ``tv``, ``hellinger``, ``gjs``, ``skl``, ``srkl``, ``alpha``, ``chi2``,
+``neyman_chi2`` and ``cs`` do (formulas in their ``_fused`` docstrings; the first five and the two χ²
+also have compiled CPU row kernels, :mod:`divergence_lab.divergences.kernels`). ``fdiv`` (any generator)
+runs its own ``_pointwise`` under autograd block by block, which gives the same memory profile and the
+same numbers as the plain path.
 
 Exactness: a row's value depends on that row only, so d(Σ_i g_i v_i)/dx_i = g_i · dv_i/dx_i and storing
 dv_i/dx_i per row is exact. Masking, the T² factor and the dtype rules stay in :class:`Divergence.__call__`.
@@ -104,7 +106,7 @@ def fused_values_and_gradients(
     if need_student and student_gradient is None:
         student_gradient = torch.empty_like(student, memory_format=torch.contiguous_format)
     grad_student = student_gradient if need_student else None
-    kernel = None if need_teacher else row_kernel(divergence.name, student, teacher)
+    kernel = None if need_teacher else row_kernel(divergence.name, student, teacher, divergence)
     if kernel is not None:
         student, teacher = student.contiguous(), teacher.contiguous()
         return kernel(student, teacher, divergence.temperature, grad_student), grad_student, None

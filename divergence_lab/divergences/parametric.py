@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from divergence_lab.divergences.base import Param, PointwiseDivergence, number_in, register
-from divergence_lab.divergences.named import LOG2, kl_from_logs
+from divergence_lab.divergences.fused import softmax_and_log
+from divergence_lab.divergences.named import LOG2, ForwardKL, ReverseKL, kl_from_logs
 
 #: Below this |1 − α²| the Amari divergence switches to its exact KL limit.
 ALPHA_LIMIT_TOL = 1e-4
@@ -61,6 +62,33 @@ class AmariAlpha(PointwiseDivergence):
         if abs(a) > 1.0:
             log_sum = log_sum.clamp_max(ALPHA_LOG_SUM_MAX)
         return (4.0 / (1.0 - a * a) * -torch.expm1(log_sum)).clamp_min(0.0)
+
+    def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
+        """With c = 4/(1−α²), exponents u = (1−α)/2 on p and v = (1+α)/2 on q, S = Σ p^u q^v and the
+        weights w = p^u q^v / S (a softmax of u log p + v log q): value = −c·expm1(log S), and through
+        log_softmax (the weights sum to one) ∂/∂a = −c S v (w − q), ∂/∂b = −c S u (w − p). Zero where the
+        clamps act: log S above its bound (|α| > 1), or a value rounded below 0."""
+        alpha = self.alpha
+        if abs(1.0 - alpha * alpha) < ALPHA_LIMIT_TOL:
+            limit = ForwardKL if alpha < 0 else ReverseKL
+            return limit._fused(self, a, b, need_a, need_b)
+        q, log_q = softmax_and_log(a)
+        p, log_p = softmax_and_log(b)
+        u, v = 0.5 * (1.0 - alpha), 0.5 * (1.0 + alpha)
+        exponent = log_p.mul_(u).add_(log_q, alpha=v)
+        log_sum = torch.logsumexp(exponent, dim=-1, keepdim=True)
+        active = torch.ones_like(log_sum)
+        if abs(alpha) > 1.0:
+            active = (log_sum <= ALPHA_LOG_SUM_MAX).to(log_sum.dtype)
+            log_sum = log_sum.clamp_max(ALPHA_LOG_SUM_MAX)
+        scale = 4.0 / (1.0 - alpha * alpha)
+        raw = scale * -torch.expm1(log_sum)
+        active = active * (raw >= 0.0).to(raw.dtype)
+        weights = exponent.sub_(log_sum).exp_()
+        factor = -scale * log_sum.exp() * active
+        grad_a = (weights - q).mul_(factor * v) if need_a else None
+        grad_b = (weights - p).mul_(factor * u) if need_b else None
+        return raw.clamp_min(0.0).squeeze(-1), grad_a, grad_b
 
 
 # Named generators, written as functions of r = log(p/q) so that f(exp(r)) is evaluated without
@@ -185,3 +213,22 @@ class CauchySchwarz(PointwiseDivergence):
             - 2.0 * torch.logsumexp(log_p + log_q, dim=-1)
         )
         return value.clamp_min(0.0)
+
+    def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
+        """With the softmaxes s = softmax(2 log p) = p²/Σp², t = softmax(2 log q) and r = softmax(log p +
+        log q) = pq/Σpq, the logsumexp gradients give ∂value/∂log q = 2t − 2r, whose sum is 0, so through
+        log_softmax ∂/∂a = 2(t − r), and likewise ∂/∂b = 2(s − r); zero where the value is clamped."""
+        log_q = torch.log_softmax(a, dim=-1)
+        log_p = torch.log_softmax(b, dim=-1)
+        square_p, square_q, cross = 2.0 * log_p, 2.0 * log_q, log_p + log_q
+        log_cross = torch.logsumexp(cross, dim=-1, keepdim=True)
+        raw = (
+            torch.logsumexp(square_p, dim=-1, keepdim=True)
+            + torch.logsumexp(square_q, dim=-1, keepdim=True)
+            - 2.0 * log_cross
+        )
+        factor = 2.0 * (raw >= 0.0).to(raw.dtype)
+        r = cross.sub_(log_cross).exp_()
+        grad_a = (torch.softmax(square_q, dim=-1) - r).mul_(factor) if need_a else None
+        grad_b = (torch.softmax(square_p, dim=-1) - r).mul_(factor) if need_b else None
+        return raw.clamp_min(0.0).squeeze(-1), grad_a, grad_b

@@ -20,6 +20,10 @@ VARIANTS = [(name, {}) for name in POINTWISE] + [
     ("alpha", {"alpha": 0.6}),
     ("alpha", {"alpha": -2.0}),
     ("alpha", {"alpha": 1.0}),
+    ("alpha", {"alpha": -0.99999}),
+    ("alpha", {"alpha": 3.0}),
+    ("chi2", {"min_prob": 0.05}),
+    ("neyman_chi2", {"min_prob": 0.05}),
     *[("fdiv", {"generator": g}) for g in ("rkl", "tv", "hellinger", "pearson", "neyman", "js")],
     ("sinkhorn", {"cost": "abs_diff", "iters": 10}),
     ("sinkhorn_div", {"iters": 10}),
@@ -51,7 +55,9 @@ def test_fused_matches_plain_autograd(name, params, temperature, t_squared, mask
         torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-9, msg=lambda m, w=what: f"{w}: {m}")
 
 
-@pytest.mark.parametrize("name", ["kl", "rkl", "js", "tv", "hellinger", "cs", "gjs", "skl", "srkl"])
+@pytest.mark.parametrize(
+    "name", ["kl", "rkl", "js", "tv", "hellinger", "cs", "gjs", "skl", "srkl", "alpha", "chi2", "neyman_chi2"]
+)
 def test_fused_is_finite_at_extreme_logits(name):
     gen = torch.Generator().manual_seed(2)
     student = ((torch.rand(16, 12, generator=gen) * 2 - 1) * 1e4).requires_grad_(True)

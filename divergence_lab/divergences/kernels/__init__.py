@@ -1,4 +1,5 @@
-"""Compiled CPU row kernels for the closed-form members ``kl``, ``rkl``, ``js``, ``tv`` and ``hellinger``.
+"""Compiled CPU row kernels for the closed-form members ``kl``, ``rkl``, ``js``, ``tv``, ``hellinger``,
+``chi2`` and ``neyman_chi2``.
 
 The fused path (:mod:`divergence_lab.divergences.fused`) computes each row's value and its gradient with
 respect to the student's logits inside the forward pass. In eager PyTorch that is about a dozen passes
@@ -35,7 +36,9 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("fused_rows.cpp")
 #: The member each kernel computes, by registry name (the ``kind`` argument of the C++ function).
-KINDS = {"kl": 0, "rkl": 1, "js": 2, "tv": 3, "hellinger": 4}
+KINDS = {"kl": 0, "rkl": 1, "js": 2, "tv": 3, "hellinger": 4, "chi2": 5, "neyman_chi2": 6}
+#: The member attribute a kernel takes as its parameter (the others take none).
+PARAMETERS = {"chi2": "min_prob", "neyman_chi2": "min_prob"}
 DTYPES = (torch.float32, torch.float64)
 SWITCH = "DLAB_ROW_KERNELS"  # "off": never use the compiled kernels
 CACHE_ENV = "DLAB_KERNEL_CACHE"
@@ -104,12 +107,15 @@ def _extension() -> Any | None:
     return extension
 
 
-def row_kernel(name: str, student: Tensor, teacher: Tensor) -> Callable[..., Tensor] | None:
+def row_kernel(
+    name: str, student: Tensor, teacher: Tensor, member: Any = None
+) -> Callable[..., Tensor] | None:
     """The compiled kernel of member ``name`` for these logits, or None where the eager blocks must run.
 
     The kernel is ``kernel(student, teacher, temperature, grad)``: per-row values (N,) of the member on
     ``(student / T, teacher / T)``, and ``∂value/∂student`` written into ``grad`` (an (N, C) tensor, or
     None for values only). Inputs must be CPU, float32 or float64, and contiguous (the caller ensures it).
+    A member with a parameter (:data:`PARAMETERS`) reads it from ``member``, the divergence instance.
     """
     if name not in KINDS or student.device.type != "cpu" or student.dtype not in DTYPES:
         return None
@@ -119,4 +125,7 @@ def row_kernel(name: str, student: Tensor, teacher: Tensor) -> Callable[..., Ten
     if extension is None:
         return None
     kind = KINDS[name]
-    return lambda s, t, temperature, grad: extension.fused_rows(s, t, float(temperature), kind, grad)
+    parameter = float(getattr(member, PARAMETERS[name])) if name in PARAMETERS else 0.0
+    return lambda s, t, temperature, grad: extension.fused_rows(
+        s, t, float(temperature), kind, parameter, grad
+    )

@@ -1,4 +1,5 @@
-// CPU row kernels of the closed-form pointwise divergences (kl, rkl, js, tv, hellinger): per-row values and
+// CPU row kernels of the closed-form pointwise divergences (kl, rkl, js, tv, hellinger, chi2, neyman_chi2):
+// per-row values and
 // the gradient with respect to the student's logits. Each row is read once from memory and then worked on
 // in cache (two passes for the two log-normalisers, one or two for value and gradient), the gradient is
 // written once, and nothing of size (N, C) is allocated. The exponentials of the normaliser passes are kept
@@ -19,7 +20,7 @@ namespace {
 
 using at::vec::Vectorized;
 
-enum Kind { KL = 0, RKL = 1, JS = 2, TV = 3, HELLINGER = 4 };
+enum Kind { KL = 0, RKL = 1, JS = 2, TV = 3, HELLINGER = 4, CHI2 = 5, NEYMAN_CHI2 = 6 };
 
 template <typename T>
 struct Row {
@@ -31,6 +32,7 @@ struct Row {
   T out;       // factor of the written gradient: 1 / T, so that it is with respect to the raw logits
   T* ea;       // exp(a − max a) and exp(b − max b): rows of this thread's own, filled by log_normaliser
   T* eb;
+  T parameter; // the member's parameter (chi2, neyman_chi2: min_prob, the floor of the denominator)
 };
 
 template <typename T, typename F>
@@ -255,9 +257,40 @@ T hellinger_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
   return value;
 }
 
+// Pearson χ² (q in the denominator, `clamp_q`) or Neyman χ² (p in the denominator): with d = max(·, ε) and
+// t = (p − q) / d, value = Σ t (p − q). ∂value/∂q: Pearson 1 − (p/d)² where q ≥ ε, else −2t (clamped, no
+// gradient through the denominator, as clamp_min); Neyman −2t. ∂/∂a = q (g − ⟨q, g⟩).
+template <typename T>
+T chi2_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb, bool clamp_q) {
+  using V = Vectorized<T>;
+  const V eps(r.parameter), one(T(1)), minus_two(T(-2));
+  RowSum<T> value, q_dot_g;
+  for_each<T>(r.n, [&](int64_t k, int64_t c) {
+    const V q = la.prob(r.ea, k, c), p = lb.prob(r.eb, k, c);
+    const V d = at::vec::maximum(clamp_q ? q : p, eps);
+    const V difference = p - q;
+    const V t = difference / d;
+    value.add(masked(t * difference, c, T(0)));
+    V g = t * minus_two;
+    if (clamp_q) {
+      const V ratio = p / d;
+      g = V::blendv(g, one - ratio * ratio, q >= eps);
+    }
+    q_dot_g.add(masked(q * g, c, T(0)));
+    if (r.g) store(g, r.g + k, c);
+  });
+  if (r.g) {
+    const V dot(q_dot_g.result()), o(r.out);
+    for_each<T>(r.n, [&](int64_t k, int64_t c) {
+      store(la.prob(r.ea, k, c) * (load(r.g + k, c) - dot) * o, r.g + k, c);
+    });
+  }
+  return value.result();
+}
+
 template <typename T>
 void rows(const at::Tensor& student, const at::Tensor& teacher, double temperature, int64_t kind,
-          at::Tensor& values, at::Tensor* grad) {
+          double parameter, at::Tensor& values, at::Tensor* grad) {
   const int64_t n = student.size(0), c = student.size(1);
   const T* a = student.data_ptr<T>();
   const T* b = teacher.data_ptr<T>();
@@ -267,7 +300,8 @@ void rows(const at::Tensor& student, const at::Tensor& teacher, double temperatu
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> exps(2 * c);
     for (int64_t i = begin; i < end; ++i) {
-      const Row<T> r{a + i * c, b + i * c, g ? g + i * c : nullptr, c, scale, scale, exps.data(), exps.data() + c};
+      const Row<T> r{a + i * c,   b + i * c,          g ? g + i * c : nullptr, c, scale, scale,
+                     exps.data(), exps.data() + c, T(parameter)};
       const LogProb<T> la(scale, log_normaliser(r.a, c, scale, r.ea));
       const LogProb<T> lb(scale, log_normaliser(r.b, c, scale, r.eb));
       switch (kind) {
@@ -275,7 +309,9 @@ void rows(const at::Tensor& student, const at::Tensor& teacher, double temperatu
         case RKL: v[i] = rkl_row(r, la, lb); break;
         case JS: v[i] = js_row(r, la, lb); break;
         case TV: v[i] = tv_row(r, la, lb); break;
-        default: v[i] = hellinger_row(r, la, lb); break;
+        case HELLINGER: v[i] = hellinger_row(r, la, lb); break;
+        case CHI2: v[i] = chi2_row(r, la, lb, true); break;
+        default: v[i] = chi2_row(r, la, lb, false); break;
       }
     }
   });
@@ -283,15 +319,15 @@ void rows(const at::Tensor& student, const at::Tensor& teacher, double temperatu
 
 }  // namespace
 
-// Values (N,) of the member `kind` on (student / T, teacher / T) and, if `grad` is given, ∂value/∂student
-// written into it (N, C).
+// Values (N,) of the member `kind` (with its `parameter`, where it has one) on (student / T, teacher / T)
+// and, if `grad` is given, ∂value/∂student written into it (N, C).
 at::Tensor fused_rows(const at::Tensor& student, const at::Tensor& teacher, double temperature, int64_t kind,
-                      c10::optional<at::Tensor> grad) {
+                      double parameter, c10::optional<at::Tensor> grad) {
   TORCH_CHECK(student.is_cpu() && teacher.is_cpu(), "fused_rows: CPU tensors only");
   TORCH_CHECK(student.dim() == 2 && student.sizes() == teacher.sizes(), "fused_rows: two (N, C) tensors");
   TORCH_CHECK(student.is_contiguous() && teacher.is_contiguous(), "fused_rows: contiguous tensors only");
   TORCH_CHECK(student.scalar_type() == teacher.scalar_type(), "fused_rows: one dtype");
-  TORCH_CHECK(kind >= KL && kind <= HELLINGER, "fused_rows: unknown kind");
+  TORCH_CHECK(kind >= KL && kind <= NEYMAN_CHI2, "fused_rows: unknown kind");
   at::Tensor values = at::empty({student.size(0)}, student.options());
   at::Tensor* out = nullptr;
   if (grad.has_value() && grad->defined()) {
@@ -300,7 +336,7 @@ at::Tensor fused_rows(const at::Tensor& student, const at::Tensor& teacher, doub
     out = &grad.value();
   }
   AT_DISPATCH_FLOATING_TYPES(student.scalar_type(), "fused_rows", [&] {
-    rows<scalar_t>(student, teacher, temperature, kind, values, out);
+    rows<scalar_t>(student, teacher, temperature, kind, parameter, values, out);
   });
   return values;
 }

@@ -25,6 +25,7 @@ SINKHORN_CASES = [(256, 10, 20), (256, 100, 100), (64, 1000, 50)]
 CLOSED_FORMS = ["gjs:beta=0.5", "skl:alpha=0.1", "srkl:alpha=0.1", "alpha:alpha=0.5", "chi2", "neyman_chi2"]
 CLOSED_FORMS += ["cs"]
 CLOSED_FORM_SIZE = (4096, 32000)
+CLOSED_FORM_IMPLS = ("ours", "eager", "blocks")
 LINEAR_SIZES = [(1024, 256, 16000)]  # (tokens, hidden, vocabulary)
 HUGE_LINEAR = (8192, 1024, 128000)
 LINEAR_DIVERGENCES = ["kl", "js"]
@@ -130,7 +131,7 @@ def closed_forms() -> list[str]:
         "|---|---|---|---|---|",
     ]
     for spec in CLOSED_FORMS:
-        runs = {impl: case("closed_form_case", spec, impl, rows, classes) for impl in ("ours", "eager", "blocks")}
+        runs = {impl: case("closed_form_case", spec, impl, rows, classes) for impl in CLOSED_FORM_IMPLS}
         ours, blocks = runs["ours"], runs["blocks"]
         speedup = ratio(blocks["seconds"] / ours["seconds"]) if ours and blocks else "—"
         cells = " | ".join(fmt_s(record and record["seconds"]) for record in runs.values())

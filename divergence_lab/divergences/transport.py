@@ -4,7 +4,8 @@ Both are pointwise members: for every row, p = softmax(teacher/T) and q = softma
 over the C classes with a ground cost M (C×C). The solver is a batched, log-domain Sinkhorn iteration with
 a fixed iteration budget (optionally stopping at a tolerance). The updates are stabilised matrix products
 with K = exp(−M/ε) where K is representable, logsumexp otherwise. Gradients come from unrolling the
-iterations (memory O(iters · N · C) plus the final N · C² plan) or from the dual potentials (envelope).
+iterations (memory O(iters · N · C); the transport cost is a bilinear form of the potentials, so no N · C²
+plan is formed while the kernel is representable) or from the dual potentials (envelope).
 """
 
 from __future__ import annotations
@@ -88,8 +89,7 @@ def sinkhorn_potentials(
     """
     log_a = log_a.clamp_min(LOG_PROB_FLOOR)
     log_b = log_b.clamp_min(LOG_PROB_FLOOR)
-    limit = MATMUL_MAX_COST_OVER_EPSILON.get(cost.dtype, 80.0)
-    if float(cost.detach().max()) / epsilon <= limit:
+    if uses_matrix_products(cost, epsilon):
         kernel = torch.exp(-cost / epsilon)
 
         def rows(log_x: Tensor) -> Tensor:
@@ -135,6 +135,33 @@ def entropic_log_plan(
     return log_plan_from_potentials(log_a, log_b, u, v, cost, epsilon)
 
 
+def uses_matrix_products(cost: Tensor, epsilon: float) -> bool:
+    """Whether every kernel entry exp(−M/ε) is a normal number of the cost's dtype (see the limits above)."""
+    return float(cost.detach().max()) / epsilon <= MATMUL_MAX_COST_OVER_EPSILON.get(cost.dtype, 80.0)
+
+
+def transport_cost(
+    log_a: Tensor, log_b: Tensor, u: Tensor, v: Tensor, cost: Tensor, epsilon: float
+) -> Tensor:
+    """⟨Π, M⟩ per row for the plan Π_ij = x_i K_ij y_j with x = a e^u, y = b e^v and K = exp(−M/ε).
+
+    Where the kernel is representable this is the bilinear form xᵀ (K ⊙ M) y: a (B, C) × (C, C) product,
+    no (B, C, C) plan. It is evaluated as exp(s_x + s_y) · x̃ᵀ (K ⊙ M) ỹ with x̃ = x e^{−s_x}, ỹ = y e^{−s_y}
+    and s the row maxima of log x and log y (detached: the value does not depend on them), so x̃, ỹ ≤ 1;
+    every plan entry is at most 1, so s_x + s_y ≤ max(M)/ε and exp(s_x + s_y) is finite wherever the kernel
+    is representable. Otherwise the plan is formed in log space.
+    """
+    if not uses_matrix_products(cost, epsilon):
+        return (log_plan_from_potentials(log_a, log_b, u, v, cost, epsilon).exp() * cost).sum(dim=(-2, -1))
+    log_x = log_a.clamp_min(LOG_PROB_FLOOR) + u
+    log_y = log_b.clamp_min(LOG_PROB_FLOOR) + v
+    shift_x = log_x.detach().amax(dim=-1, keepdim=True)
+    shift_y = log_y.detach().amax(dim=-1, keepdim=True)
+    weighted_kernel = torch.exp(-cost / epsilon) * cost
+    inner = (((log_x - shift_x).exp() @ weighted_kernel) * (log_y - shift_y).exp()).sum(-1)
+    return inner * (shift_x + shift_y).squeeze(-1).exp()
+
+
 def sinkhorn_log(
     log_a: Tensor,
     log_b: Tensor,
@@ -152,11 +179,11 @@ def sinkhorn_log(
     approaches as ε → 0); memory then no longer grows with ``iters``.
     """
     if gradient == "unroll":
-        return (entropic_log_plan(log_a, log_b, cost, epsilon, iters, tol).exp() * cost).sum(dim=(-2, -1))
+        u, v = sinkhorn_potentials(log_a, log_b, cost, epsilon, iters, tol)
+        return transport_cost(log_a, log_b, u, v, cost, epsilon)
     with torch.no_grad():
         u, v = sinkhorn_potentials(log_a, log_b, cost, epsilon, iters, tol)
-        log_plan = log_plan_from_potentials(log_a, log_b, u, v, cost, epsilon)
-        value = (log_plan.exp() * cost).sum(dim=(-2, -1))
+        value = transport_cost(log_a, log_b, u, v, cost, epsilon)
     surrogate = (log_a.exp() * (epsilon * u)).sum(-1) + (log_b.exp() * (epsilon * v)).sum(-1)
     return value + surrogate - surrogate.detach()
 
@@ -222,7 +249,7 @@ class Sinkhorn(_SinkhornBase):
     costs are; an explicit matrix sets ``symmetric`` from its own symmetry). Mode "neither": geometry-aware
     and informative even for disjoint supports. Range [0, max M]; note it is NOT 0 at p = q (the entropic
     plan blurs mass off the diagonal) — use ``sinkhorn_div`` for a divergence that vanishes at p = q.
-    Shapes: (N, C) -> (N,), memory O(iters·N·C²).
+    Shapes: (N, C) -> (N,), memory O(iters·N·C) (O(iters·N·C²) in the logsumexp regime).
     Stability: log-domain updates with log-probabilities floored at −1e4, so nothing is −inf; the
     matrix-product form is used only while exp(−max M/ε) is a normal number (max M/ε ≤ 80 in float32,
     700 in float64), logsumexp beyond. With few iterations the row marginal of Π is only approximately p
@@ -246,7 +273,8 @@ class SinkhornDivergence(_SinkhornBase):
     range [0, max M] in practice (non-negativity is a theorem for the regularised objective with a
     positive-definite kernel exp(−M/ε), such as the named costs; for the transport-cost form it is
     verified numerically in the tests, and tiny negative values from an unconverged solver are possible).
-    Shapes: (N, C) -> (N,), memory O(3·iters·N·C²). Stability: as ``sinkhorn``.
+    Shapes: (N, C) -> (N,), memory O(3·iters·N·C) (C² per row in the logsumexp regime). Stability: as
+    ``sinkhorn``.
     """
 
     def _pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:

@@ -125,6 +125,7 @@ def test_the_fused_path_uses_the_kernel_only_for_a_frozen_teacher_on_cpu(monkeyp
     assert kernel_result[2] is None and eager_result[2] is not None
     assert kernels.row_kernel("gjs", student, teacher) is None  # no compiled kernel: eager blocks
     assert kernels.row_kernel("kl", student.half(), teacher.half()) is None
+    assert kernels.row_kernel("kl", student, teacher.float()) is None  # mixed dtypes: eager blocks
 
 
 def test_a_non_contiguous_student_is_handled(monkeypatch):
@@ -164,3 +165,24 @@ def test_without_the_kernels_the_eager_blocks_give_the_same_numbers(cause, monke
     assert sum(expected in record.getMessage() for record in caplog.records) == 1
     torch.testing.assert_close(with_kernel[0], without[0], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(with_kernel[1], without[1], rtol=1e-12, atol=1e-12)
+
+
+def test_kernels_come_from_the_provider_of_the_device_type(monkeypatch):
+    """The fused path asks the provider registered for the logits' device (a CUDA kernel plugs in the same
+    way); a device type without one runs the eager blocks."""
+    asked = []
+
+    def provider(name, student, member):
+        asked.append((name, student.device.type, member.min_prob))
+        return kernels._cpu_kernel(name, student, member)
+
+    monkeypatch.setitem(kernels.PROVIDERS, "cpu", provider)
+    student, teacher = _logits(4, 40, 12), _logits(4, 40, 13)
+    member = divergences.build("chi2", min_prob=0.01)
+    values, grad, _ = fused_values_and_gradients(member, student, teacher, 0, True, False)
+    assert asked == [("chi2", "cpu", 0.01)]
+    expected_values, expected_grad, _ = member._fused(student, teacher, True, False)
+    torch.testing.assert_close(values, expected_values, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    monkeypatch.delitem(kernels.PROVIDERS, "cpu")
+    assert kernels.row_kernel("chi2", student, teacher, member) is None

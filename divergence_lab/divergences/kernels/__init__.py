@@ -114,12 +114,19 @@ def row_kernel(
 
     The kernel is ``kernel(student, teacher, temperature, grad)``: per-row values (N,) of the member on
     ``(student / T, teacher / T)``, and ``∂value/∂student`` written into ``grad`` (an (N, C) tensor, or
-    None for values only). Inputs must be CPU, float32 or float64, and contiguous (the caller ensures it).
-    A member with a parameter (:data:`PARAMETERS`) reads it from ``member``, the divergence instance.
+    None for values only); inputs are contiguous (the caller ensures it). A member with a parameter
+    (:data:`PARAMETERS`) reads it from ``member``, the divergence instance. The kernel comes from the
+    provider of the logits' device type (:data:`PROVIDERS`).
     """
-    if name not in KINDS or student.device.type != "cpu" or student.dtype not in DTYPES:
+    if teacher.dtype != student.dtype or teacher.device != student.device:
         return None
-    if teacher.dtype != student.dtype:
+    provider = PROVIDERS.get(student.device.type)
+    return provider(name, student, member) if provider is not None else None
+
+
+def _cpu_kernel(name: str, student: Tensor, member: Any) -> Callable[..., Tensor] | None:
+    """The C++ row kernel (float32, float64), where it could be built."""
+    if name not in KINDS or student.dtype not in DTYPES:
         return None
     extension = _extension()
     if extension is None:
@@ -129,3 +136,10 @@ def row_kernel(
     return lambda s, t, temperature, grad: extension.fused_rows(
         s, t, float(temperature), kind, parameter, grad
     )
+
+
+#: Row-kernel providers by device type: ``provider(name, student, member)`` returns a kernel with the
+#: contract of :func:`row_kernel`, or None. CUDA has none yet (the fused path runs its eager blocks there);
+#: a Triton kernel with the same contract — one program per row, the two normaliser passes and the
+#: value-and-gradient pass of ``fused_rows.cpp`` — plugs in as ``PROVIDERS["cuda"]``.
+PROVIDERS: dict[str, Callable[[str, Tensor, Any], Callable[..., Tensor] | None]] = {"cpu": _cpu_kernel}

@@ -152,6 +152,17 @@ struct LogProb {
   inline Vectorized<T> prob(const T* e, int64_t k, int64_t c) const { return load(e + k, c) * inverse_sum; }
 };
 
+// The gradient pass of a member whose ∂value/∂q = g is already in r.g: through log_softmax,
+// ∂/∂a = q (g − ⟨q, g⟩), scaled by 1/T.
+template <typename T>
+void through_softmax(const Row<T>& r, const LogProb<T>& la, T q_dot_g) {
+  using V = Vectorized<T>;
+  const V dot(q_dot_g), o(r.out);
+  for_each<T>(r.n, [&](int64_t k, int64_t c) {
+    store(la.prob(r.ea, k, c) * (load(r.g + k, c) - dot) * o, r.g + k, c);
+  });
+}
+
 template <typename T>
 T kl_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
   // value = Σ p (log p − log q);  ∂/∂a = q − p
@@ -203,12 +214,7 @@ T js_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
     q_dot_g.add(qg);
     if (r.g) store(g, r.g + k, c);
   });
-  if (r.g) {
-    const V dot(q_dot_g.result()), o(r.out);
-    for_each<T>(r.n, [&](int64_t k, int64_t c) {
-      store(la.prob(r.ea, k, c) * (load(r.g + k, c) - dot) * o, r.g + k, c);
-    });
-  }
+  if (r.g) through_softmax(r, la, q_dot_g.result());
   return value.result();
 }
 
@@ -279,12 +285,7 @@ T chi2_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb, bool cla
     q_dot_g.add(masked(q * g, c, T(0)));
     if (r.g) store(g, r.g + k, c);
   });
-  if (r.g) {
-    const V dot(q_dot_g.result()), o(r.out);
-    for_each<T>(r.n, [&](int64_t k, int64_t c) {
-      store(la.prob(r.ea, k, c) * (load(r.g + k, c) - dot) * o, r.g + k, c);
-    });
-  }
+  if (r.g) through_softmax(r, la, q_dot_g.result());
   return value.result();
 }
 

@@ -222,13 +222,11 @@ class CauchySchwarz(PointwiseDivergence):
         log_p = torch.log_softmax(b, dim=-1)
         square_p, square_q, cross = 2.0 * log_p, 2.0 * log_q, log_p + log_q
         log_cross = torch.logsumexp(cross, dim=-1, keepdim=True)
-        raw = (
-            torch.logsumexp(square_p, dim=-1, keepdim=True)
-            + torch.logsumexp(square_q, dim=-1, keepdim=True)
-            - 2.0 * log_cross
-        )
+        log_square_p = torch.logsumexp(square_p, dim=-1, keepdim=True)
+        log_square_q = torch.logsumexp(square_q, dim=-1, keepdim=True)
+        raw = log_square_p + log_square_q - 2.0 * log_cross
         factor = 2.0 * (raw >= 0.0).to(raw.dtype)
         r = cross.sub_(log_cross).exp_()
-        grad_a = (torch.softmax(square_q, dim=-1) - r).mul_(factor) if need_a else None
-        grad_b = (torch.softmax(square_p, dim=-1) - r).mul_(factor) if need_b else None
+        grad_a = square_q.sub_(log_square_q).exp_().sub_(r).mul_(factor) if need_a else None
+        grad_b = square_p.sub_(log_square_p).exp_().sub_(r).mul_(factor) if need_b else None
         return raw.clamp_min(0.0).squeeze(-1), grad_a, grad_b

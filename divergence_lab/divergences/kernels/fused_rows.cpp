@@ -28,8 +28,8 @@ struct Row {
   const T* b;  // teacher logits
   T* g;        // gradient of the value with respect to the scaled student logits (nullptr: not needed)
   int64_t n;
-  T scale;     // 1 / T: the kernel works on a = student / T and b = teacher / T
-  T out;       // factor of the written gradient: 1 / T, so that it is with respect to the raw logits
+  T scale;     // 1 / T: the kernel works on a = student / T and b = teacher / T, and the written gradient
+               // carries this factor too, so that it is with respect to the raw logits
   T* ea;       // exp(a − max a) and exp(b − max b): rows of this thread's own, filled by log_normaliser
   T* eb;
   T parameter; // the member's parameter (chi2, neyman_chi2: min_prob, the floor of the denominator)
@@ -157,7 +157,7 @@ struct LogProb {
 template <typename T>
 void through_softmax(const Row<T>& r, const LogProb<T>& la, T q_dot_g) {
   using V = Vectorized<T>;
-  const V dot(q_dot_g), o(r.out);
+  const V dot(q_dot_g), o(r.scale);
   for_each<T>(r.n, [&](int64_t k, int64_t c) {
     store(la.prob(r.ea, k, c) * (load(r.g + k, c) - dot) * o, r.g + k, c);
   });
@@ -167,7 +167,7 @@ template <typename T>
 T kl_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
   // value = Σ p (log p − log q);  ∂/∂a = q − p
   using V = Vectorized<T>;
-  const V o(r.out);
+  const V o(r.scale);
   RowSum<T> value;
   for_each<T>(r.n, [&](int64_t k, int64_t c) {
     const V p = lb.prob(r.eb, k, c);
@@ -187,7 +187,7 @@ T rkl_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
   });
   const T v = value.result();
   if (r.g) {
-    const V vv(v), o(r.out);
+    const V vv(v), o(r.scale);
     for_each<T>(r.n, [&](int64_t k, int64_t c) {
       const V ratio = la(r.a, k, c) - lb(r.b, k, c);
       store(la.prob(r.ea, k, c) * (ratio - vv) * o, r.g + k, c);
@@ -233,7 +233,7 @@ T tv_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
     if (r.g) store(q * (zero - sign * half), r.g + k, c);
   });
   if (r.g) {
-    const V correction(q_dot_sign.result() * T(0.5)), o(r.out);
+    const V correction(q_dot_sign.result() * T(0.5)), o(r.scale);
     for_each<T>(r.n, [&](int64_t k, int64_t c) {
       store((load(r.g + k, c) + la.prob(r.ea, k, c) * correction) * o, r.g + k, c);
     });
@@ -254,7 +254,7 @@ T hellinger_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
   const T total = bc.result();
   const T value = std::max(T(0), -std::expm1(std::log(total)));
   if (r.g) {
-    const V active(value > T(0) ? T(-0.5) * r.out : T(0)), bcv(total);
+    const V active(value > T(0) ? T(-0.5) * r.scale : T(0)), bcv(total);
     for_each<T>(r.n, [&](int64_t k, int64_t c) {
       const V root = load(r.ea + k, c).sqrt() * load(r.eb + k, c).sqrt() * root_scale;
       store((root - la.prob(r.ea, k, c) * bcv) * active, r.g + k, c);
@@ -301,8 +301,8 @@ void rows(const at::Tensor& student, const at::Tensor& teacher, double temperatu
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> exps(2 * c);
     for (int64_t i = begin; i < end; ++i) {
-      const Row<T> r{a + i * c,   b + i * c,          g ? g + i * c : nullptr, c, scale, scale,
-                     exps.data(), exps.data() + c, T(parameter)};
+      const Row<T> r{a + i * c, b + i * c, g ? g + i * c : nullptr, c, scale, exps.data(), exps.data() + c,
+                     T(parameter)};
       const LogProb<T> la(scale, log_normaliser(r.a, c, scale, r.ea));
       const LogProb<T> lb(scale, log_normaliser(r.b, c, scale, r.eb));
       switch (kind) {

@@ -1,28 +1,33 @@
-"""Which group is better, per metric: summaries, paired differences against a baseline, and ranks.
+"""Which group is better, per metric: summaries, paired differences against a baseline with corrected
+p-values and verdicts, and ranks from paired tests.
 
 The baseline is one value of one varying key (``--baseline kl``, ``--baseline divergence=kl``; default: the
 study's ``report.baseline``, else the first group's value of the first varying key). Every group is
 compared with the baseline group that shares its other varying values: in a ``divergence × temperature``
 sweep ``--baseline kl`` compares ``js, T=4`` with ``kl, T=4``, never with ``kl, T=1``. A group whose
-counterpart did not finish gets no difference, and the table says so. The statistics are in
-:mod:`divergence_lab.report.statistics`.
+counterpart did not finish gets no difference, and the table says so. The comparisons of one metric
+against the baseline are one family: their p-values are corrected together (Holm by default). The
+statistics are in :mod:`divergence_lab.report.statistics`, the verdicts and ranks in
+:mod:`divergence_lab.report.verdicts`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from divergence_lab.report.collect import Group, SweepReport
 from divergence_lab.report.errors import ReportError
-from divergence_lab.report.metric_info import direction
+from divergence_lab.report.metric_info import bounds, direction
 from divergence_lab.report.statistics import (
     PairedDifference,
-    Rank,
+    Settings,
     Summary,
+    correct,
     paired_difference,
-    rank,
     summarise,
 )
+from divergence_lab.report.verdicts import Rank, Verdict, paired_ranks, verdict
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class GroupRow:
     difference: PairedDifference | None  # None for the baseline itself, or without a counterpart
     counterpart_missing: bool
     rank: Rank | None
+    verdict: Verdict | None = None  # None where there is no difference
 
 
 @dataclass
@@ -55,6 +61,12 @@ class MetricComparison:
     metric: str
     direction: int
     rows: list[GroupRow]
+    settings: Settings = field(default_factory=Settings)
+
+    @property
+    def comparisons(self) -> int:
+        """The size of the family corrected together: the groups with a difference to their baseline."""
+        return sum(row.difference is not None for row in self.rows)
 
     @property
     def best(self) -> GroupRow | None:
@@ -102,34 +114,67 @@ def _counterpart(group: Group, baseline: Baseline, groups: list[Group], varying:
     return None
 
 
-def compare(report: SweepReport, baseline: Baseline | None) -> list[MetricComparison]:
-    """Per metric: every group's summary, its paired difference with its baseline group, and its rank."""
+def compare(
+    report: SweepReport,
+    baseline: Baseline | None,
+    settings: dict[str, Settings] | None = None,
+    shown: Callable[[float], str] = str,
+) -> list[MetricComparison]:
+    """Per metric: every group's summary, its paired difference with its baseline group (p-values
+    corrected over the metric's family), its verdict and its rank. ``settings`` maps a metric to how it is
+    tested (default :class:`Settings`); ``shown`` formats a metric value inside a verdict."""
     comparisons = []
     for metric in report.metrics:
-        summaries = {id(g): summarise(g.values[metric]) for g in report.groups if g.values.get(metric)}
-        ranks = rank({str(k): v for k, v in summaries.items()}, direction(metric))
+        metric_settings = (settings or {}).get(metric, Settings())
+        summaries = {
+            id(g): summarise(g.values[metric], bounds(metric)) for g in report.groups if g.values.get(metric)
+        }
+        counterparts = {
+            id(g): _counterpart(g, baseline, report.groups, report.varying) if baseline is not None else None
+            for g in report.groups
+        }
+        is_baseline = {
+            id(g): baseline is not None and dict(g.key).get(baseline.key) == baseline.value
+            for g in report.groups
+        }
+        pairs = [
+            (g.per_seed.get(metric, {}), counterparts[id(g)].per_seed.get(metric, {}))
+            for g in report.groups
+            if counterparts[id(g)] is not None and not is_baseline[id(g)]
+        ]
+        family = sum(1 for group, base in pairs if set(group) & set(base))
+        differences = correct(
+            [paired_difference(group, base, metric_settings, family) for group, base in pairs],
+            metric_settings.correction,
+        )
+        ranks = paired_ranks(
+            {str(id(g)): g.per_seed.get(metric, {}) for g in report.groups if id(g) in summaries},
+            {str(k): v.mean for k, v in summaries.items()},
+            direction(metric),
+            metric_settings,
+        )
         rows = []
+        found = iter(differences)
         for group in report.groups:
-            is_baseline = baseline is not None and dict(group.key).get(baseline.key) == baseline.value
-            counterpart = (
-                _counterpart(group, baseline, report.groups, report.varying) if baseline is not None else None
-            )
-            difference = None
-            if counterpart is not None and not is_baseline:
-                difference = paired_difference(
-                    group.per_seed.get(metric, {}), counterpart.per_seed.get(metric, {})
-                )
+            counterpart = counterparts[id(group)]
+            has_pair = counterpart is not None and not is_baseline[id(group)]
+            difference = next(found) if has_pair else None
             rows.append(
                 GroupRow(
                     group=group,
                     label=report.label(group),
                     summary=summaries.get(id(group)),
                     per_seed=dict(sorted(group.per_seed.get(metric, {}).items())),
-                    is_baseline=is_baseline,
+                    is_baseline=is_baseline[id(group)],
                     difference=difference,
-                    counterpart_missing=baseline is not None and not is_baseline and counterpart is None,
+                    counterpart_missing=baseline is not None
+                    and not is_baseline[id(group)]
+                    and counterpart is None,
                     rank=ranks.get(str(id(group))),
+                    verdict=None
+                    if difference is None
+                    else verdict(difference, direction(metric), metric_settings, shown),
                 )
             )
-        comparisons.append(MetricComparison(metric, direction(metric), rows))
+        comparisons.append(MetricComparison(metric, direction(metric), rows, metric_settings))
     return comparisons

@@ -4,9 +4,16 @@
 The panels, in order:
 
 * GCD sweeps (runs that leave ``gcd_curve.json``): Old, New and All clustering accuracy on ``D_u``;
+* the training loss and the divergence term (``train/loss``, ``train/distill``: the epoch means the
+  runs log), where the runs logged them;
 * the validation metrics the runs log each epoch in their CSV log (``csv/metrics.csv``): ``val/acc`` and
   the ``val/`` counterpart of every reported metric (``test/nll`` → ``val/nll``), those some run logged.
   In GCD sweeps ``val/acc``, ``val/acc_old`` and ``val/acc_new`` repeat the GCD panels and are left out.
+
+The epoch each run's test metrics come from (``selected_epoch`` in ``metrics.json``) is marked by a dotted
+line in its group's colour. Where a curve has flattened (over its last half, the group means move less
+than :data:`SATURATED_SHARE` of their whole range), an inset zooms on the last epochs, where the
+differences the report compares are made.
 
 A resumed run leaves the CSV of each earlier attempt as ``csv/metrics.attempt-<k>.csv``; the attempts are
 merged in order (``k`` = 0, 1, ..., then ``metrics.csv``), a later attempt's value of a metric replacing an
@@ -24,6 +31,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +50,7 @@ from divergence_lab.report.figure_style import (
     unique_labels,
 )
 from divergence_lab.report.metric_info import axis_label
+from divergence_lab.report.selection import selected_epochs
 
 CSV_DIR = "csv"
 CSV_FILE = "metrics.csv"
@@ -52,6 +61,13 @@ GCD_PANELS = (("acc_old", "Old classes"), ("acc_new", "New classes"), ("acc_all"
 GCD_AXIS_LABEL = "clustering accuracy on D_u (↑ better)"
 GCD_REPEATED = ("val/acc", "val/acc_old", "val/acc_new")  # the GCD panels' numbers, as the CSV logs them
 ALWAYS_DRAWN = "val/acc"
+TRAINING_TERMS = ("train/loss", "train/distill")  # epoch means, drawn first where logged
+EPOCH_SUFFIX = "_epoch"  # Lightning's name for the epoch mean of a term also logged per step
+SATURATED_SHARE = 0.1
+MIN_ZOOM_EPOCHS = 6  # shorter curves get no inset
+ZOOM_SHARE = 1 / 3  # the inset shows the last third of the epochs
+INSET_BOUNDS = (0.42, 0.1, 0.53, 0.45)  # of the panel: left, bottom, width, height
+INSET_PAD = 0.05  # of the inset's value range, added above and below
 MAX_LINES = 10
 PANEL_COLUMNS = 3
 PANEL_WIDTH_IN = 3.6
@@ -84,7 +100,7 @@ def read_csv_log(path: Path) -> dict[str, EpochValues]:
                 for name, cell in row.items():
                     value = _number(cell) if isinstance(name, str) and name not in NOT_METRICS else None
                     if value is not None:
-                        metrics.setdefault(name, {})[int(epoch) + 1] = value
+                        metrics.setdefault(name.removesuffix(EPOCH_SUFFIX), {})[int(epoch) + 1] = value
     except (OSError, UnicodeDecodeError, csv.Error):
         return {}
     return metrics
@@ -153,6 +169,17 @@ class CurvePanel:
     ylabel: str
     title: str = ""
     lines: dict[str, CurveStats] = field(default_factory=dict)  # group label -> curve
+    selected: dict[str, list[int]] = field(default_factory=dict)  # group label -> its runs' selected epochs
+
+    def saturated(self) -> bool:
+        """Whether every curve has flattened: over the last half of the epochs, the means move less than
+        :data:`SATURATED_SHARE` of the panel's whole range (and there are enough epochs to zoom on)."""
+        means = [stats.mean for stats in self.lines.values() if len(stats.epochs) >= MIN_ZOOM_EPOCHS]
+        if not means or len(means) < len(self.lines):
+            return False
+        whole = max(m.max() for m in means) - min(m.min() for m in means)
+        late = max(float(np.ptp(m[len(m) // 2 :])) for m in means)
+        return whole > 0 and late < SATURATED_SHARE * whole
 
 
 def val_counterpart(metric: str) -> str | None:
@@ -162,8 +189,9 @@ def val_counterpart(metric: str) -> str | None:
 
 
 def curve_metrics(reported: list[str], logged: set[str]) -> list[str]:
-    """``val/acc`` and the ``val/`` counterparts of the reported metrics that are in ``logged``, in order."""
-    wanted = [ALWAYS_DRAWN, *(val_counterpart(metric) for metric in reported)]
+    """The training terms, ``val/acc`` and the ``val/`` counterparts of the reported metrics that are in
+    ``logged``, in order."""
+    wanted = [*TRAINING_TERMS, ALWAYS_DRAWN, *(val_counterpart(metric) for metric in reported)]
     return [metric for metric in dict.fromkeys(wanted) if metric in logged]
 
 
@@ -172,6 +200,8 @@ def curve_panels(report: SweepReport) -> tuple[list[CurvePanel], str]:
     groups, note = ranked_groups(report, MAX_LINES)
     labels = unique_labels([group_label(report, group) for group in groups])
     jobs = {label: group.jobs for label, group in zip(labels, groups, strict=True)}
+    chosen = selected_epochs(report.records)
+    selected = {label: sorted({chosen[job] for job in jobs[label] if job in chosen}) for label in labels}
     gcd = {label: [read_gcd_curve(job) for job in jobs[label]] for label in labels}
     logs = {label: [read_epoch_metrics(job) for job in jobs[label]] for label in labels}
     has_gcd = any(curve for curves in gcd.values() for curve in curves)
@@ -180,6 +210,8 @@ def curve_panels(report: SweepReport) -> tuple[list[CurvePanel], str]:
     for metric in curve_metrics(report.metrics, logged):
         if not (has_gcd and metric in GCD_REPEATED):
             panels.append(_panel(metric, axis_label(metric), "", logs))
+    for panel in panels:
+        panel.selected = {label: epochs for label, epochs in selected.items() if label in panel.lines}
     return [panel for panel in panels if panel.lines], note
 
 
@@ -227,10 +259,13 @@ def write_curves(report: SweepReport, path: Path) -> bool:
                     color=colors[label],
                     alpha=BAND_ALPHA,
                 )
+            _mark_selected(ax, panel, colors)
             ax.set(xlabel="epoch", ylabel=panel.ylabel, title=panel.title)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if ranges.get(panel.metric):
                 ax.set_ylim(*ranges[panel.metric])
+            if panel.saturated():
+                _zoom(ax, panel, colors)
         hide_unused(axes, len(panels))
         handles = [
             Line2D([], [], color=colors[label], label=entry)
@@ -238,9 +273,43 @@ def write_curves(report: SweepReport, path: Path) -> bool:
         ]
         add_legend(fig, handles, size)
         details = f"; {note}" if note else ""
-        fig.suptitle(f"Per epoch: mean over seeds, band = ± std{details}")
+        fig.suptitle(f"Per epoch: mean over seeds, band = ± std; dotted: selected epochs{details}")
         save(fig, path)
     return True
+
+
+def _mark_selected(ax: Any, panel: CurvePanel, colors: dict[str, Any]) -> None:
+    """A dotted vertical line at each epoch a group's runs were tested from."""
+    for label, epochs in panel.selected.items():
+        for epoch in epochs:
+            ax.axvline(epoch, color=colors[label], linestyle=":", linewidth=1, alpha=0.8)
+
+
+def _zoom(ax: Any, panel: CurvePanel, colors: dict[str, Any]) -> None:
+    """An inset of the last :data:`ZOOM_SHARE` of the epochs, its value axis fitted to them."""
+    last = max(int(stats.epochs[-1]) for stats in panel.lines.values())
+    start = max(1, round(last * (1 - ZOOM_SHARE)))
+    inset = ax.inset_axes(INSET_BOUNDS)
+    low, high = math.inf, -math.inf
+    for label, stats in panel.lines.items():
+        keep = stats.epochs >= start
+        inset.plot(stats.epochs[keep], stats.mean[keep], color=colors[label], linewidth=1.2)
+        low = min(low, float((stats.mean[keep] - stats.std[keep]).min()))
+        high = max(high, float((stats.mean[keep] + stats.std[keep]).max()))
+        inset.fill_between(
+            stats.epochs[keep],
+            stats.mean[keep] - stats.std[keep],
+            stats.mean[keep] + stats.std[keep],
+            color=colors[label],
+            alpha=BAND_ALPHA,
+        )
+    _mark_selected(inset, panel, colors)
+    inset.set_xlim(start, last)
+    if high > low:
+        pad = (high - low) * INSET_PAD
+        inset.set_ylim(low - pad, high + pad)
+    inset.tick_params(labelsize=7)
+    inset.set_title(f"epochs {start}–{last}", fontsize=7)
 
 
 def _intervals(panel: CurvePanel) -> list[tuple[float, float]]:

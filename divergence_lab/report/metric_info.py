@@ -10,6 +10,8 @@ is reported, never ranked.
 
 from __future__ import annotations
 
+import math
+
 HIGHER_IS_BETTER = (
     "acc",
     "accuracy",
@@ -20,6 +22,7 @@ HIGHER_IS_BETTER = (
     "auroc",
     "exact_match",
     "distinct_correct",
+    "agreement",  # top-1 agreement with the teacher: fidelity of the distillation
 )
 HIGHER_IS_BETTER_PREFIXES = ("pass@",)  # pass@1, pass@4 ...
 LOWER_IS_BETTER = (
@@ -32,6 +35,7 @@ LOWER_IS_BETTER = (
     "wall_time_s",
     "search_time_s",
     "kl_to_teacher",
+    "kl_teacher_student",
 )
 QUANTITY_NAMES = {
     "acc": "accuracy",
@@ -44,8 +48,13 @@ QUANTITY_NAMES = {
     "wall_time_s": "wall time",
     "exact_match": "exact match",
     "distinct_correct": "distinct correct answers",
+    "agreement": "agreement with the teacher",
+    "kl_teacher_student": "KL(teacher ‖ student)",
+    "distill": "divergence term",
 }
 UNITS = {"wall_time_s": "s", "search_time_s": "s", "answer_entropy": "nats"}
+UNIT_INTERVAL = ("ece", "agreement", "exact_match")  # besides accuracies and pass@k: values in [0, 1]
+NON_NEGATIVE = ("nll", "brier", "loss", "time_s", "wall_time_s", "search_time_s", "kl_to_teacher", "kl")
 
 
 def quantity(metric: str) -> str:
@@ -86,3 +95,14 @@ def axis_label(metric: str) -> str:
     unit = f" [{UNITS[name]}]" if name in UNITS else ""
     better = {1: " (↑ better)", -1: " (↓ better)", 0: ""}[direction(metric)]
     return f"{split + ' ' if split else ''}{readable}{unit}{better}"
+
+
+def bounds(metric: str) -> tuple[float, float] | None:
+    """The range a metric's values cannot leave (accuracies, ECE, pass@k: [0, 1]; log-losses, Brier scores,
+    divergences and times: [0, ∞)), or None when the name does not say."""
+    name = quantity(metric)
+    if is_accuracy(metric) or name in UNIT_INTERVAL or name.startswith(HIGHER_IS_BETTER_PREFIXES):
+        return 0.0, 1.0
+    if any(name == q or name.endswith("_" + q) for q in NON_NEGATIVE):
+        return 0.0, math.inf
+    return None

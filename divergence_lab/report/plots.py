@@ -1,4 +1,8 @@
-"""``report.png``: one bar chart per reported metric, mean ± std over seeds (the error bars).
+"""``report.png``: one panel per reported metric: each group's mean over seeds (a dot) with its 95 % CI
+(none below three seeds), its seeds (small points beside it), the baseline's mean (a dashed line, where
+one baseline group exists) and ``*`` over a group whose difference with its baseline is significant after
+the correction. Dots, not bars: a bar's length reads as the value from zero, which a cropped accuracy axis
+would misstate.
 
 How the groups are laid out (:func:`bar_layout`):
 
@@ -11,7 +15,8 @@ How the groups are laid out (:func:`bar_layout`):
   (the figure's title says so).
 
 Each panel's value axis is labelled with the metric and its better direction, and ranged as
-:mod:`~divergence_lab.report.figure_style` documents (accuracies share a range; other metrics start at 0).
+:mod:`~divergence_lab.report.figure_style` documents over every drawn value, seeds included (accuracies
+share a range; other metrics start at 0).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from divergence_lab.report.collect import Group, SweepReport
+from divergence_lab.report.comparison import GroupRow, MetricComparison
 from divergence_lab.report.figure_style import (
     LABEL_WIDTH,
     MAX_RANKED,
@@ -31,7 +37,6 @@ from divergence_lab.report.figure_style import (
     figure_layout,
     figure_style,
     grid_shape,
-    group_intervals,
     group_label,
     hide_unused,
     legend_width,
@@ -60,6 +65,8 @@ TICK_LINE_IN = 0.17  # inches per line of a tick label
 RANKED_ROW_IN = 0.24  # inches per group of a ranked panel
 RANKED_MARGIN_IN = 1.0
 ROTATION = 30
+SEED_SPREAD = 0.25  # of a dot's slot, the horizontal spread of its seeds' points
+SEED_COLOR = "0.55"
 
 
 @dataclass
@@ -120,32 +127,104 @@ def _grid_layout(report: SweepReport) -> BarLayout | None:
     return BarLayout("grouped", categories, hues, cells)  # the ticks name the key: key=value
 
 
-def write_plot(report: SweepReport, path: Path) -> None:
-    """Draw ``report.png``: a bar chart per reported metric (error bars = std over seeds)."""
+Rows = dict[tuple[str, int], GroupRow]  # (metric, id(group)) -> the group's row of that metric
+
+
+def _rows_by_group(comparisons: list[MetricComparison]) -> Rows:
+    return {(c.metric, id(row.group)): row for c in comparisons for row in c.rows}
+
+
+def _drawn_intervals(
+    groups: list[Group], rows: Rows, metrics: list[str]
+) -> dict[str, list[tuple[float, float]]]:
+    """Each metric's ``(lowest, highest)`` drawn value per group: its CI and its seeds."""
+    intervals: dict[str, list[tuple[float, float]]] = {}
+    for metric in metrics:
+        spans = []
+        for group in groups:
+            row = rows.get((metric, id(group)))
+            if row is None or row.summary is None:
+                continue
+            values = [*row.per_seed.values(), row.summary.mean, *(row.summary.ci or ())]
+            spans.append((min(values), max(values)))
+        intervals[metric] = spans
+    return intervals
+
+
+def write_plot(report: SweepReport, comparisons: list[MetricComparison], path: Path) -> None:
+    """Draw ``report.png``: a dot with its CI and seed points per group and metric."""
     layout = bar_layout(report)
     shown = list(layout.cells.values())
-    ranges = axis_ranges(group_intervals(shown, report.metrics))
+    rows = _rows_by_group(comparisons)
+    ranges = axis_ranges(_drawn_intervals(shown, rows, report.metrics))
     with figure_style() as plt:
         draw = _draw_ranked if layout.kind == "ranked" else _draw_vertical
-        fig = draw(plt, report, layout, ranges)
+        fig = draw(plt, report, layout, ranges, rows)
         details = "; ".join(part for part in (seeds_note(shown), layout.note) if part)
         fig.suptitle(
-            f"{report.sweep_dir.parent.name}/{report.sweep_dir.name}: mean ± std over seeds ({details})"
+            f"{report.sweep_dir.parent.name}/{report.sweep_dir.name}: mean with 95 % CI, seeds as points "
+            f"({details})"
         )
         save(fig, path)
 
 
-def _bar_stats(layout: BarLayout, metric: str, hue: int) -> tuple[list[int], list[float], list[float]]:
-    """The categories of one hue that recorded ``metric``, with their means and stds."""
-    positions, means, stds = [], [], []
+@dataclass
+class Point:
+    """One group's drawn values of one metric."""
+
+    position: float
+    mean: float
+    ci: tuple[float, float] | None
+    seeds: list[float]
+    significant: bool
+
+
+def _points(layout: BarLayout, metric: str, hue: int, rows: Rows, offset: Any) -> list[Point]:
+    """The groups of one hue that recorded ``metric``, at their positions (``offset(category)``)."""
+    points = []
     for category in range(len(layout.categories)):
         group = layout.cells.get((category, hue))
-        mean, std = group.summary(metric) if group else (math.nan, math.nan)
-        if not math.isnan(mean):
-            positions.append(category)
-            means.append(mean)
-            stds.append(std)
-    return positions, means, stds
+        row = rows.get((metric, id(group))) if group else None
+        if row is None or row.summary is None:
+            continue
+        significant = row.verdict is not None and row.verdict.significant
+        points.append(
+            Point(
+                offset(category), row.summary.mean, row.summary.ci, list(row.per_seed.values()), significant
+            )
+        )
+    return points
+
+
+def _draw_points(ax: Any, points: list[Point], color: Any, slot: float, vertical: bool) -> None:
+    """Seeds as small points, the mean as a dot with its CI, ``*`` beside a significant difference."""
+    import numpy as np
+
+    for point in points:
+        spread = np.linspace(-1, 1, len(point.seeds)) * SEED_SPREAD * slot if len(point.seeds) > 1 else [0.0]
+        where = [point.position + slot * 0.3 + s for s in spread]
+        errors = None if point.ci is None else [[point.mean - point.ci[0]], [point.ci[1] - point.mean]]
+        if vertical:
+            ax.scatter(where, point.seeds, s=9, color=SEED_COLOR, zorder=2, linewidths=0)
+            ax.errorbar(point.position, point.mean, yerr=errors, fmt="o", color=color, capsize=3, zorder=3)
+        else:
+            ax.scatter(point.seeds, where, s=9, color=SEED_COLOR, zorder=2, linewidths=0)
+            ax.errorbar(point.mean, point.position, xerr=errors, fmt="o", color=color, capsize=2, zorder=3)
+        if point.significant:
+            top = point.ci[1] if point.ci else point.mean
+            xy = (point.position, top) if vertical else (top, point.position)
+            ax.annotate("*", xy, xytext=(0, 2) if vertical else (4, -4), textcoords="offset points",
+                        ha="center" if vertical else "left", fontsize=12, color=color)  # fmt: skip
+
+
+def _baseline_mean(rows: Rows, metric: str, groups: list[Group]) -> float | None:
+    """The baseline's mean where exactly one baseline group recorded ``metric``."""
+    means = [
+        row.summary.mean
+        for group in groups
+        if (row := rows.get((metric, id(group)))) is not None and row.is_baseline and row.summary
+    ]
+    return means[0] if len(means) == 1 else None
 
 
 def _note_missing(ax: Any, metric: str, drawn: bool) -> None:
@@ -153,9 +232,9 @@ def _note_missing(ax: Any, metric: str, drawn: bool) -> None:
         ax.text(0.5, 0.5, f"no run recorded\n{metric}", transform=ax.transAxes, ha="center", va="center")
 
 
-def _draw_vertical(plt: Any, report: SweepReport, layout: BarLayout, ranges: dict) -> Any:
-    """Vertical bars: one panel per metric, categories along x, hues side by side."""
-    from matplotlib.patches import Patch
+def _draw_vertical(plt: Any, report: SweepReport, layout: BarLayout, ranges: dict, rows: Rows) -> Any:
+    """Dots: one panel per metric, categories along x, hues side by side."""
+    from matplotlib.lines import Line2D
 
     metrics = report.metrics
     legend = len(layout.hues) > 1
@@ -163,24 +242,27 @@ def _draw_vertical(plt: Any, report: SweepReport, layout: BarLayout, ranges: dic
     panel_width = max(MIN_PANEL_WIDTH_IN, BAR_SLOT_IN * slots + PANEL_MARGIN_IN)
     entries = layout.hues if legend else []
     room = MAX_WIDTH_IN - (legend_width(entries) if legend else 0.0)
-    rows, columns = grid_shape(len(metrics), max(1, min(PANEL_COLUMNS, int(room // panel_width))))
+    grid_rows, columns = grid_shape(len(metrics), max(1, min(PANEL_COLUMNS, int(room // panel_width))))
     ticks = [wrap_label(label) for label in layout.categories]
     lines = max(tick.count("\n") + 1 for tick in ticks)
     widest = max(text_width(tick) for tick in ticks)
     rotate = widest > (panel_width - PANEL_MARGIN_IN) / len(layout.categories)
     tick_height = TICK_LINE_IN * lines + (widest * math.sin(math.radians(ROTATION)) if rotate else 0.0)
-    size = figure_layout(columns, panel_width, rows * (PANEL_HEIGHT_IN + tick_height), entries)
-    fig, axes = plt.subplots(rows, columns, figsize=size.size, squeeze=False, layout="constrained")
+    size = figure_layout(columns, panel_width, grid_rows * (PANEL_HEIGHT_IN + tick_height), entries)
+    fig, axes = plt.subplots(grid_rows, columns, figsize=size.size, squeeze=False, layout="constrained")
     colors = palette(len(layout.hues) if legend else len(layout.categories))
-    bar = BAR_SPAN / len(layout.hues)
+    slot = BAR_SPAN / len(layout.hues)
     for ax, metric in zip(axes.flat, metrics, strict=False):
         drawn = False
         for hue in range(len(layout.hues)):
-            positions, means, stds = _bar_stats(layout, metric, hue)
-            offsets = [p - BAR_SPAN / 2 + bar * (hue + 0.5) for p in positions]
-            color = [colors[hue]] * len(positions) if legend else [colors[p] for p in positions]
-            ax.bar(offsets, means, width=bar, yerr=stds, capsize=3, color=color, alpha=0.9)
-            drawn = drawn or bool(positions)
+            points = _points(layout, metric, hue, rows, lambda c, h=hue: c - BAR_SPAN / 2 + slot * (h + 0.5))
+            for point in points:
+                color = colors[hue] if legend else colors[round(point.position)]
+                _draw_points(ax, [point], color, slot, vertical=True)
+            drawn = drawn or bool(points)
+        baseline = _baseline_mean(rows, metric, list(layout.cells.values()))
+        if baseline is not None:
+            ax.axhline(baseline, color="0.3", linestyle="--", linewidth=1, zorder=1)
         ax.set_xticks(
             range(len(layout.categories)),
             ticks,
@@ -196,30 +278,36 @@ def _draw_vertical(plt: Any, report: SweepReport, layout: BarLayout, ranges: dic
         _note_missing(ax, metric, drawn)
     hide_unused(axes, len(metrics))
     if legend:
-        handles = [Patch(color=colors[h], label=hue) for h, hue in enumerate(layout.hues)]
+        handles = [
+            Line2D([], [], marker="o", linestyle="", color=colors[h], label=hue)
+            for h, hue in enumerate(layout.hues)
+        ]
         add_legend(fig, handles, size)
     return fig
 
 
-def _draw_ranked(plt: Any, report: SweepReport, layout: BarLayout, ranges: dict) -> Any:
-    """Horizontal bars: one row per group (best on top), one panel per metric; labels left of the first."""
+def _draw_ranked(plt: Any, report: SweepReport, layout: BarLayout, ranges: dict, rows: Rows) -> Any:
+    """Horizontal dots: one row per group (best on top), one panel per metric; labels left of the first."""
     metrics = report.metrics
-    rows, columns = grid_shape(len(metrics), PANEL_COLUMNS)
-    panels_height = rows * (RANKED_ROW_IN * len(layout.categories) + RANKED_MARGIN_IN)
+    grid_rows, columns = grid_shape(len(metrics), PANEL_COLUMNS)
+    panels_height = grid_rows * (RANKED_ROW_IN * len(layout.categories) + RANKED_MARGIN_IN)
     size = figure_layout(columns, MAX_WIDTH_IN / columns, panels_height, [])  # labels take the room they need
     fig, axes = plt.subplots(
-        rows, columns, figsize=size.size, squeeze=False, sharey=True, layout="constrained"
+        grid_rows, columns, figsize=size.size, squeeze=False, sharey=True, layout="constrained"
     )
     (color,) = palette(1)
     for index, (ax, metric) in enumerate(zip(axes.flat, metrics, strict=False)):
-        positions, means, stds = _bar_stats(layout, metric, 0)
-        ax.barh(positions, means, xerr=stds, capsize=2, color=color, alpha=0.9, height=BAR_SPAN)
+        points = _points(layout, metric, 0, rows, float)
+        _draw_points(ax, points, color, BAR_SPAN, vertical=False)
+        baseline = _baseline_mean(rows, metric, list(layout.cells.values()))
+        if baseline is not None:
+            ax.axvline(baseline, color="0.3", linestyle="--", linewidth=1, zorder=1)
         ax.set_xlabel(axis_label(metric))
         ax.grid(axis="y", visible=False)
         ax.tick_params(axis="y", labelleft=index % columns == 0, length=0)
         if ranges.get(metric):
             ax.set_xlim(*ranges[metric])
-        _note_missing(ax, metric, bool(positions))
+        _note_missing(ax, metric, bool(points))
     first = axes.flat[0]
     first.set_yticks(range(len(layout.categories)), layout.categories)
     first.set_ylim(len(layout.categories) - 0.5, -0.5)  # best on top

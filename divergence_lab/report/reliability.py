@@ -5,12 +5,17 @@ model, and the teacher where one is evaluated too), the diagonal of perfect cali
 the number of test samples in each bin (log scale). A bin holding fewer than :data:`FEW_SAMPLES` pooled
 samples is drawn as a hollow marker: its accuracy rests on a handful of predictions, so a dip there is
 noise, not miscalibration. Sweeps of more than 12 groups show the best 12 by the first reported metric.
+
+A panel's title gives the **pooled** ECE (of the pooled bins: one diagram over all the group's test
+predictions) and, beside it, the **per-seed** mean ± std of the runs' own ``test/ece``, which the tables
+and tests use. The two differ (ECE is not linear in the bins), and can order the groups differently.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +34,14 @@ from divergence_lab.report.figure_style import (
 )
 
 RELIABILITY_FILE = "reliability.json"
+SEED_ECE = "test/ece"  # the runs' own ECE, averaged over seeds beside the pooled one
 FEW_SAMPLES = 10  # a pooled bin with fewer samples is marked (hollow marker)
 MAX_PANELS = 12
 PANEL_COLUMNS = 4
 PANEL_WIDTH_IN = 2.6
 CURVE_HEIGHT_IN = 2.5
 COUNTS_HEIGHT_IN = 0.9
-PANEL_TITLE_IN = 0.6
+PANEL_TITLE_IN = 0.75
 MARKER_SIZE = 4
 UNIT_RANGE = (-0.03, 1.03)  # [0, 1] with room for the markers on its edges
 
@@ -108,20 +114,34 @@ class ReliabilityPanel:
 
     label: str
     networks: dict[str, dict[str, Any]]
+    seed_eces: list[float] = field(default_factory=list)  # the runs' own test/ece, which the tables average
 
 
 def reliability_panels(report: SweepReport) -> tuple[list[ReliabilityPanel], str]:
     """The panels of the figure (groups without reliability data left out) and a note on groups not shown."""
     groups, note = ranked_groups(report, MAX_PANELS)
-    panels = [ReliabilityPanel(group_label(report, group), pooled_reliability(group)) for group in groups]
+    panels = [
+        ReliabilityPanel(
+            group_label(report, group), pooled_reliability(group), group.values.get(SEED_ECE, [])
+        )
+        for group in groups
+    ]
     return [panel for panel in panels if panel.networks], note
 
 
 def _title(panel: ReliabilityPanel) -> str:
+    """The group, its pooled ECE (per network), and the per-seed mean ± std of its runs' test ECE."""
     eces = [(network, bins["ece"]) for network, bins in panel.networks.items()]
     if len(eces) == 1:
-        return f"{wrap_label(panel.label)}\nECE {eces[0][1]:.3f}"
-    return f"{wrap_label(panel.label)}\nECE " + ", ".join(f"{network} {ece:.3f}" for network, ece in eces)
+        pooled = f"pooled ECE {eces[0][1]:.3f}"
+    else:
+        pooled = "pooled ECE " + ", ".join(f"{network} {ece:.3f}" for network, ece in eces)
+    seeds = panel.seed_eces
+    if len(seeds) > 1:
+        pooled += f"\nper seed {statistics.fmean(seeds):.3f} ± {statistics.stdev(seeds):.3f}"
+    elif seeds:
+        pooled += f"\nper seed {seeds[0]:.3f}"
+    return f"{wrap_label(panel.label)}\n{pooled}"
 
 
 def write_reliability_grid(report: SweepReport, path: Path) -> bool:

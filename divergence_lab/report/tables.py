@@ -1,21 +1,25 @@
 """The report as text: ``report.md``, ``report.csv``, ``report_seeds.csv`` and the tables on the terminal.
 
 Cells: ``mean ± std`` over seeds (``± n/a`` for one seed), ★ on the best mean of a metric whose better
-direction is known; per metric a comparison table (95 % CI, per-seed values, the paired difference with its
-baseline group, its 95 % CI and paired t-test p-value, the rank; see
-:mod:`divergence_lab.report.statistics`); the provenance block; the sweep's progress.
+direction is known; per metric a comparison table (95 % CI, the paired difference with its baseline group
+and its CI, how many seeds it won, the test's p-value and the corrected one, the minimum detectable effect,
+the verdict and the rank from paired tests; see :mod:`divergence_lab.report.statistics` and
+:mod:`divergence_lab.report.verdicts`); the per-seed values; the provenance block; the sweep's progress.
+No interval is printed where none can be computed (fewer than three seeds, or no spread).
 """
 
 from __future__ import annotations
 
 import csv
+import statistics
 from pathlib import Path
 
 from divergence_lab.report.collect import SweepReport
 from divergence_lab.report.comparison import Baseline, GroupRow, MetricComparison
 from divergence_lab.report.figure_style import short_number
-from divergence_lab.report.metric_info import arrow, axis_label
+from divergence_lab.report.metric_info import arrow, axis_label, bounds
 from divergence_lab.report.provenance import Provenance
+from divergence_lab.report.selection import selection_lines
 from divergence_lab.report.statistics import CONFIDENCE, MIN_PAIRS_FOR_TEST, Summary
 
 BEST_MARK = "★"
@@ -24,20 +28,42 @@ NO_BASELINE = {
     True: "No baseline: the trials of a search each ran their own settings. Rerun the best ones over seeds "
     "(`best.yaml` holds the command) and compare those, or name one with `--baseline`.",
 }
-SIGNIFICANCE_LEVEL = 0.05  # a p-value below it is marked; never claimed from fewer than MIN_PAIRS_FOR_TEST
+TEST_NAMES = {"t": "paired t", "wilcoxon": "Wilcoxon signed-rank", "bootstrap": "sign-flip permutation"}
+CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini–Hochberg", "none": "uncorrected"}
+SMALLEST_SHOWN_P = 1e-3  # smaller p-values print as "< 0.001"
+P_DIGITS = 3  # significant digits of a p-value, more where fewer would round it onto the level
 FIGURES = (
-    ("report.png", "Final metrics", "Bars: mean over seeds; error bars: ± std."),
+    (
+        "report_forest.png",
+        "Paired differences against the baseline",
+        "Per metric: Δ = group − baseline per seed (dots), mean Δ with its CI (bar), the band of effects "
+        "the study could not detect (± MDE, shaded); a filled diamond marks a difference significant after "
+        "the correction.",
+    ),
+    (
+        "report.png",
+        "Final metrics",
+        "Dots: mean over seeds with its 95 % CI (none below three seeds); small points: the seeds; dashed "
+        "line: the baseline's mean.",
+    ),
     ("report_lines.png", "Against the numeric sweep key", "Mean over seeds; error bars: ± std."),
+    (
+        "report_cd.png",
+        "Across datasets",
+        "Average ranks over datasets; bars join groups Nemenyi cannot separate.",
+    ),
     (
         "report_curves.png",
         "Per-epoch curves",
-        "Validation metrics per epoch (GCD: Old / New / All accuracy on D_u first); mean over seeds, "
-        "band: ± std.",
+        "Training loss, the divergence term and the validation metrics per epoch (GCD: Old / New / All "
+        "accuracy on D_u first); mean over seeds, band: ± std; dotted lines: the selected epochs; the "
+        "right column zooms on the last epochs where a curve has flattened.",
     ),
     (
         "report_reliability.png",
         "Reliability diagrams",
-        "Pooled over seeds; per run: `<job>/reliability.png`.",
+        "Pooled over seeds (the pooled ECE is labelled so; the per-seed mean ± std, which the tables use, is "
+        "printed beside it); per run: `<job>/reliability.png`.",
     ),
 )
 
@@ -58,26 +84,39 @@ def mean_std(summary: Summary | None) -> str:
     return f"{number(summary.mean)} ± {std}"
 
 
-def interval(ci: tuple[float, float] | None, sign: bool = False) -> str:
+def interval(ci: tuple[float, float] | None, sign: bool = False, clipped: bool = False) -> str:
+    """``[low, high]``; ``n/a`` without an interval; ``†`` where the metric's range cut it."""
     if ci is None:
         return "n/a"
     show = signed if sign else number
-    return f"[{show(ci[0])}, {show(ci[1])}]"
+    return f"[{show(ci[0])}, {show(ci[1])}]" + ("†" if clipped else "")
 
 
-def p_value_cell(row: GroupRow) -> str:
+def p_text(p: float, alpha: float) -> str:
+    """``p`` with :data:`P_DIGITS` significant digits, more where the rounding would land on ``alpha`` or
+    cross it (``0.05002`` prints as ``0.05002``, never ``0.05``)."""
+    if p < SMALLEST_SHOWN_P:
+        return f"< {SMALLEST_SHOWN_P:g}"
+    for digits in range(P_DIGITS, 10):
+        shown = f"{p:.{digits}g}"
+        if (float(shown) < alpha) == (p < alpha) and (float(shown) != alpha or p == alpha):
+            return shown
+    return repr(p)
+
+
+def p_value_cell(row: GroupRow, adjusted: bool, alpha: float) -> str:
     difference = row.difference
-    if difference is None:
+    if difference is None or row.is_baseline:
         return ""
-    if difference.n_pairs < MIN_PAIRS_FOR_TEST:
-        return f"not tested (n={difference.n_pairs} < {MIN_PAIRS_FOR_TEST})"
-    if difference.p_value is None:
-        return "not tested (identical differences)"
-    shown = "< 0.001" if difference.p_value < 1e-3 else f"{difference.p_value:.3g}"
-    return shown + (" *" if difference.p_value < SIGNIFICANCE_LEVEL else "")
+    if not difference.tested:
+        return "—"
+    p = difference.p_adjusted if adjusted else difference.p_value
+    return p_text(p, alpha) + (" *" if adjusted and p < alpha else "")
 
 
-def difference_cell(row: GroupRow) -> str:
+def difference_cell(row: GroupRow, has_baseline: bool = True) -> str:
+    if not has_baseline:
+        return ""
     if row.is_baseline:
         return "baseline"
     if row.counterpart_missing:
@@ -85,7 +124,24 @@ def difference_cell(row: GroupRow) -> str:
     if row.difference is None:
         return "no shared seed"
     d = row.difference
-    return f"{signed(d.mean)} {interval(d.ci, sign=True)} (n={d.n_pairs})"
+    shown = interval(d.ci, sign=True) if d.ci is not None else "(no CI)"
+    return f"{signed(d.mean)} {shown} (n={d.n_pairs})"
+
+
+def wins_cell(row: GroupRow, direction: int) -> str:
+    """Seeds on which the group beat its baseline, of the paired seeds (higher Δ where no direction)."""
+    d = row.difference
+    if d is None:
+        return ""
+    wins = d.negative if direction < 0 else d.positive
+    return f"{wins}/{d.n_pairs}"
+
+
+def mde_cell(row: GroupRow) -> str:
+    d = row.difference
+    if d is None or d.mde is None:
+        return ""
+    return "∞" if d.mde == float("inf") else number(d.mde)
 
 
 def _is_best(comparison: MetricComparison, row: GroupRow) -> bool:
@@ -112,28 +168,51 @@ def main_rows(report: SweepReport, comparisons: list[MetricComparison]) -> list[
     return rows
 
 
-def comparison_rows(comparison: MetricComparison) -> list[dict[str, str]]:
+def comparison_rows(comparison: MetricComparison, has_baseline: bool = True) -> list[dict[str, str]]:
     """The comparison table of one metric, best first when the metric has a direction."""
+    settings = comparison.settings
     rows = sorted(comparison.rows, key=lambda r: r.rank.position if r.rank else 0)
-    return [
-        {
+    test = TEST_NAMES[settings.test]
+    correction = CORRECTION_NAMES[settings.correction]
+    table = []
+    for row in rows:
+        cells = {
             "group": short_number(row.label),
             "n": str(row.summary.n if row.summary else 0),
             "mean ± std": mean_std(row.summary),
-            f"{CONFIDENCE:.0%} CI": interval(row.summary.ci if row.summary else None),
-            "Δ vs baseline [95% CI]": difference_cell(row),
-            "p (paired t)": p_value_cell(row),
-            "rank": row.rank.describe() if row.rank else "",
+            f"{CONFIDENCE:.0%} CI": interval(
+                row.summary.ci if row.summary else None, clipped=bool(row.summary and row.summary.clipped)
+            ),
         }
-        for row in rows
-    ]
+        if has_baseline:
+            cells |= {
+                "Δ vs baseline [95% CI]": difference_cell(row),
+                "wins": wins_cell(row, comparison.direction),
+                f"p ({test})": p_value_cell(row, adjusted=False, alpha=settings.alpha),
+                f"p ({correction})": p_value_cell(row, adjusted=True, alpha=settings.alpha),
+                "MDE": mde_cell(row),
+                "verdict": "baseline" if row.is_baseline else (row.verdict.word if row.verdict else ""),
+            }
+        cells["rank"] = row.rank.describe() if row.rank else ""
+        table.append(cells)
+    return table
 
 
 def notes(
     comparison: MetricComparison, baseline: Baseline | None, display_names: dict[str, str]
 ) -> list[str]:
-    """What the reader must know about one metric's comparison: unmatched seeds, untested differences."""
+    """What the reader must know about one metric's comparison: the test and its power, unmatched seeds,
+    untested differences, clipped intervals, the seeds a declared effect needs."""
+    settings = comparison.settings
     lines = []
+    if baseline is not None and comparison.comparisons:
+        alpha_eff = settings.per_comparison_alpha(comparison.comparisons)
+        lines.append(
+            f"{TEST_NAMES[settings.test]} test, {CORRECTION_NAMES[settings.correction]} over "
+            f"{comparison.comparisons} comparison(s), * p < {settings.alpha:g} after correction; MDE: the "
+            f"|Δ| a paired t-test detects with {settings.power:.0%} power at α = {alpha_eff:.3g}, from the "
+            "observed SD of Δ."
+        )
     for row in comparison.rows:
         if row.difference and row.difference.unpaired_seeds:
             seeds = ", ".join(str(s) for s in row.difference.unpaired_seeds)
@@ -144,10 +223,26 @@ def notes(
             lines.append(f"{label}: no finished baseline run ({shown}) to pair with.")
     if any(row.difference and row.difference.n_pairs < MIN_PAIRS_FOR_TEST for row in comparison.rows):
         lines.append(
-            f"Fewer than {MIN_PAIRS_FOR_TEST} paired seeds: no significance is claimed; run more seeds."
+            f"Fewer than {MIN_PAIRS_FOR_TEST} paired seeds: no interval, no test, no claim; run more seeds."
         )
-    if comparison.rows and all(row.rank is not None and not row.rank.tested for row in comparison.rows):
+    if any(row.summary and row.summary.clipped for row in comparison.rows):
+        low, high = bounds(comparison.metric) or (None, None)
+        lines.append(f"† the interval was cut at the metric's range [{low:g}, {high:g}].")
+    effect = settings.effect_of_interest
+    needed = [
+        r.difference.seeds_needed for r in comparison.rows if r.difference and r.difference.seeds_needed
+    ]
+    if effect is not None and needed:
+        lines.append(
+            f"Effect of interest |Δ| = {number(effect)}: with the observed SDs of Δ, {min(needed)}–"
+            f"{max(needed)} paired seeds would detect it with {settings.power:.0%} power "
+            f"(this study has {max(r.difference.n_pairs for r in comparison.rows if r.difference)})."
+        )
+    ranked = [row.rank for row in comparison.rows if row.rank is not None]
+    if comparison.rows and all(row.summary is None or row.summary.n < 2 for row in comparison.rows):
         lines.append("One seed per group: the order is not tested (no confidence intervals).")
+    elif ranked and not all(rank.tested for rank in ranked):
+        lines.append("Rank 1=: also where the paired test against the best group could not be made.")
     return lines
 
 
@@ -196,17 +291,52 @@ def provenance_lines(report: SweepReport, provenance: Provenance) -> list[str]:
     return lines
 
 
+def answer_lines(comparisons: list[MetricComparison], baseline: Baseline, names: dict[str, str]) -> list[str]:
+    """One line per metric: which groups the study found better, worse, equivalent, or could not tell from
+    the baseline (with the smallest and largest effect it could have detected)."""
+    lines = []
+    for comparison in comparisons:
+        rows = [row for row in comparison.rows if row.verdict is not None]
+        if not rows:
+            continue
+        parts = []
+        for kind, title in (("better", "better"), ("worse", "worse"), ("equivalent", "equivalent")):
+            if comparison.direction == 0 and kind in ("better", "worse"):
+                title = "different"
+            chosen = [short_number(row.label) for row in rows if row.verdict.kind == kind]
+            if chosen:
+                parts.append(f"{title}: {', '.join(chosen)}")
+        undetected = [row for row in rows if row.verdict.kind == "undetected"]
+        if undetected:
+            mdes = [row.difference.mde for row in undetected if row.difference and row.difference.mde]
+            reach = f" (could detect ≥ {number(min(mdes))}–{number(max(mdes))})" if mdes else ""
+            parts.append(
+                f"no difference detected: {', '.join(short_number(r.label) for r in undetected)}{reach}"
+            )
+        untested = [short_number(row.label) for row in rows if row.verdict.kind == "untested"]
+        if untested:
+            parts.append(f"not tested: {', '.join(untested)}")
+        lines.append(
+            f"- **{axis_label(comparison.metric)}** vs {baseline.describe(names)}: " + "; ".join(parts)
+        )
+    return lines
+
+
 def write_markdown(
     report: SweepReport,
     comparisons: list[MetricComparison],
     baseline: Baseline | None,
     provenance: Provenance,
     path: Path,
+    extra_sections: list[str] | None = None,
 ) -> None:
-    """``report.md``: the main table, one comparison per metric, per-seed values, provenance, figures."""
-    lines = [
-        f"# Sweep report: `{report.sweep_dir}`",
-        "",
+    """``report.md``: the answer, the main table, one comparison per metric, model selection, per-seed
+    values, provenance, figures; ``extra_sections`` (Markdown lines) go before the per-seed values."""
+    settings = comparisons[0].settings if comparisons else None
+    lines = [f"# Sweep report: `{report.sweep_dir}`", ""]
+    if baseline is not None and settings is not None:
+        lines += ["## Answer", "", *answer_lines(comparisons, baseline, report.display_names), ""]
+    lines += [
         f"mean ± sample std over seeds (± n/a: one seed); n = finished seeds; {BEST_MARK} = best mean.",
         "",
         *_markdown_table(main_rows(report, comparisons)),
@@ -214,10 +344,13 @@ def write_markdown(
         "## Which is better?",
         "",
         f"Baseline: **{baseline.describe(report.display_names)}**, paired by seed with the group that shares "
-        "the other varying values. Δ = group − baseline; CI: Student-t 95 %; p: two-sided paired t-test "
-        f"(* p < {SIGNIFICANCE_LEVEL}, not corrected for multiple comparisons); rank 1= : the 95 % CI "
-        "overlaps the best group's."
-        if baseline
+        "the other varying values. Δ = group − baseline; CI: 95 % "
+        f"({'seeded BCa bootstrap' if settings.test == 'bootstrap' else 'Student t'}), none below "
+        f"{MIN_PAIRS_FOR_TEST} seeds or without spread; wins: seeds on which the group beat the baseline; p: "
+        f"two-sided {TEST_NAMES[settings.test]} test, then {CORRECTION_NAMES[settings.correction]}-corrected "
+        f"over the metric's comparisons (* p < {settings.alpha:g}); MDE: minimum detectable effect; rank "
+        "1= : the paired test against the best group (corrected) does not separate them."
+        if baseline and settings
         else NO_BASELINE[len(report.groups) > 1],
         "",
     ]
@@ -225,11 +358,20 @@ def write_markdown(
         lines += [
             f"### {axis_label(comparison.metric)}",
             "",
-            *_markdown_table(comparison_rows(comparison)),
+            *_markdown_table(comparison_rows(comparison, baseline is not None)),
             "",
         ]
         lines += [f"- {note}" for note in notes(comparison, baseline, report.display_names)]
         lines += [""]
+    means = {
+        c.metric: statistics.fmean(v for g in report.groups for v in g.values.get(c.metric, []))
+        for c in comparisons
+        if any(g.values.get(c.metric) for g in report.groups)
+    }
+    selection = selection_lines(report.records, means)
+    if selection:
+        lines += ["## Model selection", "", *[f"- {line}" for line in selection], ""]
+    lines += extra_sections or []
     lines += ["## Per-seed values", ""]
     for comparison in comparisons:
         if any(row.per_seed for row in comparison.rows):
@@ -251,7 +393,8 @@ def write_csv(report: SweepReport, comparisons: list[MetricComparison], path: Pa
         writer = csv.writer(handle)
         writer.writerow(
             ["group", "metric", "n", "mean", "std", "ci_low", "ci_high", "is_baseline", "diff_mean",
-             "diff_ci_low", "diff_ci_high", "p_value", "n_pairs", "rank", "tied_with_best"]
+             "diff_sd", "diff_ci_low", "diff_ci_high", "test", "p_value", "correction", "p_adjusted",
+             "n_pairs", "wins", "mde", "seeds_needed", "tost_p_adjusted", "verdict", "rank", "tied_with_best"]
         )  # fmt: skip
         for comparison in comparisons:
             for row in comparison.rows:
@@ -261,9 +404,13 @@ def write_csv(report: SweepReport, comparisons: list[MetricComparison], path: Pa
                         row.label, comparison.metric, s.n if s else 0,
                         cell(s.mean if s else None), cell(s.std if s else None),
                         cell(s.ci[0] if s and s.ci else None), cell(s.ci[1] if s and s.ci else None),
-                        row.is_baseline, cell(d.mean if d else None),
+                        row.is_baseline, cell(d.mean if d else None), cell(d.sd if d else None),
                         cell(d.ci[0] if d and d.ci else None), cell(d.ci[1] if d and d.ci else None),
-                        cell(d.p_value if d else None), d.n_pairs if d else "",
+                        comparison.settings.test, cell(d.p_value if d else None),
+                        comparison.settings.correction, cell(d.p_adjusted if d else None),
+                        d.n_pairs if d else "", wins_cell(row, comparison.direction),
+                        cell(d.mde if d else None), d.seeds_needed if d and d.seeds_needed else "",
+                        cell(d.tost_p_adjusted if d else None), row.verdict.word if row.verdict else "",
                         row.rank.position if row.rank else "", row.rank.tied_with_best if row.rank else "",
                     ]
                 )  # fmt: skip
@@ -281,14 +428,16 @@ def write_seed_csv(comparisons: list[MetricComparison], path: Path) -> None:
 
 
 def _rich_table(rows: list[dict[str, str]], caption: str, title: str | None = None):  # noqa: ANN202
+    """A rich table of ``rows``; every text is escaped, so ``[s]`` in a label stays text (not markup)."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(caption=caption, title=title, caption_justify="left")
+    table = Table(caption=escape(caption), title=escape(title) if title else None, caption_justify="left")
     first = list(rows[0])[0]
     for column in rows[0]:
-        table.add_column(column, justify="left" if column == first else "right", no_wrap=True)
+        table.add_column(escape(column), justify="left" if column == first else "right", no_wrap=True)
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*(escape(value) for value in row.values()))
     return table
 
 
@@ -302,9 +451,11 @@ def _console(rows: list[dict[str, str]]):  # noqa: ANN202
 
 def print_main_table(report: SweepReport, comparisons: list[MetricComparison]) -> None:
     """The main table (mean ± std per group and metric, ★ = best) on the terminal."""
+    from rich.markup import escape
+
     rows = main_rows(report, comparisons)
     console = _console(rows)
-    console.print(f"[bold]Sweep[/bold] {report.sweep_dir}", soft_wrap=True)
+    console.print(f"[bold]Sweep[/bold] {escape(str(report.sweep_dir))}", soft_wrap=True)
     console.print(_rich_table(rows, f"mean ± sample std over seeds; n = finished seeds; {BEST_MARK} = best"))
 
 
@@ -312,6 +463,11 @@ def print_report(report: SweepReport, comparisons: list[MetricComparison], basel
     """The main table, one comparison table per metric, then the sweep's progress lines."""
     print_main_table(report, comparisons)
     if baseline is not None:
+        console = _console(main_rows(report, comparisons))
+        for line in answer_lines(comparisons, baseline, report.display_names):
+            console.print(
+                line.removeprefix("- ").replace("**", ""), markup=False, highlight=False, soft_wrap=True
+            )
         for comparison in comparisons:
             rows = comparison_rows(comparison)
             caption = "\n".join(notes(comparison, baseline, report.display_names))

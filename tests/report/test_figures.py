@@ -11,8 +11,9 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.text import Text
 
-from divergence_lab.report import curves, lines, plots, reliability
+from divergence_lab.report import curves, forest, lines, plots, reliability
 from divergence_lab.report.collect import collect
+from divergence_lab.report.comparison import compare, resolve_baseline
 from divergence_lab.report.curves import (
     csv_files,
     curve_metrics,
@@ -37,6 +38,9 @@ from divergence_lab.report.reliability import (
     bin_points,
     reliability_panels,
     write_reliability_grid,
+)
+from divergence_lab.report.reliability import (
+    _title as reliability_title,
 )
 
 MIN_FONT_PT = 8
@@ -107,7 +111,7 @@ def drawn(monkeypatch):
         fig.savefig(path, dpi=DPI)
         figures[path.name] = fig
 
-    for module in (plots, reliability, curves, lines):
+    for module in (plots, reliability, curves, lines, forest):
         monkeypatch.setattr(module, "save", keep)
     yield figures
     for fig in figures.values():
@@ -150,10 +154,41 @@ def test_curves_are_mean_and_sample_std_over_seeds_per_epoch(curve_sweep):
 
 
 def test_curve_panels_are_val_acc_and_the_reported_metrics_val_counterparts_that_were_logged():
-    logged = {"val/acc", "val/nll", "train/loss_epoch", "val/teacher_acc"}
+    logged = {"val/acc", "val/nll", "train/loss", "train/distill", "val/teacher_acc"}
     reported = ["test/nll", "test/ece", "wall_time_s", "test/teacher_acc"]
-    assert curve_metrics(reported, logged) == ["val/acc", "val/nll", "val/teacher_acc"]
-    assert curve_metrics(["test/acc"], {"train/loss_epoch"}) == []
+    assert curve_metrics(reported, logged) == [
+        "train/loss",
+        "train/distill",
+        "val/acc",
+        "val/nll",
+        "val/teacher_acc",
+    ]
+    assert curve_metrics(["test/acc"], {"train/ce"}) == []
+
+
+def test_training_terms_selected_epochs_and_a_zoom_where_curves_flatten(tmp_path, drawn):
+    folder = _sweep(tmp_path)
+    for seed in range(2):
+        job = _job(folder, seed, ["divergence=kl", f"seed={seed}"], {"test/acc": 0.5}, seed)
+        record = json.loads((job / "metrics.json").read_text())
+        (job / "metrics.json").write_text(json.dumps({**record, "selected_epoch": 7 + seed}))
+        # accuracy climbs for 4 epochs, then stays within 0.005: flattened
+        accs = [0.3, 0.6, 0.8, 0.9, 0.902, 0.903, 0.904, 0.902, 0.905, 0.904]
+        _write_csv(job, {e: {"val/acc": a, "train/loss_epoch": 2 - e / 5} for e, a in enumerate(accs)})
+    report = collect(folder, ["test/acc"])
+    panels, _ = curve_panels(report)
+    assert [panel.metric for panel in panels] == ["train/loss", "val/acc"]  # the _epoch suffix dropped
+    assert panels[1].selected == {"all runs": [7, 8]} and panels[1].saturated()
+    assert not panels[0].saturated()  # a steady decline: not flat
+    path = folder / "report_curves.png"
+    assert write_curves(report, path)
+    fig = drawn[path.name]
+    loss_ax, acc_ax = fig.axes
+    (inset,) = acc_ax.child_axes
+    assert not loss_ax.child_axes
+    dotted = [line.get_xdata()[0] for line in acc_ax.get_lines() if line.get_linestyle() == ":"]
+    assert dotted == [7, 8]
+    assert inset.get_xlim() == (7, 10) and inset.get_ylim()[0] > 0.85  # the last third, fitted
 
 
 def test_a_later_attempts_rows_replace_an_earlier_ones_for_the_epochs_both_hold(tmp_path):
@@ -291,10 +326,11 @@ def test_a_two_key_grid_is_grouped_bars_with_key_value_ticks(tmp_path, drawn):
     assert layout.categories == ["divergence.temperature=1", "divergence.temperature=4"]
     assert layout.hues == ["divergence=kl", "divergence=js"]
     path = folder / "report.png"
-    write_plot(report, path)
+    write_plot(report, compare(report, resolve_baseline(report, "kl")), path)
     fig = drawn[path.name]
     _check_readable(fig, path)
     acc, ece = fig.axes
+    assert not acc.patches  # dots, no bars
     assert [tick.get_text() for tick in acc.get_xticklabels()] == layout.categories
     assert acc.get_ylabel() == "test accuracy (↑ better)" and ece.get_ylabel() == "test ECE (↓ better)"
     assert acc.get_ylim() == pytest.approx((0.85, 0.95))  # means ± std within 0.893 ... 0.937
@@ -346,7 +382,7 @@ def test_many_groups_are_ranked_best_first_and_cut_with_a_note(tmp_path, drawn):
     assert "1.143" in layout.categories  # 1 + 1/7, rounded to 4 significant digits
     assert all(len(label) <= len("1.143") for label in layout.categories)
     path = folder / "report.png"
-    write_plot(report, path)
+    write_plot(report, compare(report, None), path)
     _check_readable(drawn[path.name], path)
     assert drawn[path.name].axes[0].get_xlabel() == "test ECE (↓ better)"
 
@@ -372,8 +408,19 @@ def test_reliability_panels_carry_the_pooled_counts_and_mark_sparse_bins(tmp_pat
     curve_ax, counts_ax = fig.axes
     assert [bar.get_height() for bar in counts_ax.patches] == [2, 80]
     assert counts_ax.get_ylabel() == "samples" and counts_ax.get_yscale() == "log"
-    assert curve_ax.get_title() == f"all runs\nECE {panel.networks['model']['ece']:.3f}"
+    assert curve_ax.get_title() == f"all runs\npooled ECE {panel.networks['model']['ece']:.3f}"
     assert "bin of < 10 samples" in [text.get_text() for text in fig.legends[0].get_texts()]
+
+
+def test_reliability_titles_give_the_per_seed_ece_beside_the_pooled_one(tmp_path):
+    folder = _sweep(tmp_path)
+    bins = {"edges": [0.0, 0.5, 1.0], "count": [10, 40], "confidence": [0.3, 0.8], "accuracy": [0.2, 0.75]}
+    for seed, ece in enumerate((0.02, 0.04)):
+        job = _job(folder, seed, ["divergence=kl", f"seed={seed}"], {"test/ece": ece}, seed)
+        (job / "reliability.json").write_text(json.dumps({"model": bins}))
+    (panel,), _ = reliability_panels(collect(folder, ["test/ece"]))
+    title = reliability_title(panel)
+    assert title.endswith(f"pooled ECE {panel.networks['model']['ece']:.3f}\nper seed 0.030 ± 0.014")
 
 
 # --- metrics against a numeric key ------------------------------------------------------------------

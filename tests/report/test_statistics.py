@@ -15,7 +15,18 @@ from divergence_lab.report.collect import collect
 from divergence_lab.report.command import main
 from divergence_lab.report.comparison import compare, resolve_baseline
 from divergence_lab.report.errors import ReportError
-from divergence_lab.report.statistics import paired_difference, rank, summarise
+from divergence_lab.report.statistics import (
+    Settings,
+    adjust,
+    correct,
+    minimum_detectable_effect,
+    paired_difference,
+    seeds_needed,
+    smallest_attainable_p,
+    summarise,
+)
+from divergence_lab.report.tables import p_text
+from divergence_lab.report.verdicts import paired_ranks, verdict
 
 Q = 2 * 0.475
 T_975_DF2 = math.sqrt(2 * Q**2 / (1 - Q**2))  # 4.3027
@@ -65,40 +76,156 @@ def test_pairing_uses_shared_seeds_only_and_reports_the_others():
     assert difference.mean == pytest.approx(-0.10)  # seed 3 has no kl counterpart: left out
 
 
-def test_fewer_than_three_pairs_are_never_tested():
+def test_fewer_than_three_pairs_are_never_tested_and_get_no_interval():
     difference = paired_difference({0: 0.5, 1: 0.7}, {0: 0.4, 1: 0.5})
     assert difference.n_pairs == 2 and difference.p_value is None and not difference.tested
     assert difference.mean == pytest.approx(0.15)
-    assert difference.ci is not None  # an interval is still shown (wide, df = 1)
+    assert difference.ci is None and difference.mde is None  # one degree of freedom says nothing
+    assert difference.untested_reason == "n=2 < 3"
+    assert summarise([0.5, 0.7]).ci is None
 
 
-def test_identical_differences_have_no_p_value():
+def test_identical_differences_have_no_p_value_and_no_zero_width_interval():
     difference = paired_difference({0: 0.5, 1: 0.6, 2: 0.7}, {0: 0.4, 1: 0.5, 2: 0.6})
     assert difference.p_value is None and difference.mean == pytest.approx(0.1)
+    assert difference.ci is None
+    assert difference.untested_reason == "the same Δ on every seed"
 
 
 def test_no_shared_seed_gives_no_difference():
     assert paired_difference({0: 0.5}, {1: 0.5}) is None
 
 
-def test_rank_marks_groups_whose_interval_overlaps_the_best_as_tied():
-    summaries = {
-        "a": summarise([0.90, 0.91, 0.92]),  # best, CI ~ [0.875, 0.945]
-        "b": summarise([0.88, 0.90, 0.92]),  # CI overlaps a's
-        "c": summarise([0.50, 0.51, 0.52]),  # far below
+def test_holm_and_bh_by_hand():
+    p = [0.01, 0.04, 0.03, 0.20]
+    # Holm: sorted 0.01, 0.03, 0.04, 0.20 times 4, 3, 2, 1, made monotone: 0.04, 0.09, 0.09, 0.20
+    assert adjust(p, "holm") == pytest.approx([0.04, 0.09, 0.09, 0.20])
+    # BH: p_(i) * m / i from the largest down, running minimum: 0.2, 0.04*4/3, 0.03*4/2 -> 0.0533.., 0.04
+    assert adjust(p, "bh") == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.20])
+    assert adjust(p, "none") == p
+
+
+def test_correct_replaces_only_tested_p_values():
+    tested = paired_difference(RKL, KL)
+    untested = paired_difference({0: 0.5, 1: 0.7}, {0: 0.4, 1: 0.5})
+    corrected = correct([tested, untested, None, tested], "holm")
+    assert corrected[0].p_adjusted == pytest.approx(min(1.0, 2 * tested.p_value))
+    assert corrected[1].p_adjusted is None and corrected[2] is None
+
+
+def test_wilcoxon_exact_p_by_hand():
+    # five positive differences: the exact two-sided signed-rank p is 2 / 2^5 = 0.0625, its smallest value
+    group = {s: 0.9 + 0.01 * s + 0.001 * (s + 1) for s in range(5)}
+    base = {s: 0.9 + 0.01 * s for s in range(5)}
+    difference = paired_difference(group, base, Settings(test="wilcoxon"))
+    assert difference.p_value == pytest.approx(0.0625)
+    assert smallest_attainable_p("wilcoxon", 5) == pytest.approx(0.0625)
+    # it can never reach 0.05 with five pairs: the MDE is infinite and the verdict says so
+    assert difference.mde == math.inf
+    assert verdict(difference, 1, Settings(test="wilcoxon")).word == "not detectable with n=5 (wilcoxon test)"
+
+
+def test_sign_flip_p_and_bootstrap_interval_are_seeded_and_exact():
+    group = {s: 0.9 + 0.01 * s + d for s, d in enumerate([0.01, 0.02, -0.005, 0.015, 0.03, 0.01])}
+    base = {s: 0.9 + 0.01 * s for s in range(6)}
+    settings = Settings(test="bootstrap")
+    first, second = paired_difference(group, base, settings), paired_difference(group, base, settings)
+    assert first == second  # the resampler is seeded
+    # 2^6 = 64 sign patterns; |Σ| >= the observed 0.08: the observed one, the one with -0.005 flipped to
+    # +0.005 (Σ = 0.09), and their two mirrors: p = 4/64
+    assert first.p_value == pytest.approx(4 / 64)
+    d = [0.01, 0.02, -0.005, 0.015, 0.03, 0.01]
+    assert min(d) <= first.ci[0] < sum(d) / 6 < first.ci[1] <= max(d)
+
+
+def test_minimum_detectable_effect_by_noncentral_t():
+    from scipy import stats
+
+    sd, n, alpha = 0.0105, 5, 0.05
+    mde = minimum_detectable_effect(sd, n, alpha, 0.8)
+    # power of the two-sided one-sample t-test at the MDE, from the noncentral t distribution: 0.8
+    critical = stats.t.ppf(1 - alpha / 2, n - 1)
+    shift = mde / sd * math.sqrt(n)
+    power = 1 - stats.nct.cdf(critical, n - 1, shift) + stats.nct.cdf(-critical, n - 1, shift)
+    assert power == pytest.approx(0.8, abs=1e-6)
+    assert mde == pytest.approx(0.0176, abs=2e-4)  # ≈ 1.75 pt for the default study's SD of Δ
+    needed = seeds_needed(0.01, sd, alpha, 0.8)
+    assert needed == 11  # 10 pairs have power < 0.8 at 0.01, 11 reach it
+    for pairs, reaches in ((needed - 1, False), (needed, True)):
+        c = stats.t.ppf(1 - alpha / 2, pairs - 1)
+        nc = 0.01 / sd * math.sqrt(pairs)
+        assert (1 - stats.nct.cdf(c, pairs - 1, nc) + stats.nct.cdf(-c, pairs - 1, nc) >= 0.8) == reaches
+
+
+def test_holm_sets_the_per_comparison_alpha_of_the_mde():
+    assert Settings().per_comparison_alpha(4) == pytest.approx(0.0125)
+    assert Settings(correction="none").per_comparison_alpha(4) == 0.05
+    difference = paired_difference(RKL, KL, Settings(), comparisons=4)
+    sd = difference.sd
+    assert difference.mde == pytest.approx(minimum_detectable_effect(sd, 3, 0.0125, 0.8))
+
+
+def test_tost_by_hand():
+    # differences 0.001, -0.002, 0.0015, 0.0005, -0.001: mean 0, well inside ±0.01
+    d = [0.001, -0.002, 0.0015, 0.0005, -0.001]
+    group = {s: 0.9 + v for s, v in enumerate(d)}
+    base = {s: 0.9 for s in range(5)}
+    difference = paired_difference(group, base, Settings(equivalence_margin=0.01))
+    mean = sum(d) / 5
+    se = math.sqrt(sum((v - mean) ** 2 for v in d) / 4) / math.sqrt(5)
+    from scipy import stats
+
+    p_low = 1 - stats.t.cdf((mean + 0.01) / se, 4)
+    p_high = stats.t.cdf((mean - 0.01) / se, 4)
+    assert difference.tost_p == pytest.approx(max(p_low, p_high), rel=1e-6)
+    (corrected,) = correct([difference], "holm")
+    assert verdict(corrected, 1, Settings(equivalence_margin=0.01), "{:.2f}".format).word == (
+        "equivalent within ±0.01"
+    )
+
+
+def test_verdict_words():
+    settings = Settings()
+    worse = correct([paired_difference(RKL, KL)], "holm")[0]  # p = 0.013
+    assert verdict(worse, 1, settings).word == "worse"
+    assert verdict(worse, -1, settings).word == "better"  # lower is better: a negative Δ wins
+    assert verdict(worse, 0, settings).word == "lower"
+    noisy = correct([paired_difference({0: 0.9, 1: 0.95, 2: 0.91}, {0: 0.91, 1: 0.92, 2: 0.92})], "holm")[0]
+    word = verdict(noisy, 1, settings, "{:.3f}".format).word
+    assert word == f"no difference detected (could detect ≥ {noisy.mde:.3f})"
+
+
+def test_bounded_metric_interval_is_clipped_and_marked():
+    summary = summarise([0.001, 0.002, 0.03], bounds=(0.0, 1.0))
+    assert summary.ci[0] == 0.0 and summary.clipped
+    assert not summarise([0.4, 0.5, 0.6], bounds=(0.0, 1.0)).clipped
+
+
+def test_ranks_come_from_paired_tests_against_the_best():
+    # a and b overlap in their intervals but b is below a on every seed by a steady margin: separated
+    per_seed = {
+        "a": {0: 0.90, 1: 0.95, 2: 0.92, 3: 0.97, 4: 0.93},
+        "b": {0: 0.88, 1: 0.931, 2: 0.899, 3: 0.951, 4: 0.909},
+        "c": {0: 0.91, 1: 0.93, 2: 0.93, 3: 0.96, 4: 0.92},  # mixed signs against a: tied
     }
-    ranks = rank(summaries, direction=1)
-    assert [ranks[k].describe() for k in "abc"] == ["1=", "1=", "3"]
-    assert [ranks[k].position for k in "abc"] == [1, 2, 3]
-    lower_better = rank(summaries, direction=-1)
-    assert lower_better["c"].position == 1 and lower_better["c"].describe() == "1"
-    assert rank(summaries, direction=0) == {}
+    means = {k: sum(v.values()) / 5 for k, v in per_seed.items()}
+    ranks = paired_ranks(per_seed, means, 1, Settings())
+    assert [ranks[k].describe() for k in "acb"] == ["1=", "1=", "3"]
+    assert [ranks[k].position for k in "acb"] == [1, 2, 3]
+    assert paired_ranks(per_seed, means, 0, Settings()) == {}
 
 
 def test_one_seed_ranks_are_not_tested():
-    ranks = rank({"a": summarise([0.9]), "b": summarise([0.8])}, direction=1)
-    assert [ranks[k].describe() for k in "ab"] == ["1", "2"]
-    assert not ranks["a"].tested
+    ranks = paired_ranks({"a": {0: 0.9}, "b": {0: 0.8}}, {"a": 0.9, "b": 0.8}, 1, Settings())
+    assert [ranks[k].describe() for k in "ab"] == ["1=", "1="]
+    assert not ranks["a"].tested and not ranks["b"].tested
+
+
+def test_p_values_never_round_onto_the_level():
+    assert p_text(0.05002, 0.05) == "0.05002"
+    assert p_text(0.04996, 0.05) == "0.04996"
+    assert p_text(0.0123, 0.05) == "0.0123"
+    assert p_text(0.0004, 0.05) == "< 0.001"
 
 
 def _job(sweep, num, overrides, metrics, seed):
@@ -181,8 +308,9 @@ def test_report_shows_n_a_for_one_seed_and_says_nothing_is_tested(tmp_path, caps
     markdown = (tmp_path / "report.md").read_text()
     assert "0.9000 ± n/a ★" in markdown and "± 0.0000" not in markdown
     assert "not tested (n=1 < 3)" in markdown
-    assert "Fewer than 3 paired seeds: no significance is claimed" in markdown
+    assert "Fewer than 3 paired seeds: no interval, no test, no claim" in markdown
     assert "One seed per group: the order is not tested" in markdown
+    assert "[0.9" not in markdown and "[+0.0" not in markdown  # no interval anywhere
 
 
 def test_unmatched_seeds_are_noted(tmp_path):
@@ -272,4 +400,7 @@ def test_a_search_is_compared_only_with_a_baseline_the_user_names(tmp_path):
     assert main([str(tmp_path), "--metrics", "test/acc", "--baseline", "kl"]) == 0
     markdown = (tmp_path / "report.md").read_text()
     assert "Baseline: **divergence=kl**" in markdown
-    assert "| divergence=rkl, method.alpha=0.9 | 1 | 0.5000 ± n/a | n/a | +0.0000 n/a (n=1) |" in markdown
+    assert (
+        "| divergence=rkl, method.alpha=0.9 | 1 | 0.5000 ± n/a | n/a | +0.0000 (no CI) (n=1) | 0/1 | — | — |"
+        in markdown
+    )

@@ -40,6 +40,7 @@ SEED_JITTER = 0.18  # vertical spread of the per-seed dots, in rows
 MDE_COLOR = "0.85"
 VERDICT_COLORS = {"better": "tab:green", "worse": "tab:red"}
 NEUTRAL_COLOR = "tab:blue"
+CORRECTION_TITLES = {"holm": "Holm", "bh": "Benjamini–Hochberg", "none": "no correction"}
 DIAMOND_SIZE = 8
 
 
@@ -71,7 +72,7 @@ def write_forest_plot(
         settings = panels[0][0].settings
         fig.suptitle(
             f"Paired Δ vs {baseline.describe(names)} per seed (dots), mean with 95 % CI; filled: significant "
-            f"after {settings.correction} (α = {settings.alpha:g}); grey band: ± MDE at "
+            f"after {CORRECTION_TITLES[settings.correction]} (α = {settings.alpha:g}); grey band: ± MDE at "
             f"{settings.power:.0%} power"
         )
         save(fig, path)
@@ -109,5 +110,5 @@ def _draw_panel(ax: Any, comparison: MetricComparison, rows: list[Any], baseline
     if extent > 0:
         ax.set_xlim(-1.15 * extent, 1.15 * extent)
     ax.grid(axis="y", visible=False)
-    ax.set_xlabel(f"Δ = group − {baseline_name}")
-    ax.set_title(f"{axis_label(comparison.metric)}{_better_side(comparison.direction)}", loc="left")
+    ax.set_xlabel(f"Δ = group − {baseline_name}{_better_side(comparison.direction)}")
+    ax.set_title(axis_label(comparison.metric), loc="left")

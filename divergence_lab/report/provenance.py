@@ -62,6 +62,8 @@ class Provenance:
     runs: int
     common: dict[str, Any] = field(default_factory=dict)
     varying: dict[str, list[str]] = field(default_factory=dict)
+    # a key only some runs have (a member's own parameter: Sinkhorn's epsilon), with one value among them
+    partial: dict[str, tuple[Any, int]] = field(default_factory=dict)  # key -> (value, runs that have it)
     teachers: dict[str, dict[str, Any]] = field(default_factory=dict)  # cache key -> model, test metrics
     commits: Counter = field(default_factory=Counter)  # (commit, dirty) -> runs
     wall_times: list[float] = field(default_factory=list)
@@ -86,6 +88,13 @@ class Provenance:
     def varying_lines(self) -> list[str]:
         return [
             f"{key}: {', '.join(values)}" for key, values in self.varying.items() if key not in HIDDEN_KEYS
+        ]
+
+    def partial_lines(self) -> list[str]:
+        """``divergence.epsilon=0.1 (6 of 36 runs)``: a setting that applies to some runs only."""
+        return [
+            f"{key}={_show(value)} ({runs} of {self.runs} runs)"
+            for key, (value, runs) in self.partial.items()
         ]
 
     def teacher_lines(self) -> list[str]:
@@ -146,9 +155,12 @@ def collect_provenance(jobs: list[Path], records: list[dict[str, Any]]) -> Prove
     keys = list(dict.fromkeys(key for s in settings for key in s))  # the config's own order
     provenance = Provenance(runs=len(jobs))
     for key in keys:
-        values = {json.dumps(s.get(key), sort_keys=True, default=str) for s in settings}
-        if len(values) == 1:
-            provenance.common[key] = settings[0].get(key)
+        having = [s[key] for s in settings if key in s]
+        values = {json.dumps(value, sort_keys=True, default=str) for value in having}
+        if len(values) == 1 and len(having) == len(settings):
+            provenance.common[key] = having[0]
+        elif len(values) == 1:
+            provenance.partial[key] = (having[0], len(having))
         else:
             provenance.varying[key] = sorted(_show(json.loads(v)) for v in values)
     for job in jobs:

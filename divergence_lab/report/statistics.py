@@ -24,9 +24,10 @@ Against a baseline group, on the ``m`` seeds both groups have, ``d_i = x_i − b
 * the **minimum detectable effect** (MDE): the true ``|Δ|`` that the paired t-test finds with probability
   ``power`` at level ``α_eff``, given ``m`` and the observed ``s_d``: ``MDE = d* · s_d`` where ``d*`` solves
   the noncentral-t power equation (``statsmodels`` ``TTestPower``). ``α_eff`` is the level the correction
-  applies to one comparison in the worst case (``α / k`` for ``k`` comparisons under Holm or Benjamini–Hochberg,
-  ``α`` without correction). The distribution-free tests can never reject when their smallest attainable
-  p-value (``2 / 2^m`` for ``m`` pairs without ties) exceeds ``α_eff``: their MDE is then infinite;
+  applies to one comparison in the worst case (``α / k`` for ``k`` comparisons under Holm or
+  Benjamini–Hochberg, ``α`` without correction). The distribution-free tests can never reject when their
+  smallest attainable p-value (``2 / 2^m`` for ``m`` pairs without ties) exceeds ``α_eff``: their MDE is
+  then infinite;
 * the seeds needed to detect a declared effect of interest ``δ``: the smallest ``m`` whose power at
   ``δ / s_d`` reaches ``power`` (same equation, solved for ``m``);
 * with an equivalence margin ``ε``: the two one-sided paired t-tests (TOST, ``statsmodels``

@@ -230,13 +230,14 @@ def notes(
         lines.append(f"† the interval was cut at the metric's range [{low:g}, {high:g}].")
     effect = settings.effect_of_interest
     needed = [
-        r.difference.seeds_needed for r in comparison.rows if r.difference and r.difference.seeds_needed
+        (r, r.difference.seeds_needed) for r in comparison.rows if r.difference and r.difference.seeds_needed
     ]
     if effect is not None and needed:
+        pairs = max(r.difference.n_pairs for r in comparison.rows if r.difference)
+        shown = ", ".join(f"{short_number(row.label)} {seeds}" for row, seeds in needed)
         lines.append(
-            f"Effect of interest |Δ| = {number(effect)}: with the observed SDs of Δ, {min(needed)}–"
-            f"{max(needed)} paired seeds would detect it with {settings.power:.0%} power "
-            f"(this study has {max(r.difference.n_pairs for r in comparison.rows if r.difference)})."
+            f"Effect of interest |Δ| = {number(effect)}: paired seeds that would detect it with "
+            f"{settings.power:.0%} power, from each comparison's observed SD of Δ: {shown} (this study: {pairs})."
         )
     ranked = [row.rank for row in comparison.rows if row.rank is not None]
     if comparison.rows and all(row.summary is None or row.summary.n < 2 for row in comparison.rows):
@@ -279,6 +280,7 @@ def provenance_lines(report: SweepReport, provenance: Provenance) -> list[str]:
     lines = [f"- **Runs**: {provenance.runs} finished, seeds {shown_seeds}; {jobs}"]
     for title, items in (
         ("Varying", provenance.varying_lines()),
+        ("Set in some runs only", provenance.partial_lines()),
         ("Held fixed", provenance.settings_lines()),
         ("Teachers", provenance.teacher_lines()),
         ("Code", provenance.code_lines()),
@@ -309,7 +311,8 @@ def answer_lines(comparisons: list[MetricComparison], baseline: Baseline, names:
         undetected = [row for row in rows if row.verdict.kind == "undetected"]
         if undetected:
             mdes = [row.difference.mde for row in undetected if row.difference and row.difference.mde]
-            reach = f" (could detect ≥ {number(min(mdes))}–{number(max(mdes))})" if mdes else ""
+            span = {number(min(mdes)), number(max(mdes))} if mdes else set()
+            reach = f" (could detect ≥ {'–'.join(sorted(span))})" if span else ""
             parts.append(
                 f"no difference detected: {', '.join(short_number(r.label) for r in undetected)}{reach}"
             )

@@ -12,7 +12,9 @@ In order, each refusal one line (:class:`~divergence_lab.config.checks.ConfigErr
 4. the checks that need the registry or torch (divergence parameters and kinds, a GPU trainer on a machine
    without one);
 5. the folder: a run or sweep folder that holds another config is refused (:mod:`run_fingerprint`), or with
-   ``ckpt_path=fresh`` its contents are moved aside; an output folder that cannot be written is refused.
+   ``ckpt_path=fresh`` its contents are moved aside; a grid that adds values to the swept keys of the sweep
+   in its folder grows that sweep (:mod:`divergence_lab.sweep.growth`); an output folder that cannot be
+   written is refused.
 """
 
 from __future__ import annotations
@@ -42,15 +44,10 @@ from divergence_lab.config.checks import (
     validate_settings,
 )
 from divergence_lab.config.errors import ConfigError
-from divergence_lab.run.fingerprint import (
-    SWEEP_FINGERPRINT_FILE,
-    SWEEP_KEY_PREFIX,
-    check_run_dir,
-    check_sweep_dir,
-    fingerprint_settings,
-    move_aside,
-    write_fingerprint,
-)
+from divergence_lab.run.fingerprint import check_run_dir, fingerprint_settings, move_aside
+from divergence_lab.run.record import SWEEP_KEY_PREFIX
+from divergence_lab.sweep.growth import record_sweep
+from divergence_lab.sweep.status import GRID_SWEEPER
 
 # Hydra flags that print something instead of running: nothing to check
 INFORMATION_FLAGS = frozenset(
@@ -229,7 +226,21 @@ def check_values(
     check_reads_across(configs, fixed, swept_overrides)
     if line.multirun:
         check_sweep_settings(configs[0], [f"{key}={value}" for key, value in _sweep_specs(line)])
+        check_report_settings(configs[0])
     return configs
+
+
+def check_report_settings(cfg: DictConfig) -> None:
+    """The sweep's ``report`` section as ``dlab-report`` will read it (test, correction, level, power, margins
+    and effects of interest), refused in one line before any job starts."""
+    from divergence_lab.report.errors import ReportError
+    from divergence_lab.report.testing import report_settings
+
+    section = OmegaConf.to_container(cfg.report, resolve=True) if "report" in cfg else {}
+    try:
+        report_settings(section, [str(metric) for metric in section.get("metrics") or []])
+    except ReportError as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_runtime(configs: list[DictConfig]) -> None:
@@ -267,19 +278,21 @@ class Verdict:
 
 
 def prepare_folder(line: CommandLine, base: DictConfig, swept: dict[str, list[Any] | None]) -> Verdict:
-    """Refuse a folder of another config, or move it aside for ``ckpt_path=fresh``.
+    """Refuse a folder of another config, or move it aside for ``ckpt_path=fresh``; grow a grid sweep.
 
     A sweep folder is pinned (``hydra.sweep.dir=<the folder checked>``): its default name holds the time,
     which Hydra would otherwise resolve again a moment later into another folder.
     """
     fresh = base.get("ckpt_path") == "fresh"
     pinned = []
+    growth = None
     if line.multirun:
         folder = Path(base.hydra.sweep.dir)
         check_writable(folder)
         settings = sweep_settings(base, line, swept)
-        moved = move_aside(folder) if fresh else check_sweep_dir(folder, settings)
-        write_fingerprint(folder / SWEEP_FINGERPRINT_FILE, settings)
+        moved = move_aside(folder) if fresh else None
+        grid = str(OmegaConf.select(base, "hydra.sweeper._target_", default="")).endswith(GRID_SWEEPER)
+        growth = record_sweep(folder, settings, growable=grid)
         if not any(o.split("=", 1)[0] == "hydra.sweep.dir" for o in line.overrides):
             pinned.append(f"hydra.sweep.dir={folder}")
     else:
@@ -287,7 +300,7 @@ def prepare_folder(line: CommandLine, base: DictConfig, swept: dict[str, list[An
         check_writable(folder)
         moved = move_aside(folder) if fresh else check_run_dir(folder, fingerprint_settings(base))
     notice = f"ckpt_path=fresh: moved the earlier contents of {folder} to {moved}" if moved else None
-    return Verdict(notice, pinned)
+    return Verdict(growth.describe(folder) if growth else notice, pinned)
 
 
 def preflight(argv: Sequence[str]) -> Verdict:

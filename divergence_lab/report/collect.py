@@ -6,6 +6,13 @@ summarised as mean ± sample standard deviation over the group's seeds, and only
 vary across the sweep label the groups. Unfinished jobs are listed with their state
 (:mod:`divergence_lab.sweep.status`), jobs whose files cannot be read as unreadable: none is dropped
 silently. The sweep's ``multirun.yaml`` may name the metrics to report (``report.metrics``).
+
+Several sweeps are reported as one by :func:`collect_sweeps` when the settings they held fixed agree
+(:mod:`divergence_lab.report.merging`): groups of the same grid point are merged and their seeds pooled.
+Their groups are keyed by the swept keys alone (an override every sweep held fixed, such as
+``paths.output_root``, does not split a group). A seed of a group that ran in two of the sweeps counts once
+when both runs recorded the same metrics (the same run, reported twice); different metrics for it refuse
+the merge, naming the group, the seed and both job folders.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import difflib
 import json
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +28,7 @@ from typing import Any
 import yaml
 
 from divergence_lab.report.errors import ReportError, UnreadableFile, error_reason
+from divergence_lab.report.merging import check_mergeable, read_sweep_settings, under
 from divergence_lab.run.record import METRICS_FILE
 from divergence_lab.sweep.status import UnfinishedJob, expected_job_count, unfinished_job
 
@@ -65,6 +74,7 @@ class SweepReport:
     recorded: set[str] = field(default_factory=set)  # every metric some readable run recorded
     display_names: dict[str, str] = field(default_factory=dict)  # override value -> name shown
     records: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)  # finished job, metrics.json
+    sweeps: list[Path] = field(default_factory=list)  # the sweep folders read: several when merged
 
     def label(self, group: Group) -> str:
         """The group's label as tables and figures show it (display names applied)."""
@@ -146,12 +156,15 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
-def _group_key(overrides: list[str], seen_values: dict[str, set[str]]) -> tuple[tuple[str, str], ...]:
-    """The job's overrides minus the seed (and Hydra's own) as ``(key, value)`` pairs; notes each value."""
+def _group_key(
+    overrides: list[str], seen_values: dict[str, set[str]], swept: Iterable[str] | None = None
+) -> tuple[tuple[str, str], ...]:
+    """The job's overrides minus the seed (and Hydra's own) as ``(key, value)`` pairs; notes each value.
+    With ``swept`` (merged sweeps), only the overrides of those keys."""
     pairs = []
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if key in IGNORED_KEYS or key.startswith("hydra"):
+        if key in IGNORED_KEYS or key.startswith("hydra") or (swept is not None and not under(key, swept)):
             continue
         pairs.append((key, value))
         seen_values.setdefault(key, set()).add(value)
@@ -171,46 +184,142 @@ def _add_run(group: Group, job: Path, record: dict[str, Any], metrics: list[str]
                 group.per_seed.setdefault(metric, {})[seed] = float(value)
 
 
+@dataclass
+class SweepJobs:
+    """The job folders of a sweep, read: the finished ones (folder, ``metrics.json``, overrides), the
+    unfinished ones and the files that cannot be read."""
+
+    finished: list[tuple[Path, dict[str, Any], list[str]]] = field(default_factory=list)
+    missing: list[UnfinishedJob] = field(default_factory=list)
+    unreadable: list[UnreadableFile] = field(default_factory=list)
+
+
+def read_jobs(sweep_dir: Path) -> SweepJobs:
+    """Read every job folder of ``sweep_dir``; a job whose files cannot be read is listed as unreadable."""
+    jobs = SweepJobs()
+    for job in _job_dirs(sweep_dir):
+        metrics_file = job / METRICS_FILE
+        if not metrics_file.is_file():
+            jobs.missing.append(unfinished_job(job))
+            continue
+        try:
+            jobs.finished.append((job, read_record(metrics_file), _overrides(job)))
+        except UnreadableFile as error:
+            jobs.unreadable.append(error)
+    return jobs
+
+
+def _grouped(
+    sweep_dirs: Sequence[Path],
+    metrics: list[str],
+    jobs: SweepJobs,
+    expected: int | None,
+    swept: Iterable[str] | None = None,
+) -> SweepReport:
+    """Group the finished ``jobs`` by their overrides minus the seed (only ``swept`` keys, when given)."""
+    groups: dict[tuple, Group] = {}
+    recorded: set[str] = set()
+    records: list[tuple[Path, dict[str, Any]]] = []
+    seen_values: dict[str, set[str]] = {}
+    for job, record, overrides in jobs.finished:
+        recorded |= recorded_metrics(record)
+        records.append((job, record))
+        key = _group_key(overrides, seen_values, swept)
+        _add_run(groups.setdefault(key, Group(key)), job, record, metrics)
+    if not groups:
+        detail = f"; unreadable: {', '.join(str(f) for f in jobs.unreadable)}" if jobs.unreadable else ""
+        where = ", ".join(str(sweep_dir) for sweep_dir in sweep_dirs)
+        raise FileNotFoundError(f"no finished job (readable metrics.json) in {where}{detail}")
+    varying = [key for key, values in seen_values.items() if len(values) > 1]
+    return SweepReport(
+        sweep_dirs[0],
+        metrics,
+        list(groups.values()),
+        varying,
+        jobs.missing,
+        expected,
+        jobs.unreadable,
+        recorded,
+        records=records,
+        sweeps=list(sweep_dirs),
+    )
+
+
 def collect(sweep_dir: Path, metrics: list[str]) -> SweepReport:
     """Group the finished jobs of ``sweep_dir`` by their overrides minus the seed.
 
     A job whose files cannot be read is skipped and listed in ``SweepReport.unreadable``.
     """
-    groups: dict[tuple, Group] = {}
-    missing: list[UnfinishedJob] = []
-    unreadable: list[UnreadableFile] = []
-    recorded: set[str] = set()
-    records: list[tuple[Path, dict[str, Any]]] = []
-    seen_values: dict[str, set[str]] = {}
-    for job in _job_dirs(sweep_dir):
-        metrics_file = job / METRICS_FILE
-        if not metrics_file.is_file():
-            missing.append(unfinished_job(job))
-            continue
-        try:
-            record, overrides = read_record(metrics_file), _overrides(job)
-        except UnreadableFile as error:
-            unreadable.append(error)
-            continue
-        recorded |= recorded_metrics(record)
-        records.append((job, record))
-        key = _group_key(overrides, seen_values)
-        _add_run(groups.setdefault(key, Group(key)), job, record, metrics)
-    if not groups:
-        detail = f"; unreadable: {', '.join(str(f) for f in unreadable)}" if unreadable else ""
-        raise FileNotFoundError(f"no finished job (readable metrics.json) in {sweep_dir}{detail}")
-    varying = [key for key, values in seen_values.items() if len(values) > 1]
-    return SweepReport(
-        sweep_dir,
-        metrics,
-        list(groups.values()),
-        varying,
-        missing,
-        expected_job_count(sweep_dir),
-        unreadable,
-        recorded,
-        records=records,
-    )
+    return _grouped([sweep_dir], metrics, read_jobs(sweep_dir), expected_job_count(sweep_dir))
+
+
+def _group_name(key: tuple[tuple[str, str], ...]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in key) or "the runs"
+
+
+FirstRun = tuple[Path, Path, dict[str, Any]]  # the sweep, the job folder and the metrics of a seed's run
+
+
+def _is_repeat(first: dict[tuple[Any, int], FirstRun], slot: tuple[Any, int], run: FirstRun) -> bool:
+    """Whether ``run`` repeats, from another sweep, the first run of its ``(group key, seed)``; a repeat
+    with other metrics raises :class:`ReportError`."""
+    earlier = first.setdefault(slot, run)
+    if earlier[0] == run[0]:
+        return False
+    if earlier[2] != run[2]:
+        key, seed = slot
+        raise ReportError(
+            f"cannot merge: {_group_name(key)}, seed {seed} ran in both {earlier[1]} and {run[1]} with "
+            f"different results; merge sweeps that ran other seeds, or report them apart"
+        )
+    return True
+
+
+def pool_jobs(sweeps: Sequence[tuple[Path, SweepJobs]], swept: Iterable[str]) -> tuple[SweepJobs, int]:
+    """The jobs of several sweeps as one, and how many were left out as repeats: a group's seed that ran
+    in two sweeps counts once when both runs recorded the same metrics, else :class:`ReportError`."""
+    pooled = SweepJobs()
+    first: dict[tuple[Any, int], FirstRun] = {}  # (group key, seed) -> its first run
+    repeats = 0
+    for sweep_dir, jobs in sweeps:
+        pooled.missing += jobs.missing
+        pooled.unreadable += jobs.unreadable
+        for job, record, overrides in jobs.finished:
+            seed = record.get("seed")
+            seeded = isinstance(seed, int) and not isinstance(
+                seed, bool
+            )  # a run without a seed never repeats
+            slot = (_group_key(overrides, {}, swept), seed)
+            if seeded and _is_repeat(first, slot, (sweep_dir, job, record["metrics"])):
+                repeats += 1  # the same run, in both sweeps
+                continue
+            pooled.finished.append((job, record, overrides))
+    return pooled, repeats
+
+
+def collect_sweeps(sweep_dirs: Sequence[Path], metrics: list[str]) -> SweepReport:
+    """One report of several sweeps whose fixed settings agree (one sweep: :func:`collect`); a sweep given
+    twice is read once. The report's ``sweep_dir`` (where its files go) is the first sweep's.
+
+    Raises :class:`ReportError` (one line) for sweeps that cannot be merged: a search, fixed settings that
+    differ (naming the keys), a seed of a group with different results in two sweeps.
+    """
+    unique: dict[Path, Path] = {}
+    for sweep_dir in sweep_dirs:
+        unique.setdefault(sweep_dir.resolve(), sweep_dir)
+    dirs = list(unique.values())
+    if len(dirs) == 1:
+        return collect(dirs[0], metrics)
+    for sweep_dir in dirs:
+        if is_search(sweep_dir):
+            raise ReportError(
+                f"cannot merge {sweep_dir}: a hyperparameter search has no grid to pool its trials in"
+            )
+    swept = check_mergeable([read_sweep_settings(sweep_dir) for sweep_dir in dirs]) - set(IGNORED_KEYS)
+    pooled, repeats = pool_jobs([(sweep_dir, read_jobs(sweep_dir)) for sweep_dir in dirs], swept)
+    counts = [expected_job_count(sweep_dir) for sweep_dir in dirs]
+    expected = None if None in counts else sum(count for count in counts if count is not None) - repeats
+    return _grouped(dirs, metrics, pooled, expected, swept)
 
 
 def check_metrics(report: SweepReport, requested: list[str]) -> None:
@@ -261,6 +370,14 @@ def display_names(sweep_dir: Path) -> dict[str, str]:
     """``report.display_names`` of the sweep's config: override value -> the name tables and plots show."""
     names = report_section(sweep_dir).get("display_names") or {}
     return {str(k): str(v) for k, v in names.items()} if isinstance(names, dict) else {}
+
+
+def merged_display_names(sweep_dirs: Sequence[Path]) -> dict[str, str]:
+    """The display names of several sweeps' configs; the first sweep that names a value decides."""
+    names: dict[str, str] = {}
+    for sweep_dir in reversed(sweep_dirs):
+        names.update(display_names(sweep_dir))
+    return names
 
 
 def is_search(sweep_dir: Path) -> bool:

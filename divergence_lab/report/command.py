@@ -7,7 +7,9 @@ seeds pooled); :mod:`divergence_lab.report.comparison` compares every group with
 intervals, paired t-tests and ranks; :mod:`divergence_lab.report.provenance` says what was held fixed,
 what varied, which code and teachers ran and for how long. The command prints the tables, then writes
 into the sweep folder ``report.md``, ``report.csv`` and ``report_seeds.csv``
-(:mod:`divergence_lab.report.tables`) and the figures, each when the jobs left what it needs. Given a
+(:mod:`divergence_lab.report.tables`), the figures, each when the jobs left what it needs, and the same
+tables as a self-contained ``report.html`` (:mod:`divergence_lab.report.html_report`) and a LaTeX
+``report.tex`` (:mod:`divergence_lab.report.latex_table`). Given a
 study folder holding several sweeps (``outputs/sweeps/<study>/``), the latest sweep is reported.
 ``--wandb ENTITY/PROJECT`` also lists the sweep's runs as W&B has them (online).
 
@@ -20,45 +22,60 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from divergence_lab.report.across_datasets_section import across_datasets_lines
+from divergence_lab.report.cd_diagram import write_cd_diagram
 from divergence_lab.report.collect import (
     SweepReport,
     check_metrics,
-    collect,
+    collect_sweeps,
     declared_baseline,
-    display_names,
     find_sweep,
     is_search,
+    merged_display_names,
     read_sweep_config,
     sweep_metrics,
 )
 from divergence_lab.report.comparison import Baseline, MetricComparison, compare, resolve_baseline
+from divergence_lab.report.confusion import per_class_lines, write_confusion_grid
 from divergence_lab.report.curves import write_curves
 from divergence_lab.report.errors import ReportError, error_reason, one_line
+from divergence_lab.report.forest import write_forest_plot
+from divergence_lab.report.html_report import write_html
+from divergence_lab.report.latex_table import write_latex
 from divergence_lab.report.lines import write_line_plot
 from divergence_lab.report.plots import write_plot
 from divergence_lab.report.provenance import collect_provenance
 from divergence_lab.report.reliability import write_reliability_grid
+from divergence_lab.report.statistics import CORRECTIONS, TESTS
 from divergence_lab.report.tables import (
+    number,
     print_main_table,
     print_report,
     write_csv,
     write_markdown,
     write_seed_csv,
 )
+from divergence_lab.report.testing import settings_for
 
 REFUSED = 2  # exit code of a refused input
 REPORT_FILES = (
     "report.md",
     "report.csv",
     "report_seeds.csv",
+    "report.html",
+    "report.tex",
     "report.png",
+    "report_forest.png",
     "report_reliability.png",
     "report_curves.png",
     "report_lines.png",
+    "report_cd.png",
+    "report_confusion.png",
 )
 
 
@@ -85,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of ``dlab-report``; its errors are one line (see :class:`OneLineParser`)."""
     parser = OneLineParser(prog="dlab-report", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "path", type=_path_argument, help="a sweep folder, or a study folder (its latest sweep is used)"
+        "path",
+        nargs="+",
+        type=_path_argument,
+        help="a sweep folder, or a study folder (its latest sweep is used); several sweeps whose fixed "
+        "settings agree are merged into one report (seeds pooled), written into the first one",
     )
     parser.add_argument(
         "--metrics",
@@ -98,6 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GROUP",
         help="compare every group with this one, paired by seed: a value of a swept key (kl), key=value "
         "(divergence=kl) or a display name (default: the study's report.baseline, else the first group)",
+    )
+    parser.add_argument(
+        "--test",
+        choices=TESTS,
+        help="the paired test: t (paired t-test), wilcoxon (signed-rank), bootstrap (BCa bootstrap CI and a "
+        "sign-flip permutation p-value, seeded) (default: the study's report.test, else t)",
+    )
+    parser.add_argument(
+        "--correction",
+        choices=list(CORRECTIONS),
+        help="multiple-comparison correction over one metric's comparisons: holm, bh (Benjamini-Hochberg) "
+        "or none (default: the study's report.correction, else holm)",
     )
     parser.add_argument(
         "--wandb",
@@ -128,22 +161,42 @@ class PreparedReport:
     comparisons: list[MetricComparison]
 
 
-def prepare(path: Path, metrics: list[str] | None, baseline: str | None = None) -> PreparedReport:
+def prepare(
+    path: Path | Sequence[Path],
+    metrics: list[str] | None,
+    baseline: str | None = None,
+    test: str | None = None,
+    correction: str | None = None,
+) -> PreparedReport:
     """Find and read the sweep, check what was asked of it and compare its groups; nothing is written yet.
 
     Raises :class:`ReportError` or :class:`FileNotFoundError` (one-line messages) for careless input.
+    Several paths are merged into one report (:func:`~divergence_lab.report.collect.collect_sweeps`): the
+    first sweep's config gives the defaults (metrics, baseline) and its folder receives the report.
     """
-    sweep_dir = find_sweep(path)
-    read_sweep_config(sweep_dir)  # refuses an unreadable multirun.yaml before anything else parses it
-    report = collect(sweep_dir, metrics or sweep_metrics(sweep_dir))
-    report.display_names = display_names(sweep_dir)
+    sweep_dirs = [find_sweep(p) for p in ([path] if isinstance(path, Path) else path)]
+    sweep_dir = sweep_dirs[0]
+    for folder in sweep_dirs:
+        read_sweep_config(folder)  # refuses an unreadable multirun.yaml before anything else parses it
+    report = collect_sweeps(sweep_dirs, search_metrics(sweep_dir, metrics or sweep_metrics(sweep_dir)))
+    report.display_names = merged_display_names(sweep_dirs)
     if metrics:
         check_metrics(report, metrics)
     spec = baseline if baseline is not None else declared_baseline(sweep_dir)
     # a search's trials are no grid: compare only with a baseline the user names
     chosen = None if spec is None and is_search(sweep_dir) else resolve_baseline(report, spec)
+    settings = settings_for(sweep_dir, report.metrics, test, correction)
     check_writable(sweep_dir)
-    return PreparedReport(report, chosen, compare(report, chosen))
+    return PreparedReport(report, chosen, compare(report, chosen, settings, number))
+
+
+def search_metrics(sweep_dir: Path, metrics: list[str]) -> list[str]:
+    """A search's metrics with the validation metric it optimised first: its trials are ranked by what the
+    search saw, never by a test metric."""
+    optimized = read_sweep_config(sweep_dir).get("optimized_metric")
+    if not is_search(sweep_dir) or not isinstance(optimized, str) or optimized in metrics:
+        return metrics
+    return [optimized, *metrics]
 
 
 def write_report(prepared: PreparedReport) -> list[str]:
@@ -157,12 +210,34 @@ def write_report(prepared: PreparedReport) -> list[str]:
         written.append("report_curves.png")
     if write_line_plot(report, sweep_dir / "report_lines.png") is not None:
         written.append("report_lines.png")
-    write_plot(report, sweep_dir / "report.png")
+    write_plot(report, prepared.comparisons, sweep_dir / "report.png")
+    names = report.display_names
+    if write_forest_plot(prepared.comparisons, prepared.baseline, names, sweep_dir / "report_forest.png"):
+        written.append("report_forest.png")
+    if write_cd_diagram(report, sweep_dir / "report_cd.png"):
+        written.append("report_cd.png")
+    if write_confusion_grid(report, sweep_dir / "report_confusion.png"):
+        written.append("report_confusion.png")
+    remove_stale_figures(sweep_dir, written)
     provenance = collect_provenance(*map(list, zip(*report.records, strict=True)))
-    write_markdown(report, prepared.comparisons, prepared.baseline, provenance, sweep_dir / "report.md")
+    sections = [*across_datasets_lines(report), *per_class_lines(report)]
+    write_markdown(
+        report, prepared.comparisons, prepared.baseline, provenance, sweep_dir / "report.md", sections
+    )
     write_csv(report, prepared.comparisons, sweep_dir / "report.csv")
     write_seed_csv(prepared.comparisons, sweep_dir / "report_seeds.csv")
+    # last: the page embeds every figure written above
+    write_html(report, prepared.comparisons, prepared.baseline, provenance, sweep_dir / "report.html")
+    write_latex(report, prepared.comparisons, prepared.baseline, sweep_dir / "report.tex")
+    written += ["report.html", "report.tex"]
     return written
+
+
+def remove_stale_figures(sweep_dir: Path, written: list[str]) -> None:
+    """Remove the figures an earlier report wrote that this one did not (they would describe other runs)."""
+    for name in REPORT_FILES:
+        if name.endswith(".png") and name not in written:
+            (sweep_dir / name).unlink(missing_ok=True)
 
 
 def _refuse(message: object) -> int:
@@ -174,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``dlab-report``; returns the exit code (2 for a refused input)."""
     args = build_parser().parse_args(argv)
     try:
-        prepared = prepare(args.path, args.metrics, args.baseline)
+        if args.wandb:
+            check_wandb_access(args.wandb)
+        prepared = prepare(args.path, args.metrics, args.baseline, args.test, args.correction)
     except (FileNotFoundError, ReportError) as error:
         return _refuse(error)
     print_report(prepared.sweep, prepared.comparisons, prepared.baseline)
@@ -184,7 +261,13 @@ def main(argv: list[str] | None = None) -> int:
         return _refuse(f"cannot write the report in {prepared.sweep.sweep_dir}: {error_reason(error)}")
     print(f"wrote {', '.join(written)} in {prepared.sweep.sweep_dir}")
     if args.wandb:
-        print_wandb_runs(args.wandb, prepared.sweep.sweep_dir)
+        try:
+            print_wandb_runs(args.wandb, prepared.sweep.sweep_dir)
+        except Exception as error:  # the W&B API's errors have no common base (HTTP, auth, value errors)
+            return _refuse(
+                f"--wandb {args.wandb}: the report was written, W&B's runs could not be listed: "
+                f"{error_reason(error)}"
+            )
     return 0
 
 
@@ -200,6 +283,22 @@ def report_at_sweep_end(sweep_dir: Path) -> str:
     except (FileNotFoundError, ReportError, OSError) as error:
         return f"no report for {sweep_dir}: {one_line(error)}"
     return f"Report (statistics, provenance, figures): {prepared.sweep.sweep_dir / 'report.md'}"
+
+
+def check_wandb_access(project_path: str) -> None:
+    """Refuse (:class:`ReportError`) a ``--wandb`` path that is not ENTITY/PROJECT, or no W&B login."""
+    entity, sep, project = project_path.partition("/")
+    if not (sep and entity and project) or "/" in project:
+        raise ReportError(f"--wandb {project_path!r}: expected ENTITY/PROJECT (e.g. my-team/divergences)")
+    import wandb
+
+    try:
+        wandb.Api()
+    except wandb.errors.UsageError:
+        raise ReportError(
+            f"--wandb {project_path}: not logged in to W&B (run `wandb login` or set WANDB_API_KEY); "
+            "nothing written"
+        ) from None
 
 
 def print_wandb_runs(project_path: str, sweep_dir: Path) -> None:

@@ -237,7 +237,8 @@ def notes(
         shown = ", ".join(f"{short_number(row.label)} {seeds}" for row, seeds in needed)
         lines.append(
             f"Effect of interest |Δ| = {number(effect)}: paired seeds that would detect it with "
-            f"{settings.power:.0%} power, from each comparison's observed SD of Δ: {shown} (this study: {pairs})."
+            f"{settings.power:.0%} power, from each comparison's observed SD of Δ: {shown} "
+            f"(this study: {pairs})."
         )
     ranked = [row.rank for row in comparison.rows if row.rank is not None]
     if comparison.rows and all(row.summary is None or row.summary.n < 2 for row in comparison.rows):
@@ -337,6 +338,8 @@ def write_markdown(
     values, provenance, figures; ``extra_sections`` (Markdown lines) go before the per-seed values."""
     settings = comparisons[0].settings if comparisons else None
     lines = [f"# Sweep report: `{report.sweep_dir}`", ""]
+    if len(report.sweeps) > 1:
+        lines += ["Merged sweeps (fixed settings agree): " + ", ".join(f"`{s}`" for s in report.sweeps), ""]
     if baseline is not None and settings is not None:
         lines += ["## Answer", "", *answer_lines(comparisons, baseline, report.display_names), ""]
     lines += [

@@ -9,7 +9,8 @@ are read through their ``config.yaml``.
 
 The **sweep fingerprint** (``sweep_fingerprint.json`` in the sweep folder) is the fingerprint of the
 sweep's fixed settings together with its grid or search space (one entry per swept key, ``sweep:<key>``).
-A sweep started in a folder that holds another sweep is refused before any job starts.
+A sweep started in a folder that holds another sweep is refused before any job starts; a grid that only
+adds values to the swept keys of the folder's sweep grows it instead (:mod:`divergence_lab.sweep.growth`).
 
 ``ckpt_path=fresh`` never deletes anything: the folder's old contents move to
 ``<parent>/superseded/<name>-<time>/``.
@@ -28,12 +29,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from divergence_lab.config.errors import ConfigError
-from divergence_lab.run.record import write_json_atomically
+from divergence_lab.run.record import RUN_FINGERPRINT_FILE, write_json_atomically
 
-RUN_FINGERPRINT_FILE = "fingerprint.json"
-SWEEP_FINGERPRINT_FILE = "sweep_fingerprint.json"
 SUPERSEDED_DIR = "superseded"
-SWEEP_KEY_PREFIX = "sweep:"
 SHOWN_DIFFERENCES = 3
 # keys (and whole sub-trees) that never change a run's numbers
 IGNORED_KEYS = (
@@ -101,18 +99,25 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def write_fingerprint(path: Path, settings: Mapping[str, Any]) -> None:
-    """Write ``{"sha256": ..., "settings": ...}`` atomically, creating the folder."""
+def write_fingerprint(path: Path, settings: Mapping[str, Any], **extra: Any) -> None:
+    """Write ``{"sha256": ..., "settings": ..., **extra}`` atomically, creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(path, {"sha256": digest(settings), "settings": dict(settings)})
+    write_json_atomically(path, {"sha256": digest(settings), "settings": dict(settings), **extra})
+
+
+def read_fingerprint_record(path: Path) -> dict[str, Any] | None:
+    """The whole fingerprint file (``sha256``, ``settings``, any extra); None when missing or unreadable."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("settings"), dict) else None
 
 
 def read_fingerprint(path: Path) -> dict[str, Any] | None:
     """The settings recorded in a fingerprint file; None when it is missing or unreadable."""
-    try:
-        return dict(json.loads(path.read_text())["settings"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    record = read_fingerprint_record(path)
+    return None if record is None else dict(record["settings"])
 
 
 def stored_run_settings(run_dir: Path) -> dict[str, Any] | None:
@@ -126,28 +131,25 @@ def stored_run_settings(run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
-def _refuse_if_changed(
-    kind: str, folder: Path, stored: Mapping[str, Any] | None, settings: Mapping[str, Any], dir_key: str
-) -> None:
-    if stored is None or not (changed := differences(stored, settings)):
-        return
+def other_config_error(
+    kind: str, folder: Path, changed: list[str], dir_key: str, rule: str = ""
+) -> ConfigError:
+    """The one-line refusal of a ``kind`` (run, sweep) folder that holds another config: the first
+    differences (``key: old -> new``), the ``rule`` the folder follows if any, and the ways out."""
     shown = "; ".join(changed[:SHOWN_DIFFERENCES])
     more = f" and {len(changed) - SHOWN_DIFFERENCES} more" if len(changed) > SHOWN_DIFFERENCES else ""
-    raise ConfigError(
-        f"{folder} holds a {kind} of another config ({shown}{more}); choose another {dir_key}=..., "
+    return ConfigError(
+        f"{folder} holds a {kind} of another config ({shown}{more}); {rule + '; ' if rule else ''}"
+        f"choose another {dir_key}=..., "
         f"or add ckpt_path=fresh to move its contents to {folder.parent / SUPERSEDED_DIR}/"
     )
 
 
 def check_run_dir(run_dir: Path, settings: Mapping[str, Any]) -> None:
     """Refuse to run ``settings`` in a folder made by another config (nothing is written)."""
-    _refuse_if_changed("run", run_dir, stored_run_settings(run_dir), settings, "hydra.run.dir")
-
-
-def check_sweep_dir(sweep_dir: Path, settings: Mapping[str, Any]) -> None:
-    """Refuse to start a sweep in a folder that holds another sweep (nothing is written)."""
-    stored = read_fingerprint(sweep_dir / SWEEP_FINGERPRINT_FILE)
-    _refuse_if_changed("sweep", sweep_dir, stored, settings, "hydra.sweep.dir")
+    stored = stored_run_settings(run_dir)
+    if stored is not None and (changed := differences(stored, settings)):
+        raise other_config_error("run", run_dir, changed, "hydra.run.dir")
 
 
 def move_aside(folder: Path) -> Path | None:

@@ -2,7 +2,16 @@
 
 ``metrics.json`` is written last, atomically: its presence means the run finished. It holds
 ``{"metrics": {...}, "method", "divergence", "data", "study", "seed", "wall_time_s", "threads", "git",
-"versions", "finished_at"}``.
+"versions", "finished_at"}`` and what the test metrics were measured on:
+
+* ``selected_epoch``: the tested epoch, counted from 1 (epoch ``e`` = the state after ``e`` epochs of
+  training, as the progress lines, W&B and the report count), and ``checkpoint_selection``: the rule that
+  chose it (``best val/acc, ties by lowest val/nll``; ``last epoch ...`` for methods that test their last
+  epoch);
+* ``n_train``, ``n_val``, ``n_test``: the number of examples in each split of the data module;
+* ``per_class_acc`` (classifiers): the tested network's accuracy on the test examples of each class, by
+  class index, ``null`` for a class without test examples; ``confusion.json`` beside it holds the counts
+  (:mod:`divergence_lab.metrics.per_class`) when the data have at most ``method.confusion_max_classes``.
 
 ``status.json`` holds one of ``running`` (written when an attempt starts, with host, pid, SLURM job id and
 attempt), ``finished`` (after ``metrics.json`` was written), ``failed`` (with the error) or ``interrupted``
@@ -22,6 +31,7 @@ import platform
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +44,10 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 STATUS_FILE = "status.json"
 TEACHER_FILE = "teacher.json"  # the teachers a run distilled from: network and test metrics, by cache key
+# the fingerprints (divergence_lab.run.fingerprint), named here for the report, which reads them too
+RUN_FINGERPRINT_FILE = "fingerprint.json"  # a run's result-relevant settings
+SWEEP_FINGERPRINT_FILE = "sweep_fingerprint.json"  # a sweep's fixed settings and its grid
+SWEEP_KEY_PREFIX = "sweep:"  # a swept key's entry in the sweep fingerprint: sweep:<key> = its values
 
 
 def mark_running(run_dir: Path) -> None:
@@ -123,9 +137,14 @@ def divergence_label(cfg: DictConfig) -> str | None:
 
 
 def write_metrics(
-    run_dir: Path, cfg: DictConfig, metrics: dict[str, float], started: float
+    run_dir: Path,
+    cfg: DictConfig,
+    metrics: dict[str, float],
+    started: float,
+    tested: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write ``metrics.json`` (atomically) and return its content."""
+    """Write ``metrics.json`` (atomically) and return its content; ``tested`` holds the top-level entries
+    that describe what was tested (``selected_epoch``, ``checkpoint_selection``, ``n_train`` ...)."""
     import lightning
     import torch
 
@@ -136,6 +155,7 @@ def write_metrics(
         "data": cfg.data.name,
         "study": cfg.study_name,
         "seed": cfg.seed,
+        **dict(tested or {}),
         "wall_time_s": round(time.time() - started, 3),
         "threads": torch.get_num_threads(),  # the last bits of float sums depend on it
         "git": git_commit(),

@@ -2,8 +2,9 @@
 
 Used by ``dlab-report`` on a sweep that is still running or that lost jobs: nothing is dropped silently.
 The number of jobs a basic (grid) sweep will have is read from its ``multirun.yaml``: the product of the
-sizes of its sweep overrides (command line and ``hydra.sweeper.params``). Optuna studies add trials over
-several invocations, so no total is given for them.
+sizes of its sweep overrides (command line and ``hydra.sweeper.params``). The grid sweeper writes that file
+each time the sweep starts, so a sweep that grew (:mod:`divergence_lab.sweep.growth`) counts its grown grid.
+Optuna studies add trials over several invocations, so no total is given for them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 import yaml
 
 from divergence_lab.run.record import last_checkpoint_age_s, read_status
+
+GRID_SWEEPER = "BasicSweeper"  # how the grid sweepers' class names end: Hydra's and the one that grows
 
 
 @dataclass
@@ -62,7 +65,7 @@ def expected_job_count(sweep_dir: Path) -> int | None:
         return None
     hydra = (yaml.safe_load(path.read_text()) or {}).get("hydra", {})
     sweeper = hydra.get("sweeper") or {}
-    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+    if not str(sweeper.get("_target_", "")).endswith(GRID_SWEEPER):
         return None
     by_key = {str(key): f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()}
     for override in hydra.get("overrides", {}).get("task", []):

@@ -227,7 +227,9 @@ def write_report(prepared: PreparedReport) -> list[str]:
     write_csv(report, prepared.comparisons, sweep_dir / "report.csv")
     write_seed_csv(prepared.comparisons, sweep_dir / "report_seeds.csv")
     # last: the page embeds every figure written above
-    write_html(report, prepared.comparisons, prepared.baseline, provenance, sweep_dir / "report.html")
+    write_html(
+        report, prepared.comparisons, prepared.baseline, provenance, sweep_dir / "report.html", sections
+    )
     write_latex(report, prepared.comparisons, prepared.baseline, sweep_dir / "report.tex")
     written += ["report.html", "report.tex"]
     return written

@@ -41,6 +41,7 @@ from divergence_lab.report.tables import (
     answer_lines,
     comparison_rows,
     main_rows,
+    model_selection_section,
     notes,
     provenance_lines,
     seed_rows,
@@ -108,6 +109,7 @@ Hover over a value for its per-seed values; click a column header to sort.</p>
 </ul>
 {% endif %}
 {% endfor %}
+<div class="extra">{{ extra }}</div>
 {% if seed_tables %}
 <details>
 <summary><h2 style="display: inline">Per-seed values</h2></summary>
@@ -316,8 +318,11 @@ def render_html(
     comparisons: list[MetricComparison],
     baseline: Baseline | None,
     provenance: Provenance,
+    extra_sections: list[str] | None = None,
 ) -> str:
-    """The whole page as one string (styles, script and figures inline)."""
+    """The whole page as one string (styles, script and figures inline); ``extra_sections`` are the
+    Markdown sections ``report.md`` adds (model selection, per-class accuracy, across datasets), rendered
+    with raw HTML escaped."""
     environment = Environment(
         autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
     )
@@ -346,6 +351,7 @@ def render_html(
         comparisons=sections,
         seed_tables=seed_tables,
         provenance=list_items(provenance_lines(report, provenance)),
+        extra=markdown_sections([*model_selection_section(report, comparisons), *(extra_sections or [])]),
         figures=figures(report.sweep_dir),
     )
 
@@ -356,6 +362,15 @@ def write_html(
     baseline: Baseline | None,
     provenance: Provenance,
     path: Path,
+    extra_sections: list[str] | None = None,
 ) -> None:
     """``report.html``: :func:`render_html` of the sweep."""
-    path.write_text(render_html(report, comparisons, baseline, provenance), encoding="utf-8")
+    page = render_html(report, comparisons, baseline, provenance, extra_sections)
+    path.write_text(page, encoding="utf-8")
+
+
+def markdown_sections(lines: list[str]) -> Markup:
+    """Markdown (headings, lists, tables) as HTML; raw HTML in it is escaped, not rendered."""
+    from markdown_it import MarkdownIt
+
+    return Markup(MarkdownIt("commonmark", {"html": False}).enable("table").render("\n".join(lines)))

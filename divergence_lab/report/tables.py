@@ -326,6 +326,18 @@ def answer_lines(comparisons: list[MetricComparison], baseline: Baseline, names:
     return lines
 
 
+def model_selection_section(report: SweepReport, comparisons: list[MetricComparison]) -> list[str]:
+    """The Markdown section on model selection and split sizes (:mod:`~divergence_lab.report.selection`);
+    empty when no run recorded them."""
+    means = {
+        c.metric: statistics.fmean(v for g in report.groups for v in g.values.get(c.metric, []))
+        for c in comparisons
+        if any(g.values.get(c.metric) for g in report.groups)
+    }
+    selection = selection_lines(report.records, means)
+    return ["## Model selection", "", *[f"- {line}" for line in selection], ""] if selection else []
+
+
 def write_markdown(
     report: SweepReport,
     comparisons: list[MetricComparison],
@@ -369,14 +381,7 @@ def write_markdown(
         ]
         lines += [f"- {note}" for note in notes(comparison, baseline, report.display_names)]
         lines += [""]
-    means = {
-        c.metric: statistics.fmean(v for g in report.groups for v in g.values.get(c.metric, []))
-        for c in comparisons
-        if any(g.values.get(c.metric) for g in report.groups)
-    }
-    selection = selection_lines(report.records, means)
-    if selection:
-        lines += ["## Model selection", "", *[f"- {line}" for line in selection], ""]
+    lines += model_selection_section(report, comparisons)
     lines += extra_sections or []
     lines += ["## Per-seed values", ""]
     for comparison in comparisons:

@@ -140,6 +140,8 @@ def test_a_whole_report_states_verdicts_power_and_model_selection(five_seed_swee
     rkl = rows[("rkl", "test/acc")]
     assert rkl["verdict"] == "worse" and float(rkl["p_adjusted"]) < 0.05 and rkl["wins"] == "0/5"
     assert float(rkl["p_adjusted"]) == pytest.approx(min(1.0, 2 * float(rkl["p_value"])))  # Holm, 2 tests
+    page = (five_seed_sweep / "report.html").read_text()
+    assert "<h2>Model selection</h2>" in page and "n_test = 359" in page
 
 
 def test_test_and_correction_choices_change_the_report_and_bad_ones_are_refused(five_seed_sweep, capsys):

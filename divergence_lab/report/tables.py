@@ -48,11 +48,6 @@ FIGURES = (
     ),
     ("report_lines.png", "Against the numeric sweep key", "Mean over seeds; error bars: ± std."),
     (
-        "report_cd.png",
-        "Across datasets",
-        "Average ranks over datasets; bars join groups Nemenyi cannot separate.",
-    ),
-    (
         "report_curves.png",
         "Per-epoch curves",
         "Training loss, the divergence term and the validation metrics per epoch (GCD: Old / New / All "

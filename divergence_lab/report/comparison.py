@@ -54,6 +54,7 @@ class GroupRow:
     counterpart_missing: bool
     rank: Rank | None
     verdict: Verdict | None = None  # None where there is no difference
+    stratum: int = 0  # which set of groups it is ranked in (see :func:`strata`)
 
 
 @dataclass
@@ -68,9 +69,13 @@ class MetricComparison:
         """The size of the family corrected together: the groups with a difference to their baseline."""
         return sum(row.difference is not None for row in self.rows)
 
-    @property
-    def best(self) -> GroupRow | None:
-        return next((row for row in self.rows if row.rank is not None and row.rank.position == 1), None)
+    def is_best(self, row: GroupRow) -> bool:
+        """Whether ``row`` has the best mean of a metric with a direction among the several groups ranked
+        with it (its stratum: the groups sharing its values of the other varying keys); ties are all best."""
+        ranked = [r for r in self.rows if r.stratum == row.stratum and r.rank is not None and r.summary]
+        if row.summary is None or row.rank is None or len(ranked) < 2:
+            return False
+        return row.summary.mean == min(ranked, key=lambda r: r.rank.position).summary.mean
 
 
 def resolve_baseline(report: SweepReport, spec: str | None) -> Baseline | None:
@@ -114,6 +119,18 @@ def _counterpart(group: Group, baseline: Baseline, groups: list[Group], varying:
     return None
 
 
+def strata(report: SweepReport, baseline: Baseline | None) -> list[list[Group]]:
+    """The sets of groups ranked among themselves: with a baseline, the groups that share the values of the
+    other varying keys (the divergences of one dataset, of one temperature ...); else all groups."""
+    if baseline is None:
+        return [list(report.groups)]
+    by_context: dict[tuple, list[Group]] = {}
+    for group in report.groups:
+        context = tuple((k, v) for k, v in group.key if k in report.varying and k != baseline.key)
+        by_context.setdefault(context, []).append(group)
+    return list(by_context.values())
+
+
 def compare(
     report: SweepReport,
     baseline: Baseline | None,
@@ -147,12 +164,16 @@ def compare(
             [paired_difference(group, base, metric_settings, family) for group, base in pairs],
             metric_settings.correction,
         )
-        ranks = paired_ranks(
-            {str(id(g)): g.per_seed.get(metric, {}) for g in report.groups if id(g) in summaries},
-            {str(k): v.mean for k, v in summaries.items()},
-            direction(metric),
-            metric_settings,
-        )
+        ranks = {}
+        groups_strata = strata(report, baseline)
+        stratum_of = {id(g): index for index, stratum in enumerate(groups_strata) for g in stratum}
+        for stratum in groups_strata:
+            ranks |= paired_ranks(
+                {str(id(g)): g.per_seed.get(metric, {}) for g in stratum if id(g) in summaries},
+                {str(id(g)): summaries[id(g)].mean for g in stratum if id(g) in summaries},
+                direction(metric),
+                metric_settings,
+            )
         rows = []
         found = iter(differences)
         for group in report.groups:
@@ -171,6 +192,7 @@ def compare(
                     and not is_baseline[id(group)]
                     and counterpart is None,
                     rank=ranks.get(str(id(group))),
+                    stratum=stratum_of[id(group)],
                     verdict=None
                     if difference is None
                     else verdict(difference, direction(metric), metric_settings, shown),

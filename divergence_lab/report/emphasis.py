@@ -39,14 +39,6 @@ def is_significant(comparison: MetricComparison, row: GroupRow) -> bool:
     return p_value is not None and p_value < comparison.settings.alpha
 
 
-def is_best(comparison: MetricComparison, row: GroupRow) -> bool:
-    """The group has the best mean of a metric with a direction, among several groups (ties all best)."""
-    best = comparison.best
-    if best is None or best.summary is None or row.summary is None or len(comparison.rows) < 2:
-        return False
-    return row.summary.mean == best.summary.mean
-
-
 def rows_by_label(comparison: MetricComparison) -> dict[str, GroupRow]:
     """The comparison's rows by the label the tables show (long decimals rounded)."""
     return {short_number(row.label): row for row in comparison.rows}

@@ -46,7 +46,7 @@ DIAMOND_SIZE = 8
 
 def _rows(comparison: MetricComparison) -> list[Any]:
     rows = [row for row in comparison.rows if row.difference is not None and not row.is_baseline]
-    return sorted(rows, key=lambda r: r.rank.position if r.rank else 0)[:MAX_RANKED]
+    return sorted(rows, key=lambda r: (r.stratum, r.rank.position if r.rank else 0))[:MAX_RANKED]
 
 
 def _better_side(direction: int) -> str:

@@ -25,7 +25,6 @@ from divergence_lab.report.collect import SweepReport
 from divergence_lab.report.comparison import Baseline, GroupRow, MetricComparison
 from divergence_lab.report.emphasis import (
     SIGNIFICANCE_MARK,
-    is_best,
     is_significant,
     metric_column,
     rows_by_label,
@@ -253,7 +252,7 @@ def main_table(report: SweepReport, comparisons: list[MetricComparison]) -> Html
                 cell.text,
                 cell.sort_value,
                 seed_values(group_row),
-                is_best(comparison, group_row),
+                comparison.is_best(group_row),
                 SIGNIFICANCE_MARK if is_significant(comparison, group_row) else "",
             )
     return table
@@ -268,7 +267,7 @@ def comparison_table(comparison: MetricComparison, has_baseline: bool) -> HtmlTa
         group_row: GroupRow | None = groups.get(source.get(GROUP_COLUMN, ""))
         if group_row is not None:
             row.title = seed_values(group_row)
-            row.best = is_best(comparison, group_row)
+            row.best = comparison.is_best(group_row)
     return table
 
 
@@ -345,7 +344,9 @@ def render_html(
         best_mark=BEST_MARK,
         significance_mark=SIGNIFICANCE_MARK,
         significance=significance_note(comparisons, baseline, report.display_names),
-        answer=list_items(answer_lines(comparisons, baseline, report.display_names) if baseline else []),
+        answer=list_items(
+            answer_lines(comparisons, baseline, report.display_names, report.varying) if baseline else []
+        ),
         main=main_table(report, comparisons),
         baseline_text=_baseline_text(report, baseline),
         comparisons=sections,

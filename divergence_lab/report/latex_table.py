@@ -15,7 +15,6 @@ from divergence_lab.report.collect import SweepReport
 from divergence_lab.report.comparison import Baseline, GroupRow, MetricComparison
 from divergence_lab.report.emphasis import (
     SIGNIFICANCE_MARK,
-    is_best,
     is_significant,
     metric_column,
     significance_note,
@@ -73,7 +72,7 @@ def _cell(text: str, row: GroupRow | None, comparison: MetricComparison | None) 
     if comparison is None or row is None:
         return escape(text)
     shown = escape(text.replace(f" {BEST_MARK}", ""))  # the bold says it
-    if is_best(comparison, row):
+    if comparison.is_best(row):
         shown = rf"\textbf{{{shown}}}"
     return shown + (SIGNIFICANT_MARK if is_significant(comparison, row) else "")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 from divergence_lab.report.collect import SweepReport
@@ -139,14 +140,6 @@ def mde_cell(row: GroupRow) -> str:
     return "∞" if d.mde == float("inf") else number(d.mde)
 
 
-def _is_best(comparison: MetricComparison, row: GroupRow) -> bool:
-    """The best mean of a metric with a direction, among several groups (every group sharing it)."""
-    best = comparison.best
-    if best is None or row.summary is None or len(comparison.rows) < 2:
-        return False
-    return row.summary.mean == best.summary.mean
-
-
 def main_rows(report: SweepReport, comparisons: list[MetricComparison]) -> list[dict[str, str]]:
     """One row per group: its label, finished seeds, and ``mean ± std`` per metric (★ = best mean)."""
     header = " / ".join(report.varying) or "group"
@@ -155,7 +148,7 @@ def main_rows(report: SweepReport, comparisons: list[MetricComparison]) -> list[
         row = {header: short_number(report.label(group)), "n": str(len(group.seeds))}
         for comparison in comparisons:
             cell = comparison.rows[index]
-            best = _is_best(comparison, cell)
+            best = comparison.is_best(cell)
             row[f"{comparison.metric} {arrow(comparison.metric)}".strip()] = mean_std(cell.summary) + (
                 f" {BEST_MARK}" if best else ""
             )
@@ -166,7 +159,7 @@ def main_rows(report: SweepReport, comparisons: list[MetricComparison]) -> list[
 def comparison_rows(comparison: MetricComparison, has_baseline: bool = True) -> list[dict[str, str]]:
     """The comparison table of one metric, best first when the metric has a direction."""
     settings = comparison.settings
-    rows = sorted(comparison.rows, key=lambda r: r.rank.position if r.rank else 0)
+    rows = sorted(comparison.rows, key=lambda r: (r.stratum, r.rank.position if r.rank else 0))
     test = TEST_NAMES[settings.test]
     correction = CORRECTION_NAMES[settings.correction]
     table = []
@@ -289,36 +282,65 @@ def provenance_lines(report: SweepReport, provenance: Provenance) -> list[str]:
     return lines
 
 
-def answer_lines(comparisons: list[MetricComparison], baseline: Baseline, names: dict[str, str]) -> list[str]:
+def _verdict_parts(rows: list[GroupRow], direction: int, label: Callable[[GroupRow], str]) -> list[str]:
+    """``better: a, b``, ``worse: …``, ``equivalent: …``, ``no difference detected: … (could detect ≥ …)``,
+    ``not tested: …`` for the rows that have a verdict."""
+    parts = []
+    for kind in ("better", "worse", "equivalent"):
+        title = "different" if direction == 0 and kind != "equivalent" else kind
+        chosen = [label(row) for row in rows if row.verdict.kind == kind]
+        if chosen:
+            parts.append(f"{title}: {', '.join(chosen)}")
+    undetected = [row for row in rows if row.verdict.kind == "undetected"]
+    if undetected:
+        mdes = [row.difference.mde for row in undetected if row.difference and row.difference.mde]
+        span = sorted({number(min(mdes)), number(max(mdes))}) if mdes else []
+        reach = f" (could detect ≥ {'–'.join(span)})" if span else ""
+        parts.append(f"no difference detected: {', '.join(label(r) for r in undetected)}{reach}")
+    untested = [label(row) for row in rows if row.verdict.kind == "untested"]
+    if untested:
+        parts.append(f"not tested: {', '.join(untested)}")
+    return parts
+
+
+def answer_lines(
+    comparisons: list[MetricComparison],
+    baseline: Baseline,
+    names: dict[str, str],
+    varying: list[str] | None = None,
+) -> list[str]:
     """One line per metric: which groups the study found better, worse, equivalent, or could not tell from
-    the baseline (with the smallest and largest effect it could have detected)."""
+    the baseline (with the smallest and largest effect it could have detected). Where other keys vary too
+    (``varying``), one sub-line per combination of their values, naming the groups by the baseline's key."""
     lines = []
     for comparison in comparisons:
         rows = [row for row in comparison.rows if row.verdict is not None]
         if not rows:
             continue
-        parts = []
-        for kind, title in (("better", "better"), ("worse", "worse"), ("equivalent", "equivalent")):
-            if comparison.direction == 0 and kind in ("better", "worse"):
-                title = "different"
-            chosen = [short_number(row.label) for row in rows if row.verdict.kind == kind]
-            if chosen:
-                parts.append(f"{title}: {', '.join(chosen)}")
-        undetected = [row for row in rows if row.verdict.kind == "undetected"]
-        if undetected:
-            mdes = [row.difference.mde for row in undetected if row.difference and row.difference.mde]
-            span = {number(min(mdes)), number(max(mdes))} if mdes else set()
-            reach = f" (could detect ≥ {'–'.join(sorted(span))})" if span else ""
-            parts.append(
-                f"no difference detected: {', '.join(short_number(r.label) for r in undetected)}{reach}"
-            )
-        untested = [short_number(row.label) for row in rows if row.verdict.kind == "untested"]
-        if untested:
-            parts.append(f"not tested: {', '.join(untested)}")
-        lines.append(
-            f"- **{axis_label(comparison.metric)}** vs {baseline.describe(names)}: " + "; ".join(parts)
-        )
+        head = f"- **{axis_label(comparison.metric)}** vs {baseline.describe(names)}"
+        others = [key for key in varying or [] if key != baseline.key]
+        if not others:
+            lines.append(f"{head}: " + "; ".join(_verdict_parts(rows, comparison.direction, _row_label)))
+            continue
+        lines.append(f"{head}:")
+        contexts: dict[str, list[GroupRow]] = {}
+        for row in rows:
+            values = dict(row.group.key)
+            context = ", ".join(names.get(values.get(k, "—"), f"{k}={values.get(k, '—')}") for k in others)
+            contexts.setdefault(context, []).append(row)
+
+        def member(row: GroupRow) -> str:
+            value = dict(row.group.key).get(baseline.key, "—")
+            return short_number(names.get(value, value))
+
+        for context, members in contexts.items():
+            parts = _verdict_parts(members, comparison.direction, member)
+            lines.append(f"  - {short_number(context)}: " + "; ".join(parts))
     return lines
+
+
+def _row_label(row: GroupRow) -> str:
+    return short_number(row.label)
 
 
 def model_selection_section(report: SweepReport, comparisons: list[MetricComparison]) -> list[str]:
@@ -348,7 +370,8 @@ def write_markdown(
     if len(report.sweeps) > 1:
         lines += ["Merged sweeps (fixed settings agree): " + ", ".join(f"`{s}`" for s in report.sweeps), ""]
     if baseline is not None and settings is not None:
-        lines += ["## Answer", "", *answer_lines(comparisons, baseline, report.display_names), ""]
+        answer = answer_lines(comparisons, baseline, report.display_names, report.varying)
+        lines += ["## Answer", "", *answer, ""]
     lines += [
         f"mean ± sample std over seeds (± n/a: one seed); n = finished seeds; {BEST_MARK} = best mean.",
         "",
@@ -362,6 +385,7 @@ def write_markdown(
         f"{MIN_PAIRS_FOR_TEST} seeds or without spread; wins: seeds on which the group beat the baseline; p: "
         f"two-sided {TEST_NAMES[settings.test]} test, then {CORRECTION_NAMES[settings.correction]}-corrected "
         f"over the metric's comparisons (* p < {settings.alpha:g}); MDE: minimum detectable effect; rank "
+        "(among the groups that share the other varying values) "
         "1= : the paired test against the best group (corrected) does not separate them."
         if baseline and settings
         else NO_BASELINE[len(report.groups) > 1],
@@ -470,10 +494,9 @@ def print_report(report: SweepReport, comparisons: list[MetricComparison], basel
     print_main_table(report, comparisons)
     if baseline is not None:
         console = _console(main_rows(report, comparisons))
-        for line in answer_lines(comparisons, baseline, report.display_names):
-            console.print(
-                line.removeprefix("- ").replace("**", ""), markup=False, highlight=False, soft_wrap=True
-            )
+        for line in answer_lines(comparisons, baseline, report.display_names, report.varying):
+            shown = line.replace("- ", "", 1).replace("**", "")
+            console.print(shown, markup=False, highlight=False, soft_wrap=True)
         for comparison in comparisons:
             rows = comparison_rows(comparison)
             caption = "\n".join(notes(comparison, baseline, report.display_names))

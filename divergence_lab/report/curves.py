@@ -66,7 +66,8 @@ EPOCH_SUFFIX = "_epoch"  # Lightning's name for the epoch mean of a term also lo
 SATURATED_SHARE = 0.1
 MIN_ZOOM_EPOCHS = 6  # shorter curves get no inset
 ZOOM_SHARE = 1 / 3  # the inset shows the last third of the epochs
-INSET_BOUNDS = (0.42, 0.1, 0.53, 0.45)  # of the panel: left, bottom, width, height
+INSET_LOW = (0.42, 0.08, 0.53, 0.42)  # of the panel (left, bottom, width, height): curves that end high
+INSET_HIGH = (0.42, 0.5, 0.53, 0.42)  # curves that end low (losses): the inset goes where they have left
 INSET_PAD = 0.05  # of the inset's value range, added above and below
 MAX_LINES = 10
 PANEL_COLUMNS = 3
@@ -287,9 +288,14 @@ def _mark_selected(ax: Any, panel: CurvePanel, colors: dict[str, Any]) -> None:
 
 def _zoom(ax: Any, panel: CurvePanel, colors: dict[str, Any]) -> None:
     """An inset of the last :data:`ZOOM_SHARE` of the epochs, its value axis fitted to them."""
+    from matplotlib.ticker import MaxNLocator
+
     last = max(int(stats.epochs[-1]) for stats in panel.lines.values())
     start = max(1, round(last * (1 - ZOOM_SHARE)))
-    inset = ax.inset_axes(INSET_BOUNDS)
+    bottom, top = ax.get_ylim()
+    ends = [float(stats.mean[-1]) for stats in panel.lines.values()]
+    inset = ax.inset_axes(INSET_HIGH if sum(ends) / len(ends) < (bottom + top) / 2 else INSET_LOW)
+    inset.xaxis.set_major_locator(MaxNLocator(integer=True))
     low, high = math.inf, -math.inf
     for label, stats in panel.lines.items():
         keep = stats.epochs >= start

@@ -9,7 +9,9 @@ Three kinds of check (the CLI runs them all before Hydra starts, see
 * :func:`validate_settings` runs on the composed config without any deep-learning framework: types and
   ranges of values (``seed`` an integer, finite learning rates > 0, ``trainer.max_epochs`` >= 1, ...), the
   groups the method reads (``method.reads``: an override of a group it would ignore is refused, naming
-  what it uses instead), ``optimized_metric`` among the method's ``val_metrics``, the temperature floor.
+  what it uses instead), ``optimized_metric`` among the method's ``val_metrics``, the checkpoint selection
+  (``checkpoint_selection.tie_break``: ``first``, ``last`` or one of those ``val_metrics``), the temperature
+  floor.
 * :func:`validate_divergence` builds the divergence from the registry (torch): its parameters, and its
   kind against ``method.divergence_kinds``.
 
@@ -39,6 +41,8 @@ PRUNERS = ("cts", "random", "magnitude", "snip", "grasp", "synflow", "ltr")
 MASK_PRUNERS = ("synflow", "ltr")  # they choose a mask, not scores
 SANITY_CHECKS = ("none", "shuffle", "invert", "reinit")
 DKL_FORMS = ("official_code", "paper")  # LegoGCD's dual-view term: the official code's, or Eq. 11-12
+SELECTIONS = ("best", "last")  # method.checkpoint_selection: the best validation epoch, or the last epoch
+TIE_POSITIONS = ("first", "last")  # checkpoint_selection.tie_break by epoch rather than by a val/ metric
 READ_GROUPS = ("model", "divergence")  # the groups a method may leave unread (method.reads)
 FUSED_LINEAR = ("auto", True, False)  # method.fused_linear of language-model distillation
 # trainer.precision: auto (trainer=gpu) or a Lightning precision by its full name (not 32, 16, "bf16")
@@ -257,6 +261,25 @@ def check_optimized_metric(cfg: DictConfig) -> None:
         )
 
 
+def check_checkpoint_selection(cfg: DictConfig) -> None:
+    """``method.checkpoint_selection`` is best or last; where it is best, ``checkpoint_selection.tie_break``
+    is ``first``, ``last`` or a validation metric the method logs (its ``val_metrics``)."""
+    selection = cfg.method.get("checkpoint_selection", "best")
+    if selection not in SELECTIONS:
+        raise ConfigError(
+            f"method.checkpoint_selection must be one of {', '.join(SELECTIONS)} (got {selection!r})"
+        )
+    tie_break = OmegaConf.select(cfg, "checkpoint_selection.tie_break")
+    if selection == "last" or tie_break in TIE_POSITIONS:
+        return
+    logged = list(cfg.method.get("val_metrics", ["val/acc"]))
+    if tie_break not in logged:
+        raise ConfigError(
+            f"checkpoint_selection.tie_break={tie_break} is not logged by method={cfg.method.name}; "
+            f"choose {', '.join(TIE_POSITIONS)} (epoch) or one of: {', '.join(logged)}"
+        )
+
+
 def check_threads(threads: Any) -> None:
     if threads != "auto" and (not _is_int(threads) or threads < 1):
         raise ConfigError(f"threads must be 'auto' or an integer >= 1 (got {threads!r})")
@@ -415,6 +438,7 @@ def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     check_language_model_distillation(cfg.method)
     check_method_reads(cfg, overrides)
     check_optimized_metric(cfg)
+    check_checkpoint_selection(cfg)
     check_threads(cfg.get("threads", "auto"))
     check_precision(cfg.trainer)
     wait = cfg.get("stage_wait_s")

@@ -130,6 +130,9 @@ class BalancedOnlineDistillation(ClassifierModule):
     def evaluated_networks(self) -> dict[str, nn.Module]:
         return {"": self.net, "teacher_": self.teacher}
 
+    def distilled_teacher(self) -> nn.Module:
+        return self.teacher
+
     def student_loss(self, student: Tensor, teacher: Tensor, y: Tensor) -> dict[str, Tensor]:
         """CE plus the balanced forward/reverse term; ``teacher`` logits are used detached."""
         target = teacher.detach()

@@ -5,7 +5,11 @@ Subclasses implement :meth:`ClassifierModule.losses`, returning named loss terms
 is optimised; every term is logged as ``train/<name>`` (per step and per epoch:
 :mod:`~divergence_lab.methods.training_terms`). Evaluation is the same for every method, so runs
 compare directly: ``val/acc``, ``val/nll`` each epoch, and ``test/acc``, ``test/ece`` (15-bin L1
-calibration error), ``test/nll`` at the end.
+calibration error), ``test/nll`` at the end, with the test confusion matrix of the trained network
+(:meth:`ClassifierModule.test_class_counts`: per-class accuracy, ``confusion.json``). A distillation method
+names its teacher (:meth:`ClassifierModule.distilled_teacher`) and is also tested for how closely the
+student follows it: ``test/agreement`` and ``test/kl_teacher_student``
+(:mod:`divergence_lab.metrics.distillation`).
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from divergence_lab.methods.training_terms import TrainingTermsLogging
 from divergence_lab.metrics.classification import EvaluationMetrics
+from divergence_lab.metrics.distillation import TeacherStudentMetrics
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
@@ -72,7 +77,9 @@ class ClassifierModule(TrainingTermsLogging):
     Every network returned by :meth:`evaluated_networks` is evaluated: the trained network under plain
     names (``val/acc``, ``test/acc``, ``test/ece``, ``test/nll``, ``test/brier``), others under their prefix
     (``test/teacher_acc`` ...). ``test_step`` returns ``{"probs": {prefix: probabilities}, "y": labels}``
-    for callbacks such as the reliability diagram.
+    for callbacks such as the reliability diagram. The trained network's test predictions are also counted
+    per class (:meth:`test_class_counts`), and compared with the teacher's when
+    :meth:`distilled_teacher` names one (``test/agreement``, ``test/kl_teacher_student``).
     """
 
     def __init__(self, net: nn.Module, num_classes: int, optimizer: dict[str, Any], max_epochs: int) -> None:
@@ -84,10 +91,20 @@ class ClassifierModule(TrainingTermsLogging):
         self.val_acc = nn.ModuleDict()
         self.val_nll = nn.ModuleDict()
         self.test_metrics = nn.ModuleDict()
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.teacher_student = TeacherStudentMetrics(num_classes)
 
     def evaluated_networks(self) -> dict[str, nn.Module]:
         """Networks to evaluate, keyed by their metric prefix ("" for the trained network)."""
         return {"": self.net}
+
+    def distilled_teacher(self) -> nn.Module | None:
+        """The teacher the trained network learns from (None: the method has none)."""
+        return None
+
+    def test_class_counts(self) -> Tensor:
+        """The trained network's confusion matrix over the last test, ``M[true, predicted]`` (``C × C``)."""
+        return self.test_confusion.compute()
 
     def setup(self, stage: str) -> None:
         for prefix in self.evaluated_networks():
@@ -119,17 +136,32 @@ class ClassifierModule(TrainingTermsLogging):
             self.log(f"val/{prefix}acc", self.val_acc[key], prog_bar=not prefix)
             self.log(f"val/{prefix}nll", self.val_nll[key])
 
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()  # counted per test run, not over every test of this module
+
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
         x, y = batch
-        probs = {}
+        probs, logits = {}, {}
         for prefix, network in self.evaluated_networks().items():
             metrics = self.test_metrics[prefix or "main"]
-            logits = network(x).float()
-            metrics.update(logits, y)
+            logits[prefix] = network(x).float()
+            metrics.update(logits[prefix], y)
             for name, metric in metrics.named(f"test/{prefix}").items():
                 self.log(name, metric)
-            probs[prefix] = logits.softmax(-1)
+            probs[prefix] = logits[prefix].softmax(-1)
+        self.test_confusion.update(logits[""], y)
+        if (teacher := self.distilled_teacher()) is not None:
+            self.teacher_student.update(logits[""], self._logits_of(teacher, x, logits))
+            for name, metric in self.teacher_student.named("test/").items():
+                self.log(name, metric)
         return {"probs": probs, "y": y}
+
+    def _logits_of(self, network: nn.Module, x: Tensor, computed: dict[str, Tensor]) -> Tensor:
+        """``network``'s logits on ``x``: those computed under its prefix if it is evaluated, else new."""
+        for prefix, evaluated in self.evaluated_networks().items():
+            if evaluated is network:
+                return computed[prefix]
+        return network(x).float()
 
     def configure_optimizers(self):
         return make_optimizer(self.net.parameters(), self.optimizer_config, self.max_epochs)

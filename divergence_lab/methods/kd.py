@@ -60,6 +60,9 @@ class DistillationModule(ClassifierModule):
         self.teacher.eval()
         return self
 
+    def distilled_teacher(self) -> nn.Module:
+        return self.teacher
+
     def teacher_logits(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             return self.teacher(x)

@@ -5,7 +5,17 @@ Used to pick the best checkpoint for ``optimized_metric`` and to name the direct
 
 from __future__ import annotations
 
-LOWER_IS_BETTER = ("loss", "nll", "ece", "brier", "error", "divergence", "time_s", "kl_to_teacher")
+LOWER_IS_BETTER = (
+    "loss",
+    "nll",
+    "ece",
+    "brier",
+    "error",
+    "divergence",
+    "time_s",
+    "kl_to_teacher",
+    "kl_teacher_student",
+)
 
 
 def lower_is_better(metric: str) -> bool:

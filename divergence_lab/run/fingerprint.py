@@ -54,6 +54,8 @@ IGNORED_KEYS = (
     # where its code lives: moving a module does not change a result
     "method.builder",
     "method.stages",
+    # whether confusion.json is written: a record of the test, not how the network trains
+    "method.confusion_max_classes",
 )
 
 

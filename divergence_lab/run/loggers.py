@@ -19,7 +19,11 @@ logs an accuracy, and the ``optimized_metric``, e.g. ``selected/val_nll``), and,
 chosen as the best epoch by ``optimized_metric``, ``best/<metric>`` = its best value over the epochs
 (``best/val_acc`` by default). Methods that test the last epoch (``method.checkpoint_selection: last``,
 GCD) get no ``best/`` key: their validation labels must not pick an epoch. A ``/`` inside a metric name
-becomes ``_`` in these keys.
+becomes ``_`` in these keys. Beside them, the summary holds what ``metrics.json`` records about the tested
+checkpoint under the same names (:func:`tested_summary`): ``selected_epoch``, ``checkpoint_selection``,
+``n_train``, ``n_val``, ``n_test`` and ``per_class_acc``.
+
+W&B counts epochs from 1, as the progress lines and the report (:mod:`divergence_lab.run.wandb_epochs`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import logging
 import netrc
 import os
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,8 @@ from divergence_lab.run.record import divergence_label
 log = logging.getLogger(__name__)
 
 RUN_SECTION = "run/"
+# metrics.json entries on the tested checkpoint, copied into the W&B summary (divergence_lab.run.record)
+TESTED_KEYS = ("selected_epoch", "checkpoint_selection", "n_train", "n_val", "n_test", "per_class_acc")
 NO_DIVERGENCE = "none"  # run/divergence of a method that uses no divergence
 
 
@@ -130,12 +137,12 @@ def build_loggers(cfg: DictConfig, run_dir: Path, sweep_name: str | None) -> lis
     loggers: list[Any] = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
     wandb_cfg = cfg.logger.get("wandb")
     if wandb_cfg and rank_zero:
-        from lightning.pytorch.loggers import WandbLogger
+        from divergence_lab.run.wandb_epochs import CountedEpochsWandbLogger
 
         group = f"{cfg.study_name}/{sweep_name}" if sweep_name else cfg.study_name
         label = divergence_label(cfg)
         loggers.append(
-            WandbLogger(
+            CountedEpochsWandbLogger(
                 project=wandb_cfg.project,
                 entity=wandb_cfg.entity,
                 name=f"{label or cfg.method.name}-seed{cfg.seed}-{run_dir.name}",
@@ -168,11 +175,19 @@ def summary_values(metrics: dict[str, float], optimized_metric: str, tested_best
     return summary
 
 
-def log_summary(loggers: list[Any], metrics: dict[str, float], cfg: DictConfig) -> None:
-    """Put the final numbers into the W&B run summary (:func:`summary_values`)."""
+def tested_summary(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``metrics.json`` that describe the tested checkpoint (:data:`TESTED_KEYS`) present in
+    ``record``, for the W&B summary under the same names."""
+    return {key: record[key] for key in TESTED_KEYS if key in record}
+
+
+def log_summary(loggers: list[Any], record: Mapping[str, Any], cfg: DictConfig) -> None:
+    """Put the final numbers of ``record`` (``metrics.json``'s content) into the W&B run summary:
+    :func:`summary_values` of its metrics and :func:`tested_summary`."""
     from lightning.pytorch.loggers import WandbLogger
 
-    summary = summary_values(metrics, cfg.optimized_metric, tested_best=not tests_last_epoch(cfg))
+    summary = summary_values(record["metrics"], cfg.optimized_metric, tested_best=not tests_last_epoch(cfg))
+    summary.update(tested_summary(record))
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.experiment.summary.update(summary)

@@ -7,10 +7,13 @@ resolved when the Trainer is built (:func:`resolve_precision`): ``bf16-mixed`` o
 bfloat16, else ``32-true``; the teacher cache trains teachers under the same precision.
 
 Model selection uses validation only: the reported test metrics come from the checkpoint with the best
-``optimized_metric`` (``val/acc`` by default, maximised; ``val/nll`` and other losses are minimised), or from
-the last epoch for methods that report it (``method.checkpoint_selection: last``, GCD, where the evaluation
-labels must not pick an epoch). ``metrics.json`` records the selected checkpoint's value of
-``optimized_metric`` and its ``val/acc`` (where the method logs one).
+``optimized_metric`` (``val/acc`` by default, maximised; ``val/nll`` and other losses are minimised), among
+tied epochs the one ``checkpoint_selection.tie_break`` prefers (``val/nll`` by default:
+:mod:`divergence_lab.run.selection`), or from the last epoch for methods that report it
+(``method.checkpoint_selection: last``, GCD, where the evaluation labels must not pick an epoch).
+``metrics.json`` records the selected checkpoint's value of ``optimized_metric`` and its ``val/acc`` (where
+the method logs one), the selected epoch and the rule, the split sizes, and for classifiers the per-class
+test accuracy (and ``confusion.json``); see :mod:`divergence_lab.run.record`.
 
 A run folder holds one config (:mod:`divergence_lab.run.fingerprint`). With ``ckpt_path: auto`` (the
 default) a job started again in its own folder (a requeued SLURM job, a rerun sweep) returns its finished
@@ -37,14 +40,19 @@ from divergence_lab.data import instantiate_datamodule
 from divergence_lab.methods.progress import current_position, set_position
 from divergence_lab.methods.stages import StageContext, build_module, declared_stages
 from divergence_lab.metrics.calibration import ReliabilityDiagram
-from divergence_lab.metrics.names import checkpoint_mode
+from divergence_lab.metrics.per_class import (
+    CONFUSION_FILE,
+    CountsTestClasses,
+    confusion_record,
+    per_class_accuracy,
+)
 from divergence_lab.run.fingerprint import (
     RUN_FINGERPRINT_FILE,
     check_run_dir,
     fingerprint_settings,
     write_fingerprint,
 )
-from divergence_lab.run.folder import resolve_checkpoint, save_resolved_config, tests_last_epoch
+from divergence_lab.run.folder import resolve_checkpoint, save_resolved_config
 from divergence_lab.run.interruption import RunInterrupted, handled_signals, rerun_command
 from divergence_lab.run.loggers import build_loggers, close_loggers, log_summary
 from divergence_lab.run.ranks import is_global_rank_zero
@@ -58,8 +66,10 @@ from divergence_lab.run.record import (
     mark_finished,
     mark_interrupted,
     mark_running,
+    write_json_atomically,
     write_metrics,
 )
+from divergence_lab.run.selection import SelectedCheckpoint, describe_selection, selection_rule
 
 QUIET_WARNINGS = (
     ".*does not have many workers.*",
@@ -72,12 +82,29 @@ QUIET_WARNINGS = (
     ".*litmodels.*",  # an advert
 )
 GPU_ACCELERATORS = ("gpu", "cuda", "auto")  # where precision: auto may pick bfloat16
+SPLITS = ("train", "val", "test")  # metrics.json records n_<split>, the examples of each
 log = logging.getLogger("divergence_lab")
 
 
 def build_datamodule(cfg: DictConfig) -> Any:
     """Instantiate and set up ``cfg.data`` for this run's seed (a refused value raises its ConfigError)."""
     return instantiate_datamodule(cfg.data, seed=cfg.seed)
+
+
+def split_sizes(datamodule: Any) -> dict[str, int]:
+    """``{"n_train": ..., "n_val": ..., "n_test": ...}``: the examples of each split's data set."""
+    return {f"n_{split}": len(getattr(datamodule, f"{split}_dataloader")().dataset) for split in SPLITS}
+
+
+def class_results(module: Any, run_dir: Path, max_classes: int | None, write: bool) -> dict[str, Any]:
+    """``{"per_class_acc": [...]}`` of a module that counts its test predictions per class (else empty);
+    with ``write``, also ``confusion.json`` when there are at most ``max_classes`` classes."""
+    if not isinstance(module, CountsTestClasses):
+        return {}
+    counts = module.test_class_counts().cpu()
+    if write and max_classes is not None and counts.shape[0] <= max_classes:
+        write_json_atomically(run_dir / CONFUSION_FILE, confusion_record(counts))
+    return {"per_class_acc": per_class_accuracy(counts)}
 
 
 def resolve_precision(trainer_cfg: DictConfig) -> Any:
@@ -218,13 +245,15 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
 
     metric = cfg.optimized_metric
     checkpoint_dir = run_dir / CHECKPOINT_DIR
-    mode = checkpoint_mode(metric)
-    best = ModelCheckpoint(checkpoint_dir, "best", metric, mode=mode, enable_version_counter=False)
+    rule = selection_rule(cfg)  # None: the method tests its last epoch (GCD), no epoch is selected
+    # best.ckpt: the epoch the rule selects; listed before last.ckpt, whose state then includes the choice
+    best = SelectedCheckpoint(checkpoint_dir, rule) if rule is not None else None
     # No monitor: overwritten at the end of every epoch, so a stopped job loses at most one epoch.
     last = ModelCheckpoint(checkpoint_dir, filename="last", enable_version_counter=False)
-    summary = RunSummary(metric)
+    summary = RunSummary()
     title = run_title(cfg)
-    callbacks: list[Any] = [best, last, summary, EpochSeeding(cfg.seed), EpochProgress(), TestingPosition()]
+    checkpoints = [last] if best is None else [best, last]
+    callbacks: list[Any] = [*checkpoints, summary, EpochSeeding(cfg.seed), EpochProgress(), TestingPosition()]
     if rank_zero:
         callbacks.append(ReliabilityDiagram(run_dir, title))
     if interactive:
@@ -254,23 +283,33 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
         )
         module = build_module(cfg, datamodule, outputs)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.ckpt_path, run_dir))
-        # test the best-validation checkpoint, or the last one for methods that report the last epoch (GCD)
-        select_last = tests_last_epoch(cfg)
-        # read before testing: restoring the tested checkpoint restores this callback's state too
-        selected = dict(summary.last_validation if select_last else summary.best_validation)
+        # test the selected checkpoint, or the last one for methods that report the last epoch (GCD);
+        # read before testing: restoring the tested checkpoint restores the callbacks' state too
+        if best is None:
+            selected, selected_epoch = dict(summary.last_validation), summary.last_epoch
+            tested_checkpoint = str(checkpoint_dir / LAST_CHECKPOINT)
+        else:
+            selected, selected_epoch = dict(best.selected_validation), best.selected_epoch
+            tested_checkpoint = best.best_model_path
         final_train_loss = summary.last_train_loss
         (test_metrics,) = trainer.test(
             module,
             datamodule=datamodule,
-            ckpt_path=str(checkpoint_dir / LAST_CHECKPOINT) if select_last else best.best_model_path,
+            ckpt_path=tested_checkpoint,
             verbose=interactive,
             weights_only=False,
         )
         # val/acc where the method has an accuracy (language models report val/exact_match instead)
         accuracy = {"val/acc": selected["val/acc"]} if "val/acc" in selected else {}
         metrics = {**test_metrics, **accuracy, metric: selected[metric], "train/loss": final_train_loss}
-        record = write_metrics(run_dir, cfg, metrics, started) if rank_zero else {"metrics": metrics}
-        log_summary(loggers, record["metrics"], cfg)
+        tested = {
+            "selected_epoch": selected_epoch,
+            "checkpoint_selection": describe_selection(rule),
+            **split_sizes(datamodule),
+            **class_results(module, run_dir, cfg.method.get("confusion_max_classes"), write=rank_zero),
+        }
+        record = write_metrics(run_dir, cfg, metrics, started, tested) if rank_zero else {"metrics": metrics}
+        log_summary(loggers, {**record, **tested}, cfg)
     except BaseException:
         # failed, or interrupted: submitit raises SystemExit after requeueing a preempted job, while SLURM
         # is already stopping the job's other processes (W&B's service among them)

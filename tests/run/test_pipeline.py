@@ -19,9 +19,13 @@ def test_run_directory_contract(tmp_path, tiny_overrides):
         "test/ece",
         "test/nll",
         "test/brier",
+        "test/agreement",
+        "test/kl_teacher_student",
         "val/acc",
         "train/loss",
     }
+    assert record["selected_epoch"] in (1, 2) and record["n_test"] > 0
+    assert len(record["per_class_acc"]) == 10 and (run_dir / "confusion.json").is_file()
     assert 0.1 < record["metrics"]["test/acc"] <= 1.0
     assert 0.0 <= record["metrics"]["test/ece"] <= 1.0
     assert record["seed"] == 4 and record["divergence"] == "js" and record["method"] == "kd"

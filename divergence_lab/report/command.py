@@ -225,7 +225,7 @@ def write_report(prepared: PreparedReport) -> list[str]:
         report, prepared.comparisons, prepared.baseline, provenance, sweep_dir / "report.md", sections
     )
     write_csv(report, prepared.comparisons, sweep_dir / "report.csv")
-    write_seed_csv(prepared.comparisons, sweep_dir / "report_seeds.csv")
+    write_seed_csv(report, prepared.comparisons, sweep_dir / "report_seeds.csv")
     # last: the page embeds every figure written above
     write_html(
         report, prepared.comparisons, prepared.baseline, provenance, sweep_dir / "report.html", sections

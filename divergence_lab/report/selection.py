@@ -50,7 +50,7 @@ def selection_lines(records: list[tuple[Path, dict[str, Any]]], metrics: dict[st
     if rules:
         lines.append(f"Checkpoint: {'; '.join(rules)}.")
     if epochs:
-        lines.append(f"Selected epochs: {_span(epochs)} (counted from 1; per run in the seed table's CSV).")
+        lines.append(f"Selected epochs: {_span(epochs)} (counted from 1; per run in report_seeds.csv).")
     sizes = {key: _integers(records, key) for key in SPLITS}
     if any(sizes.values()):
         shown = ", ".join(f"{key} = {_span(values)}" for key, values in sizes.items() if values)

@@ -446,15 +446,20 @@ def write_csv(report: SweepReport, comparisons: list[MetricComparison], path: Pa
                 )  # fmt: skip
 
 
-def write_seed_csv(comparisons: list[MetricComparison], path: Path) -> None:
-    """``report_seeds.csv``: one row per group, metric and seed."""
+def write_seed_csv(report: SweepReport, comparisons: list[MetricComparison], path: Path) -> None:
+    """``report_seeds.csv``: one row per group, metric and seed, with the run's selected epoch."""
+    records = dict(report.records)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["group", "metric", "seed", "value"])
+        writer.writerow(["group", "metric", "seed", "value", "selected_epoch"])
         for comparison in comparisons:
             for row in comparison.rows:
+                epochs = {
+                    seed: records.get(job, {}).get("selected_epoch", "")
+                    for seed, job in zip(row.group.seeds, row.group.jobs, strict=True)
+                }
                 for seed, value in row.per_seed.items():
-                    writer.writerow([row.label, comparison.metric, seed, repr(value)])
+                    writer.writerow([row.label, comparison.metric, seed, repr(value), epochs.get(seed, "")])
 
 
 def _rich_table(rows: list[dict[str, str]], caption: str, title: str | None = None):  # noqa: ANN202

@@ -140,6 +140,9 @@ def test_a_whole_report_states_verdicts_power_and_model_selection(five_seed_swee
     rkl = rows[("rkl", "test/acc")]
     assert rkl["verdict"] == "worse" and float(rkl["p_adjusted"]) < 0.05 and rkl["wins"] == "0/5"
     assert float(rkl["p_adjusted"]) == pytest.approx(min(1.0, 2 * float(rkl["p_value"])))  # Holm, 2 tests
+    with (five_seed_sweep / "report_seeds.csv").open() as handle:
+        seeds = [r for r in csv.DictReader(handle) if r["group"] == "js" and r["metric"] == "test/acc"]
+    assert [(r["seed"], r["selected_epoch"]) for r in seeds] == [(str(s), str(10 + s)) for s in range(5)]
     page = (five_seed_sweep / "report.html").read_text()
     assert "<h2>Model selection</h2>" in page and "n_test = 359" in page
 

@@ -43,6 +43,7 @@ SLICES: dict[str, list[str]] = {
     "cts_pruning": ["seed=0", "method.density=0.01"],
     "cts_sanity": ["seed=0"],
     "legogcd_ablation": ["seed=0"],
+    "kd_across_datasets": ["seed=0"],
 }
 
 

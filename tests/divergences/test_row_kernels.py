@@ -74,22 +74,32 @@ def test_kernel_values_and_gradients_equal_plain_autograd(name):
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-10, atol=1e-12)
 
 
+FLOAT32_ROUNDINGS = 4  # roundings of a logit's size a float32 evaluation may accumulate (see below)
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_float32_kernel_is_as_accurate_as_the_eager_float32_blocks(name):
-    """Against float64, the float32 kernel's error is at most twice that of the eager float32 formula."""
-    student, teacher = _pair(4, 32000, seed=5)
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_float32_kernel_is_within_float32_forward_error(name, seed):
+    """Against float64, the float32 kernel (and the eager float32 formula, the yardstick) stay within the
+    forward error of a float32 evaluation: rounding the logits, subtracting the row maximum and the
+    exponentials each cost about one unit of ``eps32 · max|logit|`` in the log-probabilities, which the value
+    and the gradient carry in proportion to their own size (the same scale model as the float64 test). The
+    bound depends on float32 alone, not on how a CPU's vector units order the eager sums."""
+    student, teacher = _pair(4, 32000, seed=seed)
     grad32 = torch.empty(student.shape, dtype=torch.float32)
     values32 = kernels.row_kernel(name, student.float(), teacher.float(), divergences.build(name))(
         student.float(), teacher.float(), 1.0, grad32
     )
     eager_values32, eager_grad32 = _closed_form(name, student.float(), teacher.float(), 1.0)
     values64, grad64 = _closed_form(name, student, teacher, 1.0)
-
-    def error(x: torch.Tensor, reference: torch.Tensor) -> float:
-        return float((x.double() - reference).abs().max())
-
-    assert error(values32, values64) <= 2 * error(eager_values32, values64) + 1e-6
-    assert error(grad32, grad64) <= 2 * error(eager_grad32, grad64) + 1e-9
+    unit = torch.finfo(torch.float32).eps * torch.maximum(student.abs(), teacher.abs()).amax(dim=1).clamp_min(
+        1.0
+    )
+    value_bound = FLOAT32_ROUNDINGS * unit * (1.0 + values64.abs())
+    grad_bound = (FLOAT32_ROUNDINGS * unit * (1.0 + grad64.abs().amax(dim=1)))[:, None]
+    for values, grad in ((values32, grad32), (eager_values32, eager_grad32)):
+        assert ((values.double() - values64).abs() <= value_bound).all()
+        assert ((grad.double() - grad64).abs() <= grad_bound).all()
 
 
 def test_values_only_writes_no_gradient():

@@ -62,10 +62,12 @@ def significance_note(
     the level (one clause per distinct setting); empty without a baseline."""
     if baseline is None or not comparisons:
         return ""
-    settings = list(dict.fromkeys(comparison.settings for comparison in comparisons))
-    sentences = [
-        f"two-sided {TEST_NAMES[s.test]} test, {_correction(s.correction)}, p < {s.alpha:g}" for s in settings
-    ]
+    sentences = list(
+        dict.fromkeys(  # one clause per distinct test, correction and level (metrics differ in more)
+            f"two-sided {TEST_NAMES[s.test]} test, {_correction(s.correction)}, p < {s.alpha:g}"
+            for s in (comparison.settings for comparison in comparisons)
+        )
+    )
     return (
         f"differs from the baseline {baseline.describe(display_names)} (paired by seed, "
         f"at least {MIN_PAIRS_FOR_TEST} pairs): " + "; ".join(sentences) + "."

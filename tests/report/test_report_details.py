@@ -145,6 +145,7 @@ def test_a_whole_report_states_verdicts_power_and_model_selection(five_seed_swee
     assert [(r["seed"], r["selected_epoch"]) for r in seeds] == [(str(s), str(10 + s)) for s in range(5)]
     page = (five_seed_sweep / "report.html").read_text()
     assert "<h2>Model selection</h2>" in page and "n_test = 359" in page
+    assert page.count("two-sided paired t test, Holm-corrected") == 1  # one clause for both metrics
 
 
 def test_test_and_correction_choices_change_the_report_and_bad_ones_are_refused(five_seed_sweep, capsys):

@@ -19,8 +19,8 @@ Against a baseline group, on the ``m`` seeds both groups have, ``d_i = x_i − b
   signed-rank test (``scipy.stats.wilcoxon``, exact for small ``m``), or the paired sign-flip permutation
   test of ``d̄`` (``scipy.stats.permutation_test``, exact when ``2^m`` fits the resamples) that goes with the
   bootstrap interval;
-* nothing of the above when ``m < MIN_PAIRS_FOR_TEST`` or every ``d_i`` is equal (``s_d = 0``: the statistic
-  is undefined and an interval would have zero width);
+* nothing of the above when ``m < MIN_PAIRS_FOR_TEST`` or every ``d_i`` is equal up to float rounding
+  (``s_d = 0``: the statistic is undefined and an interval would have zero width);
 * the **minimum detectable effect** (MDE): the true ``|Δ|`` that the paired t-test finds with probability
   ``power`` at level ``α_eff``, given ``m`` and the observed ``s_d``: ``MDE = d* · s_d`` where ``d*`` solves
   the noncentral-t power equation (``statsmodels`` ``TTestPower``). ``α_eff`` is the level the correction
@@ -48,6 +48,7 @@ from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
 MIN_PAIRS_FOR_TEST = 3  # fewer paired seeds: no interval, no p-value, no significance claim
+RELATIVE_ROUNDING = 1e-12  # differences this small (relative) are float rounding: the values are equal
 TESTS = ("t", "wilcoxon", "bootstrap")
 CORRECTIONS = {"holm": "holm", "bh": "fdr_bh", "none": None}  # our name -> statsmodels' multipletests name
 
@@ -133,12 +134,19 @@ def t_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[flo
     return float(mean - half), float(mean + half)
 
 
+def all_equal(values: np.ndarray | list[float]) -> bool:
+    """Whether the values are one number up to float rounding (``RELATIVE_ROUNDING`` of the largest):
+    ``0.9 − 0.925`` and ``0.8 − 0.825`` differ in their last bits, and a test on that would be noise."""
+    values = np.asarray(values, dtype=np.float64)
+    return bool(np.ptp(values) <= RELATIVE_ROUNDING * max(float(np.abs(values).max()), 1.0))
+
+
 def summarise(values: list[float], bounds: tuple[float, float] | None = None) -> Summary:
     """Mean, sample std and 95 % CI of ``values`` (at least one value), the CI clipped to ``bounds``."""
     if not values:
         raise ValueError("summarise needs at least one value")
     std = statistics.stdev(values) if len(values) > 1 else None
-    ci = t_interval(values) if len(values) >= MIN_PAIRS_FOR_TEST and std else None
+    ci = t_interval(values) if len(values) >= MIN_PAIRS_FOR_TEST and not all_equal(values) else None
     clipped = False
     if ci is not None and bounds is not None:
         low, high = max(ci[0], bounds[0]), min(ci[1], bounds[1])
@@ -163,13 +171,19 @@ def minimum_detectable_effect(sd: float, pairs: int, alpha: float, power: float,
 
 
 def seeds_needed(effect: float, sd: float, alpha: float, power: float) -> int | None:
-    """The fewest paired seeds whose paired t-test detects ``effect`` with ``power`` (None: ``sd`` = 0)."""
+    """The fewest paired seeds whose paired t-test detects ``effect`` with ``power`` (None: ``sd`` = 0);
+    at least ``MIN_PAIRS_FOR_TEST``, the fewest the report tests."""
     if sd <= 0 or effect == 0:
         return None
     from statsmodels.stats.power import TTestPower
 
-    pairs = TTestPower().solve_power(effect_size=abs(effect) / sd, nobs=None, alpha=alpha, power=power)
-    return max(MIN_PAIRS_FOR_TEST, math.ceil(float(np.atleast_1d(pairs)[0])))
+    analysis, size = TTestPower(), abs(effect) / sd
+    if analysis.power(effect_size=size, nobs=MIN_PAIRS_FOR_TEST, alpha=alpha) >= power:
+        return MIN_PAIRS_FOR_TEST  # the solver has no root below the fewest seeds we test: none needed
+    pairs = float(
+        np.atleast_1d(analysis.solve_power(effect_size=size, nobs=None, alpha=alpha, power=power))[0]
+    )
+    return math.ceil(pairs)
 
 
 def _bootstrap_interval(differences: np.ndarray, settings: Settings) -> tuple[float, float]:
@@ -227,7 +241,7 @@ def paired_difference(
     base = PairedDifference(
         len(d), float(np.mean(d)), sd, None, None, unpaired, settings.test, **counts, by_seed=by_seed
     )
-    if len(d) < MIN_PAIRS_FOR_TEST or not sd:
+    if len(d) < MIN_PAIRS_FOR_TEST or all_equal(d):
         return base
     alpha = settings.per_comparison_alpha(comparisons)
     interval = _bootstrap_interval(d, settings) if settings.test == "bootstrap" else t_interval(list(d))

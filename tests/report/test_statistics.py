@@ -8,6 +8,7 @@ Student's t with 2 degrees of freedom has a closed form, ``F(t) = 1/2 + t / (2 s
 import csv
 import json
 import math
+import statistics
 
 import pytest
 
@@ -90,6 +91,21 @@ def test_identical_differences_have_no_p_value_and_no_zero_width_interval():
     assert difference.p_value is None and difference.mean == pytest.approx(0.1)
     assert difference.ci is None
     assert difference.untested_reason == "the same Δ on every seed"
+
+
+def test_differences_equal_up_to_float_rounding_are_not_tested():
+    # -0.025 on every seed, as float subtraction leaves it: the SD is ~1e-17, not 0
+    group, base = {0: 0.1, 1: 0.2, 2: 0.3}, {0: 0.125, 1: 0.225, 2: 0.325}
+    assert statistics.stdev([group[s] - base[s] for s in range(3)]) > 0
+    difference = paired_difference(group, base)
+    assert not difference.tested and difference.ci is None
+    assert difference.untested_reason == "the same Δ on every seed"
+    assert summarise([0.1 + 0.2, 0.3, 0.3]).ci is None
+
+
+def test_seeds_needed_for_an_effect_three_seeds_already_detect():
+    # δ / SD = 20: three pairs have power ~1, and statsmodels' solver has no root below them
+    assert seeds_needed(0.02, 0.001, 0.05, 0.8) == 3
 
 
 def test_no_shared_seed_gives_no_difference():

@@ -131,11 +131,10 @@ def reliability_panels(report: SweepReport) -> tuple[list[ReliabilityPanel], str
 
 def _title(panel: ReliabilityPanel) -> str:
     """The group, its pooled ECE (per network), and the per-seed mean ± std of its runs' test ECE."""
-    eces = [(network, bins["ece"]) for network, bins in panel.networks.items()]
-    if len(eces) == 1:
-        pooled = f"pooled ECE {eces[0][1]:.3f}"
-    else:
-        pooled = "pooled ECE " + ", ".join(f"{network} {ece:.3f}" for network, ece in eces)
+    (_, first), *others = [(network, bins["ece"]) for network, bins in panel.networks.items()]
+    pooled = f"pooled ECE {first:.3f}"  # the trained network's; the others' (the teacher's) in brackets
+    if others:
+        pooled += " (" + ", ".join(f"{network} {ece:.3f}" for network, ece in others) + ")"
     seeds = panel.seed_eces
     if len(seeds) > 1:
         pooled += f"\nper seed {statistics.fmean(seeds):.3f} ± {statistics.stdev(seeds):.3f}"

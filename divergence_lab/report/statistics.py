@@ -48,6 +48,7 @@ from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
 MIN_PAIRS_FOR_TEST = 3  # fewer paired seeds: no interval, no p-value, no significance claim
+MAX_SEEDS_NEEDED = 100_000  # beyond it the report says the effect is out of reach rather than a number
 RELATIVE_ROUNDING = 1e-12  # differences this small (relative) are float rounding: the values are equal
 TESTS = ("t", "wilcoxon", "bootstrap")
 CORRECTIONS = {"holm": "holm", "bh": "fdr_bh", "none": None}  # our name -> statsmodels' multipletests name
@@ -171,19 +172,28 @@ def minimum_detectable_effect(sd: float, pairs: int, alpha: float, power: float,
 
 
 def seeds_needed(effect: float, sd: float, alpha: float, power: float) -> int | None:
-    """The fewest paired seeds whose paired t-test detects ``effect`` with ``power`` (None: ``sd`` = 0);
-    at least ``MIN_PAIRS_FOR_TEST``, the fewest the report tests."""
+    """The fewest paired seeds (at least ``MIN_PAIRS_FOR_TEST``) whose paired t-test detects ``effect`` with
+    ``power``; None when ``sd`` = 0 or more than ``MAX_SEEDS_NEEDED`` would be needed. The power of ``m``
+    pairs (statsmodels ``TTestPower``) grows with ``m``: the smallest such ``m`` is found by doubling, then
+    bisection (statsmodels' own solver returns NaN when the root lies below 2 pairs or very far out)."""
     if sd <= 0 or effect == 0:
         return None
     from statsmodels.stats.power import TTestPower
 
     analysis, size = TTestPower(), abs(effect) / sd
-    if analysis.power(effect_size=size, nobs=MIN_PAIRS_FOR_TEST, alpha=alpha) >= power:
-        return MIN_PAIRS_FOR_TEST  # the solver has no root below the fewest seeds we test: none needed
-    pairs = float(
-        np.atleast_1d(analysis.solve_power(effect_size=size, nobs=None, alpha=alpha, power=power))[0]
-    )
-    return math.ceil(pairs)
+
+    def enough(pairs: int) -> bool:
+        return analysis.power(effect_size=size, nobs=pairs, alpha=alpha) >= power
+
+    low, high = MIN_PAIRS_FOR_TEST - 1, MIN_PAIRS_FOR_TEST  # enough(low) is False or low is below the floor
+    while not enough(high):
+        if high >= MAX_SEEDS_NEEDED:
+            return None
+        low, high = high, min(2 * high, MAX_SEEDS_NEEDED)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high
 
 
 def _bootstrap_interval(differences: np.ndarray, settings: Settings) -> tuple[float, float]:

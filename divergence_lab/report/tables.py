@@ -21,7 +21,7 @@ from divergence_lab.report.figure_style import short_number
 from divergence_lab.report.metric_info import arrow, axis_label, bounds
 from divergence_lab.report.provenance import Provenance
 from divergence_lab.report.selection import selection_lines
-from divergence_lab.report.statistics import CONFIDENCE, MIN_PAIRS_FOR_TEST, Summary
+from divergence_lab.report.statistics import CONFIDENCE, MAX_SEEDS_NEEDED, MIN_PAIRS_FOR_TEST, Summary
 
 BEST_MARK = "★"
 NO_BASELINE = {
@@ -218,7 +218,9 @@ def notes(
         lines.append(f"† the interval was cut at the metric's range [{low:g}, {high:g}].")
     effect = settings.effect_of_interest
     needed = [
-        (r, r.difference.seeds_needed) for r in comparison.rows if r.difference and r.difference.seeds_needed
+        (r, r.difference.seeds_needed or f"> {MAX_SEEDS_NEEDED:,}".replace(",", " "))
+        for r in comparison.rows
+        if r.difference and r.difference.tested
     ]
     if effect is not None and needed:
         pairs = max(r.difference.n_pairs for r in comparison.rows if r.difference)

@@ -421,6 +421,8 @@ def test_reliability_titles_give_the_per_seed_ece_beside_the_pooled_one(tmp_path
     (panel,), _ = reliability_panels(collect(folder, ["test/ece"]))
     title = reliability_title(panel)
     assert title.endswith(f"pooled ECE {panel.networks['model']['ece']:.3f}\nper seed 0.030 ± 0.014")
+    panel.networks["teacher"] = {**panel.networks["model"], "ece": 0.5}
+    assert f"pooled ECE {panel.networks['model']['ece']:.3f} (teacher 0.500)\n" in reliability_title(panel)
 
 
 # --- metrics against a numeric key ------------------------------------------------------------------

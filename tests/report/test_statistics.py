@@ -106,6 +106,7 @@ def test_differences_equal_up_to_float_rounding_are_not_tested():
 def test_seeds_needed_for_an_effect_three_seeds_already_detect():
     # δ / SD = 20: three pairs have power ~1, and statsmodels' solver has no root below them
     assert seeds_needed(0.02, 0.001, 0.05, 0.8) == 3
+    assert seeds_needed(1e-9, 1.0, 0.05, 0.8) is None  # out of reach: more than MAX_SEEDS_NEEDED
 
 
 def test_no_shared_seed_gives_no_difference():

@@ -110,6 +110,13 @@ CASES = [
     BadInput("append-existing", ["+divergence.temperature=2"], "An item is already at"),
     BadInput("not-a-group", ["trainer=tpu"], "trainer=tpu is not an option"),
     BadInput("study-typo", ["-m", "study=kd_divergnces"], "did you mean study=kd_divergences?"),
+    # what the sweep's report will be asked for, checked before its jobs start
+    BadInput("report-test", ["-m", "seed=0,1", "report.test=z"], "report.test: 'z' is not one of t, wilcoxon"),
+    BadInput(
+        "report-effect-scalar",
+        ["-m", "seed=0,1", "report.effect_of_interest=0.01"],
+        "report.effect_of_interest: expected a mapping metric -> value",
+    ),
     # settings the chosen method would ignore, and combinations that cannot work
     BadInput("bdkd-divergence", ["method=bdkd", "divergence=rkl"], "method=bdkd does not read divergence"),
     BadInput("teacher-divergence", ["method=teacher", "divergence=rkl"], "method=teacher does not read"),

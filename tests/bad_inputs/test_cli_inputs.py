@@ -111,7 +111,9 @@ CASES = [
     BadInput("not-a-group", ["trainer=tpu"], "trainer=tpu is not an option"),
     BadInput("study-typo", ["-m", "study=kd_divergnces"], "did you mean study=kd_divergences?"),
     # what the sweep's report will be asked for, checked before its jobs start
-    BadInput("report-test", ["-m", "seed=0,1", "report.test=z"], "report.test: 'z' is not one of t, wilcoxon"),
+    BadInput(
+        "report-test", ["-m", "seed=0,1", "report.test=z"], "report.test: 'z' is not one of t, wilcoxon"
+    ),
     BadInput(
         "report-effect-scalar",
         ["-m", "seed=0,1", "report.effect_of_interest=0.01"],

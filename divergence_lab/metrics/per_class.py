@@ -15,8 +15,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
-CONFUSION_FILE = "confusion.json"
-
 
 @runtime_checkable
 class CountsTestClasses(Protocol):

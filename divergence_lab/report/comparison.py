@@ -140,19 +140,20 @@ def compare(
     """Per metric: every group's summary, its paired difference with its baseline group (p-values
     corrected over the metric's family), its verdict and its rank. ``settings`` maps a metric to how it is
     tested (default :class:`Settings`); ``shown`` formats a metric value inside a verdict."""
+    counterparts = {
+        id(g): _counterpart(g, baseline, report.groups, report.varying) if baseline is not None else None
+        for g in report.groups
+    }
+    is_baseline = {
+        id(g): baseline is not None and dict(g.key).get(baseline.key) == baseline.value for g in report.groups
+    }
+    groups_strata = strata(report, baseline)
+    stratum_of = {id(g): index for index, stratum in enumerate(groups_strata) for g in stratum}
     comparisons = []
     for metric in report.metrics:
         metric_settings = (settings or {}).get(metric, Settings())
         summaries = {
             id(g): summarise(g.values[metric], bounds(metric)) for g in report.groups if g.values.get(metric)
-        }
-        counterparts = {
-            id(g): _counterpart(g, baseline, report.groups, report.varying) if baseline is not None else None
-            for g in report.groups
-        }
-        is_baseline = {
-            id(g): baseline is not None and dict(g.key).get(baseline.key) == baseline.value
-            for g in report.groups
         }
         pairs = [
             (g.per_seed.get(metric, {}), counterparts[id(g)].per_seed.get(metric, {}))
@@ -165,8 +166,6 @@ def compare(
             metric_settings.correction,
         )
         ranks = {}
-        groups_strata = strata(report, baseline)
-        stratum_of = {id(g): index for index, stratum in enumerate(groups_strata) for g in stratum}
         for stratum in groups_strata:
             ranks |= paired_ranks(
                 {str(id(g)): g.per_seed.get(metric, {}) for g in stratum if id(g) in summaries},

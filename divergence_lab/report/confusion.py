@@ -32,9 +32,8 @@ from divergence_lab.report.figure_style import (
     seeds_note,
     wrap_label,
 )
+from divergence_lab.run.record import CONFUSION_FILE, PER_CLASS_KEY
 
-CONFUSION_FILE = "confusion.json"
-PER_CLASS_KEY = "per_class_acc"
 MAX_CLASSES = 20  # more classes: no table and no figure (a matrix of them cannot be read)
 MAX_PANELS = 12
 PANEL_COLUMNS = 4

@@ -13,11 +13,10 @@ from __future__ import annotations
 from divergence_lab.report.comparison import Baseline, GroupRow, MetricComparison
 from divergence_lab.report.figure_style import short_number
 from divergence_lab.report.metric_info import arrow
-from divergence_lab.report.statistics import MIN_PAIRS_FOR_TEST, PairedDifference
+from divergence_lab.report.statistics import CORRECTIONS, MIN_PAIRS_FOR_TEST, PairedDifference
 from divergence_lab.report.tables import CORRECTION_NAMES, TEST_NAMES, number
 
 SIGNIFICANCE_MARK = "*"
-NO_CORRECTION = "none"  # the correction setting that leaves p-values as the test gave them
 
 
 def metric_column(metric: str) -> str:
@@ -50,7 +49,7 @@ def seed_values(row: GroupRow) -> str:
 
 
 def _correction(name: str) -> str:
-    if name == NO_CORRECTION:
+    if CORRECTIONS[name] is None:  # p-values as the test gave them
         return "not corrected for multiple comparisons"
     return f"{CORRECTION_NAMES[name]}-corrected over each metric's comparisons"
 

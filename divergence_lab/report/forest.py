@@ -30,6 +30,7 @@ from divergence_lab.report.figure_style import (
     short_number,
 )
 from divergence_lab.report.metric_info import axis_label
+from divergence_lab.report.tables import CORRECTION_NAMES
 
 PANEL_COLUMNS = 2
 PANEL_HEIGHT_IN = 3.0  # inches of a panel at least
@@ -40,7 +41,6 @@ SEED_JITTER = 0.18  # vertical spread of the per-seed dots, in rows
 MDE_COLOR = "0.85"
 VERDICT_COLORS = {"better": "tab:green", "worse": "tab:red"}
 NEUTRAL_COLOR = "tab:blue"
-CORRECTION_TITLES = {"holm": "Holm", "bh": "Benjamini–Hochberg", "none": "no correction"}
 DIAMOND_SIZE = 8
 
 
@@ -72,7 +72,7 @@ def write_forest_plot(
         settings = panels[0][0].settings
         fig.suptitle(
             f"Paired Δ vs {baseline.describe(names)} per seed (dots), mean with 95 % CI; filled: significant "
-            f"after {CORRECTION_TITLES[settings.correction]} (α = {settings.alpha:g}); grey band: ± MDE at "
+            f"({CORRECTION_NAMES[settings.correction]}, α = {settings.alpha:g}); grey band: ± MDE at "
             f"{settings.power:.0%} power"
         )
         save(fig, path)

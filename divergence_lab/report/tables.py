@@ -52,8 +52,8 @@ FIGURES = (
         "report_curves.png",
         "Per-epoch curves",
         "Training loss, the divergence term and the validation metrics per epoch (GCD: Old / New / All "
-        "accuracy on D_u first); mean over seeds, band: ± std; dotted lines: the selected epochs; the "
-        "right column zooms on the last epochs where a curve has flattened.",
+        "accuracy on D_u first); mean over seeds, band: ± std; dotted lines: the selected epochs; an "
+        "inset zooms on the last epochs where the curves have flattened.",
     ),
     (
         "report_reliability.png",

@@ -20,7 +20,7 @@ group the test does not separate from the best (or cannot test) is *tied with th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from divergence_lab.report.statistics import PairedDifference, Settings, correct, paired_difference
 
@@ -86,8 +86,10 @@ def paired_ranks(
     order = sorted(means, key=lambda name: -direction * means[name])
     best = order[0]
     others = order[1:]
+    # a rank needs only the corrected test: no equivalence test, no seeds-needed search
+    testing = replace(settings, equivalence_margin=None, effect_of_interest=None)
     differences = correct(
-        [paired_difference(per_seed[name], per_seed[best], settings, len(others)) for name in others],
+        [paired_difference(per_seed[name], per_seed[best], testing, len(others)) for name in others],
         settings.correction,
     )
     tied, tested = {}, {}

@@ -40,12 +40,7 @@ from divergence_lab.data import instantiate_datamodule
 from divergence_lab.methods.progress import current_position, set_position
 from divergence_lab.methods.stages import StageContext, build_module, declared_stages
 from divergence_lab.metrics.calibration import ReliabilityDiagram
-from divergence_lab.metrics.per_class import (
-    CONFUSION_FILE,
-    CountsTestClasses,
-    confusion_record,
-    per_class_accuracy,
-)
+from divergence_lab.metrics.per_class import CountsTestClasses, confusion_record, per_class_accuracy
 from divergence_lab.run.fingerprint import (
     RUN_FINGERPRINT_FILE,
     check_run_dir,
@@ -58,7 +53,9 @@ from divergence_lab.run.loggers import build_loggers, close_loggers, log_summary
 from divergence_lab.run.ranks import is_global_rank_zero
 from divergence_lab.run.record import (
     CHECKPOINT_DIR,
+    CONFUSION_FILE,
     LAST_CHECKPOINT,
+    PER_CLASS_KEY,
     TEACHER_FILE,
     divergence_label,
     finished_record,
@@ -104,7 +101,7 @@ def class_results(module: Any, run_dir: Path, max_classes: int | None, write: bo
     counts = module.test_class_counts().cpu()
     if write and max_classes is not None and counts.shape[0] <= max_classes:
         write_json_atomically(run_dir / CONFUSION_FILE, confusion_record(counts))
-    return {"per_class_acc": per_class_accuracy(counts)}
+    return {PER_CLASS_KEY: per_class_accuracy(counts)}
 
 
 def resolve_precision(trainer_cfg: DictConfig) -> Any:

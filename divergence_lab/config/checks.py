@@ -1,7 +1,7 @@
 """Refuse a bad configuration before any work starts, with one line that names the key and what is allowed.
 
-Three kinds of check (the CLI runs them all before Hydra starts, see
-:mod:`divergence_lab.config.preflight`; a run repeats the last two):
+Four kinds of check (the CLI runs them all before Hydra starts, see
+:mod:`divergence_lab.config.preflight`; a run repeats the second and third):
 
 * :func:`check_group_choices` runs on the command line, before Hydra composes anything, so that
   ``dlab divergence=nope`` prints ``divergence=nope is not an option; choose one of: cs, fdiv, ...``
@@ -14,6 +14,10 @@ Three kinds of check (the CLI runs them all before Hydra starts, see
   floor.
 * :func:`validate_divergence` builds the divergence from the registry (torch): its parameters, and its
   kind against ``method.divergence_kinds``.
+* :func:`check_compatibility` (the pre-flight only) decides the declared contract from the config: what
+  each data option serves (``conf/data/contracts.yml``), what each network takes
+  (``conf/model/contracts.yml``) and what the method trains (``method.data_tasks``,
+  ``method.model_families``); those files are not Hydra options, so nothing in them reaches a class.
 
 All raise :class:`ConfigError`; the entry point prints its message as a single line and exits with 2.
 """
@@ -36,6 +40,7 @@ OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
 SCHEDULER_NAMES = ("none", "cosine", "step")
 NULL_ALLOWED_GROUPS = ("experiment", "hparams_search")
 SEARCHPATH_OVERRIDE = "hydra.searchpath="
+HYDRA_GROUP_PREFIX = "hydra/"  # Hydra's own groups (hydra/launcher, hydra/sweeper): options also in code
 MISSING_MARKER = "???"  # OmegaConf's mandatory value
 PRUNERS = ("cts", "random", "magnitude", "snip", "grasp", "synflow", "ltr")
 MASK_PRUNERS = ("synflow", "ltr")  # they choose a mask, not scores
@@ -47,6 +52,48 @@ READ_GROUPS = ("model", "divergence")  # the groups a method may leave unread (m
 FUSED_LINEAR = ("auto", True, False)  # method.fused_linear of language-model distillation
 # trainer.precision: auto (trainer=gpu) or a Lightning precision by its full name (not 32, 16, "bf16")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+GRADIENT_CLIP_ALGORITHMS = ("norm", "value")
+# trainer knobs where a value below the bound would quietly mean something else (a negative clip value: no
+# clipping); ``-1`` is Lightning's own "no limit" for max_steps and is allowed
+TRAINER_INTEGERS_AT_LEAST = {
+    "devices": 1,
+    "num_nodes": 1,
+    "accumulate_grad_batches": 1,
+    "log_every_n_steps": 1,
+    "check_val_every_n_epoch": 1,
+    "min_epochs": 0,
+    "num_sanity_val_steps": 0,
+}
+TRAINER_NO_LIMIT = -1  # trainer.max_steps=-1: no step limit (Lightning's default)
+TRAINER_BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches")
+# method knobs that must not be negative (a negative weight would train against the term) ...
+METHOD_NON_NEGATIVE = (
+    "lambda_student",
+    "lambda_teacher",
+    "sinkhorn_weight",
+    "sinkhorn_scale",
+    "sup_weight",
+    "memax_weight",
+    "ler_weight",
+)
+# ... and those that must be integers >= the bound
+METHOD_INTEGERS_AT_LEAST = {"rewind_epochs": 0, "score_batches": 1, "synflow_rounds": 1}
+BALANCE_RULES = ("entropy_ratio", "sigmoid_gap", "inverted", "fixed")  # method.balance of BD-KD
+SINKHORN_REDUCTIONS = ("sum", "mean")  # method.sinkhorn_reduction of SinKD
+BACKBONE_KINDS = ("mlp", "resnet_cifar")  # method.backbone.kind of LegoGCD
+TEMPERATURE_SCHEDULE_LENGTH = 3  # LegoGCD's method.teacher_temperature: start, end, warm-up epochs
+TEXT_CLASSIFIER_TARGET = "divergence_lab.models.text_classifier.BertClassifier"
+TEXT_CLASSIFIER_SIZES = ("layers", "hidden", "heads", "intermediate")
+# the declared contracts of the data and model options (files Hydra does not compose)
+DATA_CONTRACTS = Path("data") / "contracts.yml"
+MODEL_CONTRACTS = Path("model") / "contracts.yml"
+DATA_REFERENCE = "data."  # a declared number read from the data config: data.dim, data.base.num_classes
+INPUT_DESCRIPTIONS = {  # what one example of an input kind is, in a refusal
+    "tokens": "token rows (text for a sequence classifier)",
+    "text": "prompt/completion text",
+}
+CIFAR_TARGET = "divergence_lab.data.cifar.CIFARDataModule"  # its val_fraction may be 0 only as a GCD base
+TEACHER_MODEL_CHOICE = "model@method.teacher.model"  # the teacher's model option, as Hydra names it
 
 
 def group_options(config_dirs: Iterable[Path]) -> dict[str, set[str]]:
@@ -79,8 +126,8 @@ def extra_config_dirs(argv: Sequence[str]) -> list[Path]:
 def check_group_choices(argv: Sequence[str]) -> None:
     """Check ``group=option`` overrides on the command line against the options that exist.
 
-    Sweep values (``divergence=kl,rkl``) are checked one by one. Options that Hydra or its plugins
-    register in code (``hydra/launcher=submitit_slurm``) are left to Hydra.
+    Sweep values (``divergence=kl,rkl``) are checked one by one. The options of Hydra's own groups
+    (``hydra/launcher=nope``) are those Hydra and its plugins register in code with the config files.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -94,7 +141,9 @@ def check_group_choices(argv: Sequence[str]) -> None:
     options = group_options([CONF_DIR, *extra_config_dirs(argv)])
     for override in parsed:
         group = override.key_or_group
-        if group not in options or group.startswith("hydra/") or override.is_delete():
+        if group.startswith(HYDRA_GROUP_PREFIX) and not override.is_delete() and group.count("/") == 1:
+            options[group] = registered_options(group, options.get(group, set()))
+        if group not in options or override.is_delete():
             continue
         if override.is_sweep_override():
             try:
@@ -115,6 +164,14 @@ def check_group_choices(argv: Sequence[str]) -> None:
                 )
 
 
+def registered_options(group: str, files: set[str]) -> set[str]:
+    """The options of a ``hydra/...`` group: those Hydra and its plugins register in code (``joblib``,
+    ``submitit_slurm``, ``optuna``) with the config folders' files (``files``)."""
+    from divergence_lab.config.help_sections import hydra_group_options
+
+    return set(hydra_group_options(group)) | files
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -125,8 +182,17 @@ def _is_number(value: Any) -> bool:
 
 
 def check_integer_at_least(value: Any, key: str, low: int = 1) -> None:
+    """Refuse ``value`` unless it is an integer (not a bool) of at least ``low``."""
     if not _is_int(value) or value < low:
         raise ConfigError(f"{key} must be an integer >= {low} (got {value!r})")
+
+
+def _check_positive_finite(value: Any, subject: str) -> None:
+    """A number > 0 that is finite: an infinite value is named as such (``must be finite``)."""
+    if isinstance(value, float) and math.isinf(value):
+        raise ConfigError(f"{subject} must be finite (got {value!r}); give a number > 0")
+    if not _is_number(value) or value <= 0:
+        raise ConfigError(f"{subject} must be a finite number > 0 (got {value!r})")
 
 
 def check_optimizer(optimizer: Any, key: str) -> None:
@@ -304,8 +370,7 @@ def check_precision(trainer: Any) -> None:
 def check_divergence_temperature(cfg: DictConfig) -> None:
     """A temperature so small that logits / T overflow and the T² factor erases the term is refused."""
     temperature = cfg.divergence.get("temperature", 1.0)
-    if not _is_number(temperature) or temperature <= 0:
-        raise ConfigError(f"divergence: temperature must be a number > 0 (got {temperature!r})")
+    _check_positive_finite(temperature, "divergence: temperature")
     smallest = cfg.checks.min_temperature
     if temperature < smallest:
         raise ConfigError(
@@ -353,9 +418,7 @@ def check_divergence_warmup(method: Any) -> None:
 
 def _check_sampling(settings: Any, key: str) -> None:
     """``{temperature > 0, top_k: null or >= 1, max_new_tokens: null or >= 1}`` of generated completions."""
-    temperature = settings.get("temperature")
-    if not _is_number(temperature) or temperature <= 0:
-        raise ConfigError(f"{key}.temperature must be a number > 0 (got {temperature!r})")
+    _check_positive_finite(settings.get("temperature"), f"{key}.temperature")
     for name in ("top_k", "max_new_tokens"):
         if settings.get(name) is not None:
             check_integer_at_least(settings.get(name), f"{key}.{name}")
@@ -391,6 +454,125 @@ def check_language_model_distillation(method: Any) -> None:
             f"method.evaluation.ks must be a non-empty list of integers in [1, samples={samples}] for "
             f"pass@k (got {ks!r})"
         )
+
+
+def check_trainer(trainer: Any) -> None:
+    """The Lightning knobs where a value out of range would be taken quietly: a gradient clip value that is
+    null or >= 0 (a negative one clips nothing), a known clip algorithm, counts >= their bound, a
+    ``max_steps`` of -1 (no limit) or >= 1, and batch limits that are a fraction in (0, 1] or a count >= 1."""
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and (not _is_number(clip) or clip < 0):
+        raise ConfigError(
+            f"trainer.gradient_clip_val must be null (no clipping) or a finite number >= 0 (got {clip!r}); "
+            "a negative value would clip nothing"
+        )
+    algorithm = trainer.get("gradient_clip_algorithm")
+    if algorithm is not None and algorithm not in GRADIENT_CLIP_ALGORITHMS:
+        raise ConfigError(
+            f"trainer.gradient_clip_algorithm must be one of {', '.join(GRADIENT_CLIP_ALGORITHMS)} "
+            f"(got {algorithm!r})"
+        )
+    for key, low in TRAINER_INTEGERS_AT_LEAST.items():
+        if trainer.get(key) is not None:
+            check_integer_at_least(trainer.get(key), f"trainer.{key}", low)
+    steps = trainer.get("max_steps")
+    if steps is not None and steps != TRAINER_NO_LIMIT:
+        check_integer_at_least(steps, "trainer.max_steps (or -1: no limit)")
+    for key in TRAINER_BATCH_LIMITS:
+        limit = trainer.get(key)
+        if limit is None:
+            continue
+        if not (_is_int(limit) and limit >= 1) and not (
+            isinstance(limit, float) and math.isfinite(limit) and 0.0 < limit <= 1.0
+        ):
+            raise ConfigError(
+                f"trainer.{key} must be a fraction in (0, 1] or a number of batches >= 1 (got {limit!r})"
+            )
+
+
+def check_method_knobs(method: Any) -> None:
+    """Method settings the builders would refuse only when the run starts: loss weights >= 0, counts >= their
+    bound, BD-KD's balance rule (``fixed_forward`` in [0, 1], ``gamma`` > 0), SinKD's reduction, and
+    LegoGCD's backbone kind."""
+    for key in METHOD_NON_NEGATIVE:
+        value = method.get(key)
+        if value is not None and (not _is_number(value) or value < 0):
+            raise ConfigError(f"method.{key} must be a finite number >= 0 (got {value!r})")
+    for key, low in METHOD_INTEGERS_AT_LEAST.items():
+        if method.get(key) is not None:
+            check_integer_at_least(method.get(key), f"method.{key}", low)
+    balance = method.get("balance")
+    if balance is not None and balance not in BALANCE_RULES:
+        raise ConfigError(f"method.balance must be one of {', '.join(BALANCE_RULES)} (got {balance!r})")
+    fixed_forward = method.get("fixed_forward")
+    if fixed_forward is not None and (not _is_number(fixed_forward) or not 0.0 <= fixed_forward <= 1.0):
+        raise ConfigError(f"method.fixed_forward must be a number in [0, 1] (got {fixed_forward!r})")
+    if method.get("gamma") is not None and balance is not None:
+        _check_positive_finite(method.get("gamma"), "method.gamma")
+    reduction = method.get("sinkhorn_reduction")
+    if reduction is not None and reduction not in SINKHORN_REDUCTIONS:
+        raise ConfigError(
+            f"method.sinkhorn_reduction must be one of {', '.join(SINKHORN_REDUCTIONS)} (got {reduction!r})"
+        )
+    if method.get("divergences") is not None and method.get("temperature") is not None:
+        _check_positive_finite(method.get("temperature"), "method.temperature")
+    if (backbone := method.get("backbone")) is not None:
+        _check_backbone(backbone)
+    if (schedule := method.get("teacher_temperature")) is not None:
+        _check_teacher_temperature(schedule)
+    if (pretrain := method.get("pretrain")) is not None:
+        check_integer_at_least(pretrain.get("epochs"), "method.pretrain.epochs", 0)
+        check_integer_at_least(pretrain.get("batch_size"), "method.pretrain.batch_size", 2)
+        for key in ("lr", "temperature"):
+            _check_positive_finite(pretrain.get(key), f"method.pretrain.{key}")
+    if (search := method.get("search")) is not None and reads(method, "method.search"):
+        check_integer_at_least(search.get("epochs"), "method.search.epochs")
+        for key in ("lr", "tau", "slack", "loss_scale"):
+            _check_positive_finite(search.get(key), f"method.search.{key}")
+
+
+def _check_backbone(backbone: Any) -> None:
+    """LegoGCD's ``method.backbone``: a known kind, hidden widths >= 1, a projection width >= 1."""
+    if backbone.get("kind") not in BACKBONE_KINDS:
+        raise ConfigError(
+            f"method.backbone.kind must be one of {', '.join(BACKBONE_KINDS)} (got {backbone.get('kind')!r})"
+        )
+    hidden = backbone.get("hidden")
+    if (
+        not isinstance(hidden, (list, ListConfig))
+        or not hidden
+        or not all(_is_int(w) and w >= 1 for w in hidden)
+    ):
+        raise ConfigError(f"method.backbone.hidden must be a non-empty list of widths >= 1 (got {hidden!r})")
+    check_integer_at_least(backbone.get("projection"), "method.backbone.projection")
+
+
+def _check_teacher_temperature(schedule: Any) -> None:
+    """LegoGCD's ``method.teacher_temperature``: ``[start, end, warm-up epochs]``, temperatures > 0."""
+    values = list(schedule) if isinstance(schedule, (list, ListConfig)) else []
+    if len(values) != TEMPERATURE_SCHEDULE_LENGTH:
+        raise ConfigError(
+            f"method.teacher_temperature must be [start, end, warm-up epochs] (got {schedule!r})"
+        )
+    _check_positive_finite(values[0], "method.teacher_temperature start")
+    _check_positive_finite(values[1], "method.teacher_temperature end")
+    check_integer_at_least(values[2], "method.teacher_temperature warm-up epochs", 0)
+
+
+def check_text_classifier(node: Any, key: str) -> None:
+    """A BERT classifier built from sizes (at ``key``): integer sizes >= 1, a width that the heads divide,
+    a dropout in [0, 1) (what its constructor refuses only once the data's tokenizer is built)."""
+    if not isinstance(node, DictConfig) or node.get("_target_") != TEXT_CLASSIFIER_TARGET:
+        return
+    for size in TEXT_CLASSIFIER_SIZES:
+        if size in node:
+            check_integer_at_least(node.get(size), f"{key}.{size}")
+    hidden, heads = node.get("hidden"), node.get("heads")
+    if _is_int(hidden) and _is_int(heads) and hidden % heads:
+        raise ConfigError(f"{key}.hidden={hidden} must be a multiple of {key}.heads={heads}")
+    dropout = node.get("dropout", 0.0)
+    if not _is_number(dropout) or not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"{key}.dropout must be a number in [0, 1) (got {dropout!r})")
 
 
 def _missing_paths(node: Any, prefix: str) -> Iterable[str]:
@@ -432,6 +614,10 @@ def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     if alpha is not None and (not _is_number(alpha) or not 0.0 <= alpha <= 1.0):
         raise ConfigError(f"method.alpha must be a number in [0, 1] (got {alpha!r})")
     check_integer_at_least(cfg.data.get("batch_size"), "data.batch_size")
+    if cfg.data.get("eval_batch_size") is not None:
+        check_integer_at_least(cfg.data.get("eval_batch_size"), "data.eval_batch_size")
+    for key in ("model", "method.teacher.model"):
+        check_text_classifier(OmegaConf.select(cfg, key), key)
     check_pruning(cfg.method)
     check_category_discovery(cfg.method)
     check_divergence_warmup(cfg.method)
@@ -441,6 +627,8 @@ def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     check_checkpoint_selection(cfg)
     check_threads(cfg.get("threads", "auto"))
     check_precision(cfg.trainer)
+    check_trainer(cfg.trainer)
+    check_method_knobs(cfg.method)
     wait = cfg.get("stage_wait_s")
     if wait is not None and (not _is_number(wait) or wait <= 0):
         raise ConfigError(f"stage_wait_s must be a number of seconds > 0 (got {wait!r})")
@@ -478,3 +666,173 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     """Check the composed config's values; raise :class:`ConfigError` naming the first bad key."""
     validate_settings(cfg, overrides)
     validate_divergence(cfg)
+
+
+def load_contracts(relative: Path, config_dirs: Iterable[Path] = (CONF_DIR,)) -> dict[str, dict[str, Any]]:
+    """``{option: its declaration}`` from ``<config dir>/<relative>`` of each config folder (a later folder's
+    entry replaces an earlier one of the same name); folders without the file add nothing."""
+    contracts: dict[str, dict[str, Any]] = {}
+    for root in config_dirs:
+        path = Path(root) / relative
+        if path.is_file():
+            loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+            contracts.update({str(name): dict(entry) for name, entry in (loaded or {}).items()})
+    return contracts
+
+
+def _holds(entry: dict[str, Any], node: Any) -> bool:
+    """Whether the entry's ``when`` (``{key: value}`` of ``node``) holds."""
+    return all(OmegaConf.select(node, str(key)) == value for key, value in (entry.get("when") or {}).items())
+
+
+def find_contract(
+    contracts: dict[str, dict[str, Any]], choice: str | None, node: Any
+) -> tuple[str, dict[str, Any]] | None:
+    """The declaration that describes ``node`` (a ``data`` or ``model`` config): the chosen option's while
+    it declares the node's ``_target_``, else an option of that ``_target_`` whose ``when`` holds (a
+    conditional one first); None when no option declares that class (a user's own network: unchecked)."""
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    if choice in contracts and contracts[choice].get("target") == target:
+        return choice, contracts[choice]
+    same = [(name, entry) for name, entry in contracts.items() if entry.get("target") == target]
+    same.sort(key=lambda item: "when" not in item[1])
+    for name, entry in same:
+        if _holds(entry, node):
+            return name, entry
+    return None
+
+
+def _declared_number(value: Any, data_cfg: Any) -> int | None:
+    """A declared count: the number itself, or the data config's value of ``data.<key>``; None if unknown."""
+    if isinstance(value, str) and value.startswith(DATA_REFERENCE):
+        value = OmegaConf.select(data_cfg, value[len(DATA_REFERENCE) :])
+    return value if _is_int(value) else None
+
+
+class DataServes:
+    """What a data config serves, from its declaration: the task, the input kind, the shape of one example
+    where the config decides it (``(C, H, W)`` images, ``(F,)`` vectors), the number of classes, and
+    whether setting the module up is cheap (embedded or generated data)."""
+
+    def __init__(self, name: str, entry: dict[str, Any], data_cfg: Any) -> None:
+        self.name = name
+        self.task = str(entry.get("task"))
+        self.input_kind = str(entry.get("input_kind"))
+        numbers = {
+            key: _declared_number(entry.get(key), data_cfg) if _holds(entry, data_cfg) else None
+            for key in ("classes", "channels", "size", "features")
+        }
+        self.classes = numbers["classes"]
+        self.cheap_setup = bool(entry.get("cheap_setup")) and _holds(entry, data_cfg)
+        self.shape: tuple[int, ...] | None = None
+        channels, size, features = numbers["channels"], numbers["size"], numbers["features"]
+        flattened = bool(entry.get("flatten_key")) and data_cfg.get(entry.get("flatten_key")) is True
+        if self.input_kind == "image" and flattened:
+            self.input_kind = "vector"
+            self.shape = (channels * size * size,) if channels and size else None
+        elif self.input_kind == "image" and channels and size:
+            self.shape = (channels, size, size)
+        elif self.input_kind == "vector" and features:
+            self.shape = (features,)
+
+    def describe(self) -> str:
+        """``1x8x8 images``, ``vectors of 13 features``, ``token rows`` ...: what one example is."""
+        if self.input_kind == "image":
+            return f"{'x'.join(map(str, self.shape))} images" if self.shape else "images"
+        if self.input_kind == "vector":
+            return f"vectors of {self.shape[0]} features" if self.shape else "feature vectors"
+        return INPUT_DESCRIPTIONS.get(self.input_kind, self.input_kind)
+
+
+def model_refusal(model: dict[str, Any], served: DataServes) -> str | None:
+    """Why a model declaration does not take what ``served`` serves (a phrase), or None when it does."""
+    kinds = list(model.get("input_kinds") or [])
+    if served.input_kind not in kinds:
+        return f"takes {' or '.join(kinds)} input"
+    if served.input_kind == "image" and served.shape and served.shape[1] < model.get("min_size", 0):
+        return f"needs images of at least {model['min_size']}x{model['min_size']} pixels"
+    if served.input_kind == "vector" and served.shape and model.get("square_vectors"):
+        side = round(math.sqrt(served.shape[0]))
+        if side * side != served.shape[0]:
+            return "takes vectors only of a square size (read as one-channel images)"
+    return None
+
+
+def _choices(cfg: DictConfig) -> dict[str, Any]:
+    choices = OmegaConf.select(cfg, "hydra.runtime.choices")
+    return dict(choices) if choices is not None else {}
+
+
+def _listed(names: Iterable[str]) -> str:
+    names = sorted(names)
+    return ", ".join(names) if names else "none declared"
+
+
+def check_compatibility(cfg: DictConfig, config_dirs: Sequence[Path] = (CONF_DIR,)) -> None:
+    """The declared contract, decided from the config before any stage runs: the data's task is one the
+    method trains on (``method.data_tasks``), each network it reads (``model`` and the teacher's) is of a
+    family it trains (``method.model_families``) and takes what the data serves (``input_kinds``,
+    ``min_size``, ``square_vectors``); each refusal names both choices and the compatible options."""
+    data_contracts = load_contracts(DATA_CONTRACTS, config_dirs)
+    model_contracts = load_contracts(MODEL_CONTRACTS, config_dirs)
+    choices = _choices(cfg)
+    method = cfg.method
+    found = find_contract(data_contracts, choices.get("data"), cfg.data)
+    served = DataServes(found[0], found[1], cfg.data) if found else None
+    tasks = list(method.get("data_tasks") or [])
+    if served is not None and tasks and served.task not in tasks:
+        fitting = [name for name, entry in data_contracts.items() if entry.get("task") in tasks]
+        raise ConfigError(
+            f"method={method.name} trains on {' or '.join(tasks)} data; data={served.name} serves "
+            f"{served.task} data: choose data={_listed(fitting)}"
+        )
+    if served is not None:
+        check_declared_data(cfg.data, served)
+    families = list(method.get("model_families") or [])
+    slots = [("model", cfg.get("model"))] if reads(method, "model") else []
+    if isinstance(method.get("teacher"), DictConfig) and "model" in method.teacher:
+        slots.append((TEACHER_MODEL_CHOICE, method.teacher.model))
+    for slot, node in slots:
+        declared = find_contract(model_contracts, choices.get(slot), node)
+        if declared is None:
+            continue
+        name, model = declared
+        fitting = [
+            other
+            for other, entry in model_contracts.items()
+            if (not families or entry.get("family") in families)
+            and (served is None or model_refusal(entry, served) is None)
+        ]
+        for_data = f" for data={served.name}" if served is not None else ""
+        if families and model.get("family") not in families:
+            raise ConfigError(
+                f"{slot}={name} is a {model.get('family')}; method={method.name} trains a "
+                f"{' or '.join(families)}: choose {slot}={_listed(fitting)}{for_data}"
+            )
+        reason = model_refusal(model, served) if served is not None else None
+        if reason is not None:
+            raise ConfigError(
+                f"{slot}={name} {reason}, but data={served.name} serves {served.describe()}: choose "
+                f"{slot}={_listed(fitting)}{for_data}"
+            )
+
+
+def check_declared_data(data_cfg: Any, served: DataServes) -> None:
+    """Data values that only the data module refused once it had loaded the data, decided from the declared
+    number of classes and the config: the known classes of a GCD split, and a CIFAR split without
+    validation images outside GCD."""
+    num_known = data_cfg.get("num_known")
+    if (
+        num_known is not None
+        and served.classes is not None
+        and not (_is_int(num_known) and 0 < num_known < served.classes)
+    ):
+        raise ConfigError(
+            f"data.num_known must be in [1, {served.classes - 1}] for the {served.classes} classes of "
+            f"data={served.name} (got {num_known!r})"
+        )
+    if data_cfg.get("_target_") == CIFAR_TARGET and data_cfg.get("val_fraction") == 0:
+        raise ConfigError(
+            "data.val_fraction=0 leaves no validation images; only a GCD data config (data=gcd_cifar100) "
+            "can use every training image"
+        )

@@ -45,13 +45,20 @@ def study_files(config_dirs: Iterable[Path]) -> dict[str, Path]:
     return {path.stem: path for root in config_dirs for path in sorted((root / STUDY_GROUP).glob("*.yaml"))}
 
 
-def launcher_names() -> list[str]:
-    """The options of ``hydra/launcher`` on Hydra's search path with the package's configs."""
+def hydra_group_options(group: str) -> list[str]:
+    """The options of a config group as Hydra finds them on its search path with the package's configs:
+    its own, the installed plugins' (registered in code, ``hydra/launcher=joblib``) and the package's
+    files."""
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     with initialize_config_module("divergence_lab.conf", version_base="1.3"):
-        return sorted(GlobalHydra.instance().config_loader().get_group_options(LAUNCHER_GROUP))
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+
+
+def launcher_names() -> list[str]:
+    """The options of ``hydra/launcher`` on Hydra's search path with the package's configs."""
+    return hydra_group_options(LAUNCHER_GROUP)
 
 
 def _aligned(rows: list[tuple[str, str]]) -> list[str]:

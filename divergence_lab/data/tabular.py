@@ -13,6 +13,13 @@
 A relative file path is resolved against the directory ``dlab`` was started from (Hydra's
 ``runtime.cwd``; the current directory when Hydra is not running); ``~`` is expanded.
 
+Every example needs a label: an empty label cell of a CSV is refused naming its line (the file's line
+number, the header being line 1), an empty string label of a .npz naming its array and 0-based index. A
+class that no training example has (a .npz's fixed val or test split holding a label its training split
+lacks, or a class too small to keep a training example after the split) would get an output unit that
+training never reaches: it is refused naming the class and the split, unless ``unseen_classes`` is ``keep``,
+which trains with it and logs a one-line warning naming it.
+
 Labels are mapped to ``0..K-1`` in the sorted order of their distinct values over the whole table (numeric
 order when every label is an integer, so ``0..K-1`` stays as it is; text order otherwise). Without fixed
 splits, the split is stratified and fixed by ``split_seed``
@@ -32,6 +39,7 @@ fingerprint hashes the tensors served, not the path: editing the file changes it
 from __future__ import annotations
 
 import csv
+import logging
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -42,9 +50,9 @@ import torch
 from hydra.utils import to_absolute_path
 
 from divergence_lab.config.errors import ConfigError
+from divergence_lab.data.content import SKLEARN_PREFIX
 from divergence_lab.data.tensor_datamodule import TensorDataModule, check_split_fractions, stratified_split
 
-SKLEARN_PREFIX = "sklearn:"
 SKLEARN_TABLES = ("wine", "iris", "breast_cancer", "digits")
 SPLITS = ("train", "val", "test")
 FIXED_SPLIT_KEYS = tuple(f"{axis}_{split}" for split in SPLITS for axis in ("x", "y"))
@@ -52,7 +60,11 @@ SOURCE_FORMS = f"{SKLEARN_PREFIX}<name> ({', '.join(SKLEARN_TABLES)}), a .npz fi
 # what reading a corrupt, truncated or pickled .npz raises (allow_pickle is off: object arrays are refused)
 NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 SHOWN_NAMES = 10  # column names quoted in a message at most
+UNSEEN_CLASSES = ("refuse", "keep")  # data.unseen_classes: what a class without a training example does
 
+log = logging.getLogger(__name__)
+
+DEFAULT_LABEL_COLUMN = "label"
 Table = tuple[np.ndarray, np.ndarray]  # features (N, F) numeric, labels (N,) integers or text
 
 
@@ -124,15 +136,17 @@ def read_csv(path: Path, label_column: str) -> Table:
     other column as float64."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
+            reader = csv.reader(handle)
+            # (the file's line number where the row ends, the row): a quoted cell may span lines
+            numbered = [(reader.line_num, row) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise _refuse(
             "source", f"{path} cannot be read as UTF-8 CSV: {type(error).__name__}: {error}"
         ) from None
-    rows = [row for row in rows if any(cell.strip() for cell in row)]  # blank lines
-    if not rows:
+    numbered = [(line, row) for line, row in numbered if any(cell.strip() for cell in row)]  # blank lines
+    if not numbered:
         raise _refuse("source", f"{path} is empty (expected a header row, then one row per example)")
-    header = [name.strip() for name in rows[0]]
+    header = [name.strip() for name in numbered[0][1]]
     duplicates = sorted({name for name in header if header.count(name) > 1})
     if duplicates:
         raise _refuse("source", f"{path}: the header names {_listed(duplicates)} more than once")
@@ -142,20 +156,27 @@ def read_csv(path: Path, label_column: str) -> Table:
         )
     if len(header) < 2:
         raise _refuse("source", f"{path} has no feature column (only the label column {label_column!r})")
-    body = rows[1:]
+    body = numbered[1:]
     if not body:
         raise _refuse("source", f"{path} has a header but no data rows")
-    for number, row in enumerate(body, start=2):
+    for number, row in body:
         if len(row) != len(header):
             raise _refuse("source", f"{path} line {number} has {len(row)} fields, the header {len(header)}")
     label_index = header.index(label_column)
-    labels = np.array([row[label_index].strip() for row in body])
+    labels = np.array([row[label_index].strip() for _, row in body])
+    for number, row in body:
+        if not row[label_index].strip():
+            raise _refuse(
+                "source",
+                f"{path} line {number} has an empty label (column {label_column!r}; line numbers count the "
+                "header as line 1); every example needs a label",
+            )
     features = []
     for index, name in enumerate(header):
         if index == label_index:
             continue
         column = []
-        for number, row in enumerate(body, start=2):
+        for number, row in body:
             cell = row[index].strip()
             try:
                 column.append(float(cell))
@@ -183,6 +204,12 @@ def check_table(x: np.ndarray, y: np.ndarray, where: str) -> None:
         )
     if len(x) != len(y):
         raise _refuse("source", f"{where}: {len(x)} feature rows but {len(y)} labels")
+    if y.dtype.kind in "US" and len(empty := np.flatnonzero(np.char.strip(y.astype(str)) == "")):
+        raise _refuse(
+            "source",
+            f"{where}: the label at index {int(empty[0])} (0-based) is empty ({len(empty)} empty label(s)); "
+            "every example needs a label",
+        )
     if len(x) == 0 or x.shape[1] == 0:
         raise _refuse("source", f"{where}: the table is empty (features {x.shape})")
     bad = int((~np.isfinite(x.astype(np.float64))).sum())
@@ -220,7 +247,7 @@ class TabularDataModule(TensorDataModule):
     def __init__(
         self,
         source: str = "sklearn:wine",
-        label_column: str = "label",
+        label_column: str = DEFAULT_LABEL_COLUMN,
         val_fraction: float = 0.15,
         test_fraction: float = 0.25,
         split_seed: int = 0,
@@ -230,8 +257,13 @@ class TabularDataModule(TensorDataModule):
         seed: int = 0,
         label_noise: float = 0.0,
         noise_seed: int = 0,
+        unseen_classes: str = "refuse",
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed, label_noise, noise_seed)
+        if unseen_classes not in UNSEEN_CLASSES:
+            raise ConfigError(
+                f"data.unseen_classes must be one of {', '.join(UNSEEN_CLASSES)} (got {unseen_classes!r})"
+            )
         if not isinstance(source, str) or not source.strip():
             raise _refuse("source", f"must be {SOURCE_FORMS} (got {source!r})")
         if source.startswith(SKLEARN_PREFIX):
@@ -244,6 +276,12 @@ class TabularDataModule(TensorDataModule):
             raise _refuse("source", f"must be {SOURCE_FORMS} (got {source!r})")
         if not isinstance(label_column, str) or not label_column.strip():
             raise _refuse("label_column", f"must be the name of a CSV column (got {label_column!r})")
+        if label_column != DEFAULT_LABEL_COLUMN and Path(source).suffix.lower() != ".csv":
+            raise _refuse(
+                "label_column",
+                f"names a column of a .csv source; data.source={source} is not one (its labels are its own), "
+                f"so label_column={label_column!r} would be ignored",
+            )
         check_split_fractions(val_fraction, test_fraction)
         if not isinstance(standardize, bool):
             raise ConfigError(f"data.standardize must be true or false (got {standardize!r})")
@@ -256,6 +294,7 @@ class TabularDataModule(TensorDataModule):
         self.fractions = (val_fraction, test_fraction)
         self.split_seed = split_seed
         self.standardize = standardize
+        self.unseen_classes = unseen_classes
 
     def read_tables(self) -> dict[str, Table]:
         """``{"all": (x, y)}`` to be split, or the fixed ``{"train", "val", "test"}`` tables of a .npz."""
@@ -294,9 +333,38 @@ class TabularDataModule(TensorDataModule):
             for name in SPLITS:
                 if len(splits[name][1]) == 0:
                     raise _refuse("source", f"{where}: the fixed {name} split (x_{name}, y_{name}) is empty")
+        self.check_unseen_classes(splits, classes, where)
         if self.standardize:
             standardize_splits(splits)
         return {name: (x.float(), y) for name, (x, y) in splits.items()}
+
+    def check_unseen_classes(
+        self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], classes: np.ndarray, where: str
+    ) -> None:
+        """Refuse (``unseen_classes: refuse``) or log a warning (``keep``) for the classes that some split
+        holds and the training split does not, naming each with the splits that hold it."""
+        trained = set(splits["train"][1].tolist())
+        unseen: dict[int, list[str]] = {}
+        for name in SPLITS[1:]:
+            for code in sorted(set(splits[name][1].tolist()) - trained):
+                unseen.setdefault(code, []).append(name)
+        if not unseen:
+            return
+        shown = [
+            f"{classes[code].item()!r} (in {' and '.join(names)})" for code, names in sorted(unseen.items())
+        ]
+        described = ", ".join(shown[:SHOWN_NAMES]) + (
+            f" ... ({len(shown)} in all)" if len(shown) > SHOWN_NAMES else ""
+        )
+        what = f"{where}: no training example has the class(es) {described}"
+        if self.unseen_classes == "keep":
+            log.warning("%s; kept (data.unseen_classes=keep): their output units are never trained", what)
+            return
+        raise _refuse(
+            "source",
+            f"{what}; no training example would reach their output units: add training examples, or set "
+            "data.unseen_classes=keep to train with them",
+        )
 
     def split(
         self, x: torch.Tensor, y: torch.Tensor, where: str, num_classes: int

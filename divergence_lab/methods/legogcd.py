@@ -49,10 +49,12 @@ from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.gcd import augment
 from divergence_lab.data.protocol import CategoryDiscoveryData
 from divergence_lab.methods.classifier import make_optimizer
-from divergence_lab.methods.progress import StageProgress, mean_of
+from divergence_lab.methods.progress import NO_CHECKPOINT, EpochCheckpoint, StageProgress, mean_of
 from divergence_lab.methods.stages import Stage, StageContext, StageOutput, cpu_state, network_from_state
 from divergence_lab.methods.training_terms import TrainingTermsLogging
 from divergence_lab.metrics.gcd import cluster_accuracy
+
+SIMCLR_LOOP = "simclr pretraining"  # the progress label and epoch-checkpoint name of the SimCLR loop
 
 
 class GCDNetwork(nn.Module):
@@ -184,20 +186,34 @@ def ler_loss(logits: Tensor, selected: Tensor, prior: Tensor, tau: float, margin
 
 
 def pretrain_backbone(
-    net: GCDNetwork, images: Tensor, augment_kind: str, pretrain: DictConfig, device: torch.device
+    net: GCDNetwork,
+    images: Tensor,
+    augment_kind: str,
+    pretrain: DictConfig,
+    device: torch.device,
+    checkpoint: EpochCheckpoint = NO_CHECKPOINT,
 ) -> None:
     """SimCLR on all training images (labels unused): a small stand-in for the paper's DINO backbone.
 
     Adam (``pretrain.lr``) on the backbone and projector, InfoNCE at ``pretrain.temperature`` between two
     augmented views of each image, ``pretrain.epochs`` epochs of ``pretrain.batch_size`` images. Logs one
-    progress line per epoch with the epoch's mean InfoNCE loss.
+    progress line per epoch with the epoch's mean InfoNCE loss. ``checkpoint`` keeps the network and Adam's
+    state after every epoch; pre-training that finds one continues with the next epoch, as if it had never
+    stopped.
     """
     net.to(device)
     optimizer = torch.optim.Adam(
         list(net.backbone.parameters()) + list(net.projector.parameters()), lr=pretrain.lr
     )
-    progress = StageProgress("simclr pretraining", pretrain.epochs)
-    for epoch in range(pretrain.epochs):
+    first = 0
+    if (resumed := checkpoint.load()) is not None:
+        first, state = resumed
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+    progress = StageProgress(SIMCLR_LOOP, pretrain.epochs, start=first)
+    if first:
+        progress.resuming(first)
+    for epoch in range(first, pretrain.epochs):
         losses = []
         for batch in torch.randperm(len(images)).split(pretrain.batch_size):
             if len(batch) < 2:
@@ -210,6 +226,7 @@ def pretrain_backbone(
             loss.backward()
             optimizer.step()
             losses.append(loss.detach())
+        checkpoint.save(epoch + 1, {"net": cpu_state(net), "optimizer": optimizer.state_dict()})
         progress.step(epoch + 1, {"infonce": mean_of(losses)})
 
 
@@ -357,11 +374,13 @@ def _category_discovery(datamodule: Any) -> CategoryDiscoveryData:
 
 
 def simclr(cfg: DictConfig, datamodule: Any, context: StageContext) -> StageOutput:
-    """Stage ``simclr``: the network drawn and its backbone pretrained with SimCLR (``method.pretrain``)."""
+    """Stage ``simclr``: the network drawn and its backbone pretrained with SimCLR (``method.pretrain``); an
+    interrupted pre-training continues after its last finished epoch (``context.checkpoint``)."""
     datamodule = _category_discovery(datamodule)
     net = _network(cfg, datamodule)
     images = datamodule.train_inputs()
-    pretrain_backbone(net, images, datamodule.augment_kind, cfg.method.pretrain, context.device)
+    checkpoint = context.checkpoint(SIMCLR_LOOP)
+    pretrain_backbone(net, images, datamodule.augment_kind, cfg.method.pretrain, context.device, checkpoint)
     return {"state": cpu_state(net)}
 
 

@@ -5,7 +5,10 @@ Everything goes through the ``divergence_lab`` logger: Hydra's job logging sends
 
     [teacher] epoch 3/30  loss 0.412  acc 0.931  elapsed 4.1s  left ~37s
 
-``left`` is the mean time per finished step times the steps still to do.
+``left`` is the mean time per finished step times the steps still to do. A loop that continues from a
+checkpoint of its own (:class:`EpochCheckpoint`) says so first, and then logs only the steps it runs::
+
+    [cts search] resuming cts search at epoch 4/10 (3 done before)
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("divergence_lab")
 
@@ -74,6 +77,13 @@ class StageProgress:
         else:
             set_position(f"the end of {prefix or 'training '}({self.unit} {done}/{self.total} done)")
 
+    def resuming(self, done: int) -> str:
+        """Log and return the line saying that this loop continues after ``done`` steps finished earlier."""
+        total = f"/{self.total}" if self.total else ""
+        line = f"[{self.stage}] resuming {self.stage} at {self.unit} {done + 1}{total} ({done} done before)"
+        log.info(line)
+        return line
+
     def step(self, done: int, values: Mapping[str, float] | None = None) -> str:
         """Record that ``done`` steps are finished; log and return the progress line."""
         elapsed = time.monotonic() - self.started
@@ -89,3 +99,32 @@ class StageProgress:
         self._locate(done)
         log.info(line)
         return line
+
+
+class EpochCheckpoint(Protocol):
+    """Where a multi-epoch loop of a stage keeps its progress, so an interrupted stage continues.
+
+    ``save(epoch, state)`` after each finished epoch (``epoch`` = epochs done; ``state``: tensors, numbers,
+    strings and lists or dicts of them, on the CPU); ``load()`` returns the last saved ``(epoch, state)``, or
+    None when there is none, and sets the global random streams as they were when it was saved. The loop
+    calls ``load()`` right before its first epoch (after building what it draws at random), restores its
+    networks and optimisers from ``state`` and goes on with epoch ``epoch + 1``: the stage then ends
+    exactly as if it had never stopped.
+    """
+
+    def load(self) -> tuple[int, dict[str, Any]] | None: ...
+
+    def save(self, epoch: int, state: dict[str, Any]) -> None: ...
+
+
+class NoCheckpoint:
+    """An :class:`EpochCheckpoint` that keeps nothing (a stage run in memory, without a run folder)."""
+
+    def load(self) -> tuple[int, dict[str, Any]] | None:
+        return None
+
+    def save(self, epoch: int, state: dict[str, Any]) -> None:
+        return None
+
+
+NO_CHECKPOINT = NoCheckpoint()

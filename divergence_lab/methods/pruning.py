@@ -42,7 +42,7 @@ from torch import nn
 from divergence_lab import divergences
 from divergence_lab.methods.classifier import make_optimizer
 from divergence_lab.methods.cross_entropy import CrossEntropyModule
-from divergence_lab.methods.progress import StageProgress, mean_of
+from divergence_lab.methods.progress import NO_CHECKPOINT, EpochCheckpoint, StageProgress, mean_of
 from divergence_lab.methods.stages import Stage, StageContext, StageOutput, cpu_state, network_from_state
 from divergence_lab.models import build_network
 from divergence_lab.pruning import saliency
@@ -138,6 +138,7 @@ def train_plain(
     clip_algorithm: str = "norm",
     mask: Mask | None = None,
     stage: str = "rewind",
+    checkpoint: EpochCheckpoint = NO_CHECKPOINT,
 ) -> None:
     """Cross-entropy training of ``net`` for the run epochs ``epochs`` (rewind pre-training, LTR rounds) with
     the main training's recipe, re-applying ``mask`` after every step.
@@ -148,12 +149,27 @@ def train_plain(
     (``clip``; None or 0: no clipping) and ``gradient_clip_algorithm`` (``clip_algorithm``: ``norm`` or
     ``value``). Batches in the data module's order for each run epoch. Logs one progress line per epoch,
     named ``stage``, with the epoch's mean training loss.
+
+    ``checkpoint`` keeps the network and the optimiser after every epoch; training that finds one continues
+    with the next epoch of ``epochs`` (its schedule advanced to it), as if it had never stopped.
     """
-    optimizer, scheduler = scheduled_optimizer(net.parameters(), optimizer_cfg, total_epochs, epochs.start)
+    first = 0
+    resumed = checkpoint.load()
+    if resumed is not None:
+        first, state = resumed
+        net.load_state_dict(state["net"])
+    # a resumed schedule is advanced to its epoch, then the optimiser's saved state (rates included) loaded
+    optimizer, scheduler = scheduled_optimizer(
+        net.parameters(), optimizer_cfg, total_epochs, epochs.start + first
+    )
+    if resumed is not None:
+        optimizer.load_state_dict(resumed[1]["optimizer"])
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     net.train()
-    progress = StageProgress(stage, len(epochs))
-    for done, epoch in enumerate(epochs, start=1):
+    progress = StageProgress(stage, len(epochs), start=first)
+    if first:
+        progress.resuming(first)
+    for done, epoch in enumerate(epochs[first:], start=first + 1):
         losses = []
         for x, y in batches(epoch):
             optimizer.zero_grad()
@@ -169,7 +185,34 @@ def train_plain(
                 apply_mask(net, mask)
         if scheduler is not None:
             scheduler.step()
+        checkpoint.save(done, {"net": cpu_state(net), "optimizer": optimizer.state_dict()})
         progress.step(done, {"loss": mean_of(losses)})
+
+
+class _RoundCheckpoint:
+    """The epoch checkpoint of one LTR round's training, kept inside the checkpoint of the LTR loop: the
+    round, its mask and the round's training state, so the loop continues inside a round."""
+
+    def __init__(
+        self,
+        loop: EpochCheckpoint,
+        round_index: int,
+        mask: Mask,
+        epochs_per_round: int,
+        resumed: tuple[int, dict[str, Any]] | None,
+    ) -> None:
+        self.loop, self.round_index, self.epochs_per_round = loop, round_index, epochs_per_round
+        self.mask = [keep.detach().cpu() for keep in mask]
+        self.resumed = resumed  # what the loop's checkpoint held for this round, already loaded
+
+    def load(self) -> tuple[int, dict[str, Any]] | None:
+        return self.resumed
+
+    def save(self, epoch: int, state: dict[str, Any]) -> None:
+        self.loop.save(
+            self.round_index * self.epochs_per_round + epoch,
+            {"round": self.round_index, "mask": self.mask, "epoch": epoch, "training": state},
+        )
 
 
 def train_like_the_run(cfg: DictConfig) -> dict[str, Any]:
@@ -215,6 +258,7 @@ def choose_scores(cfg: DictConfig, net: nn.Module, datamodule: Any, context: Sta
             net, batches, density, search_objective(method, cfg.divergence), search.epochs,
             lr=search.lr, tau=search.tau, slack=search.slack, smoothing=search.smoothing,
             loss_scale=search.loss_scale, lr_drop_at=search.lr_drop_at, lr_drop_factor=search.lr_drop_factor,
+            checkpoint=context.checkpoint("cts search"),
         )  # fmt: skip
         if context.run_dir is not None:
             (context.run_dir / "density_trajectory.json").write_text(json.dumps(result.expected_density))
@@ -229,19 +273,47 @@ def choose_scores(cfg: DictConfig, net: nn.Module, datamodule: Any, context: Sta
         return scorer(net, sample), None
     if method.pruner == "synflow":
         return None, saliency.synflow_mask(net, datamodule.input_shape, density, method.synflow_rounds)
-    start = copy.deepcopy(net.state_dict())  # ltr
+    return None, ltr_mask(cfg, net, batches, context.checkpoint("ltr"))
+
+
+def ltr_mask(cfg: DictConfig, net: nn.Module, batches: Any, checkpoint: EpochCheckpoint) -> Mask:
+    """Iterative magnitude pruning with rewinding from ``net`` (the rewind point): each round trains
+    ``method.ltr.epochs_per_round`` epochs, keeps the round's density by magnitude and rewinds.
+
+    ``checkpoint`` keeps the loop's progress after every epoch of a round and after every round (the
+    round, its mask, its training state); a loop that finds one continues where it stopped.
+    """
+    method = cfg.method
+    device = next(net.parameters()).device
+    start = copy.deepcopy(net.state_dict())
     mask = [torch.ones_like(w, dtype=torch.bool) for w in prunable_weights(net)]
-    rounds = ltr_densities(sum(m.numel() for m in mask), density, method.ltr.prune_fraction)
-    progress = StageProgress("ltr", len(rounds), unit="round")
-    epochs = range(method.rewind_epochs, method.rewind_epochs + method.ltr.epochs_per_round)
-    for done, current in enumerate(rounds, start=1):
+    rounds = ltr_densities(sum(m.numel() for m in mask), method.density, method.ltr.prune_fraction)
+    per_round = method.ltr.epochs_per_round
+    epochs = range(method.rewind_epochs, method.rewind_epochs + per_round)
+    first_round = 0
+    inside: tuple[int, dict[str, Any]] | None = None  # where the checkpoint stopped inside its round
+    if (resumed := checkpoint.load()) is not None:
+        _, state = resumed
+        first_round, mask = state["round"], [keep.to(device) for keep in state["mask"]]
+        apply_mask(net, mask)  # the rewound network of the round (its training, if any, is loaded below)
+        if state["training"] is not None:
+            inside = (state["epoch"], state["training"])
+    progress = StageProgress("ltr", len(rounds), unit="round", start=first_round)
+    if resumed is not None:
+        progress.resuming(first_round)
+    for done, current in enumerate(rounds[first_round:], start=first_round + 1):
         stage = f"ltr round {done}/{len(rounds)}"
-        train_plain(net, batches, epochs=epochs, mask=mask, stage=stage, **train_like_the_run(cfg))
+        in_round = _RoundCheckpoint(checkpoint, done - 1, mask, per_round, inside)
+        inside = None
+        recipe = train_like_the_run(cfg)
+        train_plain(net, batches, epochs=epochs, mask=mask, stage=stage, checkpoint=in_round, **recipe)
         mask = saliency.prune_by_magnitude(net, mask, current)
         net.load_state_dict(start)  # rewind
         apply_mask(net, mask)
+        state = {"round": done, "mask": [keep.detach().cpu() for keep in mask], "epoch": 0, "training": None}
+        checkpoint.save(done * per_round, state)
         progress.step(done, {"density": current})
-    return None, mask
+    return mask
 
 
 def _network(cfg: DictConfig, datamodule: Any) -> Callable[[], nn.Module]:
@@ -250,11 +322,14 @@ def _network(cfg: DictConfig, datamodule: Any) -> Callable[[], nn.Module]:
 
 def rewind_point(cfg: DictConfig, datamodule: Any, context: StageContext) -> StageOutput:
     """Stage ``rewind``: the initial network, trained densely for ``method.rewind_epochs`` (0: as drawn), with
-    the sparse training's recipe and the first ``rewind_epochs`` epochs of the run's schedule."""
+    the sparse training's recipe and the first ``rewind_epochs`` epochs of the run's schedule; an
+    interrupted rewind training continues after its last finished epoch (``context.checkpoint``)."""
     net = build_network(cfg.model, datamodule).to(context.device)
     if cfg.method.rewind_epochs:
         batches = epochs_of(datamodule, context.device)
-        train_plain(net, batches, epochs=range(cfg.method.rewind_epochs), **train_like_the_run(cfg))
+        epochs = range(cfg.method.rewind_epochs)
+        checkpoint = context.checkpoint("rewind")
+        train_plain(net, batches, epochs=epochs, checkpoint=checkpoint, **train_like_the_run(cfg))
     return {"state": cpu_state(net)}
 
 

@@ -19,6 +19,13 @@ or is requeued; under DDP rank 0 runs a stage and the other ranks load its outpu
 
 A stage function must move what it returns to the CPU (:func:`cpu_state`); it may use the global random
 streams: the run layer restores them after a loaded stage as they were after the stage ran.
+
+A stage that trains for several epochs keeps its progress through ``context.checkpoint(loop)`` (an
+:class:`~divergence_lab.methods.progress.EpochCheckpoint`): it saves after every epoch what its loop needs
+(networks, optimisers, schedulers, the epoch) and, in a run, the run layer adds the random streams and
+writes it to ``<run dir>/stages/<stage>.partial/<loop>.pt``; an interrupted stage run again loads it and
+continues with the next epoch, ending bit-identical to an uninterrupted run (CPU). The folder is removed
+once the stage's output is saved. In memory (no run folder) the checkpoint keeps nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from typing import Any
 import torch
 from hydra.utils import get_method
 from torch import nn
+
+from divergence_lab.methods.progress import NO_CHECKPOINT, EpochCheckpoint
 
 StageOutput = dict[str, Any]
 
@@ -51,15 +60,24 @@ class StageContext:
     ``run_dir``: the run directory for side files such as a search trajectory (None outside a run);
     ``teacher``: returns the trained, frozen teacher network of a teacher config, built and trained by an
     optional recipe (the run layer's teacher cache, :class:`divergence_lab.run.teacher_cache.TeacherRecipe`;
-    None where no provider was given).
+    None where no provider was given); ``checkpoints``: returns the epoch checkpoint of a named loop of the
+    stage that runs now (set by the run layer for each stage it runs; None: nothing is kept).
     """
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     outputs: dict[str, StageOutput] = field(default_factory=dict)
     run_dir: Path | None = None
     teacher: Callable[..., nn.Module] | None = None
+    checkpoints: Callable[[str], EpochCheckpoint] | None = None
+
+    def checkpoint(self, loop: str) -> EpochCheckpoint:
+        """The per-epoch checkpoint of the loop named ``loop`` (``cts search``, ``simclr pretraining``) of the
+        stage that runs now; one that keeps nothing outside a run."""
+        return NO_CHECKPOINT if self.checkpoints is None else self.checkpoints(loop)
 
     def trained_teacher(self, teacher_cfg: Any, recipe: Any = None) -> nn.Module:
+        """The trained, frozen teacher of ``teacher_cfg`` from the teacher provider (``recipe``: how to build
+        and train it; the provider's default when None)."""
         if self.teacher is None:
             raise RuntimeError("this method needs a teacher: give StageContext a teacher provider")
         return self.teacher(teacher_cfg) if recipe is None else self.teacher(teacher_cfg, recipe)

@@ -44,7 +44,7 @@ def build_causal_lm(
         return instantiate_target(model_cfg, key, vocab_size=vocab_size, **tokens)
     except ConfigError as error:
         message = str(error)
-        raise ConfigError(message if message.startswith(key) else f"{key}.{message}") from None
+        raise ConfigError(message if message.startswith(f"{key}.") else f"{key}.{message}") from None
 
 
 def causal_lm_from_config(

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from divergence_lab.methods.progress import StageProgress, mean_of
+from divergence_lab.methods.progress import NO_CHECKPOINT, EpochCheckpoint, StageProgress, mean_of
 from divergence_lab.pruning.masks import Mask, global_top_k, prunable_weights
 
 Objective = Callable[[Tensor, Tensor, Tensor], Tensor]  # (sparse logits, dense logits, labels) -> scalar
@@ -69,6 +69,7 @@ def concrete_search(
     loss_scale: float = 100.0,
     lr_drop_at: float = 0.88,
     lr_drop_factor: float = 0.1,
+    checkpoint: EpochCheckpoint = NO_CHECKPOINT,
 ) -> SearchResult:
     """Search a ticket of ``density`` for ``net`` (weights untouched); ``batches(epoch)`` yields (x, y).
 
@@ -77,6 +78,10 @@ def concrete_search(
     ticket) lives on the device of ``net``'s weights; ``batches`` must yield batches there. Logs one progress
     line per search epoch: the objective's mean over the epoch (before ``loss_scale``) and the expected
     density after its last step.
+
+    ``checkpoint`` keeps the search's progress after every epoch (the logits, Adam's state, GRADBALANCE's
+    multiplier and the density trajectory); a search that finds one continues after its last epoch and
+    ends exactly as an uninterrupted one.
     """
     names = {id(parameter): name for name, parameter in net.named_parameters()}
     weights = prunable_weights(net)
@@ -90,9 +95,20 @@ def concrete_search(
     net.eval()
     result = SearchResult(mask=[], logits=logits)
     frozen = [w.detach() for w in weights]
-    progress = StageProgress("cts search", epochs)
     drop_epoch = lr_drop_epoch(epochs, lr_drop_at)
-    for epoch in range(epochs):
+    first = 0
+    if (resumed := checkpoint.load()) is not None:
+        first, state = resumed
+        with torch.no_grad():
+            for a, saved in zip(logits, state["logits"], strict=True):
+                a.copy_(saved)
+        optimizer.load_state_dict(state["optimizer"])
+        multiplier = None if state["multiplier"] is None else state["multiplier"].to(frozen[0].device)
+        result.expected_density = list(state["expected_density"])
+    progress = StageProgress("cts search", epochs, start=first)
+    if first:
+        progress.resuming(first)
+    for epoch in range(first, epochs):
         if epoch == drop_epoch:
             for group in optimizer.param_groups:
                 group["lr"] = lr * lr_drop_factor
@@ -128,6 +144,15 @@ def concrete_search(
             with torch.no_grad():
                 result.expected_density.append(float(sum(torch.sigmoid(a).sum() for a in logits) / total))
         values = {"objective": mean_of(losses), "expected density": result.expected_density[-1]}
+        checkpoint.save(
+            epoch + 1,
+            {
+                "logits": [a.detach().cpu() for a in logits],
+                "optimizer": optimizer.state_dict(),
+                "multiplier": None if multiplier is None else multiplier.detach().cpu(),
+                "expected_density": list(result.expected_density),
+            },
+        )
         progress.step(epoch + 1, values)
     net.train(was_training)
     result.mask = global_top_k(logits, density)

@@ -30,7 +30,7 @@ import yaml
 from divergence_lab.report.errors import ReportError, UnreadableFile, error_reason
 from divergence_lab.report.merging import check_mergeable, read_sweep_settings, under
 from divergence_lab.run.record import METRICS_FILE
-from divergence_lab.sweep.status import UnfinishedJob, expected_job_count, unfinished_job
+from divergence_lab.sweep.status import UNFINISHED_STATES, UnfinishedJob, expected_job_count, unfinished_job
 
 DEFAULT_METRICS = ("test/acc", "test/ece")
 IGNORED_KEYS = ("seed",)
@@ -83,10 +83,7 @@ class SweepReport:
     def progress_lines(self) -> list[str]:
         """One line on the sweep's progress, then one per unfinished job and per unreadable file."""
         finished = sum(len(group.jobs) for group in self.groups)
-        counts = {
-            state: sum(job.state == state for job in self.missing)
-            for state in ("starting", "running", "failed")
-        }
+        counts = {state: sum(job.state == state for job in self.missing) for state in UNFINISHED_STATES}
         counts["unreadable"] = len(self.unreadable)
         if self.expected is not None:
             accounted = finished + len(self.missing) + len(self.unreadable)

@@ -2,17 +2,58 @@
 
 :class:`EpochProgress` logs ``[train] epoch k/N  train/loss …  val/acc …  elapsed …  left ~…`` after every
 epoch through the ``divergence_lab`` logger, so the line reaches the console and ``train.log`` whether or not
-a terminal is attached. Only rank 0 logs.
+a terminal is attached. Only rank 0 logs. :class:`TestingPosition` logs one line when testing starts
+(``testing the selected checkpoint (epoch 3) on 360 examples``). In a sweep, :func:`labelled_job_output`
+puts the job's label in front of every line the job's process logs (console and ``train.log``), so the
+lines of parallel jobs can be told apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from lightning.pytorch import Callback
 
 from divergence_lab.methods.progress import StageProgress, set_position
+
+log = logging.getLogger("divergence_lab")
+SWEEP_LOGGERS = "divergence_lab.sweep"  # lines about the whole sweep (job k/N done ...) carry no job label
+
+
+class LabelledFormatter(logging.Formatter):
+    """Formats a record with ``inner``, then prefixes each line with ``[label]`` (not the sweep's lines)."""
+
+    def __init__(self, label: str, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.label, self.inner = label, inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = self.inner.format(record)
+        if record.name.startswith(SWEEP_LOGGERS):
+            return text
+        return "\n".join(f"[{self.label}] {line}" for line in text.splitlines())
+
+
+@contextmanager
+def labelled_job_output(label: str) -> Iterator[None]:
+    """Inside the block, prefix every line of the root logger's handlers (Hydra's console and the job's log
+    file) with ``[label]``; the handlers' own formatters come back afterwards (the sequential launcher
+    runs the next job, and logs the sweep's own lines, through the same handlers)."""
+    handlers = list(logging.getLogger().handlers)
+    previous = {handler: handler.formatter for handler in handlers}
+    for handler in handlers:
+        inner = handler.formatter
+        if isinstance(inner, LabelledFormatter):
+            inner = inner.inner
+        handler.setFormatter(LabelledFormatter(label, inner))
+    try:
+        yield
+    finally:
+        for handler, formatter in previous.items():
+            handler.setFormatter(formatter)  # type: ignore[arg-type]
 
 
 class EpochProgress(Callback):
@@ -45,5 +86,17 @@ class EpochProgress(Callback):
 
 
 class TestingPosition(Callback):
+    """Names the ``testing`` position, and logs what is tested once :meth:`announce` has said it."""
+
+    def __init__(self) -> None:
+        self.line: str | None = None
+
+    def announce(self, which: str, epoch: int | None, examples: int) -> None:
+        """Say what the next test is: ``which`` checkpoint (selected, last), its epoch, its examples."""
+        at = f" (epoch {epoch})" if epoch is not None else ""
+        self.line = f"testing the {which} checkpoint{at} on {examples} examples"
+
     def on_test_start(self, trainer: Any, pl_module: Any) -> None:
         set_position("testing")
+        if self.line is not None and trainer.is_global_zero:
+            log.info(self.line)

@@ -12,6 +12,13 @@ sweep's fixed settings together with its grid or search space (one entry per swe
 A sweep started in a folder that holds another sweep is refused before any job starts; a grid that only
 adds values to the swept keys of the folder's sweep grows it instead (:mod:`divergence_lab.sweep.growth`).
 
+The **data's content** is part of both: one ``data.content:<path as configured>`` entry per file or folder
+the data module reads, the SHA-256 of its bytes (:mod:`divergence_lab.data.content`), so a folder made from
+a file that has been edited since is refused, naming the file, like a folder of another config. A content
+entry that only one side has is *unknown*, never a difference: a folder written before content entries
+existed (or whose data moved, or was made from ``config.yaml`` alone) is accepted, and records the content
+when it runs again (a finished one is left as it is); a file missing now is refused by the data module.
+
 ``ckpt_path=fresh`` never deletes anything: the folder's old contents move to
 ``<parent>/superseded/<name>-<time>/``.
 """
@@ -29,10 +36,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from divergence_lab.config.errors import ConfigError
+from divergence_lab.data.content import content_settings, is_content_key
 from divergence_lab.run.record import RUN_FINGERPRINT_FILE, write_json_atomically
 
 SUPERSEDED_DIR = "superseded"
 SHOWN_DIFFERENCES = 3
+SHOWN_DIGEST_CHARS = 8  # of a content digest, in a refusal
 # keys (and whole sub-trees) that never change a run's numbers
 IGNORED_KEYS = (
     "paths",
@@ -51,6 +60,8 @@ IGNORED_KEYS = (
     "method.val_metrics",
     "method.divergence_kinds",
     "method.uses_divergence",
+    "method.model_families",
+    "method.data_tasks",
     # where its code lives: moving a module does not change a result
     "method.builder",
     "method.stages",
@@ -73,11 +84,18 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def fingerprint_settings(cfg: DictConfig, ignored: tuple[str, ...] = IGNORED_KEYS) -> dict[str, Any]:
-    """The result-relevant settings of a run config, flattened and resolved (``hydra`` node excluded)."""
+def fingerprint_settings(
+    cfg: DictConfig, ignored: tuple[str, ...] = IGNORED_KEYS, content: bool = True
+) -> dict[str, Any]:
+    """The result-relevant settings of a run config, flattened and resolved (``hydra`` node excluded); with
+    ``content``, one ``data.content:<path>`` entry per file the ``data`` config reads (the SHA-256 of its
+    bytes now, :func:`~divergence_lab.data.content.content_settings`)."""
     run_keys = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     container = OmegaConf.to_container(run_keys, resolve=True)
-    return {k: v for k, v in flatten(container).items() if not _ignored(k, ignored)}
+    settings = {k: v for k, v in flatten(container).items() if not _ignored(k, ignored)}
+    if content and isinstance(container, dict):
+        settings.update(content_settings(container.get("data")))
+    return settings
 
 
 def digest(settings: Mapping[str, Any]) -> str:
@@ -92,12 +110,27 @@ _MISSING = object()
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """``key: old -> new`` for every key whose value differs, in key order."""
-    keys = sorted(set(old) | set(new))
+    """``key: old -> new`` for every key whose value differs, in key order; data content entries are
+    compared by :func:`content_changes` instead."""
+    keys = sorted(k for k in set(old) | set(new) if not is_content_key(k))
     return [
         f"{key}: {_describe(old.get(key, _MISSING))} -> {_describe(new.get(key, _MISSING))}"
         for key in keys
         if old.get(key, _MISSING) != new.get(key, _MISSING)
+    ]
+
+
+def _short(digest: Any) -> str:
+    return f"{str(digest)[:SHOWN_DIGEST_CHARS]}…"
+
+
+def content_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``<file> changed since (sha256 1a2b3c4d… -> 5e6f7a8b…)`` for every data content entry both sides
+    have with other digests, in key order; an entry only one side has is unknown, not a change."""
+    keys = sorted(k for k in set(old) & set(new) if is_content_key(k) and old[k] != new[k])
+    return [
+        f"{key.split(':', 1)[1]} changed since (sha256 {_short(old[key])} -> {_short(new[key])})"
+        for key in keys
     ]
 
 
@@ -123,13 +156,14 @@ def read_fingerprint(path: Path) -> dict[str, Any] | None:
 
 
 def stored_run_settings(run_dir: Path) -> dict[str, Any] | None:
-    """The settings a run folder was made with: its fingerprint file, else its ``config.yaml``, else None."""
+    """The settings a run folder was made with: its fingerprint file, else its ``config.yaml`` (without
+    data content entries: the content the folder was made from is unknown), else None."""
     record = run_dir / RUN_FINGERPRINT_FILE
     if record.is_file():
         return read_fingerprint(record)
     config = run_dir / "config.yaml"
     if config.is_file():
-        return fingerprint_settings(OmegaConf.load(config))
+        return fingerprint_settings(OmegaConf.load(config), content=False)
     return None
 
 
@@ -147,11 +181,28 @@ def other_config_error(
     )
 
 
+def other_data_error(folder: Path, changed: list[str], dir_key: str) -> ConfigError:
+    """The one-line refusal of a run or sweep folder made from data that has changed since: the files
+    (``<file> changed since (sha256 old… -> new…)``, from :func:`content_changes`) and the ways out."""
+    shown = "; ".join(changed[:SHOWN_DIFFERENCES])
+    more = f" and {len(changed) - SHOWN_DIFFERENCES} more" if len(changed) > SHOWN_DIFFERENCES else ""
+    return ConfigError(
+        f"{folder} was made from other data: {shown}{more}; restore {'it' if len(changed) == 1 else 'them'}, "
+        f"choose another {dir_key}=..., "
+        f"or add ckpt_path=fresh to move its contents to {folder.parent / SUPERSEDED_DIR}/"
+    )
+
+
 def check_run_dir(run_dir: Path, settings: Mapping[str, Any]) -> None:
-    """Refuse to run ``settings`` in a folder made by another config (nothing is written)."""
+    """Refuse to run ``settings`` in a folder made by another config, or from data whose content has
+    changed since (nothing is written)."""
     stored = stored_run_settings(run_dir)
-    if stored is not None and (changed := differences(stored, settings)):
+    if stored is None:
+        return
+    if changed := differences(stored, settings):
         raise other_config_error("run", run_dir, changed, "hydra.run.dir")
+    if edited := content_changes(stored, settings):
+        raise other_data_error(run_dir, edited, "hydra.run.dir")
 
 
 def move_aside(folder: Path) -> Path | None:

@@ -7,6 +7,7 @@ A run directory holds::
     .hydra/              Hydra's own record (config as composed, overrides, hydra settings)
     train.log            everything the run logged, one progress line per epoch among it
     status.json          running | finished | failed | interrupted, with host, SLURM job id and attempt
+    .dlab.lock           while a process owns the folder: host, pid, start, heartbeat (run.ownership)
     metrics.json         final numbers: {"metrics": {...}, "seed", "wall_time_s", "git_commit", ...}
     checkpoints/         last.ckpt (every epoch) and best.ckpt (best optimized_metric)
     stages/              the outputs of a method's stages (teacher weights, CTS mask, SimCLR weights)

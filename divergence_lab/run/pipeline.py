@@ -20,6 +20,10 @@ default) a job started again in its own folder (a requeued SLURM job, a rerun sw
 result, or resumes from ``checkpoints/last.ckpt``; a checkpoint that already holds the final epoch goes
 straight to testing. SIGINT / SIGTERM end a run with one line naming where it stopped and the command that
 continues it, ``status.json`` = interrupted and exit code 130 / 143 (:mod:`divergence_lab.run.interruption`).
+
+The process that runs a job owns its folder while it writes there (:mod:`divergence_lab.run.ownership`):
+another process on the same folder is refused in one line before anything is written. In a sweep every
+line the job logs carries its label (``[job 3 kd kl seed 1]``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import logging
 import sys
 import time
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +53,15 @@ from divergence_lab.run.fingerprint import (
     write_fingerprint,
 )
 from divergence_lab.run.folder import resolve_checkpoint, save_resolved_config
-from divergence_lab.run.interruption import RunInterrupted, handled_signals, rerun_command
+from divergence_lab.run.interruption import (
+    RunInterrupted,
+    end_worker_process,
+    handled_signals,
+    in_sweep_worker,
+    rerun_command,
+)
 from divergence_lab.run.loggers import build_loggers, close_loggers, log_summary
+from divergence_lab.run.ownership import is_owner_process, owned_folder, release_all
 from divergence_lab.run.ranks import is_global_rank_zero
 from divergence_lab.run.record import (
     CHECKPOINT_DIR,
@@ -59,6 +71,7 @@ from divergence_lab.run.record import (
     TEACHER_FILE,
     divergence_label,
     finished_record,
+    job_label,
     mark_failed,
     mark_finished,
     mark_interrupted,
@@ -198,6 +211,18 @@ def train(cfg: DictConfig) -> float:
     if cfg.ckpt_path in ("auto", "fresh") and (finished := finished_record(run_dir)) is not None:
         print(f"[{run_title(cfg)}] finished earlier, nothing to do  ({run_dir})")
         return finished["metrics"][cfg.optimized_metric]
+    from divergence_lab.run.epoch_progress import labelled_job_output
+
+    with ExitStack() as scope:
+        if is_owner_process():  # DDP: rank 0 owns the folder and writes the record
+            scope.enter_context(owned_folder(run_dir))  # another process here: FolderInUse, nothing written
+        if hydra.mode == RunMode.MULTIRUN:  # parallel jobs' lines must be told apart
+            scope.enter_context(labelled_job_output(job_label(cfg, hydra.job.get("num"))))
+        return _run(cfg, run_dir, settings, started)
+
+
+def _run(cfg: DictConfig, run_dir: Path, settings: dict[str, Any], started: float) -> float:
+    """Record the attempt, fit and test; a signal ends it with one line and exit 128 + signal number."""
     mark_running(run_dir)
     if is_global_rank_zero():
         write_fingerprint(run_dir / RUN_FINGERPRINT_FILE, settings)
@@ -211,6 +236,9 @@ def train(cfg: DictConfig) -> float:
         mark_interrupted(run_dir, str(stop), where)
         rerun = continue_command(run_dir)
         print(f"dlab: interrupted at {where}; rerun: {rerun}", file=sys.stderr, flush=True)
+        if in_sweep_worker():  # a pool process: it must not go on to a queued job of the stopping sweep
+            release_all()
+            end_worker_process(stop.exit_code)
         sys.exit(stop.exit_code)
     except Exception as error:
         mark_failed(run_dir, error)
@@ -250,7 +278,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
     summary = RunSummary()
     title = run_title(cfg)
     checkpoints = [last] if best is None else [best, last]
-    callbacks: list[Any] = [*checkpoints, summary, EpochSeeding(cfg.seed), EpochProgress(), TestingPosition()]
+    testing = TestingPosition()
+    callbacks: list[Any] = [*checkpoints, summary, EpochSeeding(cfg.seed), EpochProgress(), testing]
     if rank_zero:
         callbacks.append(ReliabilityDiagram(run_dir, title))
     if interactive:
@@ -289,6 +318,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
             selected, selected_epoch = dict(best.selected_validation), best.selected_epoch
             tested_checkpoint = best.best_model_path
         final_train_loss = summary.last_train_loss
+        sizes = split_sizes(datamodule)
+        testing.announce("last" if best is None else "selected", selected_epoch, sizes["n_test"])
         (test_metrics,) = trainer.test(
             module,
             datamodule=datamodule,
@@ -302,7 +333,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
         tested = {
             "selected_epoch": selected_epoch,
             "checkpoint_selection": describe_selection(rule),
-            **split_sizes(datamodule),
+            **sizes,
             **class_results(module, run_dir, cfg.method.get("confusion_max_classes"), write=rank_zero),
         }
         record = write_metrics(run_dir, cfg, metrics, started, tested) if rank_zero else {"metrics": metrics}

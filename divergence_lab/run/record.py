@@ -16,8 +16,9 @@
 ``status.json`` holds one of ``running`` (written when an attempt starts, with host, pid, SLURM job id and
 attempt), ``finished`` (after ``metrics.json`` was written), ``failed`` (with the error) or ``interrupted``
 (SIGINT / SIGTERM, with the signal and where the run was). A job killed outright (SIGKILL, node failure)
-stays ``running`` in this file; the report then shows when its last checkpoint was written, which tells a
-stalled job from a live one.
+stays ``running`` in this file; :func:`running_owner_gone` tells such a job from a live one (the owner's
+lock record and its heartbeat, :mod:`divergence_lab.run.ownership`, else the recorded pid on this host),
+and the report shows it as *stale*, with when its last checkpoint was written.
 
 This module is the only part of the run layer the report imports; it needs no deep-learning framework
 except to write ``metrics.json``.
@@ -68,6 +69,31 @@ def mark_running(run_dir: Path) -> None:
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     )
+
+
+def running_owner_gone(run_dir: Path, status: Mapping[str, Any]) -> str | None:
+    """Why the process that a ``running`` status names has ended without saying so, or None while it may
+    still run: its lock record's pid is dead on this host or its heartbeat stopped; without a lock record,
+    the pid that ``status.json`` records is dead on this host."""
+    from divergence_lab.run.ownership import STALE_AFTER_S, pid_alive, read_lock_record
+
+    record = read_lock_record(run_dir)
+    if record is not None:
+        if record.on_this_host() and not pid_alive(record.pid):
+            return f"pid {record.pid} on {record.host} is gone"
+        if record.heartbeat_age_s() > STALE_AFTER_S:
+            return f"no heartbeat for {record.heartbeat_age_s():.0f} s"
+        return None
+    pid, host = status.get("pid"), status.get("host")
+    if isinstance(pid, int) and host == socket.gethostname() and not pid_alive(pid):
+        return f"pid {pid} on {host} is gone"
+    return None
+
+
+def job_label(cfg: DictConfig, job_num: Any = None) -> str:
+    """How a sweep's lines name a job: ``job 3 kd kl seed 1`` (method, divergence, seed)."""
+    parts = [f"job {job_num}" if job_num is not None else None, cfg.method.name, divergence_label(cfg)]
+    return " ".join(str(part) for part in [*parts, f"seed {cfg.seed}"] if part)
 
 
 def _update(run_dir: Path, state: str, **details: Any) -> None:

@@ -12,9 +12,22 @@ So new data, an edited data module or an edited network trains a new teacher ins
 one. The weights live in ``<cache_dir>/<key>/teacher.pt`` beside ``meta.json`` (the ingredients of the key
 and the test metrics). ``cache_dir`` is ``paths.teacher_cache``: by default a per-user folder
 (``$DLAB_TEACHER_CACHE``, else ``<$XDG_CACHE_HOME or ~/.cache>/divergence_lab/teachers``), so every
-project and working directory of the user shares it. Jobs that need the same teacher at the same time
-serialise on a file lock (``<key>.lock``): the first trains and saves it atomically, the others wait and
-then load it. Weights are always loaded with ``torch.load(..., weights_only=True)``.
+project and working directory of the user shares it. Weights are always loaded with
+``torch.load(..., weights_only=True)``.
+
+Loading a cached teacher only reads (no lock file, nothing touched), so a read-only cache serves every
+teacher it holds. A teacher that must be trained needs a writable cache: that is checked before training,
+and a cache that cannot be written is refused in one line (:class:`ConfigError`) naming the folder and
+``paths.teacher_cache=...``. Jobs that train the same teacher at the same time serialise on a file lock
+(``<key>.lock``): the first trains it, the others wait and then load it. An entry appears whole: its files
+are written into a staging folder that is then renamed to ``<key>`` (a rename never leaves half a folder;
+if another process's rename came first, its entry is kept).
+
+Training keeps a resumable checkpoint of its last finished epoch in ``<cache_dir>/<key>.partial/`` (the
+Lightning checkpoint, with the random streams as they were then). A job interrupted while training the
+teacher, started again, continues from there with the same numbers as an uninterrupted training
+(``[teacher] resuming teacher at epoch 3/30 ...``); the folder goes when the entry is saved. A checkpoint
+left by training on another accelerator or precision is not continued: the teacher trains from its start.
 
 A teacher trains on one device of the run's accelerator, under the run's precision (``trainer_kwargs``),
 with ``deterministic=True``; the process-wide flags that sets are given back afterwards. Accelerator and
@@ -32,9 +45,13 @@ import json
 import logging
 import os
 import random
+import shutil
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,15 +61,18 @@ import numpy as np
 import torch
 from filelock import FileLock
 from lightning.fabric.plugins.environments import LightningEnvironment
+from lightning.pytorch import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.data import instantiate_datamodule
 from divergence_lab.methods.cross_entropy import CrossEntropyModule
-from divergence_lab.methods.progress import format_duration
+from divergence_lab.methods.progress import StageProgress, format_duration
 from divergence_lab.models import build_network
 from divergence_lab.run.epoch_progress import EpochProgress
-from divergence_lab.run.record import torch_save_atomically, write_json_atomically
+from divergence_lab.run.record import write_json_atomically
+from divergence_lab.run.stages import random_state, restore_random_state
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +85,13 @@ NO_SOURCE = "no source file"  # a class defined interactively: only its repr and
 # the epoch metrics of CrossEntropyModule shown on the teacher's progress lines, by label
 PROGRESS_METRICS = {"loss": "train/loss", "val acc": "val/acc"}  # label -> metric on the teacher's lines
 CLASSIFIER = "classifier"  # the recipe of the vision and tabular teachers (its name is not in their keys)
+PARTIAL_SUFFIX = ".partial"  # <key>.partial/: the resumable checkpoint of a teacher being trained
+STAGING_SUFFIX = ".staging"  # .<key>.<unique>.staging/: an entry being written, renamed to <key> when whole
+RESUME_CHECKPOINT = "last.ckpt"  # in <key>.partial/: the Lightning checkpoint of the last finished epoch
+RESUME_SETTINGS = "trainer.json"  # in <key>.partial/: the trainer settings that checkpoint was trained with
+TEACHER_STAGE = "teacher"  # the progress label of teacher training
+# while a teacher of the cache trains: the folder of its resumable checkpoint (read by fit_and_test)
+_resume_folder: ContextVar[Path | None] = ContextVar("teacher_resume_folder", default=None)
 
 
 @dataclass(frozen=True)
@@ -167,7 +194,6 @@ def load_or_train_teacher(
     recipe = recipe or CLASSIFIER_RECIPE
     data_cfg = teacher_data_config(teacher_cfg, data_cfg)
     cache = Path(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
     with _preserved_rng_state():
         # the teacher depends on its own seed only, never on the random state of the job that trains it
         L.seed_everything(teacher_cfg.seed, workers=True, verbose=False)
@@ -175,17 +201,25 @@ def load_or_train_teacher(
         ingredients = key_ingredients(teacher_cfg, data_cfg, datamodule, net, recipe.name)
         key = _key(ingredients)
         entry = cache / key
-        with FileLock(str(cache / f"{key}.lock")):
-            if (entry / WEIGHTS).exists():
-                meta = _load(net, entry)
-                outcome = f"loaded from {entry}"
-            else:
-                log.info("Training teacher %s (cached for later runs)", key)
-                started = time.monotonic()
-                metrics = recipe.train(net, teacher_cfg, datamodule, trainer_kwargs)
-                meta = {**ingredients, "test_metrics": metrics}
-                outcome = f"trained in {format_duration(time.monotonic() - started)}, cached at {entry}"
-                _save(net, entry, meta)
+        if (entry / WEIGHTS).is_file():  # entries appear whole (a rename): reading needs no lock
+            meta = _load(net, entry)
+            outcome = f"loaded from {entry}"
+        else:
+            check_writable(cache)
+            with FileLock(str(cache / f"{key}.lock")):
+                if (entry / WEIGHTS).is_file():  # trained by another job while this one waited
+                    meta = _load(net, entry)
+                    outcome = f"loaded from {entry}"
+                else:
+                    log.info("Training teacher %s (cached for later runs)", key)
+                    started = time.monotonic()
+                    partial = cache / f"{key}{PARTIAL_SUFFIX}"
+                    with _resumable_in(partial, trainer_kwargs):
+                        metrics = recipe.train(net, teacher_cfg, datamodule, trainer_kwargs)
+                    meta = {**ingredients, "test_metrics": metrics}
+                    outcome = f"trained in {format_duration(time.monotonic() - started)}, cached at {entry}"
+                    _save(net, entry, meta)
+                    shutil.rmtree(partial, ignore_errors=True)
     metrics = meta["test_metrics"]
     shown = f"test acc {metrics['test/acc']:.4f}" if "test/acc" in metrics else _listed(metrics)
     log.info("%s: %s, %s", _describe(key, net, teacher_cfg), shown, outcome)
@@ -246,11 +280,101 @@ def _load(net: nn.Module, entry: Path) -> dict[str, Any]:
     return json.loads((entry / META).read_text())
 
 
+def check_writable(cache: Path) -> None:
+    """Refuse, in one line, a teacher cache where a teacher cannot be saved: create the folder if needed
+    and a probe file in it (and remove it). Nothing is trained before this passes."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=cache)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ConfigError(
+            f"the teacher cache {cache} cannot be written ({reason}) and this teacher is not in it yet;"
+            " point paths.teacher_cache=<a writable folder> elsewhere (a read-only cache serves only the"
+            " teachers it holds)"
+        ) from None
+
+
 def _save(net: nn.Module, entry: Path, meta: dict[str, Any]) -> None:
-    """Write ``meta.json``, then the weights atomically: an entry with weights is always complete."""
-    entry.mkdir(exist_ok=True)
-    (entry / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-    torch_save_atomically(net.state_dict(), entry / WEIGHTS)
+    """Write ``meta.json`` and the weights into a staging folder, then rename it to ``entry``: readers see
+    no entry or a whole one. An entry without weights (left by an older version) is replaced; one that
+    another process saved meanwhile is kept (it holds the same teacher)."""
+    staging = entry.parent / f".{entry.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{STAGING_SUFFIX}"
+    staging.mkdir()
+    try:
+        (staging / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        torch.save(net.state_dict(), staging / WEIGHTS)
+        if entry.is_dir() and not (entry / WEIGHTS).is_file():
+            shutil.rmtree(entry)
+        try:
+            os.rename(staging, entry)
+        except OSError:
+            if not (entry / WEIGHTS).is_file():
+                raise
+            log.info("teacher %s was saved meanwhile by another process; keeping its entry", entry.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def _resumable_in(folder: Path, trainer_kwargs: dict[str, Any]) -> Iterator[None]:
+    """Let :func:`fit_and_test` keep and resume a checkpoint of the teacher's last finished epoch in
+    ``folder``; one left by other trainer settings (accelerator, precision) is discarded first."""
+    settings = {name: str(value) for name, value in sorted(trainer_kwargs.items())}
+    try:
+        recorded = json.loads((folder / RESUME_SETTINGS).read_text())
+    except (OSError, ValueError):
+        recorded = None
+    if recorded != settings:
+        if recorded is not None:
+            log.info("[teacher] %s was trained with other settings (%s): starting over", folder, recorded)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        write_json_atomically(folder / RESUME_SETTINGS, settings)
+    token = _resume_folder.set(folder)
+    try:
+        yield
+    finally:
+        _resume_folder.reset(token)
+
+
+class EpochResumption(Callback):
+    """Saves a resumable checkpoint at the end of every training epoch (atomically, before the epoch's
+    progress line) and, on a resumed fit, logs the resumption and sets the random streams as they were when
+    that checkpoint was saved, right before the first resumed epoch: the rest of the training then equals
+    an uninterrupted one."""
+
+    def __init__(self, path: Path, stage: str) -> None:
+        self.path, self.stage = path, stage
+        self.pending_random_state: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"random_state": random_state()}  # called while the checkpoint is written
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.pending_random_state = state_dict["random_state"]
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.pending_random_state is not None and trainer.is_global_zero:
+            StageProgress(self.stage, trainer.max_epochs).resuming(trainer.current_epoch)
+
+    def _restore(self) -> None:
+        if self.pending_random_state is not None:
+            restore_random_state(self.pending_random_state)
+            self.pending_random_state = None
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self._restore()
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._restore()  # where the loop resumes without calling on_train_epoch_start
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        staging = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(staging, weights_only=False)
+        os.replace(staging, self.path)
 
 
 @contextmanager
@@ -275,22 +399,46 @@ def fit_and_test(
 ) -> dict[str, float]:
     """Train a teacher's LightningModule in this process (one device, no logger, no checkpoints, one
     progress line per epoch showing ``progress``: label -> logged metric) and return its test metrics; the
-    process-wide torch flags are given back."""
+    process-wide torch flags are given back.
+
+    Inside the teacher cache's training (:func:`load_or_train_teacher`) the training keeps a checkpoint of
+    its last finished epoch (:class:`EpochResumption`) and continues from one it finds."""
+    folder = _resume_folder.get()
+    callbacks: list[Any] = [EpochProgress(TEACHER_STAGE, progress)]
+    resume_from = None
+    if folder is not None:
+        checkpoint = folder / RESUME_CHECKPOINT
+        callbacks.insert(0, EpochResumption(checkpoint, TEACHER_STAGE))  # saved before the progress line
+        resume_from = str(checkpoint) if _resumable(checkpoint) else None
     with _restored_torch_flags():
         trainer = L.Trainer(
             **trainer_kwargs,
             # one process, whatever the job runs in: not the SLURM world of a DDP job, no SLURM requeueing
             plugins=[LightningEnvironment()],
             max_epochs=max_epochs,
-            callbacks=[EpochProgress("teacher", progress)],
+            callbacks=callbacks,
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
         )
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         (results,) = trainer.test(module, datamodule=datamodule, verbose=False)
     return {name: float(value) for name, value in results.items()}
+
+
+def _resumable(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` exists and loads with ``weights_only=True``; one that does not is removed
+    (with a line saying so) and the teacher trains from its first epoch."""
+    if not checkpoint.is_file():
+        return False
+    try:
+        torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # an unreadable or foreign file: train from the start rather than fail
+        log.info("[teacher] %s cannot be resumed (%s): training from the first epoch", checkpoint, error)
+        checkpoint.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def _train_classifier(

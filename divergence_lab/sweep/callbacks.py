@@ -1,5 +1,14 @@
-"""Hydra callbacks around a sweep: how to resume it, its report when it ends, and how to upload its offline
-W&B runs.
+"""Hydra callbacks around a sweep: how to resume it, how far it has got, its report when it ends, and how
+to upload its offline W&B runs.
+
+After each job, the job's process logs one line (console and the job's ``train.log``)::
+
+    sweep kd_digits: job 3/8 done (job 2 kd rkl seed 0), ~1m20s left
+
+``3`` counts the jobs of the sweep folder that ended (finished or failed), whichever process ran them, so
+the count holds for every launcher; ``8`` is the sweep's size (a grid's, or an Optuna study's
+``n_trials``), and the time left is the finished jobs' mean wall time times the rounds of jobs still to
+run, with as many side by side as the launcher runs at once.
 
 Registered in ``conf/train.yaml`` under ``hydra.callbacks``; imported by every ``dlab`` process, so it
 imports nothing heavy.
@@ -7,7 +16,11 @@ imports nothing heavy.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import math
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -16,8 +29,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from divergence_lab.methods.progress import format_duration
 from divergence_lab.report.wandb_files import OFFLINE_RUN_DIRS
 from divergence_lab.run.interruption import rerun_command
+from divergence_lab.run.record import METRICS_FILE, STATUS_FILE, job_label, read_status
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +42,80 @@ def offline_wandb_runs(sweep_dir: Path) -> list[Path]:
     return sorted(sweep_dir.glob(f"*/{OFFLINE_RUN_DIRS}"))
 
 
+ENDED_STATES = ("finished", "failed")
+
+
+def ended_jobs(sweep_dir: Path) -> tuple[int, list[float]]:
+    """``(jobs of the sweep folder that ended, the wall times of those that finished)``."""
+    ended, wall_times = 0, []
+    for job_dir in sweep_dir.iterdir() if sweep_dir.is_dir() else []:
+        if not (job_dir / STATUS_FILE).is_file() and not (job_dir / METRICS_FILE).is_file():
+            continue
+        state = read_status(job_dir).get("state")
+        ended += state in ENDED_STATES
+        if state == "finished":
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                wall_times.append(float(json.loads((job_dir / METRICS_FILE).read_text())["wall_time_s"]))
+    return ended, wall_times
+
+
+def side_by_side(launcher: Any) -> int:
+    """How many jobs the launcher runs at once: joblib's ``n_jobs``, submitit_local's cap, else 1."""
+    if launcher is None:
+        return 1
+    n_jobs = launcher.get("n_jobs")
+    if isinstance(n_jobs, int):
+        return max(1, os.cpu_count() or 1) if n_jobs < 0 else max(1, n_jobs)
+    cap = launcher.get("max_parallel_jobs")
+    return max(1, cap) if isinstance(cap, int) else 1
+
+
+def job_end_line(config: DictConfig, failed: bool) -> str:
+    """``sweep <name>: job k/N done (<label>), ~<time> left`` for the job that just ended."""
+    from divergence_lab.sweep.status import sweep_size
+
+    sweep_dir = Path(config.hydra.sweep.dir)
+    ended, wall_times = ended_jobs(sweep_dir)
+    size = sweep_size(sweep_dir)
+    label = job_label(config, config.hydra.job.get("num"))
+    counted = f"{ended}/{size}" if size is not None else str(ended)
+    name = config.get("study_name") or sweep_dir.name
+    line = f"sweep {name}: job {counted} {'failed' if failed else 'done'} ({label})"
+    if size is not None and wall_times and size > ended:
+        rounds = math.ceil((size - ended) / side_by_side(config.hydra.get("launcher")))
+        line += f", ~{format_duration(rounds * sum(wall_times) / len(wall_times))} left"
+    return line
+
+
 class SweepNotices(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Own the sweep folder (when ``dlab`` could not name it before Hydra), say how to resume."""
+        from divergence_lab.run.ownership import FolderInUse, acquire, is_owner_process, owns
+
+        folder = Path(config.hydra.sweep.dir)
+        if is_owner_process() and not owns(folder):  # ``dlab`` owns it already unless Hydra named it
+            try:
+                acquire(folder)
+            except FolderInUse as error:
+                print(f"dlab: error: {error}", file=sys.stderr)
+                sys.exit(2)
         # finished jobs are skipped when the same sweep is rerun into its folder
         command = rerun_command(sys.argv[1:], "hydra.sweep.dir", config.hydra.sweep.dir)
         log.info("If this sweep stops, resume it with: %s", command)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """In the job's process: log ``sweep <name>: job k/N done (<label>), ~<time> left``."""
+        from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
+
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        try:
+            line = job_end_line(config, job_return.status == JobStatus.FAILED)
+        except (OSError, ValueError, KeyError, AttributeError) as error:  # a progress line never fails a job
+            log.debug("no progress line: %s", error)
+            return
+        log.info(line)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from divergence_lab.report.command import report_at_sweep_end

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import optuna
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
 from divergence_lab.sweep.optuna_space import SearchSpace
@@ -40,10 +40,10 @@ class TrialCounts:
 
 def objective_value(job: JobReturn) -> float:
     """The objective a job returned; :class:`TrialFailedError` when it raised or returned NaN or no number."""
-    try:
-        value = job.return_value
-    except Exception as error:  # the job's own exception, re-raised by JobReturn
-        raise TrialFailedError(f"{type(error).__name__}: {error}") from error
+    if job.status == JobStatus.FAILED:
+        error = job._return_value  # the public return_value would print and raise it
+        raise TrialFailedError(f"{type(error).__name__}: {error}")
+    value = job.return_value
     try:
         number = float(value)
     except (TypeError, ValueError):

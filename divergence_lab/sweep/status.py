@@ -1,6 +1,9 @@
 """How far a sweep has got: which jobs finished, run, failed or have not started yet.
 
 Used by ``dlab-report`` on a sweep that is still running or that lost jobs: nothing is dropped silently.
+A job whose ``status.json`` says ``running`` but whose process is gone (killed with SIGKILL, a node that
+died: its pid is dead on this host, or its lock's heartbeat stopped, :mod:`divergence_lab.run.ownership`)
+is shown as ``stale``.
 The number of jobs a basic (grid) sweep will have is read from its ``multirun.yaml``: the product of the
 sizes of its sweep overrides (command line and ``hydra.sweeper.params``). The grid sweeper writes that file
 each time the sweep starts, so a sweep that grew (:mod:`divergence_lab.sweep.growth`) counts its grown grid.
@@ -15,15 +18,18 @@ from pathlib import Path
 
 import yaml
 
-from divergence_lab.run.record import last_checkpoint_age_s, read_status
+from divergence_lab.run.record import last_checkpoint_age_s, read_status, running_owner_gone
 
 GRID_SWEEPER = "BasicSweeper"  # how the grid sweepers' class names end: Hydra's and the one that grows
+
+
+UNFINISHED_STATES = ("starting", "running", "stale", "interrupted", "failed")  # a job without metrics.json
 
 
 @dataclass
 class UnfinishedJob:
     job_dir: Path
-    state: str  # starting | running | failed | interrupted
+    state: str  # one of UNFINISHED_STATES
     detail: str
 
     def describe(self) -> str:
@@ -39,6 +45,9 @@ def unfinished_job(job_dir: Path) -> UnfinishedJob:
     if state == "interrupted":
         return UnfinishedJob(job_dir, state, f"{status.get('signal', '')} at {status.get('position', '?')}")
     parts = []
+    if state == "running" and (gone := running_owner_gone(job_dir, status)) is not None:
+        state = "stale"
+        parts.append(gone)
     if status.get("slurm_job_id"):
         parts.append(f"SLURM job {status['slurm_job_id']}")
     if int(status.get("attempt", 1)) > 1:
@@ -54,6 +63,20 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return time.strftime("%H:%M", time.gmtime(seconds)) + " h"
+
+
+def sweep_size(sweep_dir: Path) -> int | None:
+    """How many jobs the sweep has in all: a grid's size (:func:`expected_job_count`), an Optuna study's
+    ``n_trials`` (read from ``multirun.yaml``), else None."""
+    count = expected_job_count(sweep_dir)
+    if count is not None:
+        return count
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return None
+    sweeper = ((yaml.safe_load(path.read_text()) or {}).get("hydra", {}) or {}).get("sweeper") or {}
+    trials = sweeper.get("n_trials")
+    return trials if isinstance(trials, int) else None
 
 
 def expected_job_count(sweep_dir: Path) -> int | None:

@@ -5,19 +5,64 @@ It sweeps the same grid as Hydra's ``BasicSweeper`` (the cartesian product of th
 ${hydra.job.num}``) comes from :mod:`divergence_lab.sweep.job_folders`: a job keeps the folder an earlier
 sweep in the same folder gave it, and new jobs get numbers after the existing ones. In a new folder the
 numbers are Hydra's own. Registered under Hydra's name ``basic``, replacing Hydra's entry.
+
+A failed job does not stop the sweep: the other jobs run to their end, the end-of-sweep callbacks write the
+report (which names the failed jobs), and then ``dlab`` ends with one line naming each failed job and its
+error, and exit status :data:`SWEEP_FAILED_EXIT_CODE` (:func:`end_with_failures`, also used by the Optuna
+sweeper).
 """
 
 # No `from __future__ import annotations`: Hydra executes plugin modules before registering them in
 # sys.modules, and dataclasses cannot resolve string annotations then.
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.utils import JobReturn
-from omegaconf import OmegaConf
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import HydraContext
+from omegaconf import DictConfig, OmegaConf
+
+SWEEP_FAILED_EXIT_CODE = 1  # the sweep ran, and some of its jobs failed
+ERROR_PREFIX = "dlab: error: "  # the one line a refused or failed command ends with
+
+
+def _job_error(result: JobReturn) -> str:
+    """A failed job's error in one line (a ConfigError is its message; another exception gets its type)."""
+    error = result._return_value  # the public return_value would print and raise it
+    text = " ".join(str(error).split())
+    if type(error).__name__ == "ConfigError":
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def describe_failures(failed: Sequence[JobReturn], jobs: Sequence[Sequence[str]]) -> str:
+    """One line: how many of the sweep's ``jobs`` (each one's overrides) failed, then each failed job's
+    number, the overrides that set it apart (those not shared by every job) and its error."""
+    common = set.intersection(*(set(job) for job in jobs)) if len(jobs) > 1 else set()
+    parts = []
+    for result in failed:
+        job = list(result.overrides or [])
+        number = OmegaConf.select(result.hydra_cfg, "hydra.job.num") if result.hydra_cfg is not None else None
+        own = [override for override in job if override not in common] or job
+        parts.append(f"job {number} ({' '.join(own)}): {_job_error(result)}")
+    others = "; the others finished" if len(failed) < len(jobs) else ""
+    return f"{len(failed)} of {len(jobs)} jobs failed{others}: " + "; ".join(parts)
+
+
+def end_with_failures(hydra_context: HydraContext, config: DictConfig, message: str) -> NoReturn:
+    """End a sweep that could not finish every job: run the end-of-sweep callbacks first (they write the
+    report of what finished, naming what failed), then print ``message`` as the one error line and exit with
+    :data:`SWEEP_FAILED_EXIT_CODE`. Hydra calls the callbacks only after a sweep that returns, and turns an
+    exception into a traceback, hence the exit from here."""
+    hydra_context.callbacks.on_multirun_end(config=config, config_name=config.hydra.job.get("config_name"))
+    sys.stdout.flush()
+    print(f"{ERROR_PREFIX}{message}", file=sys.stderr)
+    sys.exit(SWEEP_FAILED_EXIT_CODE)
 
 
 class StableBasicSweeper(BasicSweeper):
@@ -38,13 +83,16 @@ class StableBasicSweeper(BasicSweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         returns: list[Sequence[JobReturn]] = []
+        failed: list[JobReturn] = []
         for first, batch in batches:
             self.batch_index += 1
             self.validate_batch_is_legal(batch)
             results = self.launcher.launch(batch, initial_job_idx=first)
-            for result in results:
-                _ = result.return_value  # raises when the job failed, as Hydra's sweeper does
+            failed += [result for result in results if result.status == JobStatus.FAILED]
             returns.append(results)
+        if failed:  # after every batch: one bad job does not cost the others
+            jobs = [list(job) for _, batch in batches for job in batch]
+            end_with_failures(self.hydra_context, self.config, describe_failures(failed, jobs))
         return returns
 
 

@@ -7,6 +7,10 @@ maximize), ``storage`` and ``study_name`` (where the study is kept), ``n_trials`
 over all invocations), ``n_jobs`` (trials handed to the launcher at once), ``max_failure_rate`` and
 ``sampler`` (``seed``, ...). This module only plugs :mod:`divergence_lab.sweep.optuna_run` into Hydra,
 and stays cheap to import (Hydra imports it in every process).
+
+A study that cannot go on (more failed trials than ``max_failure_rate`` allows, every trial failed) still
+gets its end-of-sweep report of the trials that finished, then ends with one error line and a non-zero exit
+status (:func:`~hydra_plugins.divergence_lab_plugins.grid_sweeper.end_with_failures`).
 """
 
 # No `from __future__ import annotations`: Hydra executes plugin modules before registering them in
@@ -17,7 +21,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -83,6 +87,8 @@ class ResumableOptunaSweeper(Sweeper):
         self.n_jobs = n_jobs
         self.max_failure_rate = max_failure_rate
         self.params = OmegaConf.to_container(params) if params is not None else {}
+        self.jobs: list[list[str]] = []  # every launched trial's overrides
+        self.failed: list[JobReturn] = []  # the failed trials, named when the study cannot go on
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context = hydra_context
@@ -94,6 +100,8 @@ class ResumableOptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         # imported here: Hydra imports this module in every process, Optuna is needed only by a study
         from divergence_lab.sweep.optuna_run import StudySettings, run_study
+        from divergence_lab.sweep.optuna_study import StudyError
+        from hydra_plugins.divergence_lab_plugins.grid_sweeper import describe_failures, end_with_failures
 
         settings = StudySettings(
             sampler=self.sampler,
@@ -105,12 +113,21 @@ class ResumableOptunaSweeper(Sweeper):
             max_failure_rate=self.max_failure_rate,
             params=self.params,
         )
-        run_study(settings, self.config, arguments, self._launch)
+        try:
+            run_study(settings, self.config, arguments, self._launch)
+        except StudyError as error:
+            reason = " ".join(str(error).split())
+            if self.failed:
+                reason = f"{reason}; {describe_failures(self.failed, self.jobs)}"
+            end_with_failures(self.hydra_context, self.config, reason)
 
     def _launch(self, job_overrides: Sequence[Sequence[str]], first_job: int) -> Sequence[JobReturn]:
         """Compose the batch's jobs here first (a bad override fails before any job starts), then launch."""
         self.validate_batch_is_legal(job_overrides)
-        return self.launcher.launch(job_overrides, initial_job_idx=first_job)
+        results = self.launcher.launch(job_overrides, initial_job_idx=first_job)
+        self.jobs += [list(job) for job in job_overrides]
+        self.failed += [result for result in results if result.status == JobStatus.FAILED]
+        return results
 
 
 config_store = ConfigStore.instance()

@@ -1,8 +1,12 @@
 """Careless ``dlab`` command lines — single runs and sweeps — each refused in one line, exit 2.
 
-Most are refused by the pre-flight checks before Hydra starts: then nothing at all is created on disk.
-The few that only the run itself can see (a data value its module refuses, a network that does not fit
-the data) leave a new run folder with ``status.json`` = failed; earlier results are never touched.
+Almost all are refused by the pre-flight checks before Hydra starts: then nothing at all is created on disk.
+That includes the data, the networks and the method that do not fit together (the declared contracts of
+``conf/data/contracts.yml``, ``conf/model/contracts.yml`` and ``method.model_families`` / ``data_tasks``)
+and the values the data and network classes refuse when constructed. Only what needs the data itself (a
+malformed file) is seen by the run, which leaves a new run folder with ``status.json`` = failed; earlier
+results are never touched. A sweep with one such job finishes the others, writes its report naming the
+failed job and ends with one error line.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.bad_inputs.harness import BadInput, assert_refused, run_dlab_in_process, snapshot
+from tests.bad_inputs.harness import BadInput, assert_refused, run_dlab_in_process, run_program, snapshot
 
 CTS = ["experiment=cts_digits"]
 OPTUNA = ["-m", "hparams_search=kd_optuna"]
 EARLIER = Path("outputs/sweeps/earlier/2026-01-01_00-00-00-000000")
+TABLE_ROWS = 60  # rows of the good table: enough for a stratified train/val/test split of two classes
 
 
 def prepare_earlier_results(cwd: Path) -> None:
@@ -46,10 +51,18 @@ def prepare_file_as_output_root(cwd: Path) -> None:
     (cwd / "not_a_folder").write_text("a file where the outputs should go\n")
 
 
+def prepare_tables(cwd: Path) -> None:
+    """``good.csv`` (two separable classes) and ``bad.csv`` (a row with too few fields)."""
+    rows = [f"{index % 2 + 0.01 * index:.3f},{0.02 * index:.3f},{index % 2}" for index in range(TABLE_ROWS)]
+    (cwd / "good.csv").write_text("\n".join(["a,b,label", *rows]) + "\n")
+    (cwd / "bad.csv").write_text("a,b,label\n1,2\n3,4,1\n")
+
+
 SETUPS = {
     "foreign_run": prepare_foreign_run_dir,
     "foreign_sweep": prepare_foreign_sweep_dir,
     "file_root": prepare_file_as_output_root,
+    "tables": prepare_tables,
 }
 
 CASES = [
@@ -219,6 +232,146 @@ CASES = [
         "holds a sweep of another config",
         setup="foreign_sweep",
     ),  # fmt: skip
+    # knobs where a value out of range would quietly mean something else
+    BadInput(
+        "gradient-clip-negative",
+        ["trainer.gradient_clip_val=-1"],
+        "trainer.gradient_clip_val must be null (no clipping) or a finite number >= 0",
+    ),  # fmt: skip
+    BadInput("accumulate-zero", ["+trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches"),
+    BadInput("limit-batches-negative", ["+trainer.limit_train_batches=-3"], "trainer.limit_train_batches"),
+    BadInput("temperature-inf", ["divergence.temperature=inf"], "divergence: temperature must be finite"),
+    BadInput("bdkd-balance", ["method=bdkd", "method.balance=foo"], "method.balance must be one of"),
+    BadInput("sinkd-weight", ["method=sinkd", "method.sinkhorn_weight=-1"], "method.sinkhorn_weight must be"),
+    BadInput("rewind-negative", [*CTS, "method.rewind_epochs=-1"], "method.rewind_epochs must be an integer"),
+    BadInput(
+        "legogcd-backbone",
+        ["experiment=legogcd_digits", "method.backbone.kind=vit"],
+        "method.backbone.kind must be one of mlp, resnet_cifar",
+    ),  # fmt: skip
+    # intent that would be ignored: a sweep without -m, an empty folder, folders nested in each other
+    BadInput("study-without-m", ["study=kd_divergences"], "run it with: dlab -m study=kd_divergences"),
+    BadInput(
+        "search-without-m", ["hparams_search=kd_optuna"], "run it with: dlab -m hparams_search=kd_optuna"
+    ),
+    BadInput("run-dir-empty", ["hydra.run.dir="], "hydra.run.dir is empty"),
+    BadInput("run-dir-blank", ["hydra.run.dir='  '"], "hydra.run.dir is empty"),
+    BadInput("fresh-run-dir-empty", ["ckpt_path=fresh", "hydra.run.dir="], "hydra.run.dir is empty"),
+    BadInput("sweep-dir-empty", ["-m", "seed=0,1", "hydra.sweep.dir="], "hydra.sweep.dir is empty"),
+    BadInput("sweep-subdir-empty", ["-m", "seed=0,1", "hydra.sweep.subdir="], "hydra.sweep.subdir is empty"),
+    BadInput("run-dir-in-sweep", [f"hydra.run.dir={EARLIER}/5"], "is inside the sweep folder"),
+    BadInput(
+        "run-dir-in-run",
+        ["hydra.run.dir=outputs/foreign_run/again"],
+        "is inside the run folder",
+        setup="foreign_run",
+    ),  # fmt: skip
+    BadInput(
+        "sweep-dir-in-run",
+        ["-m", "seed=0,1", "hydra.sweep.dir=outputs/foreign_run/sweep"],
+        "is inside the run folder",
+        setup="foreign_run",
+    ),  # fmt: skip
+    BadInput("run-dir-holds-sweeps", ["hydra.run.dir=outputs"], "holds the sweep folder"),
+    BadInput(
+        "sweep-dir-holds-sweeps", ["-m", "seed=0,1", "hydra.sweep.dir=outputs/sweeps"], "holds the sweep"
+    ),
+    # Hydra's own groups, and keys their class would not take
+    BadInput(
+        "launcher-option",
+        ["-m", "hydra/launcher=nope", "seed=0,1"],
+        "hydra/launcher=nope is not an option; choose one of: basic, joblib",
+    ),  # fmt: skip
+    BadInput("plus-key-not-taken", ["+data.source=x.csv"], "data.source is not a setting of"),
+    BadInput("key-not-taken", ["data.source=x.csv"], "data.source is not a key of data nor a setting"),
+    # the declared contract: data, networks and method that do not fit together
+    BadInput(
+        "cifar-net-on-digits", ["method=teacher", "model=resnet_cifar"], "needs images of at least 32x32"
+    ),
+    BadInput("lm-in-kd", ["model=lm_tiny", "method=kd"], "model=lm_tiny is a causal_lm; method=kd trains a"),
+    BadInput(
+        "lm-teacher-in-kd",
+        ["model@method.teacher.model=lm_tiny"],
+        "model@method.teacher.model=lm_tiny is a causal_lm",
+    ),  # fmt: skip
+    BadInput("mlp-on-text", ["data=text_synthetic"], "model=mlp takes image or vector input"),
+    BadInput("bert-on-digits", ["model=bert_tiny"], "model=bert_tiny takes tokens input"),
+    BadInput(
+        "cnn-on-vectors", ["model=cnn", "data=synthetic"], "model=cnn takes vectors only of a square size"
+    ),
+    BadInput("kd-on-lm-data", ["data=lm_synthetic"], "method=kd trains on classification data"),
+    BadInput(
+        "lm-kd-mlp",
+        ["experiment=lm_kd_synthetic", "model=mlp"],
+        "model=mlp is a classifier; method=lm_kd trains a causal_lm",
+    ),  # fmt: skip
+    BadInput("legogcd-plain-data", ["method=legogcd"], "method=legogcd trains on category_discovery data"),
+    BadInput("sweep-model-value", ["-m", "model=mlp,resnet_cifar"], "model=resnet_cifar needs images"),
+    # values the data and network classes refuse, decided before any folder exists
+    BadInput("data-fraction", ["data.val_fraction=0.95"], "data.val_fraction + data.test_fraction"),
+    BadInput("label-noise", ["data.label_noise=1.0"], "data.label_noise must be in [0, 1)"),
+    BadInput("synthetic-separation", ["data=synthetic", "data.separation=0"], "data.separation must be > 0"),
+    BadInput(
+        "gcd-known-classes",
+        ["experiment=legogcd_digits", "data.num_known=10"],
+        "data.num_known must be in [1, 9]",
+    ),  # fmt: skip
+    BadInput("gcd-augment", ["experiment=legogcd_digits", "data.augment=rotate"], "data.augment must be"),
+    BadInput("tabular-source-kind", ["data=tabular", "data.source=table.xlsx"], "data.source: must be"),
+    BadInput(
+        "tabular-label-column-of-sklearn-table",
+        ["data=wine", "data.label_column=species"],
+        "data.label_column: names a column of a .csv source",
+    ),
+    BadInput(
+        "cifar-no-validation",
+        ["data=cifar10", "model=resnet_cifar", "method=teacher", "data.val_fraction=0"],
+        "data.val_fraction=0 leaves no validation images",
+    ),  # fmt: skip
+    BadInput(
+        "cifar-variant",
+        ["data=cifar10", "model=resnet_cifar", "method=teacher", "data.variant=cifar20"],
+        "data.variant must be one of",
+    ),  # fmt: skip
+    BadInput(
+        "resnet-depth",
+        ["data=cifar10", "model=resnet_cifar", "method=teacher", "model.depth=21"],
+        "model.depth must be 6n + 2",
+    ),  # fmt: skip
+    BadInput("mlp-width-zero", ["model.hidden=[0]"], "model.hidden widths must be >= 1"),
+    BadInput("eval-batch-size", ["data.eval_batch_size=0"], "data.eval_batch_size must be an integer >= 1"),
+    BadInput("bert-heads", ["experiment=sinkd_text", "model.heads=3"], "model.hidden=64 must be a multiple"),
+    BadInput(
+        "lm-heads",
+        ["experiment=lm_kd_synthetic", "model.sizes.n_head=3"],
+        "model.sizes: a gpt2 model refuses",
+    ),  # fmt: skip
+    BadInput(
+        "lm-too-long", ["experiment=lm_kd_synthetic", "data.digits=30"], "data.max_length=32 is shorter"
+    ),
+    BadInput("text-too-short", ["experiment=sinkd_text", "data.max_length=4"], "data.max_length=4 would cut"),
+    BadInput("pld-weights", ["method=pld", "method.ranking.weights=foo"], "method.ranking: weights must be"),
+    BadInput("sinkd-solver", ["method=sinkd", "method.sinkhorn.solver=foo"], "method.sinkhorn: solver must"),
+    BadInput(
+        "bdkd-divergence-name",
+        ["method=bdkd", "method.divergences.forward=nope"],
+        "method.divergences.forward: unknown divergence 'nope'",
+    ),  # fmt: skip
+    BadInput("bdkd-temperature", ["method=bdkd", "method.temperature=0"], "method.temperature must be"),
+    BadInput(
+        "gcd-teacher-temperature",
+        ["experiment=legogcd_digits", "method.teacher_temperature=[0.07]"],
+        "method.teacher_temperature must be [start, end, warm-up epochs]",
+    ),  # fmt: skip
+    BadInput(
+        "cts-search-epochs", [*CTS, "method.search.epochs=0"], "method.search.epochs must be an integer"
+    ),
+    BadInput("lm-task", ["experiment=lm_kd_synthetic", "data.task=poetry"], "data.task must be one of"),
+    BadInput(
+        "text-class-edges",
+        ["experiment=sinkd_text", "data.class_edges=[1,0]"],
+        "data.class_edges must be a non-empty increasing list",
+    ),  # fmt: skip
 ]
 
 
@@ -244,6 +397,8 @@ def test_bad_command_line_is_refused_in_one_line_and_creates_nothing(case, tmp_p
 # the same contract through the installed console script, a new process each
 THROUGH_THE_CONSOLE_SCRIPT = (
     "seed-text",
+    "study-without-m",
+    "lm-in-kd",
     "key-typo",
     "study-typo",
     "bdkd-divergence",
@@ -257,19 +412,57 @@ def test_the_console_script_refuses_the_same_way(case, tmp_path):
     assert_refused_creating_nothing(case, tmp_path)
 
 
-# refused by the run itself: a run folder is made (status failed), earlier results stay as they were
+# refused by the run itself (only the data can tell): a run folder is made (status failed), earlier results
+# stay as they were
 RUN_TIME_CASES = [
-    BadInput("data-fraction", ["data.val_fraction=0.95"], "data.val_fraction + data.test_fraction"),
-    BadInput("cifar-net-on-digits", ["method=teacher", "model=resnet_cifar"], "model.resnet_cifar needs"),
+    BadInput(
+        "malformed-table",
+        ["method=teacher", "data=tabular", "data.source=bad.csv"],
+        "data.source:",
+        setup="tables",
+    ),  # fmt: skip
 ]
 
 
 @pytest.mark.parametrize("case", RUN_TIME_CASES, ids=str)
 def test_bad_value_seen_by_the_run_is_refused_in_one_line_and_recorded_as_failed(case, tmp_path):
     prepare_earlier_results(tmp_path)
+    if case.setup:
+        SETUPS[case.setup](tmp_path)
     assert_refused(case, tmp_path, tmp_path / EARLIER)
     (status,) = (tmp_path / "outputs" / "runs").glob("*/*/status.json")
     assert json.loads(status.read_text())["state"] == "failed"
+
+
+def test_a_sweep_with_one_bad_job_finishes_the_others_reports_and_fails_in_one_line(tmp_path):
+    """One job of three reads a malformed table: the two others finish, the end-of-sweep report is written
+    and names the failed job, and dlab ends with one error line naming it, exit status non-zero."""
+    prepare_tables(tmp_path)
+    sweep = tmp_path / "outputs" / "sweep"
+    argv = [
+        "-m",
+        "method=teacher",
+        "data=tabular",
+        "data.source=good.csv,bad.csv",
+        "seed=0,1",
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    result = run_program("dlab", argv, tmp_path)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("dlab: error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "2 of 4 jobs failed; the others finished" in errors[0], errors[0]
+    assert "data.source=bad.csv" in errors[0] and "bad.csv line 2 has 2 fields" in errors[0], errors[0]
+    assert result.returncode != 0
+    states = {
+        job.name: json.loads((job / "status.json").read_text())["state"] for job in sweep.glob("[0-9]*")
+    }
+    assert sorted(states.values()) == ["failed", "failed", "finished", "finished"], states
+    report = (sweep / "report.md").read_text()
+    failed = [name for name, state in states.items() if state == "failed"]
+    assert all(f"  - {name} (failed: ConfigError: data.source:" in report for name in failed), report
 
 
 def test_the_table_holds_distinct_inputs():

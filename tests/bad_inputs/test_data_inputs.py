@@ -206,12 +206,22 @@ def _npz_without_x(work: Path) -> None:
     np.savez(work / TABLES / "no_x.npz", y=np.arange(4) % 2)
 
 
+def _npz_val_only_class(work: Path) -> None:
+    (work / TABLES).mkdir(parents=True, exist_ok=True)
+    labels = {"train": ["a", "b"] * 4, "val": ["a", "b", "c"], "test": ["a", "b"]}
+    arrays = {f"y_{split}": np.array(y) for split, y in labels.items()}
+    arrays |= {f"x_{split}": np.zeros((len(y), 2)) for split, y in labels.items()}
+    np.savez(work / TABLES / "val_only.npz", **arrays)
+
+
 TABULAR_SETUPS: dict[str, Callable[[Path], None]] = {
     "nothing": lambda work: (work / TABLES).mkdir(parents=True, exist_ok=True),
     "npz_without_x": _npz_without_x,
     "csv_without_label": _write_table("no_label.csv", "a,b\n1,2\n3,4\n"),
     "csv_text_feature": _write_table("text.csv", "size,color,label\n1,red,x\n2,blue,y\n"),
     "csv_one_class": _write_table("one_class.csv", "f,label\n1,a\n2,a\n3,a\n"),
+    "csv_empty_label": _write_table("empty_label.csv", "f,label\n1,a\n2,b\n3,\n4,a\n"),
+    "npz_val_only_class": _npz_val_only_class,
 }
 
 TABULAR_CASES = [
@@ -259,6 +269,24 @@ TABULAR_CASES = [
         setup="csv_one_class",
     ),
     BadInput(
+        "tabular-csv-empty-label",
+        _tabular_argv(f"data.source={TABLES}/empty_label.csv"),
+        f"data.source: {{work}}/{TABLES}/empty_label.csv line 4 has an empty label (column 'label'",
+        setup="csv_empty_label",
+    ),
+    BadInput(
+        "tabular-npz-val-only-class",
+        _tabular_argv(f"data.source={TABLES}/val_only.npz"),
+        f"data.source: {{work}}/{TABLES}/val_only.npz: no training example has the class(es) 'c' (in val)",
+        setup="npz_val_only_class",
+    ),
+    BadInput(
+        "tabular-unseen-classes-unknown",
+        _tabular_argv("data.unseen_classes=drop"),
+        "data.unseen_classes must be one of refuse, keep (got 'drop')",
+        setup="nothing",
+    ),
+    BadInput(
         "tabular-val-fraction-out-of-range",
         _tabular_argv("data.val_fraction=1.5"),
         "data.val_fraction must be in (0, 1) (got 1.5)",
@@ -273,7 +301,7 @@ TABULAR_CASES = [
 ]
 
 # a relative path through the real command (resolved against the folder dlab starts in), and a file refused
-TABULAR_THROUGH_THE_CLI = ("tabular-missing-file", "tabular-csv-text-feature")
+TABULAR_THROUGH_THE_CLI = ("tabular-missing-file", "tabular-csv-text-feature", "tabular-csv-empty-label")
 
 
 def _in(case: BadInput, work: Path) -> BadInput:

@@ -303,6 +303,8 @@ def check_runtime(configs: list[DictConfig], config_dirs: Sequence[Path] = (CONF
     check_data_modules(configs, config_dirs)
     launcher = str(OmegaConf.select(configs[0], "hydra.launcher._target_", default=""))
     runs_here = any(hint in launcher for hint in LOCAL_LAUNCHER_HINTS)
+    if runs_here:
+        check_teacher_caches(configs)
     wants_gpu = [c for c in configs if str(c.trainer.get("accelerator", "cpu")) in GPU_ACCELERATORS]
     if wants_gpu and runs_here:
         import torch
@@ -311,6 +313,27 @@ def check_runtime(configs: list[DictConfig], config_dirs: Sequence[Path] = (CONF
             raise ConfigError(
                 f"trainer.accelerator={wants_gpu[0].trainer.accelerator} but this machine has no usable GPU "
                 f"(torch.cuda.is_available() is False); use trainer=cpu, or a SLURM launcher for GPU nodes"
+            )
+
+
+def check_teacher_caches(configs: list[DictConfig]) -> None:
+    """Refuse a teacher cache that can neither serve a teacher nor take one: a method with a teacher whose
+    ``paths.teacher_cache`` cannot be written (by this user's permissions, or a file in the way) and holds no
+    teacher. A read-only cache that holds teachers passes: the run loads the teacher it needs from it, and
+    refuses in one line, before training, one the cache lacks."""
+    for cfg in configs:
+        if not isinstance(cfg.method.get("teacher"), DictConfig) or "paths" not in cfg:
+            continue
+        cache = Path(str(cfg.paths.teacher_cache))
+        existing = cache
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        writable = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+        holds_teachers = cache.is_dir() and any(not entry.name.startswith(".") for entry in cache.iterdir())
+        if not writable and not holds_teachers:
+            raise ConfigError(
+                f"the teacher cache {cache} cannot be written ({existing} is not a writable directory) and "
+                f"holds no teacher; point paths.teacher_cache=<a writable folder> elsewhere"
             )
 
 

@@ -20,7 +20,7 @@ from lightning.pytorch import Callback
 from divergence_lab.methods.progress import StageProgress, set_position
 
 log = logging.getLogger("divergence_lab")
-SWEEP_LOGGERS = "divergence_lab.sweep"  # lines about the whole sweep (job k/N done ...) carry no job label
+SWEEP_LOGGERS = "divergence_lab.sweep"  # lines about the whole sweep (k/N jobs ended ...) carry no job label
 
 
 class LabelledFormatter(logging.Formatter):

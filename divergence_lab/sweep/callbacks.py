@@ -3,7 +3,7 @@ to upload its offline W&B runs.
 
 After each job, the job's process logs one line (console and the job's ``train.log``)::
 
-    sweep kd_digits: job 3/8 done (job 2 kd rkl seed 0), ~1m20s left
+    sweep kd_digits: 3/8 jobs ended, job 2 kd rkl seed 0 done, ~1m20s left
 
 ``3`` counts the jobs of the sweep folder that ended (finished or failed), whichever process ran them, so
 the count holds for every launcher; ``8`` is the sweep's size (a grid's, or an Optuna study's
@@ -71,7 +71,7 @@ def side_by_side(launcher: Any) -> int:
 
 
 def job_end_line(config: DictConfig, failed: bool) -> str:
-    """``sweep <name>: job k/N done (<label>), ~<time> left`` for the job that just ended."""
+    """``sweep <name>: k/N jobs ended, <label> done, ~<time> left`` for the job that just ended."""
     from divergence_lab.sweep.status import sweep_size
 
     sweep_dir = Path(config.hydra.sweep.dir)
@@ -80,7 +80,7 @@ def job_end_line(config: DictConfig, failed: bool) -> str:
     label = job_label(config, config.hydra.job.get("num"))
     counted = f"{ended}/{size}" if size is not None else str(ended)
     name = config.get("study_name") or sweep_dir.name
-    line = f"sweep {name}: job {counted} {'failed' if failed else 'done'} ({label})"
+    line = f"sweep {name}: {counted} jobs ended, {label} {'failed' if failed else 'done'}"
     if size is not None and wall_times and size > ended:
         rounds = math.ceil((size - ended) / side_by_side(config.hydra.get("launcher")))
         line += f", ~{format_duration(rounds * sum(wall_times) / len(wall_times))} left"
@@ -104,7 +104,7 @@ class SweepNotices(Callback):
         log.info("If this sweep stops, resume it with: %s", command)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        """In the job's process: log ``sweep <name>: job k/N done (<label>), ~<time> left``."""
+        """In the job's process: log ``sweep <name>: k/N jobs ended, <label> done, ~<time> left``."""
         from hydra.core.utils import JobStatus
         from hydra.types import RunMode
 

@@ -6,7 +6,7 @@ is registered under the plugin's own name, ``submitit_local``, replacing the plu
 ``dlab -m hydra/launcher=submitit_local hydra.launcher.max_parallel_jobs=4 divergence=kl,rkl,js``.
 
 The jobs' output goes to their logs (``<job>/train.log``, ``.submitit/``), not to the terminal: when a
-batch has ended, the launcher repeats each job's ``sweep <name>: job k/N done ...`` line from its log
+batch has ended, the launcher repeats each job's ``sweep <name>: k/N jobs ended ...`` line from its log
 (:mod:`divergence_lab.sweep.callbacks`). Stopping the sweep (SIGINT / SIGTERM to ``dlab``) stops the job
 processes too (:func:`divergence_lab.run.interruption.sweep_signals`): submitit's controller passes
 SIGTERM on to its job, which records itself interrupted.
@@ -27,11 +27,11 @@ from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
 
 log = logging.getLogger(__name__)
-JOB_END_MARK = ": job "  # in the line each job logs when it ends (divergence_lab.sweep.callbacks)
+JOB_END_MARK = " jobs ended, "  # in the line each job logs when it ends (divergence_lab.sweep.callbacks)
 
 
 def job_end_line(result: JobReturn) -> str | None:
-    """The ``sweep <name>: job k/N done ...`` line that a finished job wrote to its log, if any."""
+    """The ``sweep <name>: k/N jobs ended ...`` line that a finished job wrote to its log, if any."""
     hydra = result.hydra_cfg.hydra if result.hydra_cfg is not None else None
     if hydra is None:
         return None

@@ -200,6 +200,12 @@ CASES = [
         setup="foreign_run",
     ),  # fmt: skip
     BadInput(
+        "teacher-cache-unwritable-and-empty",
+        ["paths.teacher_cache=not_a_folder/teachers"],
+        "the teacher cache not_a_folder/teachers cannot be written",
+        setup="file_root",
+    ),  # fmt: skip
+    BadInput(
         "output-root-file",
         [],
         "cannot write the output folder",

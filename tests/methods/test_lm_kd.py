@@ -268,7 +268,10 @@ def _one_line_error(overrides: list[str]) -> str:
             ["method.evaluation.ks=[1,32]"],
             "method.evaluation.ks must be a non-empty list of integers in [1, samples=16]",
         ),
-        (["method.generation.temperature=0"], "method.generation.temperature must be a finite number > 0 (got 0)"),
+        (
+            ["method.generation.temperature=0"],
+            "method.generation.temperature must be a finite number > 0 (got 0)",
+        ),
         (
             ["method.fused_linear=sometimes"],
             "method.fused_linear must be auto, true or false (got 'sometimes')",

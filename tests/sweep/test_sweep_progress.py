@@ -1,5 +1,5 @@
 """A sweep's output can be followed: every line a job logs carries the job's label (parallel jobs
-interleave), each job's end says ``job k/N done``, and testing says what it tests; the job's log has it all.
+interleave), each job's end says ``k/N jobs ended``, and testing says what it tests; the job's log has it all.
 """
 
 from __future__ import annotations
@@ -36,17 +36,17 @@ def test_a_parallel_sweeps_lines_name_their_job_and_count_the_jobs_done(tmp_path
     for line in epoch_lines:  # job k trains seed k here
         label = LABEL.match(line)
         assert label is not None and label.group(1) == label.group(2), line
-    end = re.compile(r"sweep progress: job \d/2 done \(job \d teacher seed \d\)")
+    end = re.compile(r"sweep progress: \d/2 jobs ended, job \d teacher seed \d done")
     ends = [line for line in lines if end.search(line)]
-    assert sorted(re.search(r"job (\d)/2", line).group(1) for line in ends) == ["1", "2"], ends
-    first = next(line for line in ends if "job 1/2" in line)
+    assert sorted(re.search(r"(\d)/2 jobs", line).group(1) for line in ends) == ["1", "2"], ends
+    first = next(line for line in ends if "1/2 jobs" in line)
     assert re.search(r"~[\d.]+s left$", first), first  # an estimate while a job is still to end
 
     for job in ("0", "1"):
         log = (sweep_dir / job / "train.log").read_text().splitlines()
         assert any(LABEL.match(line) and "[train] epoch 2/2" in line for line in log)
         assert any(f"testing the selected checkpoint (epoch {EPOCHS}) on " in line for line in log)
-        assert any("sweep progress: job " in line and " done (job " in line for line in log)
+        assert any("sweep progress: " in line and " jobs ended, job " in line for line in log)
 
 
 def _sweep_folder(tmp_path: Path, sweeper: str, finished: int) -> Path:
@@ -82,7 +82,7 @@ def test_the_time_left_counts_the_jobs_still_to_run_and_how_many_run_at_once(tmp
     grid = "    _target_: hydra._internal.core_plugins.basic_sweeper.BasicSweeper\n"
     sweep_dir = _sweep_folder(tmp_path, grid, finished=1)
     line = job_end_line(_job_config(sweep_dir, {"n_jobs": 3}), failed=False)
-    assert line == "sweep study: job 1/4 done (job 1 kd kl seed 1), ~1m00s left"  # 3 left, 3 at once
+    assert line == "sweep study: 1/4 jobs ended, job 1 kd kl seed 1 done, ~1m00s left"  # 3 left, 3 at once
     assert job_end_line(_job_config(sweep_dir, {}), failed=False).endswith("~3m00s left")  # one at a time
 
 
@@ -92,4 +92,4 @@ def test_an_optuna_study_counts_its_trials(tmp_path):
     optuna = "    _target_: x.ResumableOptunaSweeper\n    n_trials: 10\n"
     sweep_dir = _sweep_folder(tmp_path, optuna, finished=2)
     line = job_end_line(_job_config(sweep_dir, {}), failed=True)
-    assert line == "sweep study: job 2/10 failed (job 1 kd kl seed 1), ~8m00s left"
+    assert line == "sweep study: 2/10 jobs ended, job 1 kd kl seed 1 failed, ~8m00s left"

@@ -172,22 +172,29 @@ def other_config_error(
 ) -> ConfigError:
     """The one-line refusal of a ``kind`` (run, sweep) folder that holds another config: the first
     differences (``key: old -> new``), the ``rule`` the folder follows if any, and the ways out."""
-    shown = "; ".join(changed[:SHOWN_DIFFERENCES])
-    more = f" and {len(changed) - SHOWN_DIFFERENCES} more" if len(changed) > SHOWN_DIFFERENCES else ""
     return ConfigError(
-        f"{folder} holds a {kind} of another config ({shown}{more}); {rule + '; ' if rule else ''}"
-        f"choose another {dir_key}=..., "
-        f"or add ckpt_path=fresh to move its contents to {folder.parent / SUPERSEDED_DIR}/"
+        f"{folder} holds a {kind} of another config ({_first(changed)}); {rule + '; ' if rule else ''}"
+        f"{_ways_out(folder, dir_key)}"
     )
 
 
 def other_data_error(folder: Path, changed: list[str], dir_key: str) -> ConfigError:
     """The one-line refusal of a run or sweep folder made from data that has changed since: the files
     (``<file> changed since (sha256 old… -> new…)``, from :func:`content_changes`) and the ways out."""
-    shown = "; ".join(changed[:SHOWN_DIFFERENCES])
-    more = f" and {len(changed) - SHOWN_DIFFERENCES} more" if len(changed) > SHOWN_DIFFERENCES else ""
     return ConfigError(
-        f"{folder} was made from other data: {shown}{more}; restore {'it' if len(changed) == 1 else 'them'}, "
+        f"{folder} was made from other data: {_first(changed)}; "
+        f"restore {'it' if len(changed) == 1 else 'them'}, {_ways_out(folder, dir_key)}"
+    )
+
+
+def _first(changed: list[str]) -> str:
+    """The first :data:`SHOWN_DIFFERENCES` of ``changed``, and how many more there are."""
+    more = f" and {len(changed) - SHOWN_DIFFERENCES} more" if len(changed) > SHOWN_DIFFERENCES else ""
+    return "; ".join(changed[:SHOWN_DIFFERENCES]) + more
+
+
+def _ways_out(folder: Path, dir_key: str) -> str:
+    return (
         f"choose another {dir_key}=..., "
         f"or add ckpt_path=fresh to move its contents to {folder.parent / SUPERSEDED_DIR}/"
     )

@@ -5,13 +5,11 @@ through the real ``dlab`` console script."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.bad_inputs.harness import run_program, snapshot
-from tests.faults.test_fault_injection import REPO, _dlab_env
+from tests.faults.test_fault_injection import _kill_at
 
 CSV = "tables/t.csv"
 RUN = ["data=tabular", f"data.source={CSV}", "model=mlp", "method=teacher", "trainer.max_epochs=2"]
@@ -65,15 +63,7 @@ def test_a_killed_run_is_refused_after_its_csv_changes(tmp_path: Path) -> None:
     path = _write_table(tmp_path)
     run_dir = tmp_path / "run"
     argv = [*RUN[:1], f"data.source={path}", *RUN[2:], f"hydra.run.dir={run_dir}"]
-    killed = subprocess.run(
-        [sys.executable, "-m", "tests.faults.driver", "fit", "SIGKILL", *argv],
-        cwd=REPO,
-        env=_dlab_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    _kill_at("fit", argv, tmp_path)
     assert not (run_dir / "metrics.json").exists()
     _write_table(tmp_path, shift=0.5)
     before = _records(run_dir)

@@ -24,18 +24,13 @@ from divergence_lab.run.ownership import (
     release,
 )
 from tests.conftest import run_training
+from tests.faults.test_sweep_shutdown import _env
 
 BIN = Path(sys.executable).parent
 REFUSAL_LIMIT_S = 2.0  # the second process must have been refused within this
 WAIT_S = 240  # the longest the tiny runs may take on a loaded machine
 POLL_S = 0.1
 LONG_RUN = ["method=teacher", "trainer.max_epochs=60"]  # trains long enough for a second process to arrive
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = {**os.environ, "DLAB_OUTPUT_ROOT": str(tmp_path / "outputs")}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return env
 
 
 def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:

@@ -1,7 +1,7 @@
 """``make bench``: every case in a fresh process, results side by side with ratios, as Markdown tables.
 
-    python -m benchmarks.run [--only divergences closed_forms fused_linear sinkhorn startup train cluster
-                              threads] [--skip-huge]
+    python -m benchmarks.run [--only divergences closed_forms fused_linear sinkhorn startup content train
+                              cluster threads] [--skip-huge]
 
 Targets (from the project's performance goals) are checked and marked, never asserted: a benchmark
 reports, the tests decide correctness.
@@ -238,6 +238,23 @@ def startup() -> list[str]:
     ]
 
 
+def content_hash() -> list[str]:
+    record = case("content_hash_case")
+    if not record:
+        return ["### Data content identity", "", "failed"]
+    return [
+        "### Data content identity (SHA-256 of a data file; median of 5, warm page cache)",
+        "",
+        "| file | first hash | cached (size and mtime unchanged) | first / cached |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {fmt_s(times['first_s'])} | {fmt_s(times['cached_s'])} | "
+            f"{ratio(times['first_s'] / times['cached_s'])} |"
+            for name, times in record.items()
+        ),
+    ]
+
+
 def train_step() -> list[str]:
     record = case("train_step_case")
     if not record:
@@ -322,6 +339,7 @@ def main() -> None:
         "fused_linear",
         "sinkhorn",
         "startup",
+        "content",
         "train",
         "cluster",
         "threads",
@@ -342,6 +360,7 @@ def main() -> None:
         "fused_linear": lambda: fused_linear(args.skip_huge),
         "sinkhorn": sinkhorn,
         "startup": startup,
+        "content": content_hash,
         "train": train_step,
         "cluster": cluster,
         "threads": threads,

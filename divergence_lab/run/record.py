@@ -191,6 +191,8 @@ def write_metrics(
             "python": platform.python_version(),
             "torch": torch.__version__,
             "lightning": lightning.__version__,
+            # torch's vector capability here (AVX2, AVX512, ...); the row kernels are built for AVX2 on both
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         },
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

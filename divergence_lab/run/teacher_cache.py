@@ -6,7 +6,11 @@ weights and its reported accuracy (:func:`key_ingredients`):
 * the teacher config (model, optimiser, epochs, seed, batch size) and the data config;
 * the data: the data module's ``data_fingerprint()`` (dataset, split, and a hash of the tensors, or of
   the files' names, sizes and modification times for data read from disk) and the source of its code;
-* the network: the source of its code, the built architecture's ``repr`` and its parameter shapes.
+* the network: the source of its code, the built architecture's ``repr`` and its parameter shapes;
+* the numerics (:func:`numerics`): torch's intra-op thread count, the torch version, the device type and
+  the precision it trains under. Each can change the last bits of the weights (a reduction split over
+  another number of threads adds in another order), and a distilled student inherits those bits; so a
+  teacher is only ever shared by runs that would have trained the very same one.
 
 So new data, an edited data module or an edited network trains a new teacher instead of loading a stale
 one. The weights live in ``<cache_dir>/<key>/teacher.pt`` beside ``meta.json`` (the ingredients of the key
@@ -30,8 +34,8 @@ teacher, started again, continues from there with the same numbers as an uninter
 left by training on another accelerator or precision is not continued: the teacher trains from its start.
 
 A teacher trains on one device of the run's accelerator, under the run's precision (``trainer_kwargs``),
-with ``deterministic=True``; the process-wide flags that sets are given back afterwards. Accelerator and
-precision are not part of the key: a teacher trained on a GPU in ``bf16-mixed`` serves CPU runs too.
+with ``deterministic=True``; the process-wide flags that sets are given back afterwards. The run's
+``teacher.json`` records each teacher's key, network, test metrics and numerics.
 
 Through the ``divergence_lab`` logger (console and the run's ``train.log``) training logs one progress
 line per teacher epoch, and every load or training ends with one line giving the teacher's test accuracy.
@@ -90,6 +94,8 @@ STAGING_SUFFIX = ".staging"  # .<key>.<unique>.staging/: an entry being written,
 RESUME_CHECKPOINT = "last.ckpt"  # in <key>.partial/: the Lightning checkpoint of the last finished epoch
 RESUME_SETTINGS = "trainer.json"  # in <key>.partial/: the trainer settings that checkpoint was trained with
 TEACHER_STAGE = "teacher"  # the progress label of teacher training
+GPU_ACCELERATORS = ("gpu", "cuda")  # trainer accelerators that train on a CUDA device
+DEFAULT_PRECISION = "32-true"  # Lightning's precision when the trainer sets none
 # while a teacher of the cache trains: the folder of its resumable checkpoint (read by fit_and_test)
 _resume_folder: ContextVar[Path | None] = ContextVar("teacher_resume_folder", default=None)
 
@@ -118,21 +124,48 @@ def teacher_data_config(teacher_cfg: DictConfig, data_cfg: DictConfig) -> DictCo
     return OmegaConf.merge(data_cfg, {"batch_size": teacher_cfg.batch_size})
 
 
-def teacher_key(teacher_cfg: DictConfig, data_cfg: DictConfig) -> str:
-    """Stable 16-hex-digit key of everything that determines the trained teacher.
+def numerics(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What decides the last bits of a trained teacher besides its config and data: torch's intra-op
+    thread count now, the torch version, the device type the trainer's ``accelerator`` resolves to
+    (``cpu``, ``cuda``, ...) and the ``precision`` it trains under (``32-true`` when unset)."""
+    accelerator = str(trainer_kwargs.get("accelerator", "cpu"))
+    if accelerator in GPU_ACCELERATORS or (accelerator == "auto" and torch.cuda.is_available()):
+        device = "cuda"
+    else:
+        device = "cpu" if accelerator == "auto" else accelerator
+    return {
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": device,
+        "precision": str(trainer_kwargs.get("precision") or DEFAULT_PRECISION),
+    }
+
+
+def teacher_key(
+    teacher_cfg: DictConfig, data_cfg: DictConfig, trainer_kwargs: dict[str, Any] | None = None
+) -> str:
+    """Stable 16-hex-digit key of everything that determines the trained teacher, for training under
+    ``trainer_kwargs`` (default: this process's CPU in ``32-true``).
 
     Builds the data module and the network to fingerprint them; the caller's random state is untouched.
     """
     with _preserved_rng_state():
         datamodule, net = _build(teacher_cfg, data_cfg)
-    return _key(key_ingredients(teacher_cfg, data_cfg, datamodule, net))
+    settings = {"accelerator": "cpu"} if trainer_kwargs is None else trainer_kwargs
+    return _key(key_ingredients(teacher_cfg, data_cfg, datamodule, net, trained_under=numerics(settings)))
 
 
 def key_ingredients(
-    teacher_cfg: DictConfig, data_cfg: DictConfig, datamodule: Any, net: nn.Module, recipe: str = CLASSIFIER
+    teacher_cfg: DictConfig,
+    data_cfg: DictConfig,
+    datamodule: Any,
+    net: nn.Module,
+    recipe: str = CLASSIFIER,
+    trained_under: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What the key hashes (and ``meta.json`` records): both configs and the data and network fingerprints,
-    and the recipe's name unless it is the classifier's.
+    """What the key hashes (and ``meta.json`` records): both configs, the data and network fingerprints,
+    the numerics the teacher trains under (``trained_under``, :func:`numerics`), and the recipe's name
+    unless it is the classifier's.
 
     ``datamodule`` is the set-up data module of ``data_cfg``; ``net`` the network built from
     ``teacher_cfg.model`` for it (its weights do not matter, only its definition).
@@ -141,6 +174,7 @@ def key_ingredients(
         "teacher": OmegaConf.to_container(teacher_cfg, resolve=True),
         "data": OmegaConf.to_container(data_cfg, resolve=True),
         "fingerprints": {**data_fingerprints(datamodule), **network_fingerprints(net)},
+        "numerics": trained_under if trained_under is not None else {},
     }
     return ingredients if recipe == CLASSIFIER else {**ingredients, "recipe": recipe}
 
@@ -198,7 +232,8 @@ def load_or_train_teacher(
         # the teacher depends on its own seed only, never on the random state of the job that trains it
         L.seed_everything(teacher_cfg.seed, workers=True, verbose=False)
         datamodule, net = recipe.build(teacher_cfg, data_cfg)
-        ingredients = key_ingredients(teacher_cfg, data_cfg, datamodule, net, recipe.name)
+        trained_under = numerics(trainer_kwargs)
+        ingredients = key_ingredients(teacher_cfg, data_cfg, datamodule, net, recipe.name, trained_under)
         key = _key(ingredients)
         entry = cache / key
         if (entry / WEIGHTS).is_file():  # entries appear whole (a rename): reading needs no lock
@@ -224,7 +259,7 @@ def load_or_train_teacher(
     shown = f"test acc {metrics['test/acc']:.4f}" if "test/acc" in metrics else _listed(metrics)
     log.info("%s: %s, %s", _describe(key, net, teacher_cfg), shown, outcome)
     if record is not None:
-        _record_teacher(record, key, teacher_cfg, meta["test_metrics"])
+        _record_teacher(record, key, teacher_cfg, meta["test_metrics"], trained_under)
     net.eval()
     net.requires_grad_(False)
     return net
@@ -234,14 +269,21 @@ def _listed(metrics: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.4f}" for name, value in sorted(metrics.items())) or "no test metrics"
 
 
-def _record_teacher(path: Path, key: str, teacher_cfg: DictConfig, test_metrics: dict[str, float]) -> None:
-    """Add ``{key: {"model": <network class>, "test_metrics": {...}}}`` to the run's ``teacher.json``."""
+def _record_teacher(
+    path: Path,
+    key: str,
+    teacher_cfg: DictConfig,
+    test_metrics: dict[str, float],
+    trained_under: dict[str, Any],
+) -> None:
+    """Add ``{key: {"model": <network class>, "test_metrics": {...}, "numerics": {...}}}`` to the run's
+    ``teacher.json``."""
     try:
         teachers = json.loads(path.read_text())
     except (OSError, ValueError):
         teachers = {}
     model = str(teacher_cfg.model.get("_target_", "?")).rsplit(".", 1)[-1]
-    teachers[key] = {"model": model, "test_metrics": dict(test_metrics)}
+    teachers[key] = {"model": model, "test_metrics": dict(test_metrics), "numerics": dict(trained_under)}
     write_json_atomically(path, teachers)
 
 

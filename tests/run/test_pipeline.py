@@ -30,6 +30,14 @@ def test_run_directory_contract(tmp_path, tiny_overrides):
     assert 0.0 <= record["metrics"]["test/ece"] <= 1.0
     assert record["seed"] == 4 and record["divergence"] == "js" and record["method"] == "kd"
     assert record["wall_time_s"] > 0 and "commit" in record["git"]
+    assert record["versions"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    teacher = next(iter(json.loads((run_dir / "teacher.json").read_text()).values()))
+    assert teacher["numerics"] == {
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": "cpu",
+        "precision": "32-true",
+    }
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert resolved["divergence"]["name"] == "js" and resolved["seed"] == 4
     assert "${" not in (run_dir / "config.yaml").read_text()

@@ -81,6 +81,41 @@ def test_same_config_gives_the_same_key_whatever_the_random_state():
     assert re.fullmatch(r"[0-9a-f]{16}", key)
 
 
+@contextmanager
+def _threads(count: int):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_teachers_trained_under_other_numerics_never_share_an_entry(tmp_path):
+    """Threads, device type and precision change a teacher's bits, so each has its own entry, and the
+    entry and the run's teacher.json say which it was trained under."""
+    teacher, data = _teacher_config()
+    cpu = {"accelerator": "cpu", "devices": 1}
+    record = tmp_path / "teacher.json"
+    for count in (1, 2):
+        with _threads(count):
+            teachers.load_or_train_teacher(teacher, data, tmp_path / "cache", cpu, record)
+    entries = sorted(p for p in (tmp_path / "cache").iterdir() if p.is_dir())
+    assert len(entries) == 2
+    recorded = {json.loads((e / teachers.META).read_text())["numerics"]["threads"] for e in entries}
+    assert recorded == {1, 2}
+    written = json.loads(record.read_text())
+    assert sorted(entry["numerics"]["threads"] for entry in written.values()) == [1, 2]
+    assert all(entry["numerics"]["torch"] == torch.__version__ for entry in written.values())
+    with _threads(1):
+        key = teachers.teacher_key(teacher, data)
+        assert key == teachers.teacher_key(teacher, data, cpu)
+        assert key != teachers.teacher_key(teacher, data, {**cpu, "precision": "bf16-mixed"})
+        assert key != teachers.teacher_key(teacher, data, {"accelerator": "gpu"})
+    automatic = teachers.numerics({"accelerator": "auto"})["device"]
+    assert automatic == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def test_other_training_data_changes_the_key(monkeypatch):
     teacher, data = _teacher_config()
     key = teachers.teacher_key(teacher, data)

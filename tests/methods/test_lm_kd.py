@@ -339,9 +339,15 @@ def test_cli_run_writes_answer_metrics_and_an_on_policy_run_shares_its_teacher(t
     (entry,) = teacher.values()
     assert {"test/nll", "test/exact_match"} <= set(entry["test_metrics"])
 
-    on_policy, on_policy_dir = run_training(
-        tmp_path, [*TINY_RUN, "method.on_policy_fraction=1.0", "method.alpha=1.0"], run_name="on_policy"
-    )
+    threads = torch.get_num_threads()
+    try:  # the same thread count as the CLI run: the teacher's key includes it
+        on_policy, on_policy_dir = run_training(
+            tmp_path,
+            [*TINY_RUN, "method.on_policy_fraction=1.0", "method.alpha=1.0", "threads=1"],
+            run_name="on_policy",
+        )
+    finally:
+        torch.set_num_threads(threads)
     assert all(f"test/{name}" in on_policy["metrics"] for name in ANSWER_METRICS)
     assert len(list((tmp_path / "teachers").glob("*/teacher.pt"))) == 1  # the CLI run's teacher, reused
     curves = (on_policy_dir / "csv" / "metrics.csv").read_text().splitlines()

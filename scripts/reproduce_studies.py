@@ -44,6 +44,7 @@ SLICES: dict[str, list[str]] = {
     "cts_sanity": ["seed=0"],
     "legogcd_ablation": ["seed=0"],
     "kd_across_datasets": ["seed=0"],
+    "lm_divergences": ["seed=0"],
 }
 
 

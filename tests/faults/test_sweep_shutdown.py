@@ -46,6 +46,18 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:
+    """``dlab args`` started in ``tmp_path``, its output captured as text."""
+    return subprocess.Popen(
+        [str(BIN / "dlab"), *args],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def _dlab(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "dlab"), *args],
@@ -108,14 +120,7 @@ def reference(tmp_path_factory) -> dict[str, dict]:
 def test_a_stopped_sweep_stops_its_processes_and_reruns_to_the_same_numbers(launcher, reference, tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = [*COMMON, *LAUNCHERS[launcher], f"hydra.sweep.dir={sweep_dir}"]
-    parent = subprocess.Popen(
-        [str(BIN / "dlab"), *args],
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    parent = _start(args, tmp_path)
     try:
         # stop once a job has trained an epoch (its last.ckpt exists), so the rerun resumes it
         _wait_for(

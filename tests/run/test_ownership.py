@@ -24,24 +24,13 @@ from divergence_lab.run.ownership import (
     release,
 )
 from tests.conftest import run_training
-from tests.faults.test_sweep_shutdown import _env
+from tests.faults.test_sweep_shutdown import _env, _start
 
 BIN = Path(sys.executable).parent
 REFUSAL_LIMIT_S = 2.0  # the second process must have been refused within this
 WAIT_S = 240  # the longest the tiny runs may take on a loaded machine
 POLL_S = 0.1
 LONG_RUN = ["method=teacher", "trainer.max_epochs=60"]  # trains long enough for a second process to arrive
-
-
-def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "dlab"), *args],
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _wait_until_owned(folder: Path, process: subprocess.Popen, running: Path) -> LockRecord:

@@ -325,10 +325,7 @@ def check_teacher_caches(configs: list[DictConfig]) -> None:
         if not isinstance(cfg.method.get("teacher"), DictConfig) or "paths" not in cfg:
             continue
         cache = Path(str(cfg.paths.teacher_cache))
-        existing = cache
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        writable = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+        existing, writable = writable_ancestor(cache)
         holds_teachers = cache.is_dir() and any(not entry.name.startswith(".") for entry in cache.iterdir())
         if not writable and not holds_teachers:
             raise ConfigError(
@@ -484,12 +481,19 @@ def check_method_divergences(cfg: DictConfig) -> None:
             _build_member(f"method.{key}", member, dict(OmegaConf.to_container(method[key], resolve=True)))
 
 
-def check_writable(folder: Path) -> None:
-    """Refuse an output folder that cannot be created or written (before Hydra creates anything)."""
+def writable_ancestor(folder: Path) -> tuple[Path, bool]:
+    """``(the folder itself or its nearest existing ancestor, whether this user can create files there)``:
+    where creating ``folder`` would start, and whether it could."""
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    return existing, existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse an output folder that cannot be created or written (before Hydra creates anything)."""
+    existing, writable = writable_ancestor(folder)
+    if not writable:
         raise ConfigError(f"cannot write the output folder {folder}: {existing} is not a writable directory")
 
 

@@ -47,8 +47,9 @@ bench: install
 reproduce: install
 	$(BIN)/python scripts/reproduce_studies.py --check docs/results/seed0.json
 
-# every GPU preset for a few steps on tiny CIFAR files, the fused / Sinkhorn divergences on CUDA, one DDP step:
-# a table, in under 8 minutes. Without a GPU: one line, exit 0, nothing run. Installs only into a missing venv.
+# every GPU preset's smoke variant (experiment=<preset>_smoke) on tiny files, the fused / Sinkhorn divergences
+# on CUDA, one DDP step: a table, in under 8 minutes. Without a GPU: one line, exit 0, nothing run. Installs
+# only into a missing venv.
 gpu-check:
 	@test -x $(BIN)/python || $(MAKE) --no-print-directory install
 	@$(BIN)/python scripts/gpu_check.py

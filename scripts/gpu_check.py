@@ -3,17 +3,19 @@
 Without a usable CUDA GPU it prints one line and exits 0, having run and written nothing. With one, in a
 temporary folder removed at the end (``--keep`` keeps it, with every run's log):
 
-1. tiny CIFAR-10 / CIFAR-100 files in the real format (``cifar-10-batches-py/``, ``cifar-100-python/``),
-   enough images for ``--steps`` batches of each preset's own batch size;
-2. every GPU preset (``conf/experiment/*.yaml`` with ``override /trainer: gpu``), each in its own process
-   through the real ``dlab`` entry point, for ``--steps`` training steps, one epoch, its stages (teacher,
-   rewind and search, SimCLR) cut to one epoch on the tiny data: the main fit's steps/s (after
+1. every GPU preset (``conf/experiment/*.yaml`` with ``override /trainer: gpu``) through its smoke variant
+   (``experiment=<preset>_smoke``: the preset itself, every stage and the main fit cut to one epoch), each in
+   its own process through the real ``dlab`` entry point, on tiny files in the real format that hold about
+   ``--steps`` batches of the preset's batch size (CIFAR pickles; GLUE TSV files with random BERT-base and
+   6-layer BERT folders; JSON-lines prompts with small GPT-2 folders): the main fit's steps/s (after
    ``--warmup`` steps), its peak GPU memory (``torch.cuda.max_memory_allocated``), the precision it
-   resolved, and whether every fit and every network forward outside the timed steps ran on the GPU;
-3. the fused pointwise path and the Sinkhorn members in float32 on CUDA, some also inside bf16 autocast (as
+   resolved, and whether every fit and every network forward outside the timed steps ran on the GPU. The
+   command line adds to the smoke variant only where the tiny files are, so the two cannot drift apart;
+   a smoke variant that keeps a stage longer than one epoch is not run;
+2. the fused pointwise path and the Sinkhorn members in float32 on CUDA, some also inside bf16 autocast (as
    a bf16-mixed training step calls them), against the plain path in float64 on the CPU: the largest
    absolute difference of the values and of the gradients of both inputs;
-4. one DDP step on one GPU (``trainer=ddp trainer.accelerator=gpu trainer.devices=1``).
+3. one DDP step on one GPU (``trainer=ddp trainer.accelerator=gpu trainer.devices=1``).
 
 It prints one table (check, precision, steps/s, peak memory, max abs difference, status) and exits 1 when
 any check failed. The whole check is kept under ``--budget`` seconds (default 480): a run that would go
@@ -21,6 +23,9 @@ past it is stopped (or not started) and its row says so.
 
     python scripts/gpu_check.py                 # make gpu-check
     python scripts/gpu_check.py --only bdkd_cifar100 --keep /tmp/gpu-check
+
+A smoke variant runs on real data the same way, e.g. ``dlab experiment=pld_cifar100_smoke
+data.data_dir=/datasets``.
 """
 
 from __future__ import annotations
@@ -29,12 +34,13 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +51,17 @@ STEPS, WARMUP = 12, 2  # training steps per preset; the first WARMUP are not tim
 BUDGET_S = 480.0  # the whole check, under the 8 minutes it promises
 RUN_TIMEOUT_S = 180.0  # one preset
 TOLERANCE = 1e-3  # divergence checks: max abs difference / max(1, largest reference magnitude)
-VAL_FRACTION = 0.1  # the presets' data.val_fraction (CIFAR); sizes leave room for it
 TEST_PER_CLASS = 2
 MIB = 2**20
-# keys that shorten a preset's stages, set to 1 where the preset's method reads them
-STAGE_KEYS = (
-    "method.teacher.max_epochs",
-    "method.rewind_epochs",
-    "method.search.epochs",
-    "method.pretrain.epochs",
-)
-# every run: one epoch, two validation and two test batches
-RUN_LIMITS = ("trainer.max_epochs=1", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2")
+SMOKE_SUFFIX = "_smoke"  # conf/experiment/<preset>_smoke.yaml: the preset, every stage cut short
+SMOKE_EPOCHS = 1  # the most epochs a smoke variant's stages and main fit may keep
+# the keys that set how long a stage or the main fit trains: max_epochs, rewind_epochs, search.epochs,
+# ltr.epochs_per_round, pretrain.epochs ... (the last component of the key)
+DURATION_KEY = re.compile(r"(^|_)epochs(_per_round)?$")
+# experiment=sinkd_glue's folders: a BERT-base teacher (BertConfig's defaults) and a 6-layer BERT student
+GLUE_MODELS = {"method.teacher.model.path": {}, "model.path": {"num_hidden_layers": 6}}
+LM_MODELS = {"model": "lm_tiny", "method.teacher.model": "lm_teacher_small"}  # conf/model/, for lm_kd_local
+LM_OPERAND_DIGITS = 3  # the tiny JSON-lines prompts: "a+b=" with operands of this many digits
 DDP = ("trainer=ddp", "trainer.accelerator=gpu", "trainer.devices=1", "++trainer.precision=auto")
 DDP_PRESET = "sinkd_cifar100"  # its teacher is in the check's teacher cache by then: the DDP run loads it
 
@@ -132,22 +137,13 @@ def format_table(rows: list[Row]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# tiny CIFAR files
-# ---------------------------------------------------------------------------------------------------------
-
-
-def images_per_class(batch_size: int, steps: int, classes: int, held_out: float = VAL_FRACTION) -> int:
-    """Training images per class for ``steps`` full batches after ``held_out`` of them go to validation."""
-    return math.ceil(batch_size * steps / (1.0 - held_out) / classes) + 1
-
-
-# ---------------------------------------------------------------------------------------------------------
-# presets and their command lines
+# presets, their smoke variants and their command lines
 # ---------------------------------------------------------------------------------------------------------
 
 
 def gpu_presets(folder: Path = EXPERIMENTS) -> list[str]:
-    """The experiment presets whose defaults list has ``override /trainer: gpu``, sorted."""
+    """The experiment presets whose defaults list has ``override /trainer: gpu``, sorted (a smoke variant
+    inherits the trainer from its preset's file, so it is not one of them)."""
     import yaml
 
     found = []
@@ -160,50 +156,175 @@ def gpu_presets(folder: Path = EXPERIMENTS) -> list[str]:
     return found
 
 
-@dataclass
-class Preset:
-    """What the check needs of a preset: its data (CIFAR variant, batch size, where the folder is set) and
-    the overrides that cut its stages down to one epoch."""
-
-    name: str
-    variant: str
-    batch_size: int
-    data_dir_key: str
-    stage_overrides: list[str] = field(default_factory=list)
+def smoke_variant(preset: str) -> str:
+    """The experiment that runs ``preset`` cut short: ``conf/experiment/<preset>_smoke.yaml``."""
+    return f"{preset}{SMOKE_SUFFIX}"
 
 
-def describe_preset(name: str) -> Preset:
-    """Compose ``experiment=name`` (as ``dlab`` does) and read what :class:`Preset` holds."""
+def compose_experiment(name: str, overrides: tuple[str, ...] = ()) -> Any:
+    """The ``train`` config with ``experiment=name`` and ``overrides``, composed as ``dlab`` composes it."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from divergence_lab.config.checks import reads
 
     GlobalHydra.instance().clear()
     with initialize_config_module("divergence_lab.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={name}"])
+        cfg = compose("train", overrides=[f"experiment={name}", *overrides])
     GlobalHydra.instance().clear()
-    data = cfg.data.base if "base" in cfg.data else cfg.data
-    data_dir_key = "data.base.data_dir" if "base" in cfg.data else "data.data_dir"
-    stage_overrides = [
-        f"{key}=1" for key in STAGE_KEYS if OmegaConf.select(cfg, key) is not None and reads(cfg.method, key)
-    ]
-    return Preset(name, str(data.variant), int(cfg.data.batch_size), data_dir_key, stage_overrides)
+    return cfg
 
 
-def run_overrides(preset: Preset, data_dir: Path, work: Path, steps: int, label: str) -> list[str]:
-    """The ``dlab`` command line (after the program name) of one preset's short run in ``work``."""
+def stage_durations(cfg: Any, prefix: str = "") -> dict[str, int]:
+    """Every integer setting of ``cfg`` whose key says how many epochs something trains
+    (:data:`DURATION_KEY`), by its dotted key; interpolations resolved."""
+    from omegaconf import DictConfig
+
+    found: dict[str, int] = {}
+    for key in cfg:
+        if isinstance(cfg._get_node(key), DictConfig):
+            found.update(stage_durations(cfg[key], f"{prefix}{key}."))
+        elif DURATION_KEY.search(str(key)):
+            value = cfg[key]
+            if isinstance(value, int) and not isinstance(value, bool):
+                found[f"{prefix}{key}"] = value
+    return found
+
+
+@dataclass
+class Preset:
+    """A GPU preset and the composed config of its smoke variant (``cfg``)."""
+
+    name: str
+    cfg: Any
+
+    @property
+    def smoke(self) -> str:
+        return smoke_variant(self.name)
+
+    @property
+    def data_kind(self) -> str:
+        """The class of the data module the config builds (its ``_target_``'s last component)."""
+        return str(self.cfg.data._target_).rsplit(".", 1)[-1]
+
+    def too_long(self) -> dict[str, int]:
+        """The smoke variant's stage lengths above :data:`SMOKE_EPOCHS` (none when it is cut short)."""
+        return {key: value for key, value in stage_durations(self.cfg).items() if value > SMOKE_EPOCHS}
+
+
+def describe_preset(name: str) -> Preset:
+    """The preset ``name`` with its smoke variant composed."""
+    return Preset(name, compose_experiment(smoke_variant(name)))
+
+
+def run_overrides(preset: Preset, data: list[str], work: Path, label: str) -> list[str]:
+    """The ``dlab`` command line (after the program name) of one preset's smoke run in ``work``: the smoke
+    variant, where its tiny files are (``data``, from :func:`write_tiny_data`), and where it writes."""
     return [
-        f"experiment={preset.name}",
-        f"{preset.data_dir_key}={data_dir}",
-        *RUN_LIMITS,
-        f"+trainer.limit_train_batches={steps}",
-        *preset.stage_overrides,
+        f"experiment={preset.smoke}",
+        *data,
         f"paths.output_root={work / 'outputs'}",
         f"paths.teacher_cache={work / 'teachers'}",
         f"hydra.run.dir={work / 'runs' / label}",
     ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tiny files in the real formats
+# ---------------------------------------------------------------------------------------------------------
+
+
+def images_per_class(batch_size: int, steps: int, classes: int, held_out: float) -> int:
+    """Training images per class for ``steps`` full batches after ``held_out`` of them go to validation."""
+    return math.ceil(batch_size * steps / (1.0 - held_out) / classes) + 1
+
+
+def cifar_files(preset: Preset, folder: Path, steps: int) -> list[str]:
+    """CIFAR pickles (also the base of GCD data) for ``steps`` batches; the data folder's override."""
+    from divergence_lab.data.cifar import LAYOUT, write_cifar
+
+    data = preset.cfg.data
+    base, key = (data.base, "data.base.data_dir") if "base" in data else (data, "data.data_dir")
+    classes = LAYOUT[base.variant].classes
+    per_class = images_per_class(int(data.batch_size), steps, classes, float(base.val_fraction))
+    write_cifar(folder, base.variant, per_class, test_per_class=TEST_PER_CLASS)
+    return [f"{key}={folder}"]
+
+
+def model_folder(key: str) -> str:
+    """The folder of the model at config ``key``: ``teacher`` (``method.teacher.model``), else ``student``."""
+    return "teacher" if key.startswith("method.teacher.") else "student"
+
+
+def glue_files(preset: Preset, folder: Path, steps: int) -> list[str]:
+    """A GLUE task's TSV files for ``steps`` batches and randomly initialised BERT folders of the sizes of
+    :data:`GLUE_MODELS`, each with the data's tokenizer; the overrides of the data and model folders."""
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    from divergence_lab.data.glue import task_named, write_glue
+    from divergence_lab.data.text_classification import local_tokenizer
+
+    data = preset.cfg.data
+    classes = len(task_named(data.task).labels)
+    rows = math.ceil(int(data.batch_size) * steps / (1.0 - float(data.val_fraction))) + classes
+    tokenizer = local_tokenizer(write_glue(folder / "glue", data.task, rows, TEST_PER_CLASS * classes))
+    overrides = [f"data.data_dir={folder / 'glue'}"]
+    for key, sizes in GLUE_MODELS.items():
+        config = BertConfig(vocab_size=len(tokenizer), num_labels=classes, **sizes)
+        target = folder / model_folder(key)
+        AutoModelForSequenceClassification.from_config(config).save_pretrained(target)
+        tokenizer.save_pretrained(target)  # as a real model folder: data.tokenizer may name it
+        overrides.append(f"{key}={target}")
+    return overrides
+
+
+def lm_files(preset: Preset, folder: Path, steps: int) -> list[str]:
+    """JSON-lines prompts ``a+b=`` with completions ``a+b`` (``steps`` batches of training rows, one batch of
+    validation and test rows), a character tokenizer and GPT-2 folders of the sizes of
+    :data:`LM_MODELS` (with the data's length as positions), the tokenizer saved in both; the overrides."""
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from divergence_lab.data.text.tokenizer import build_char_tokenizer
+    from divergence_lab.models.causal_lm import build_causal_lm
+
+    cfg = preset.cfg
+    batch = int(cfg.data.batch_size)
+    rng = np.random.default_rng(0)
+    data_folder = folder / "jsonl"
+    data_folder.mkdir(parents=True, exist_ok=True)
+    texts = []
+    for name, count in (("train.jsonl", batch * steps), ("validation.jsonl", batch), ("test.jsonl", batch)):
+        a, b = rng.integers(0, 10**LM_OPERAND_DIGITS, size=(2, count))
+        rows = [{"prompt": f"{x}+{y}=", "completion": str(x + y)} for x, y in zip(a, b, strict=True)]
+        (data_folder / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+        texts += [row["prompt"] + row["completion"] for row in rows]
+    tokenizer = build_char_tokenizer("".join(texts))
+    overrides = [f"data.path={data_folder}"]
+    for key, option in LM_MODELS.items():
+        model_cfg = OmegaConf.load(EXPERIMENTS.parent / "model" / f"{option}.yaml")
+        model_cfg.sizes.n_positions = int(cfg.data.max_length)
+        ids = (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id)
+        target = folder / model_folder(key)
+        build_causal_lm(model_cfg, len(tokenizer), *ids).save_pretrained(target)
+        tokenizer.save_pretrained(target)
+        overrides.append(f"{key}.path={target}")
+    return overrides
+
+
+# the data module a smoke variant builds (its _target_'s class) -> the writer of its tiny files
+TINY_DATA = {
+    "CIFARDataModule": cifar_files,
+    "GCDDataModule": cifar_files,
+    "GlueDataModule": glue_files,
+    "JsonlLMDataModule": lm_files,
+}
+
+
+def write_tiny_data(preset: Preset, folder: Path, steps: int) -> list[str]:
+    """Write tiny files of the preset's data (and model folders, where it reads its models from folders)
+    under ``folder``, about ``steps`` batches of training data; the overrides that point the run at them."""
+    if preset.data_kind not in TINY_DATA:
+        raise ValueError(f"no tiny files for {preset.data_kind}")
+    return TINY_DATA[preset.data_kind](preset, folder, steps)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -483,29 +604,44 @@ def no_gpu_line() -> str | None:
     return f"gpu-check: no usable CUDA GPU (torch {torch.__version__}: {why}); nothing run"
 
 
+def prepare_run(name: str, work: Path, steps: int) -> tuple[Preset | None, list[str], str]:
+    """The preset ``name`` with its smoke variant composed and its tiny files written: ``(preset, data
+    overrides, "")``, or ``(None, [], why it cannot run)``."""
+    smoke = smoke_variant(name)
+    if not (EXPERIMENTS / f"{smoke}.yaml").is_file():
+        return None, [], f"no smoke variant: add conf/experiment/{smoke}.yaml"
+    preset = describe_preset(name)
+    if long := preset.too_long():
+        shown = ", ".join(f"{key}={value}" for key, value in long.items())
+        return None, [], f"not run: {smoke} keeps {shown} (at most {SMOKE_EPOCHS})"
+    try:
+        data = write_tiny_data(preset, work / "data" / name, steps)
+    except Exception as error:  # one row says what failed
+        return None, [], f"no tiny data: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
+    return preset, data, ""
+
+
 def check(args: argparse.Namespace, work: Path) -> list[Row]:
     """Everything the module docstring lists, in ``work``; the table's rows."""
-    from divergence_lab.data.cifar import LAYOUT, write_cifar
-
     deadline = time.monotonic() + args.budget
     rows = divergence_rows()
-    presets = [describe_preset(name) for name in args.only]
-    data_dir = work / "data"
-    for variant in sorted({p.variant for p in presets}):
-        biggest = max(p.batch_size for p in presets if p.variant == variant)
-        per_class = images_per_class(biggest, args.steps, LAYOUT[variant].classes)
-        write_cifar(data_dir, variant, per_class, test_per_class=TEST_PER_CLASS)
-    for preset in presets:
-        argv = run_overrides(preset, data_dir, work, args.steps, preset.name)
+    ready: dict[str, tuple[Preset, list[str]]] = {}
+    for name in args.only:
+        preset, data, why = prepare_run(name, work, args.steps)
+        if preset is None:
+            rows.append(Row(smoke_variant(name), status=why))
+            continue
+        ready[name] = (preset, data)
         left = min(RUN_TIMEOUT_S, deadline - time.monotonic())
-        rows.append(launch(preset.name, argv, work, args.warmup, left))
-        print(f"gpu-check: {preset.name} done ({rows[-1].status})", file=sys.stderr, flush=True)
-    ddp = next((p for p in presets if p.name == DDP_PRESET), presets[0] if presets else None)
+        argv = run_overrides(preset, data, work, preset.smoke)
+        rows.append(launch(preset.smoke, argv, work, args.warmup, left))
+        print(f"gpu-check: {preset.smoke} done ({rows[-1].status})", file=sys.stderr, flush=True)
+    ddp = DDP_PRESET if DDP_PRESET in ready else next(iter(ready), None)
     if ddp is not None:
-        label = f"ddp, 1 GPU ({ddp.name})"
-        argv = [*run_overrides(ddp, data_dir, work, args.steps, "ddp"), *DDP]
+        preset, data = ready[ddp]
+        argv = [*run_overrides(preset, data, work, "ddp"), *DDP]
         left = min(RUN_TIMEOUT_S, deadline - time.monotonic())
-        rows.append(launch(label, argv, work, args.warmup, left, stem="ddp"))
+        rows.append(launch(f"ddp, 1 GPU ({preset.smoke})", argv, work, args.warmup, left, stem="ddp"))
     return rows
 
 

@@ -37,7 +37,7 @@ from divergence_lab.config.errors import ConfigError
 
 CONF_DIR = Path(__file__).parents[1] / "conf"
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
-SCHEDULER_NAMES = ("none", "cosine", "step")
+SCHEDULER_NAMES = ("none", "cosine", "step", "linear")  # linear: per optimiser step, optional warm-up
 NULL_ALLOWED_GROUPS = ("experiment", "hparams_search")
 SEARCHPATH_OVERRIDE = "hydra.searchpath="
 HYDRA_GROUP_PREFIX = "hydra/"  # Hydra's own groups (hydra/launcher, hydra/sweeper): options also in code
@@ -46,6 +46,7 @@ PRUNERS = ("cts", "random", "magnitude", "snip", "grasp", "synflow", "ltr")
 MASK_PRUNERS = ("synflow", "ltr")  # they choose a mask, not scores
 SANITY_CHECKS = ("none", "shuffle", "invert", "reinit")
 DKL_FORMS = ("official_code", "paper")  # LegoGCD's dual-view term: the official code's, or Eq. 11-12
+LOSS_REDUCTIONS = ("mean", "sum")  # method.loss_reduction of pruning: the batch's cross-entropy (TLAB: sum)
 SELECTIONS = ("best", "last")  # method.checkpoint_selection: the best validation epoch, or the last epoch
 TIE_POSITIONS = ("first", "last")  # checkpoint_selection.tie_break by epoch rather than by a val/ metric
 READ_GROUPS = ("model", "divergence")  # the groups a method may leave unread (method.reads)
@@ -77,7 +78,12 @@ METHOD_NON_NEGATIVE = (
     "ler_weight",
 )
 # ... and those that must be integers >= the bound
-METHOD_INTEGERS_AT_LEAST = {"rewind_epochs": 0, "score_batches": 1, "synflow_rounds": 1}
+METHOD_INTEGERS_AT_LEAST = {
+    "rewind_epochs": 0,
+    "score_batches": 1,
+    "synflow_rounds": 1,
+    "eval_every_steps": 1,  # KD / SinKD: the test evaluations of the optimistic best-of-evaluations metric
+}
 BALANCE_RULES = ("entropy_ratio", "sigmoid_gap", "inverted", "fixed")  # method.balance of BD-KD
 SINKHORN_REDUCTIONS = ("sum", "mean")  # method.sinkhorn_reduction of SinKD
 BACKBONE_KINDS = ("mlp", "resnet_cifar")  # method.backbone.kind of LegoGCD
@@ -92,7 +98,6 @@ INPUT_DESCRIPTIONS = {  # what one example of an input kind is, in a refusal
     "tokens": "token rows (text for a sequence classifier)",
     "text": "prompt/completion text",
 }
-CIFAR_TARGET = "divergence_lab.data.cifar.CIFARDataModule"  # its val_fraction may be 0 only as a GCD base
 TEACHER_MODEL_CHOICE = "model@method.teacher.model"  # the teacher's model option, as Hydra names it
 
 
@@ -196,7 +201,9 @@ def _check_positive_finite(value: Any, subject: str) -> None:
 
 
 def check_optimizer(optimizer: Any, key: str) -> None:
-    """Check ``{name, lr, weight_decay, scheduler}``: known names, ``lr > 0``, ``weight_decay >= 0``."""
+    """Check ``{name, lr, weight_decay, scheduler}``: known names, ``lr > 0``, ``weight_decay >= 0``; the
+    schedule's own settings (``min_lr_factor``; ``milestones``, ``gamma`` of ``step``; ``warmup_steps`` of
+    ``linear``, an integer >= 0 that no other schedule reads)."""
     name = optimizer.get("name")
     if name not in OPTIMIZER_NAMES:
         raise ConfigError(f"{key}.name must be one of {', '.join(OPTIMIZER_NAMES)} (got {name!r})")
@@ -217,6 +224,19 @@ def check_optimizer(optimizer: Any, key: str) -> None:
         raise ConfigError(f"{key}.min_lr_factor must be a number in [0, 1] (got {min_lr_factor!r})")
     if scheduler == "step":
         _check_milestones(optimizer.get("milestones"), optimizer.get("gamma", 0.1), key)
+    _check_warmup_steps(optimizer.get("warmup_steps"), scheduler, key)
+
+
+def _check_warmup_steps(warmup_steps: Any, scheduler: Any, key: str) -> None:
+    """``warmup_steps``: an integer >= 0 (null: 0); a warm-up is only part of ``scheduler: linear``."""
+    if warmup_steps is None:
+        return
+    check_integer_at_least(warmup_steps, f"{key}.warmup_steps", 0)
+    if warmup_steps > 0 and scheduler != "linear":
+        raise ConfigError(
+            f"{key}.warmup_steps={warmup_steps} is read only by scheduler=linear (got "
+            f"scheduler={scheduler}); set it to 0 or use the linear schedule"
+        )
 
 
 def _check_milestones(milestones: Any, gamma: Any, key: str) -> None:
@@ -380,7 +400,8 @@ def check_divergence_temperature(cfg: DictConfig) -> None:
 
 
 def check_pruning(method: Any) -> None:
-    """Pruning methods: a known pruner and sanity check, a density in (0, 1], an LTR schedule that ends."""
+    """Pruning methods: a known pruner and sanity check, a density in (0, 1], an LTR schedule that ends, a
+    known reduction of the training loss."""
     pruner, sanity = method.get("pruner"), method.get("sanity")
     if pruner is not None and pruner not in PRUNERS:
         raise ConfigError(f"method.pruner must be one of {', '.join(PRUNERS)} (got {pruner!r})")
@@ -397,6 +418,16 @@ def check_pruning(method: Any) -> None:
         if not _is_number(fraction) or not 0.0 < fraction < 1.0:
             raise ConfigError(f"method.ltr.prune_fraction must be a number in (0, 1) (got {fraction!r})")
         check_integer_at_least(ltr.get("epochs_per_round"), "method.ltr.epochs_per_round")
+    if method.get("pruner") is not None and method.optimizer.get("scheduler") == "linear":
+        raise ConfigError(
+            "method.optimizer.scheduler=linear steps per optimiser step, but pruning's rewind and LTR rounds "
+            "step their schedule per epoch: use cosine, step or none"
+        )
+    reduction = method.get("loss_reduction")
+    if reduction is not None and reduction not in LOSS_REDUCTIONS:
+        raise ConfigError(
+            f"method.loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)} (got {reduction!r})"
+        )
 
 
 def check_category_discovery(method: Any) -> None:
@@ -600,6 +631,20 @@ def check_no_missing_values(cfg: DictConfig) -> None:
         )
 
 
+def check_validation_split(cfg: DictConfig) -> None:
+    """Data that hold out no validation images (``data.val_fraction: 0``; GCD data validate on their
+    unlabelled images instead) leave nothing to select an epoch or tune on: the run must test its last epoch
+    (``protocol=full_train_last_epoch``); an Optuna sweep of them is refused by the sweep checks."""
+    if cfg.data.get("val_fraction") != 0:
+        return
+    if cfg.method.get("checkpoint_selection", "best") != "last":
+        raise ConfigError(
+            "data.val_fraction=0 holds out no validation images to select the tested epoch: choose "
+            "protocol=full_train_last_epoch (train on every training image, test the last epoch) or a "
+            "data.val_fraction > 0"
+        )
+
+
 def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     """The checks that need no deep-learning framework (well under a second); ``overrides`` are the run's
     command-line and sweep overrides, checked against what the method reads."""
@@ -625,6 +670,7 @@ def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     check_method_reads(cfg, overrides)
     check_optimized_metric(cfg)
     check_checkpoint_selection(cfg)
+    check_validation_split(cfg)
     check_threads(cfg.get("threads", "auto"))
     check_precision(cfg.trainer)
     check_trainer(cfg.trainer)
@@ -819,8 +865,8 @@ def check_compatibility(cfg: DictConfig, config_dirs: Sequence[Path] = (CONF_DIR
 
 def check_declared_data(data_cfg: Any, served: DataServes) -> None:
     """Data values that only the data module refused once it had loaded the data, decided from the declared
-    number of classes and the config: the known classes of a GCD split, and a CIFAR split without
-    validation images outside GCD."""
+    number of classes and the config: the known classes of a GCD split (a split without validation images:
+    :func:`check_validation_split`)."""
     num_known = data_cfg.get("num_known")
     if (
         num_known is not None
@@ -830,9 +876,4 @@ def check_declared_data(data_cfg: Any, served: DataServes) -> None:
         raise ConfigError(
             f"data.num_known must be in [1, {served.classes - 1}] for the {served.classes} classes of "
             f"data={served.name} (got {num_known!r})"
-        )
-    if data_cfg.get("_target_") == CIFAR_TARGET and data_cfg.get("val_fraction") == 0:
-        raise ConfigError(
-            "data.val_fraction=0 leaves no validation images; only a GCD data config (data=gcd_cifar100) "
-            "can use every training image"
         )

@@ -295,11 +295,13 @@ def check_report_settings(cfg: DictConfig) -> None:
 
 def check_runtime(configs: list[DictConfig], config_dirs: Sequence[Path] = (CONF_DIR,)) -> None:
     """Checks that import torch: the settings the data and model classes take, their constructors' checks
-    (:func:`check_data_modules`), the divergences' parameters and kinds, a GPU trainer without a GPU."""
+    (:func:`check_data_modules`), the divergences' parameters and kinds, the method module's own rules
+    (:func:`check_method_settings`), a GPU trainer without a GPU."""
     for cfg in configs:
         check_target_settings(cfg)
         validate_divergence(cfg)
         check_method_divergences(cfg)
+        check_method_settings(cfg)
     check_data_modules(configs, config_dirs)
     launcher = str(OmegaConf.select(configs[0], "hydra.launcher._target_", default=""))
     runs_here = any(hint in launcher for hint in LOCAL_LAUNCHER_HINTS)
@@ -314,6 +316,20 @@ def check_runtime(configs: list[DictConfig], config_dirs: Sequence[Path] = (CONF
                 f"trainer.accelerator={wants_gpu[0].trainer.accelerator} but this machine has no usable GPU "
                 f"(torch.cuda.is_available() is False); use trainer=cpu, or a SLURM launcher for GPU nodes"
             )
+
+
+def check_method_settings(cfg: DictConfig) -> None:
+    """The rules a method module keeps beside its builder: ``check_settings(method_cfg)`` in the module that
+    ``method.builder`` names, when it defines one (PLD's teacher reference, LegoGCD's projector widths)."""
+    import importlib
+
+    try:
+        module = importlib.import_module(str(cfg.method.builder).rsplit(".", 1)[0])
+    except ModuleNotFoundError:  # a builder that is not importable: building the method names it
+        return
+    check = getattr(module, "check_settings", None)
+    if check is not None:
+        check(cfg.method)
 
 
 def check_teacher_caches(configs: list[DictConfig]) -> None:
@@ -400,7 +416,9 @@ def check_data_modules(configs: list[DictConfig], config_dirs: Sequence[Path]) -
         served = DataServes(found[0], found[1], cfg.data) if found else None
         data_key = OmegaConf.to_yaml(cfg.data)
         if data_key not in modules:
-            arguments = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k not in LABEL_KEYS["data"]])
+            # resolved first: a copy of the node alone cannot follow ${model.path}-style interpolations
+            data = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
+            arguments = OmegaConf.masked_copy(data, [k for k in data if k not in LABEL_KEYS["data"]])
             modules[data_key] = instantiate_target(arguments, "data", seed=cfg.seed)
             if served is not None and served.cheap_setup:
                 with quiet_logging():  # the run sets it up again and shows its warnings then

@@ -57,6 +57,11 @@ def check_sweep_settings(cfg: DictConfig, sweep_arguments: Sequence[str] = ()) -
     if hydra is None:
         return
     check_sweeper(hydra.sweeper, str(cfg.get("optimized_metric")), sweep_arguments)
+    if _class_name(hydra.sweeper) in OPTUNA_SWEEPERS and cfg.get("data", {}).get("val_fraction") == 0:
+        raise ConfigError(
+            "data.val_fraction=0 (protocol=full_train_last_epoch) leaves no validation metric for the Optuna "
+            "sweeper to tune on: use protocol=heldout"
+        )
     check_launcher(hydra.launcher)
 
 

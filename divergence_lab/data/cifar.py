@@ -8,8 +8,9 @@ Expected layout under ``data_dir`` (as distributed at https://www.cs.toronto.edu
 Each file is a pickled dict with ``data`` (uint8, N x 3072, channel-planar R, G, B planes of 32 x 32) and
 ``labels`` (CIFAR-10) or ``fine_labels`` (CIFAR-100). A small reader replaces torchvision's (which also
 md5-checks every file). Images are normalised with the training split's per-channel mean and std; a
-stratified part of the training set (``val_fraction``) is held out for validation; the official test
-set is the test split. Training batches are augmented on the device with the standard random crop
+stratified part of the training set (``val_fraction``) is held out for validation (none with
+``val_fraction = 0``: ``protocol=full_train_last_epoch``, or the GCD protocol); the official test set is the
+test split. Training batches are augmented on the device with the standard random crop
 (4-pixel zero padding) and horizontal flip.
 
 A missing, truncated, corrupt or wrong-format file is refused with a one-line ``ValueError`` that starts
@@ -25,7 +26,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.tensor_datamodule import (
@@ -269,16 +269,6 @@ class CIFARDataModule(TensorDataModule):
             "test": (normalise(test_images), test_labels),
         }
 
-    def val_dataloader(self) -> DataLoader:
-        """The held-out part of the training files; ``val_fraction = 0`` (the GCD protocol, which evaluates
-        on its unlabelled training images instead) leaves none, and a run that validates is refused."""
-        if self.val_fraction == 0.0:
-            raise ConfigError(
-                "data.val_fraction=0 leaves no validation images; only a GCD data config (data=gcd_cifar100) "
-                "can use every training image"
-            )
-        return super().val_dataloader()
-
     def data_fingerprint(self) -> str:
         """See :meth:`TensorDataModule.data_fingerprint`; cheap here: the variant, the split and label-noise
         parameters, and each file's name, size and modification time (the files are never read)."""
@@ -294,9 +284,9 @@ class CIFARDataModule(TensorDataModule):
             }
         )
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        trainer = getattr(self, "trainer", None)
-        if self.augment and trainer is not None and trainer.training:
-            images, labels = batch
-            return random_crop_flip(images), labels
-        return batch
+    def augment_training_batch(self, batch: Any) -> Any:
+        """The random crop (4-pixel zero padding) and horizontal flip of every image (``augment: true``)."""
+        if not self.augment:
+            return batch
+        images, labels = batch
+        return random_crop_flip(images), labels

@@ -167,6 +167,10 @@ class GCDDataModule(L.LightningDataModule):
         x, y, labelled = (torch.stack(column) for column in zip(*batch, strict=True))
         return augment(x, self.augment_kind), augment(x, self.augment_kind), y, labelled
 
+    def augment_training_batch(self, batch: Any) -> Any:
+        """The batch as it is: its two views were augmented when it was gathered (:meth:`two_views`)."""
+        return batch
+
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
         if self.balanced_sampling:

@@ -9,7 +9,7 @@ not their types or the semantics documented here, which ``tests/data/test_protoc
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -44,6 +44,13 @@ class ClassificationData(Protocol):
         ``(x, y)`` (``x`` float32 ``(B, *input_shape)``, ``y`` int64 ``(B,)``), except for
         :class:`CategoryDiscoveryData`, whose batches are documented there.
         """
+        ...
+
+    def augment_training_batch(self, batch: Any) -> Any:
+        """A training batch (already on its device) as training sees it: the data's augmentation applied
+        (CIFAR: random crop and flip), drawn from the global random streams; the batch itself where the data
+        have none. Lightning applies it to every training batch; a loop outside Lightning (a stage) calls it
+        on the batches it trains on."""
         ...
 
     def val_dataloader(self) -> DataLoader:

@@ -122,6 +122,17 @@ class TensorDataModule(L.LightningDataModule):
         """The training inputs ``(N_train, *input_shape)`` in dataset order (the storage, not a copy)."""
         return self.splits["train"].tensors[0]
 
+    def augment_training_batch(self, batch: Any) -> Any:
+        """A training batch as training sees it, on its device: the data's augmentation (none here)."""
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Lightning's hook: training batches go through :meth:`augment_training_batch`, others unchanged."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training:
+            return self.augment_training_batch(batch)
+        return batch
+
     def train_dataloader(self) -> DataLoader:
         dataset = self.splits["train"]
         return DataLoader(
@@ -136,6 +147,11 @@ class TensorDataModule(L.LightningDataModule):
         return DataLoader(
             self.splits[split], batch_size=self.eval_batch_size, shuffle=False, collate_fn=gathered_batch
         )
+
+    @property
+    def has_validation_split(self) -> bool:
+        """Whether the validation split holds any example (``val_fraction = 0`` holds out none)."""
+        return len(self.splits["val"]) > 0
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

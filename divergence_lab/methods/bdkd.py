@@ -171,7 +171,7 @@ class BalancedOnlineDistillation(ClassifierModule):
             "weight_decay": self.teacher_optimizer.get("weight_decay", 0.0),
         }
         groups = [{"params": list(self.net.parameters())}, teacher_group]
-        return make_optimizer(groups, self.optimizer_config, self.max_epochs)
+        return make_optimizer(groups, self.optimizer_config, self.max_epochs, self.total_optimizer_steps())
 
 
 def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> BalancedOnlineDistillation:

@@ -9,38 +9,50 @@ calibration error), ``test/nll`` at the end, with the test confusion matrix of t
 (:meth:`ClassifierModule.test_class_counts`: per-class accuracy, ``confusion.json``). A distillation method
 names its teacher (:meth:`ClassifierModule.distilled_teacher`) and is also tested for how closely the
 student follows it: ``test/agreement`` and ``test/kl_teacher_student``
-(:mod:`divergence_lab.metrics.distillation`).
+(:mod:`divergence_lab.metrics.distillation`). With ``eval_every_steps`` the trained network is also
+evaluated on the test split every that many optimiser steps, and the best of those accuracies is logged as
+``test/optimistic_best_of_evals_acc`` (:mod:`divergence_lab.metrics.best_of_evals`: optimistic, for
+comparison with papers that report it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.methods.training_terms import TrainingTermsLogging
+from divergence_lab.metrics.best_of_evals import BestOfEvaluations
 from divergence_lab.metrics.classification import EvaluationMetrics
 from divergence_lab.metrics.distillation import TeacherStudentMetrics
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+STEP_SCHEDULERS = ("linear",)  # stepped after every optimiser step, over the run's total number of steps
 
 
 def make_optimizer(
-    parameters: Any, optimizer: dict[str, Any], max_epochs: int
+    parameters: Any, optimizer: dict[str, Any], max_epochs: int, total_steps: int | None = None
 ) -> dict[str, Any] | torch.optim.Optimizer:
     """Build ``torch.optim`` objects from ``{name, lr, weight_decay, momentum?, scheduler?, ...}``.
 
     ``parameters`` may be a list of parameter-group dicts; the config gives the defaults of every group.
     ``no_decay_1d: true`` puts the tensors with at most one dimension (biases, normalisation scales) in a
-    group without weight decay, as the official SimGCD / LegoGCD code does. Schedulers, stepped per epoch:
+    group without weight decay, as the official SimGCD / LegoGCD code does. Schedulers, stepped per epoch
+    ``e`` (0-based) unless said otherwise:
 
     * ``cosine``: ``lr_e = η_min + (lr − η_min)(1 + cos(π e / max_epochs)) / 2`` with
       ``η_min = lr · min_lr_factor`` (default 0; SimGCD: 1e-3);
     * ``step``: ``lr_e = lr · gamma^(number of milestones <= e)``, ``e`` 0-based (TLAB on CIFAR: 79, 119);
+    * ``linear``, stepped per optimiser step ``s`` (0-based) over ``S = total_steps``, with ``w =
+      warmup_steps`` (default 0): ``lr_s = lr · s / w`` for ``s < w``, then ``lr · max(0, (S − s) / (S − w))``
+      (Hugging Face's ``get_linear_schedule_with_warmup``: the rate is 0 after the last step);
     * ``none``: constant.
     """
     kwargs = {"lr": optimizer["lr"], "weight_decay": optimizer.get("weight_decay", 0.0)}
@@ -52,6 +64,11 @@ def make_optimizer(
     kind = optimizer.get("scheduler", "none")
     if kind == "none":
         return opt
+    if kind in STEP_SCHEDULERS:
+        steps = _required_total_steps(total_steps)
+        schedule = linear_schedule(steps, optimizer.get("warmup_steps", 0))
+        linear = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": linear, "interval": "step"}}
     if kind == "cosine":
         eta_min = optimizer["lr"] * optimizer.get("min_lr_factor", 0.0)
         scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -62,6 +79,36 @@ def make_optimizer(
             opt, milestones=list(optimizer["milestones"]), gamma=optimizer.get("gamma", 0.1)
         )
     return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def linear_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """The factor ``lr_s / lr`` of the ``linear`` schedule at optimiser step ``s`` (:func:`make_optimizer`);
+    the denominators are at least 1, so ``w = 0`` or ``w >= S`` stay defined."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+def _required_total_steps(total_steps: int | None) -> int:
+    """The run's number of optimiser steps, which a per-step schedule needs and only some methods give."""
+    if total_steps is None:
+        raise ConfigError(
+            f"scheduler={STEP_SCHEDULERS[0]} needs the run's number of optimiser steps, which this method's "
+            "optimiser does not take; use cosine, step or none"
+        )
+    return int(total_steps)
+
+
+def total_optimizer_steps(trainer: Any, optimizer: dict[str, Any]) -> int | None:
+    """The run's optimiser steps as ``trainer`` counts them (epochs × batches per epoch / gradient
+    accumulation, or ``max_steps``), asked for only where the schedule is per step (None otherwise)."""
+    if optimizer.get("scheduler", "none") not in STEP_SCHEDULERS:
+        return None
+    return int(trainer.estimated_stepping_batches)
 
 
 def weight_decay_groups(parameters: Any) -> list[dict[str, Any]]:
@@ -79,15 +126,27 @@ class ClassifierModule(TrainingTermsLogging):
     (``test/teacher_acc`` ...). ``test_step`` returns ``{"probs": {prefix: probabilities}, "y": labels}``
     for callbacks such as the reliability diagram. The trained network's test predictions are also counted
     per class (:meth:`test_class_counts`), and compared with the teacher's when
-    :meth:`distilled_teacher` names one (``test/agreement``, ``test/kl_teacher_student``).
+    :meth:`distilled_teacher` names one (``test/agreement``, ``test/kl_teacher_student``). With
+    ``eval_every_steps`` the trained network is evaluated on the test split every that many optimiser steps
+    (:class:`~divergence_lab.metrics.best_of_evals.BestOfEvaluations`, attached by
+    :meth:`configure_callbacks`; None: no such evaluation).
     """
 
-    def __init__(self, net: nn.Module, num_classes: int, optimizer: dict[str, Any], max_epochs: int) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optimizer: dict[str, Any],
+        max_epochs: int,
+        *,
+        eval_every_steps: int | None = None,
+    ) -> None:
         super().__init__()
         self.net = net
         self.optimizer_config = dict(optimizer)
         self.max_epochs = max_epochs
         self.num_classes = num_classes
+        self.periodic_evaluation = None if eval_every_steps is None else BestOfEvaluations(eval_every_steps)
         self.val_acc = nn.ModuleDict()
         self.val_nll = nn.ModuleDict()
         self.test_metrics = nn.ModuleDict()
@@ -164,4 +223,15 @@ class ClassifierModule(TrainingTermsLogging):
         return network(x).float()
 
     def configure_optimizers(self):
-        return make_optimizer(self.net.parameters(), self.optimizer_config, self.max_epochs)
+        return make_optimizer(
+            self.net.parameters(), self.optimizer_config, self.max_epochs, self.total_optimizer_steps()
+        )
+
+    def total_optimizer_steps(self) -> int | None:
+        """The run's optimiser steps (:func:`total_optimizer_steps`), for a per-step schedule."""
+        return total_optimizer_steps(self.trainer, self.optimizer_config)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The periodic test evaluation of ``eval_every_steps`` (none when off). The same instance on every
+        call: the test after fitting keeps the evaluations recorded while fitting."""
+        return [] if self.periodic_evaluation is None else [self.periodic_evaluation]

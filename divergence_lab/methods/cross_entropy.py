@@ -14,11 +14,18 @@ from divergence_lab.models import build_network
 
 
 class CrossEntropyModule(ClassifierModule):
-    """Minimises ``CE(softmax(net(x)), y)``."""
+    """Minimises ``CE(softmax(net(x)), y)`` over a batch of ``B`` examples: ``(1/B) Σ_i CE_i`` with
+    ``loss_reduction="mean"``, ``Σ_i CE_i`` with ``"sum"`` (TLAB's, so a gradient-norm clip bites ``B``
+    times sooner); ``train/ce`` is the batch mean either way."""
+
+    def __init__(self, *args: Any, loss_reduction: str = "mean", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_reduction = loss_reduction
 
     def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        loss = F.cross_entropy(self(x), y)
-        return {"loss": loss, "ce": loss.detach()}
+        loss = F.cross_entropy(self(x), y, reduction=self.loss_reduction)
+        mean = loss if self.loss_reduction == "mean" else loss / y.shape[0]
+        return {"loss": loss, "ce": mean.detach()}
 
 
 def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> CrossEntropyModule:

@@ -5,7 +5,8 @@ The student minimises ``(1 - alpha) * CE(student, y) + alpha * mean_i D(student_
 the divergence config). A divergence named in ``method.divergence_warmup`` is ramped in linearly:
 the KD term is multiplied by ``min(e / W, 1)`` in (1-based) epoch ``e`` with ``W`` its warm-up epochs, as
 mdistiller does for DKD (``W = 20``). The teacher is frozen, kept in eval mode, and comes from the teacher
-cache, so a sweep over divergences and seeds trains it once.
+cache, so a sweep over divergences and seeds trains it once. ``method.eval_every_steps`` (null: off) adds
+the optimistic best-of-evaluations test accuracy (:mod:`divergence_lab.metrics.best_of_evals`).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ class DistillationModule(ClassifierModule):
         optimizer: dict[str, Any],
         max_epochs: int,
         warmup_epochs: int = 0,
+        eval_every_steps: int | None = None,
     ) -> None:
-        super().__init__(net, num_classes, optimizer, max_epochs)
+        super().__init__(net, num_classes, optimizer, max_epochs, eval_every_steps=eval_every_steps)
         self.teacher = teacher.eval().requires_grad_(False)
         self.divergence = divergence
         self.alpha = alpha
@@ -122,4 +124,5 @@ def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> 
         optimizer=dict(cfg.method.optimizer),
         max_epochs=cfg.trainer.max_epochs,
         warmup_epochs=warmup_epochs(cfg),
+        eval_every_steps=cfg.method.eval_every_steps,
     )

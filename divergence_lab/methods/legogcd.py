@@ -1,9 +1,9 @@
 """LegoGCD (Cao et al., CVPR 2024) on top of SimGCD (Wen et al., ICCV 2023): generalized category discovery.
 
 Network: a backbone (``mlp`` or ``resnet_cifar``; pretrained with SimCLR here, only its last block trained,
-as DINO ViT-B/16 in the paper), a
-projector for contrastive features, and a cosine prototype classifier ``s = <f/|f|, w_k/|w_k|>`` over all
-K classes. With ``P = softmax(s/τ_s)`` (τ_s = 0.1) on both views (2B rows), the SimGCD loss is::
+as DINO ViT-B/16 in the paper), a projector MLP for contrastive features (:func:`projector_mlp`; the official
+DINOHead's is 768 -> 2048 -> 2048 -> 256), and a cosine prototype classifier ``s = <f/|f|, w_k/|w_k|>`` over
+all K classes. With ``P = softmax(s/τ_s)`` (τ_s = 0.1) on both views (2B rows), the SimGCD loss is::
 
     L = (1-λ)(L_u_cls + ε(log K - H(mean P)) + L_u_rep) + λ(L_s_cls + L_s_rep),   λ = 0.35
     L_s_cls  = CE(s/τ_s, y) on labelled rows;  L_u_cls = cross-view CE(softmax(s'/τ_t) detached, P)
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 from torch import Tensor, nn
 
 from divergence_lab import divergences
@@ -48,7 +49,7 @@ from divergence_lab.config.checks import DKL_FORMS
 from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.gcd import augment
 from divergence_lab.data.protocol import CategoryDiscoveryData
-from divergence_lab.methods.classifier import make_optimizer
+from divergence_lab.methods.classifier import make_optimizer, total_optimizer_steps
 from divergence_lab.methods.progress import NO_CHECKPOINT, EpochCheckpoint, StageProgress, mean_of
 from divergence_lab.methods.stages import Stage, StageContext, StageOutput, cpu_state, network_from_state
 from divergence_lab.methods.training_terms import TrainingTermsLogging
@@ -58,12 +59,25 @@ SIMCLR_LOOP = "simclr pretraining"  # the progress label and epoch-checkpoint na
 
 
 class GCDNetwork(nn.Module):
-    """Backbone -> (normalised projector features, cosine logits over ``num_classes`` prototypes)."""
+    """Backbone -> (normalised projector features, cosine logits over ``num_classes`` prototypes).
 
-    def __init__(self, backbone: nn.Sequential, width: int, projection: int, num_classes: int) -> None:
+    The projector is an MLP ``width -> h_1 -> ... -> h_n -> projection`` with GELU between its layers
+    (:func:`projector_mlp`); ``projector_hidden = (h_1, ..., h_n)``, by default one layer as wide as the
+    backbone's features (``(width,)``). The official DINOHead is ``(2048, 2048)`` into a 256-d bottleneck.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Sequential,
+        width: int,
+        projection: int,
+        num_classes: int,
+        projector_hidden: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.projector = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, projection))
+        hidden = [width] if projector_hidden is None else list(projector_hidden)
+        self.projector = projector_mlp(width, hidden, projection)
         self.prototypes = nn.Parameter(torch.randn(num_classes, width) / math.sqrt(width))
 
     def last_block(self) -> nn.Module:
@@ -74,6 +88,15 @@ class GCDNetwork(nn.Module):
         features = self.backbone(x)
         logits = F.normalize(features, dim=1) @ F.normalize(self.prototypes, dim=1).T
         return F.normalize(self.projector(features), dim=1), logits
+
+
+def projector_mlp(width: int, hidden: Sequence[int], projection: int) -> nn.Sequential:
+    """``Linear(width, h_1), GELU, ..., Linear(h_n, projection)``; no hidden width: one ``Linear``."""
+    sizes = [width, *hidden, projection]
+    layers: list[nn.Module] = []
+    for size_in, size_out in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(size_in, size_out), nn.GELU()]
+    return nn.Sequential(*layers[:-1])
 
 
 def build_backbone(
@@ -335,7 +358,8 @@ class LegoGCDModule(TrainingTermsLogging):
 
     def configure_optimizers(self) -> Any:
         trainable = [p for p in self.net.parameters() if p.requires_grad]
-        return make_optimizer(trainable, self.optimizer_cfg, self.max_epochs)
+        steps = total_optimizer_steps(self.trainer, self.optimizer_cfg)
+        return make_optimizer(trainable, self.optimizer_cfg, self.max_epochs, steps)
 
 
 def write_curve(run_dir: Path, curve: list[dict[str, float]]) -> None:
@@ -359,12 +383,33 @@ def write_curve(run_dir: Path, curve: list[dict[str, float]]) -> None:
     plt.close(fig)
 
 
-def _network(cfg: DictConfig, datamodule: CategoryDiscoveryData) -> GCDNetwork:
+def gcd_network(cfg: DictConfig, datamodule: CategoryDiscoveryData) -> GCDNetwork:
+    """The untrained network of ``cfg.method.backbone`` (kind, hidden, depth, projector_hidden, projection)
+    for the data's input shape and number of classes."""
     backbone_cfg = cfg.method.backbone
+    projector_hidden = checked_projector_hidden(backbone_cfg.get("projector_hidden"))
     backbone, width = build_backbone(
         backbone_cfg.kind, datamodule.input_shape, list(backbone_cfg.hidden), backbone_cfg.depth
     )
-    return GCDNetwork(backbone, width, backbone_cfg.projection, datamodule.num_classes)
+    return GCDNetwork(backbone, width, backbone_cfg.projection, datamodule.num_classes, projector_hidden)
+
+
+def checked_projector_hidden(value: Any) -> list[int] | None:
+    """``method.backbone.projector_hidden``: null (one hidden layer as wide as the backbone's features) or
+    a list of widths >= 1 (empty: a single linear layer); anything else is refused in one line."""
+    if value is None:
+        return None
+    widths = list(value) if isinstance(value, (list, ListConfig)) else None
+    if widths is None or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+        raise ConfigError(
+            f"method.backbone.projector_hidden must be null or a list of widths >= 1 (got {value!r})"
+        )
+    return widths
+
+
+def check_settings(method: DictConfig) -> None:
+    """The pre-flight's check of LegoGCD's own settings: ``method.backbone.projector_hidden``."""
+    checked_projector_hidden(method.backbone.get("projector_hidden"))
 
 
 def _category_discovery(datamodule: Any) -> CategoryDiscoveryData:
@@ -377,7 +422,7 @@ def simclr(cfg: DictConfig, datamodule: Any, context: StageContext) -> StageOutp
     """Stage ``simclr``: the network drawn and its backbone pretrained with SimCLR (``method.pretrain``); an
     interrupted pre-training continues after its last finished epoch (``context.checkpoint``)."""
     datamodule = _category_discovery(datamodule)
-    net = _network(cfg, datamodule)
+    net = gcd_network(cfg, datamodule)
     images = datamodule.train_inputs()
     checkpoint = context.checkpoint(SIMCLR_LOOP)
     pretrain_backbone(net, images, datamodule.augment_kind, cfg.method.pretrain, context.device, checkpoint)
@@ -393,7 +438,7 @@ def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> 
     """The pretrained network (all but its last backbone layer frozen) and the LegoGCD/SimGCD module."""
     method = cfg.method
     datamodule = _category_discovery(datamodule)
-    net = network_from_state(lambda: _network(cfg, datamodule), outputs["simclr"]["state"])
+    net = network_from_state(lambda: gcd_network(cfg, datamodule), outputs["simclr"]["state"])
     trainable = net.last_block() if method.backbone.train_last_block_only else net.backbone
     net.backbone.requires_grad_(False)
     trainable.requires_grad_(True)

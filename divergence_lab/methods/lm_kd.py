@@ -49,7 +49,7 @@ from divergence_lab.config.errors import ConfigError
 from divergence_lab.data import instantiate_datamodule
 from divergence_lab.data.text.protocol import LanguageModelData
 from divergence_lab.data.text.tokenizer import load_tokenizer, tokenizer_fingerprint
-from divergence_lab.methods.classifier import make_optimizer
+from divergence_lab.methods.classifier import make_optimizer, total_optimizer_steps
 from divergence_lab.methods.lm_generation import (
     AnswerEvaluation,
     Sampling,
@@ -161,7 +161,8 @@ class CausalLMModule(TrainingTermsLogging):
         self.log_answer_metrics("test")
 
     def configure_optimizers(self):
-        return make_optimizer(self.model.parameters(), self.optimizer_config, self.max_epochs)
+        steps = total_optimizer_steps(self.trainer, self.optimizer_config)
+        return make_optimizer(self.model.parameters(), self.optimizer_config, self.max_epochs, steps)
 
 
 class LMDistillationModule(CausalLMModule):

@@ -21,7 +21,10 @@ training (epochs ``R … R + max_epochs − 1``; ``T_max = R + max_epochs`` for 
 resumes the schedule at epoch ``R`` with a fresh optimiser: its ``k``-th epoch gets the rate of epoch
 ``R + k``; for ``step``, ``lr · gamma^#{milestones <= R + k}`` — the same as milestones shifted by ``−R``
 with the ones already passed (``<= R``) folded into the starting rate. Each LTR round trains epochs
-``R … R + epochs_per_round − 1`` from the rewind point, also with a fresh optimiser.
+``R … R + epochs_per_round − 1`` from the rewind point, also with a fresh optimiser. The rewind and the LTR
+rounds train on batches augmented as the main training's are (the data module's
+``augment_training_batch``); the CTS search and the saliency scores see the stored images. The training
+loss is the cross-entropy averaged over the batch, or summed (``method.loss_reduction: sum``, TLAB's).
 """
 
 from __future__ import annotations
@@ -117,13 +120,17 @@ def schedule_epochs(cfg: DictConfig) -> int:
     return cfg.method.rewind_epochs + cfg.trainer.max_epochs
 
 
-def epochs_of(datamodule: Any, device: torch.device) -> Callable[[int], Iterator[Any]]:
-    """``batches(epoch)`` over the training loader on ``device``, in the data module's (seed, epoch) order."""
+def epochs_of(datamodule: Any, device: torch.device, augment: bool) -> Callable[[int], Iterator[Any]]:
+    """``batches(epoch)`` over the training loader on ``device``, in the data module's (seed, epoch) order;
+    with ``augment``, each batch as training sees it (the data module's ``augment_training_batch``: CIFAR's
+    crop and flip), else as stored (the search and the saliency scores: TLAB feeds its search the
+    evaluation transforms)."""
     loader = datamodule.train_dataloader()
+    prepare = datamodule.augment_training_batch if augment else (lambda batch: batch)
 
     def batches(epoch: int) -> Any:
         loader.sampler.set_epoch(epoch)
-        return ((x.to(device), y.to(device)) for x, y in loader)
+        return (prepare((x.to(device), y.to(device))) for x, y in loader)
 
     return batches
 
@@ -136,6 +143,7 @@ def train_plain(
     total_epochs: int,
     clip: float | None = None,
     clip_algorithm: str = "norm",
+    loss_reduction: str = "mean",
     mask: Mask | None = None,
     stage: str = "rewind",
     checkpoint: EpochCheckpoint = NO_CHECKPOINT,
@@ -147,8 +155,9 @@ def train_plain(
     ``total_epochs`` stepped once per epoch so epoch ``e`` trains at the rate the schedule gives epoch ``e``
     (:func:`scheduled_optimizer`), gradients clipped as Lightning does with ``trainer.gradient_clip_val``
     (``clip``; None or 0: no clipping) and ``gradient_clip_algorithm`` (``clip_algorithm``: ``norm`` or
-    ``value``). Batches in the data module's order for each run epoch. Logs one progress line per epoch,
-    named ``stage``, with the epoch's mean training loss.
+    ``value``), the cross-entropy averaged or summed over the batch (``loss_reduction``). Batches in the
+    data module's order for each run epoch. Logs one progress line per epoch, named ``stage``, with the
+    epoch's mean training loss (per example).
 
     ``checkpoint`` keeps the network and the optimiser after every epoch; training that finds one continues
     with the next epoch of ``epochs`` (its schedule advanced to it), as if it had never stopped.
@@ -173,9 +182,9 @@ def train_plain(
         losses = []
         for x, y in batches(epoch):
             optimizer.zero_grad()
-            loss = F.cross_entropy(net(x), y)
+            loss = F.cross_entropy(net(x), y, reduction=loss_reduction)
             loss.backward()
-            losses.append(loss.detach())
+            losses.append(loss.detach() if loss_reduction == "mean" else loss.detach() / y.shape[0])
             if clip and clip_algorithm == "value":
                 nn.utils.clip_grad_value_(parameters, clip)
             elif clip:
@@ -222,6 +231,7 @@ def train_like_the_run(cfg: DictConfig) -> dict[str, Any]:
         "total_epochs": schedule_epochs(cfg),
         "clip": cfg.trainer.get("gradient_clip_val"),
         "clip_algorithm": cfg.trainer.get("gradient_clip_algorithm") or "norm",
+        "loss_reduction": cfg.method.get("loss_reduction", "mean"),
     }
 
 
@@ -250,7 +260,7 @@ def choose_scores(cfg: DictConfig, net: nn.Module, datamodule: Any, context: Sta
     directory.
     """
     method = cfg.method
-    batches = epochs_of(datamodule, context.device)
+    batches = epochs_of(datamodule, context.device, augment=False)
     density = method.density
     if method.pruner == "cts":
         search = method.search
@@ -273,7 +283,8 @@ def choose_scores(cfg: DictConfig, net: nn.Module, datamodule: Any, context: Sta
         return scorer(net, sample), None
     if method.pruner == "synflow":
         return None, saliency.synflow_mask(net, datamodule.input_shape, density, method.synflow_rounds)
-    return None, ltr_mask(cfg, net, batches, context.checkpoint("ltr"))
+    training_batches = epochs_of(datamodule, context.device, augment=True)
+    return None, ltr_mask(cfg, net, training_batches, context.checkpoint("ltr"))
 
 
 def ltr_mask(cfg: DictConfig, net: nn.Module, batches: Any, checkpoint: EpochCheckpoint) -> Mask:
@@ -326,7 +337,7 @@ def rewind_point(cfg: DictConfig, datamodule: Any, context: StageContext) -> Sta
     interrupted rewind training continues after its last finished epoch (``context.checkpoint``)."""
     net = build_network(cfg.model, datamodule).to(context.device)
     if cfg.method.rewind_epochs:
-        batches = epochs_of(datamodule, context.device)
+        batches = epochs_of(datamodule, context.device, augment=True)
         epochs = range(cfg.method.rewind_epochs)
         checkpoint = context.checkpoint("rewind")
         train_plain(net, batches, epochs=epochs, checkpoint=checkpoint, **train_like_the_run(cfg))
@@ -380,4 +391,5 @@ def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> 
         num_classes=datamodule.num_classes,
         optimizer=dict(method.optimizer),
         max_epochs=cfg.trainer.max_epochs,
+        loss_reduction=method.get("loss_reduction", "mean"),
     )

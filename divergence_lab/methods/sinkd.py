@@ -80,6 +80,7 @@ def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> 
         optimizer=dict(method.optimizer),
         max_epochs=cfg.trainer.max_epochs,
         warmup_epochs=warmup_epochs(cfg),
+        eval_every_steps=method.eval_every_steps,
         batch_transport=configured_divergence("method.sinkhorn", "sinkhorn_batch", **method.sinkhorn),
         transport_weight=method.sinkhorn_weight * method.sinkhorn_scale,
         transport_reduction=method.sinkhorn_reduction,

@@ -50,6 +50,7 @@ QUANTITY_NAMES = {
     "distinct_correct": "distinct correct answers",
     "agreement": "agreement with the teacher",
     "kl_teacher_student": "KL(teacher ‖ student)",
+    "optimistic_best_of_evals_acc": "accuracy, best of evaluations (optimistic)",
     "distill": "divergence term",
 }
 UNITS = {"wall_time_s": "s", "search_time_s": "s", "answer_entropy": "nats"}

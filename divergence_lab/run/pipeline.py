@@ -29,6 +29,7 @@ line the job logs carries its label (``[job 3 kd kl seed 1]``).
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 import warnings
@@ -147,11 +148,14 @@ def _native_bf16() -> bool:
         return torch.cuda.is_bf16_supported()
 
 
-def trainer_arguments(trainer_cfg: DictConfig) -> dict[str, Any]:
-    """``cfg.trainer`` as ``L.Trainer`` keyword arguments, ``precision: auto`` resolved."""
+def trainer_arguments(trainer_cfg: DictConfig, validates: bool = True) -> dict[str, Any]:
+    """``cfg.trainer`` as ``L.Trainer`` keyword arguments, ``precision: auto`` resolved; without a validation
+    split (``validates`` false: ``protocol=full_train_last_epoch``) no validation loop runs."""
     arguments = dict(trainer_cfg)
     if "precision" in arguments:
         arguments["precision"] = resolve_precision(trainer_cfg)
+    if not validates:
+        arguments.update(limit_val_batches=0, num_sanity_val_steps=0)
     return arguments
 
 
@@ -200,7 +204,8 @@ def continue_command(run_dir: Path) -> str:
 
 
 def train(cfg: DictConfig) -> float:
-    """Run one configured job; return ``cfg.optimized_metric`` (a validation metric) for sweepers."""
+    """Run one configured job; return ``cfg.optimized_metric`` (a validation metric; NaN for a run without a
+    validation split) for sweepers."""
     started = time.time()
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
@@ -210,7 +215,7 @@ def train(cfg: DictConfig) -> float:
     check_run_dir(run_dir, settings)  # another config's folder: refused before anything is written
     if cfg.ckpt_path in ("auto", "fresh") and (finished := finished_record(run_dir)) is not None:
         print(f"[{run_title(cfg)}] finished earlier, nothing to do  ({run_dir})")
-        return finished["metrics"][cfg.optimized_metric]
+        return finished["metrics"].get(cfg.optimized_metric, math.nan)
     from divergence_lab.run.epoch_progress import labelled_job_output
 
     with ExitStack() as scope:
@@ -244,7 +249,7 @@ def _run(cfg: DictConfig, run_dir: Path, settings: dict[str, Any], started: floa
         mark_failed(run_dir, error)
         raise
     mark_finished(run_dir)
-    return record["metrics"][cfg.optimized_metric]
+    return record["metrics"].get(cfg.optimized_metric, math.nan)
 
 
 def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
@@ -255,6 +260,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
     from divergence_lab.run.epoch_progress import EpochProgress, TestingPosition
     from divergence_lab.run.resumption import EpochSeeding, RunSummary, cluster_plugins
     from divergence_lab.run.stages import run_stages
+    from divergence_lab.run.teacher_cache import numerics
     from divergence_lab.run.threads import apply_threads
 
     hydra = HydraConfig.get()
@@ -288,7 +294,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
     sweep_name = Path(hydra.sweep.dir).name if hydra.mode == RunMode.MULTIRUN else None
     loggers = build_loggers(cfg, run_dir, sweep_name)
     try:
-        arguments = trainer_arguments(cfg.trainer)
+        arguments = trainer_arguments(cfg.trainer, getattr(datamodule, "has_validation_split", True))
         trainer = L.Trainer(
             **arguments,
             default_root_dir=str(run_dir),
@@ -306,6 +312,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
             rank_zero,
             cfg.stage_wait_s,
             reuse=cfg.ckpt_path is not None,  # null: start over in place, stages too
+            numerics=numerics(
+                {"accelerator": cfg.trainer.accelerator, "precision": arguments.get("precision")}
+            ),
         )
         module = build_module(cfg, datamodule, outputs)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.ckpt_path, run_dir))
@@ -329,7 +338,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
         )
         # val/acc where the method has an accuracy (language models report val/exact_match instead)
         accuracy = {"val/acc": selected["val/acc"]} if "val/acc" in selected else {}
-        metrics = {**test_metrics, **accuracy, metric: selected[metric], "train/loss": final_train_loss}
+        # no validation split (protocol=full_train_last_epoch): no validation metric to record
+        optimized = {metric: selected[metric]} if metric in selected else {}
+        metrics = {**test_metrics, **accuracy, **optimized, "train/loss": final_train_loss}
         tested = {
             "selected_epoch": selected_epoch,
             "checkpoint_selection": describe_selection(rule),

@@ -7,12 +7,16 @@ For each stage in order::
     else, rank 0                       -> run it, save it atomically   "[stage] <name>: done in 12.3s ..."
     else (another DDP rank)            -> wait for rank 0's file, load it
 
-The file holds ``{"output": ..., "random_state": ..., "fingerprint": ...}``: the random streams (torch CPU
-and CUDA, NumPy, Python) as they were when the stage ended, and the digest (``sha256``) of the run's
-``fingerprint.json``. Loading restores the streams, so what follows the stages (the student's
-initialisation, a reinitialised network) draws the same numbers whether a stage ran or was loaded, and a
-resumed run equals an uninterrupted one. The stage function runs under the trainer's precision
-(``Precision.forward_context``: autocast for ``bf16-mixed`` / ``16-mixed``, without loss scaling).
+The file holds ``{"output": ..., "random_state": ..., "fingerprint": ..., "numerics": ...}``: the random
+streams (torch CPU and CUDA, NumPy, Python) as they were when the stage ended, the digest (``sha256``) of
+the run's ``fingerprint.json``, and the numerics it was computed under (threads, torch version, device type,
+precision: :func:`~divergence_lab.run.teacher_cache.numerics`). A stage loaded by a process under other
+numerics (a job requeued on another node) is used, with one warning line naming the difference: the run's
+numbers are then valid but not bit-identical to an uninterrupted run's. Loading restores the streams, so
+what follows the stages (the student's initialisation, a reinitialised network) draws the same numbers
+whether a stage ran or was loaded, and a resumed run equals an uninterrupted one. The stage function runs
+under the trainer's precision (``Precision.forward_context``: autocast for ``bf16-mixed`` / ``16-mixed``,
+without loss scaling).
 
 A stage that is interrupted keeps its finished epochs: ``context.checkpoint(loop)`` gives its loops a
 :class:`PartialStage`, which writes ``<run dir>/stages/<name>.partial/<loop>.pt`` atomically after every
@@ -49,6 +53,7 @@ from divergence_lab.run.record import RUN_FINGERPRINT_FILE, torch_save_atomicall
 STAGES_DIR = "stages"
 PARTIAL_SUFFIX = ".partial"  # <name>.partial/: the per-epoch checkpoints of a stage not finished yet
 FINGERPRINT_KEY = "fingerprint"  # in a stage file: the sha256 of the run's fingerprint.json
+NUMERICS_KEY = "numerics"  # in a stage file: what decided its last bits (threads, torch, device, precision)
 DIGEST_SHOWN = 12  # hex digits of a digest shown in a message
 WAIT_POLL_S = 1.0  # how often another DDP rank looks for rank 0's stage file
 log = logging.getLogger("divergence_lab")
@@ -170,11 +175,13 @@ def run_stages(
     rank_zero: bool,
     wait_s: float,
     reuse: bool = True,
+    numerics: dict[str, Any] | None = None,
 ) -> dict[str, StageOutput]:
     """Run or load each stage in order (see the module docstring); return the outputs by name.
 
     ``reuse=False`` (``ckpt_path=null``: start over in place) runs every stage again from its first epoch
-    and overwrites its file. A stage file of another config raises :class:`ConfigError`.
+    and overwrites its file. A stage file of another config raises :class:`ConfigError`. ``numerics``: what
+    this process computes under, recorded with each stage it runs and compared with each stage it loads.
     """
     started_at = time.time()
     digest = run_fingerprint_digest(run_dir)
@@ -189,6 +196,7 @@ def run_stages(
                 check_stage_file_belongs(path, saved, digest)
                 restore_random_state(saved["random_state"])
                 log.info("[stage] %s: loaded from %s (not run again)", stage.name, path)
+                _warn_on_other_numerics(stage.name, saved.get(NUMERICS_KEY), numerics)
             else:
                 if not reuse:
                     shutil.rmtree(partial, ignore_errors=True)
@@ -197,7 +205,12 @@ def run_stages(
                 started = time.monotonic()
                 with precision():
                     output = stage.run(context)
-                saved = {"output": output, "random_state": random_state(), FINGERPRINT_KEY: digest}
+                saved = {
+                    "output": output,
+                    "random_state": random_state(),
+                    FINGERPRINT_KEY: digest,
+                    NUMERICS_KEY: numerics,
+                }
                 _save(path, saved)
                 shutil.rmtree(partial, ignore_errors=True)
                 log.info(
@@ -210,6 +223,23 @@ def run_stages(
     finally:
         context.checkpoints = given_checkpoints
     return context.outputs
+
+
+def _warn_on_other_numerics(
+    name: str, recorded: dict[str, Any] | None, current: dict[str, Any] | None
+) -> None:
+    """One warning line when stage ``name`` was computed under other numerics than this process's."""
+    if not recorded or not current or recorded == current:
+        return
+    changed = ", ".join(
+        f"{k} {recorded.get(k)} -> {current.get(k)}" for k in current if recorded.get(k) != current[k]
+    )
+    log.warning(
+        "[stage] %s: computed under other numerics (%s); the run goes on with it, valid but not "
+        "bit-identical to an uninterrupted run",
+        name,
+        changed,
+    )
 
 
 def _checkpoints_in(folder: Path, digest: str | None) -> Callable[[str], PartialStage]:

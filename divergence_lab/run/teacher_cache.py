@@ -135,7 +135,7 @@ def numerics(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
         device = "cpu" if accelerator == "auto" else accelerator
     return {
         "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "device": device,
         "precision": str(trainer_kwargs.get("precision") or DEFAULT_PRECISION),
     }

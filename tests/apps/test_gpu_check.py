@@ -1,5 +1,6 @@
 """``make gpu-check`` (scripts/gpu_check.py) on a machine without a GPU: one line, exit 0, nothing written;
-and its parts that need no GPU: the table, the CIFAR writer, the presets' command lines, the run records."""
+and its parts that need no GPU: the table, the tiny data, the smoke variants and the command lines that run
+them, the run records."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from divergence_lab.config.checks import validate_settings
+from divergence_lab.data import instantiate_datamodule
 from divergence_lab.data.cifar import LAYOUT, CIFARDataModule, read_cifar, write_cifar
 from divergence_lab.run.pipeline import trainer_arguments
 from tests.conftest import compose_config
@@ -26,8 +29,17 @@ KNOWN_GPU_PRESETS = {
     "bdkd_cifar100",
     "cts_resnet20_cifar10",
     "legogcd_cifar100",
+    "lm_kd_local",
     "pld_cifar100",
     "sinkd_cifar100",
+    "sinkd_glue",
+}
+# settings a smoke variant cuts beside its stage lengths (and its study_name), by preset
+ALSO_CUT = {"lm_kd_local": {"method.evaluation.val_prompts", "method.evaluation.test_prompts"}}
+# the GLUE preset's BERT folders, small here (the check writes BERT-base-sized ones)
+SMALL_BERTS = {
+    key: {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "num_hidden_layers": layers}
+    for key, layers in (("method.teacher.model.path", 2), ("model.path", 1))
 }
 
 
@@ -114,12 +126,14 @@ def test_cifar_writer_makes_files_the_real_reader_loads(tmp_path, variant):
     assert torch.bincount(test_labels, minlength=classes).tolist() == [2] * classes
 
 
-@pytest.mark.parametrize(("variant", "batch_size"), [("cifar10", 512), ("cifar100", 128)])
-def test_written_data_gives_the_steps_a_preset_asks_for(tmp_path, variant, batch_size):
+@pytest.mark.parametrize(
+    ("variant", "batch_size", "held_out"), [("cifar10", 512, 0.0), ("cifar100", 128, 0.1)]
+)
+def test_written_data_gives_the_steps_a_preset_asks_for(tmp_path, variant, batch_size, held_out):
     steps = 5
-    per_class = gpu_check.images_per_class(batch_size, steps, LAYOUT[variant].classes)
+    per_class = gpu_check.images_per_class(batch_size, steps, LAYOUT[variant].classes, held_out)
     write_cifar(tmp_path, variant, per_class, test_per_class=gpu_check.TEST_PER_CLASS)
-    data = CIFARDataModule(str(tmp_path), variant, val_fraction=gpu_check.VAL_FRACTION, batch_size=batch_size)
+    data = CIFARDataModule(str(tmp_path), variant, val_fraction=held_out, batch_size=batch_size)
     data.setup()
     assert len(data.train_dataloader()) >= steps
 
@@ -127,8 +141,65 @@ def test_written_data_gives_the_steps_a_preset_asks_for(tmp_path, variant, batch
 def test_gpu_presets_are_the_experiments_that_override_the_trainer_with_gpu():
     found = gpu_check.gpu_presets()
     assert set(found) >= KNOWN_GPU_PRESETS
+    assert not any(name.endswith(gpu_check.SMOKE_SUFFIX) for name in found)
     for name in found:
         assert "override /trainer: gpu" in (gpu_check.EXPERIMENTS / f"{name}.yaml").read_text()
+
+
+@pytest.mark.parametrize("name", gpu_check.gpu_presets())
+def test_every_gpu_preset_has_a_smoke_variant_built_on_it(name):
+    smoke = gpu_check.smoke_variant(name)
+    assert smoke == f"{name}_smoke"
+    text = (gpu_check.EXPERIMENTS / f"{smoke}.yaml").read_text()
+    assert text.startswith("# @package _global_\n")
+    assert f"  - /experiment/{name}\n" in text  # inherits the preset, so edits of the preset reach it
+    assert f"dlab experiment={smoke}" in text  # its one-line command
+
+
+def _settings(cfg) -> dict[str, object]:
+    """Every leaf of ``cfg`` by dotted key, interpolations and ``???`` as written."""
+    flat: dict[str, object] = {}
+
+    def walk(node, prefix: str) -> None:
+        for key in node:
+            child = node._get_node(key)
+            if OmegaConf.is_dict(child):
+                walk(child, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = (
+                    OmegaConf.to_container(child) if OmegaConf.is_list(child) else child._value()
+                )
+
+    walk(cfg, "")
+    return flat
+
+
+@pytest.mark.parametrize("name", gpu_check.gpu_presets())
+def test_the_smoke_variant_is_its_preset_with_every_stage_cut_to_one_epoch(name):
+    full = compose_config([f"experiment={name}"])
+    smoke = compose_config([f"experiment={gpu_check.smoke_variant(name)}"])
+    full_lengths, smoke_lengths = gpu_check.stage_durations(full), gpu_check.stage_durations(smoke)
+    assert "trainer.max_epochs" in smoke_lengths and set(full_lengths) <= set(smoke_lengths)
+    # every stage the preset has is cut to one epoch; one it leaves out (0 epochs) stays out
+    cut = {key: min(epochs, gpu_check.SMOKE_EPOCHS) for key, epochs in full_lengths.items()}
+    assert {key: smoke_lengths[key] for key in full_lengths} == cut
+    assert max(smoke_lengths.values()) <= gpu_check.SMOKE_EPOCHS
+    # the same model, method, data and precision: nothing else differs
+    before, after = _settings(full), _settings(smoke)
+    changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+    assert changed <= set(smoke_lengths) | {"study_name"} | ALSO_CUT.get(name, set())
+    assert (smoke.trainer.accelerator, smoke.trainer.precision) == (
+        full.trainer.accelerator,
+        full.trainer.precision,
+    )
+    assert smoke.model == full.model and smoke.method.name == full.method.name
+    assert smoke.study_name == f"{full.study_name}_smoke"
+
+
+def test_a_preset_that_is_not_cut_short_says_which_stages_are_long():
+    full = gpu_check.Preset("pld_cifar100", compose_config(["experiment=pld_cifar100"]))
+    assert full.too_long() == {"method.teacher.max_epochs": 240, "trainer.max_epochs": 250}
+    assert gpu_check.describe_preset("pld_cifar100").too_long() == {}
 
 
 def _composed(argv: list[str]):
@@ -139,32 +210,37 @@ def _composed(argv: list[str]):
 
 
 @pytest.mark.parametrize("name", sorted(KNOWN_GPU_PRESETS))
-def test_each_preset_command_line_passes_the_checks_and_cuts_every_stage(tmp_path, name):
+def test_the_check_runs_each_preset_as_its_smoke_variant_on_tiny_files(tmp_path, monkeypatch, name):
+    monkeypatch.setattr(gpu_check, "GLUE_MODELS", SMALL_BERTS)
+    steps = 3
     preset = gpu_check.describe_preset(name)
-    argv = gpu_check.run_overrides(preset, tmp_path / "data", tmp_path, 12, name)
-    cfg = _composed(argv)
-    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "auto"
-    assert cfg.trainer.max_epochs == 1 and cfg.trainer.limit_train_batches == 12
-    assert trainer_arguments(cfg.trainer)["precision"] == "32-true"  # auto, on this machine without a GPU
-    assert str(tmp_path) in cfg.paths.output_root and str(tmp_path) in cfg.paths.teacher_cache
-    stage_keys = {
-        "cts_resnet20_cifar10": ["method.rewind_epochs=1", "method.search.epochs=1"],
-        "legogcd_cifar100": ["method.pretrain.epochs=1"],
-        "pld_cifar100": ["method.teacher.max_epochs=1"],
-        "sinkd_cifar100": ["method.teacher.max_epochs=1"],
-        "bdkd_cifar100": [],
+    data = gpu_check.write_tiny_data(preset, tmp_path / "data", steps)
+    argv = gpu_check.run_overrides(preset, data, tmp_path, name)
+    assert argv[0] == f"experiment={name}_smoke"
+    # beyond the smoke variant, only where the tiny files are and where the run writes
+    assert all(str(tmp_path) in override for override in argv[1:])
+    assert {o.split("=")[0] for o in argv[1:]} - {o.split("=")[0] for o in data} == {
+        "paths.output_root",
+        "paths.teacher_cache",
+        "hydra.run.dir",
     }
-    assert preset.stage_overrides == stage_keys[name]
-    data = cfg.data.base if name.startswith("legogcd") else cfg.data
-    assert data.data_dir == str(tmp_path / "data")
+    cfg = _composed(argv)
+    precision = compose_config([f"experiment={name}"]).trainer.precision
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == precision
+    resolved = "32-true" if precision == "auto" else precision  # auto, on this machine without a GPU
+    assert trainer_arguments(cfg.trainer)["precision"] == resolved
+    OmegaConf.resolve(cfg)  # data.tokenizer may name a model's folder
+    datamodule = instantiate_datamodule(cfg.data, seed=0)  # the real reader takes the tiny files
+    assert len(datamodule.train_dataloader()) >= steps
 
 
 def test_the_ddp_command_line_is_one_process_on_one_gpu(tmp_path):
     preset = gpu_check.describe_preset(gpu_check.DDP_PRESET)
-    cfg = _composed([*gpu_check.run_overrides(preset, tmp_path, tmp_path, 12, "ddp"), *gpu_check.DDP])
+    data = [f"data.data_dir={tmp_path}"]
+    cfg = _composed([*gpu_check.run_overrides(preset, data, tmp_path, "ddp"), *gpu_check.DDP])
     assert cfg.trainer.strategy == "ddp"
     assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes) == ("gpu", 1, 1)
-    assert cfg.trainer.precision == "auto"
+    assert cfg.trainer.precision == "auto" and cfg.trainer.max_epochs == 1
 
 
 def test_run_rows_report_failures_off_gpu_fits_and_forwards():

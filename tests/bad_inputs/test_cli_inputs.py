@@ -332,7 +332,27 @@ CASES = [
     BadInput(
         "cifar-no-validation",
         ["data=cifar10", "model=resnet_cifar", "method=teacher", "data.val_fraction=0"],
-        "data.val_fraction=0 leaves no validation images",
+        "data.val_fraction=0 holds out no validation images to select the tested epoch",
+    ),  # fmt: skip
+    BadInput(
+        "model-variant",
+        ["data=cifar10", "model=resnet_cifar", "method=teacher", "model.variant=tlab2"],
+        "model.variant must be one of he, tlab",
+    ),  # fmt: skip
+    BadInput(
+        "pld-teacher-reference",
+        ["experiment=pld_synthetic100", "+method.teacher_reference={acc: 1.5, source: x}"],
+        "method.teacher_reference must be {acc: a top-1 accuracy in [0, 1]",
+    ),  # fmt: skip
+    BadInput(
+        "legogcd-projector-widths",
+        ["experiment=legogcd_digits", "method.backbone.projector_hidden=[64,0]"],
+        "method.backbone.projector_hidden must be null or a list of widths >= 1",
+    ),  # fmt: skip
+    BadInput(
+        "loss-reduction",
+        ["experiment=cts_digits", "method.loss_reduction=max"],
+        "method.loss_reduction must be one of mean, sum",
     ),  # fmt: skip
     BadInput(
         "cifar-variant",

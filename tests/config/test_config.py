@@ -22,6 +22,8 @@ REQUIRED_VALUES = {
     "model=lm_local": ["model.path"],
     "experiment=lm_kd_local": ["data.path", "method.teacher.model.path", "model.path"],
     "experiment=sinkd_glue": ["method.teacher.model.path", "model.path"],
+    "experiment=lm_kd_local_smoke": ["data.path", "method.teacher.model.path", "model.path"],
+    "experiment=sinkd_glue_smoke": ["method.teacher.model.path", "model.path"],
 }
 
 

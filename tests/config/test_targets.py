@@ -5,6 +5,7 @@ from omegaconf import OmegaConf
 
 from divergence_lab.config.errors import ConfigError
 from divergence_lab.config.targets import instantiate_target
+from tests.conftest import compose_config
 
 
 def refusing(value: int) -> None:
@@ -37,3 +38,17 @@ def test_a_user_config_folder_adds_its_options_beside_the_packages(tmp_path, mon
     assert preflight([f"hydra.searchpath=[file://{tmp_path}]", "data=mine"]).notice is None
     with pytest.raises(ConfigError, match=r"data=nope is not an option; choose one of: .*mine"):
         preflight(["-cd", str(tmp_path), "data=nope"])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["experiment=sinkd_glue", "model.path=/m/student", "method.teacher.model.path=/m/teacher"],
+        ["experiment=lm_kd_local", "model.path=/m/s", "method.teacher.model.path=/m/t", "data.path=/d"],
+    ],
+)
+def test_the_preflight_builds_data_whose_settings_point_elsewhere_in_the_config(overrides):
+    """``data.tokenizer: ${method.teacher.model.path}`` resolves against the whole config."""
+    from divergence_lab.config.preflight import CONF_DIR, check_data_modules
+
+    check_data_modules([compose_config(overrides)], (CONF_DIR,))

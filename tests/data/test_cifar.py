@@ -3,9 +3,11 @@
 import pytest
 import torch
 
+from divergence_lab.config.checks import validate_settings
+from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.cifar import CIFARDataModule, random_crop_flip, read_cifar, write_cifar
 from divergence_lab.models.resnet_cifar import CifarResNet
-from tests.conftest import run_training
+from tests.conftest import compose_config, run_training
 
 
 @pytest.mark.parametrize("variant, classes", [("cifar10", 10), ("cifar100", 100)])
@@ -100,9 +102,42 @@ def test_gcd_cifar100_partitions_every_training_image_as_the_official_protocol(t
     assert int(gcd.labelled.sum()) == 160 and len(gcd.unlabelled_set) == 240  # half of 80 x 4 labelled
 
 
-def test_a_cifar_run_without_validation_images_is_refused_in_one_line(tmp_path):
+def test_without_validation_images_the_run_must_test_its_last_epoch(tmp_path):
     write_cifar(tmp_path, "cifar10", per_class=2)
     dm = CIFARDataModule(str(tmp_path), "cifar10", val_fraction=0.0)
     dm.setup()
-    with pytest.raises(ValueError, match="data.val_fraction=0 leaves no validation images"):
-        dm.val_dataloader()
+    assert not dm.has_validation_split and len(dm.splits["train"]) == 20
+    cfg = compose_config(["data=cifar10", f"data.data_dir={tmp_path}", "data.val_fraction=0"])
+    with pytest.raises(ConfigError, match="data.val_fraction=0 holds out no validation images") as refusal:
+        validate_settings(cfg)
+    assert "\n" not in str(refusal.value) and "protocol=full_train_last_epoch" in str(refusal.value)
+    validate_settings(compose_config(["data=cifar10", "protocol=full_train_last_epoch"]))
+
+
+def test_an_optuna_sweep_without_validation_images_is_refused_in_one_line():
+    from divergence_lab.config.sweep_checks import check_sweep_settings
+
+    cfg = compose_config(["hparams_search=kd_optuna", "protocol=full_train_last_epoch"], with_hydra=True)
+    with pytest.raises(ConfigError, match="no validation metric for the Optuna sweeper"):
+        check_sweep_settings(cfg)
+
+
+@pytest.mark.slow
+def test_the_full_training_set_protocol_trains_on_every_image_and_tests_the_last_epoch(tmp_path):
+    write_cifar(tmp_path / "data", "cifar10", per_class=3)
+    record, run_dir = run_training(
+        tmp_path,
+        [
+            "protocol=full_train_last_epoch",
+            "method=teacher",
+            "data=cifar10",
+            f"data.data_dir={tmp_path / 'data'}",
+            "data.batch_size=10",
+            "trainer.max_epochs=2",
+        ],
+    )
+    assert (record["n_train"], record["n_val"], record["selected_epoch"]) == (30, 0, 2)
+    assert record["checkpoint_selection"].startswith("last epoch")
+    assert "val/acc" not in record["metrics"] and "test/acc" in record["metrics"]
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "val/" not in header

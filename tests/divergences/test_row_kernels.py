@@ -196,3 +196,18 @@ def test_kernels_come_from_the_provider_of_the_device_type(monkeypatch):
     torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
     monkeypatch.delitem(kernels.PROVIDERS, "cpu")
     assert kernels.row_kernel("chi2", student, teacher, member) is None
+
+
+@pytest.mark.parametrize("capability", ["DEFAULT", "AVX2", "AVX512"])
+def test_a_cpu_without_avx2_gets_a_portable_build_in_its_own_folder(capability, monkeypatch):
+    """The vector flags follow the CPU's capability (AVX-512 machines get the AVX2 build, whose accuracy the
+    tests above check); a CPU without AVX2 compiles the kernels without them, into another folder, so a
+    shared cache never hands it an AVX2 build. Where even that build fails, the eager blocks run (above)."""
+    monkeypatch.setattr(kernels.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    flags = kernels._compile_flags()
+    assert ("-mavx2" in flags) == (capability != "DEFAULT")
+    assert "-mavx512f" not in flags and "-ffp-contract=off" in flags
+    folder = kernels._build_folder()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert (folder == kernels._build_folder()) == (capability != "DEFAULT")

@@ -105,3 +105,27 @@ def test_starting_over_in_place_runs_the_stages_again(tmp_path):
     _run([Stage("search", stage)], tmp_path)
     run_stages([Stage("search", stage)], StageContext(), tmp_path, _no_precision, True, 5.0, reuse=False)
     assert stage.calls == 2
+
+
+def test_a_stage_records_its_numerics_and_one_loaded_under_others_says_so_in_one_line(tmp_path, caplog):
+    here = {"threads": 2, "torch": str(torch.__version__), "device": "cpu", "precision": "32-true"}
+    stage = CountingStage()
+    run_stages([Stage("rewind", stage)], StageContext(), tmp_path, _no_precision, True, 5.0, numerics=here)
+    saved = torch.load(stage_file(tmp_path, "rewind"), weights_only=True)
+    assert saved["numerics"] == here
+    for current, warned in ((here, False), ({**here, "threads": 1}, True)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="divergence_lab"):
+            run_stages(
+                [Stage("rewind", stage)], StageContext(), tmp_path, _no_precision, True, 5.0, numerics=current
+            )
+        lines = [r.getMessage() for r in caplog.records if "other numerics" in r.getMessage()]
+        assert lines == (
+            [
+                "[stage] rewind: computed under other numerics (threads 2 -> 1); the run goes on with it, "
+                "valid but not bit-identical to an uninterrupted run"
+            ]
+            if warned
+            else []
+        )
+    assert stage.calls == 1

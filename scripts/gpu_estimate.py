@@ -16,13 +16,23 @@ folder is stood in for by the architecture built from a config (:func:`stand_in`
 6-layer student); a preset whose models and data are the user's own (``lm_kd_local``) is listed without an
 estimate.
 
-Time = FLOPs / (fraction × peak), with the H100's dense peak for the precision the preset resolves to on it
-(:data:`PEAK_TFLOPS`) and the fractions of :data:`SUSTAINED_FRACTIONS`; and, as a second bound, the
-optimiser steps of every phase at an assumed floor per step (:data:`STEP_FLOOR_S`). Both are assumptions,
-not measurements: CIFAR ResNets at batch 64-512 are bound by kernel launches, framework overhead and data
-movement rather than FLOPs, so their steps at the floor are likely the better guess; BERT-base at
-16 × 128 tokens is bound by FLOPs, nearer the middle fraction. ``make gpu-check`` measures the main fit's
-steps/s of each preset on the GPU at hand.
+Two bounds on the time, and an estimate from them, per phase:
+
+* compute: ``FLOPs / (fraction × peak)``, with the H100's dense peak for the precision the preset resolves to
+  there (:data:`PEAK_TFLOPS`); at :data:`BOUND_FRACTION` of the peak it is a lower bound (no faster);
+* launches: ``steps × kernels per step × time per kernel``. Eager PyTorch dispatches one or more GPU
+  kernels per operator from the CPU; the operators of one training step (forward, backward, optimiser,
+  mask) are counted on the CPU with a dispatch counter (:func:`kernels_per_step`; view operators launch
+  nothing and are not counted); each costs :data:`KERNEL_S` at a lean eager pace, or
+  :data:`PUBLISHED_KERNEL_S`, the pace implied by the one published timing of this code path (TLAB's LTR
+  in the CTS paper);
+* the estimate: the larger of the launch time and the compute time at :data:`ESTIMATE_FRACTION` of the
+  peak, phase by phase (the CPU queues kernels while the GPU runs earlier ones, so the slower side sets the
+  pace).
+
+The FLOPs and the kernel counts are counted; the peak fractions and the per-kernel cost are assumptions.
+CIFAR ResNets at batch 64-512 come out launch-bound, BERT-base at 16 × 128 tokens compute-bound.
+``make gpu-check`` measures the main fit's steps/s of each preset on the GPU at hand.
 
     python scripts/gpu_estimate.py               # an aligned text table
     python scripts/gpu_estimate.py --markdown    # the same table in Markdown (README, "GPU presets: cost")
@@ -46,11 +56,23 @@ from gpu_check import GLUE_MODELS, compose_experiment, gpu_presets
 # 67 TFLOP/s unless torch.backends.cuda.matmul.allow_tf32 is set.
 PEAK_TFLOPS = {"bf16-mixed": 989.4, "bf16-true": 989.4, "16-mixed": 989.4, "32-true": 494.7}
 AUTO_PRECISION = "bf16-mixed"  # what trainer.precision: auto resolves to on an H100
-# assumed sustained fractions of that peak, from optimistic to pessimistic (see the module docstring)
-SUSTAINED_FRACTIONS = (0.30, 0.10, 0.03)
-# an assumed floor per optimiser step of eager PyTorch and Lightning on a small network (kernel launches,
-# hooks, logging), whatever its FLOPs; 1 / the steps/s that `make gpu-check` measures replaces it
-STEP_FLOOR_S = 0.010
+# assumed sustained fractions of that peak: an optimistic one for the lower bound, a typical one for the
+# estimate (small convolutions and short sequences keep the tensor cores far below their peak)
+BOUND_FRACTION, ESTIMATE_FRACTION = 0.30, 0.10
+# the time per dispatched operator of a launch-bound step, at two paces: a lean eager step (dispatcher,
+# autograd bookkeeping and the CUDA launch, roughly 5-20 us each) ...
+KERNEL_S = 10e-6
+# ... and the pace of the one published timing of these presets' code path: TLAB's LTR on ResNet-20 /
+# CIFAR-10 took 95.2 min (the CTS paper's abstract) for 23 rounds (0.8 per round down to 0.007) of epochs
+# 9..159 (151) at 98 batches of 512: 340 354 steps of the 202 operators this script counts for a
+# ResNet-20 training step, so 5 712 s / (340 354 x 202) = 83 us per operator (the authors' GPUs, AMP,
+# their per-step logging included). tests/apps/test_gpu_estimate.py recomputes it from the script's counts.
+PUBLISHED_LTR_S, PUBLISHED_LTR_STEPS, RESNET20_STEP_KERNELS = 95.2 * 60, 23 * 151 * 98, 202
+PUBLISHED_KERNEL_S = PUBLISHED_LTR_S / (PUBLISHED_LTR_STEPS * RESNET20_STEP_KERNELS)
+OPTIMIZER_KERNELS = 10  # a foreach SGD / AdamW step: a few multi-tensor kernels per parameter group
+CONCRETE_SAMPLE_KERNELS = (
+    6  # a CTS search step, per masked weight tensor: rand, clamp, two logs, sigmoid, mul
+)
 TRAINED, FROZEN = 3, 1  # forward-pass multiples: forward + backward, forward only
 # a CTS search step: the dense network's forward, then the masked network's forward and backward
 CTS_SEARCH = FROZEN + TRAINED
@@ -80,17 +102,24 @@ USERS_OWN = "divergence_lab.models.causal_lm.causal_lm_from_path"
 @dataclass(frozen=True)
 class Phase:
     """``epochs`` × ``examples`` per epoch at ``flops_per_example``, in ``steps`` optimiser steps (0: an
-    evaluation)."""
+    evaluation) of ``kernels`` dispatched operators each."""
 
     name: str
     epochs: int
     examples: int
     flops_per_example: float
     steps: int = 0
+    kernels: int = 0
 
     @property
     def flops(self) -> float:
         return self.epochs * self.examples * self.flops_per_example
+
+    def compute_seconds(self, fraction: float, peak_tflops: float) -> float:
+        return self.flops / (fraction * peak_tflops * TERA)
+
+    def launch_seconds(self, kernel_s: float) -> float:
+        return self.steps * self.kernels * kernel_s
 
 
 @dataclass
@@ -114,9 +143,17 @@ class Cost:
         """``FLOPs / (fraction × peak)``."""
         return self.flops / (fraction * PEAK_TFLOPS[self.precision] * TERA)
 
-    def floor_seconds(self) -> float:
-        """``steps × STEP_FLOOR_S``: the time the steps take at the assumed per-step floor."""
-        return self.steps * STEP_FLOOR_S
+    def estimated_seconds(self, kernel_s: float) -> float:
+        """``Σ_phases max(steps × kernels × kernel_s, compute time at ESTIMATE_FRACTION of the peak)``."""
+        peak = PEAK_TFLOPS[self.precision]
+        return sum(
+            max(p.launch_seconds(kernel_s), p.compute_seconds(ESTIMATE_FRACTION, peak)) for p in self.phases
+        )
+
+    @property
+    def fit_kernels(self) -> int:
+        """The dispatched operators of one step of the main fit."""
+        return next((p.kernels for p in self.phases if p.name == "fit"), 0)
 
     def work(self) -> str:
         """The training phases and their epochs, e.g. ``teacher 240 ep + fit 250 ep``."""
@@ -249,6 +286,35 @@ def flops_of(cfg: Any, key: str, splits: Splits) -> float:
     return forward_flops(network(cfg, key, splits), example_batch(splits))
 
 
+def kernels_per_step(net: Any, example: Any, trained: bool) -> int:
+    """The operators one step of ``net`` dispatches on ``example``: its forward in training mode and the
+    backward of a scalar of its outputs (``trained``), or its forward in eval mode without gradients; each
+    launches at least one kernel on a GPU. View operators (no kernel) are not counted."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            self.count += not func.is_view
+            return func(*args, **(kwargs or {}))
+
+    net.train(trained)
+    with torch.set_grad_enabled(trained), Counter() as counter:
+        outputs = net(example)
+        if trained:
+            tensors = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+            sum(t.float().sum() for t in tensors if isinstance(t, torch.Tensor)).backward()
+    return counter.count
+
+
+def kernels_of(cfg: Any, key: str, splits: Splits, trained: bool) -> int:
+    return kernels_per_step(network(cfg, key, splits), example_batch(splits), trained)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the phases of each kind of method (by its builder)
 # ---------------------------------------------------------------------------------------------------------
@@ -259,25 +325,26 @@ def batches(examples: int, batch_size: int) -> int:
 
 
 def fit_phases(
-    cfg: Any, splits: Splits, trained: float, evaluated: float, tested: float, name: str = "fit"
+    cfg: Any, splits: Splits, trained: float, evaluated: float, tested: float, kernels: int, name: str = "fit"
 ) -> list[Phase]:
-    """The main fit: ``trainer.max_epochs`` epochs of the training split at ``trained`` FLOPs per example,
-    a validation pass per epoch at ``evaluated``, one test pass at ``tested``."""
+    """The main fit: ``trainer.max_epochs`` epochs of the training split at ``trained`` FLOPs per example and
+    ``kernels`` operators per step, a validation pass per epoch at ``evaluated``, one test pass at
+    ``tested``."""
     epochs = int(cfg.trainer.max_epochs)
     steps = batches(splits.train, cfg.data.batch_size) * epochs
     return [
-        Phase(name, epochs, splits.train, trained, steps),
+        Phase(name, epochs, splits.train, trained, steps, kernels),
         Phase("validation", epochs, splits.val, evaluated),
         Phase("test", 1, splits.test, tested),
     ]
 
 
-def cached_teacher_phases(cfg: Any, splits: Splits, teacher: float) -> list[Phase]:
+def cached_teacher_phases(cfg: Any, splits: Splits, teacher: float, kernels: int) -> list[Phase]:
     """The teacher cache's cross-entropy training (``method.teacher.max_epochs`` at its own batch size)."""
     epochs = int(cfg.method.teacher.max_epochs)
     steps = batches(splits.train, cfg.method.teacher.batch_size) * epochs
     return [
-        Phase("teacher", epochs, splits.train, TRAINED * teacher, steps),
+        Phase("teacher", epochs, splits.train, TRAINED * teacher, steps, kernels + OPTIMIZER_KERNELS),
         Phase("teacher validation", epochs, splits.val, FROZEN * teacher),
         Phase("teacher test", 1, splits.test, FROZEN * teacher),
     ]
@@ -286,20 +353,28 @@ def cached_teacher_phases(cfg: Any, splits: Splits, teacher: float) -> list[Phas
 def distillation(cfg: Any, splits: Splits) -> list[Phase]:
     """KD, PLD, SinKD: the cached teacher, then the student trained against the frozen teacher."""
     student, teacher = flops_of(cfg, "model", splits), flops_of(cfg, "method.teacher.model", splits)
-    fit = fit_phases(cfg, splits, TRAINED * student + FROZEN * teacher, student, student + teacher)
-    return [*cached_teacher_phases(cfg, splits, teacher), *fit]
+    teacher_trained = kernels_of(cfg, "method.teacher.model", splits, trained=True)
+    kernels = (
+        kernels_of(cfg, "model", splits, trained=True)
+        + kernels_of(cfg, "method.teacher.model", splits, trained=False)
+        + OPTIMIZER_KERNELS
+    )
+    fit = fit_phases(cfg, splits, TRAINED * student + FROZEN * teacher, student, student + teacher, kernels)
+    return [*cached_teacher_phases(cfg, splits, teacher, teacher_trained), *fit]
 
 
 def co_training(cfg: Any, splits: Splits) -> list[Phase]:
     """BD-KD, DML: teacher and student trained together, both evaluated."""
     both = flops_of(cfg, "model", splits) + flops_of(cfg, "method.teacher.model", splits)
-    return fit_phases(cfg, splits, TRAINED * both, both, both)
+    kernels = sum(kernels_of(cfg, key, splits, trained=True) for key in ("model", "method.teacher.model"))
+    return fit_phases(cfg, splits, TRAINED * both, both, both, kernels + OPTIMIZER_KERNELS)
 
 
 def plain_training(cfg: Any, splits: Splits) -> list[Phase]:
     """Cross-entropy training of ``model``."""
     net = flops_of(cfg, "model", splits)
-    return fit_phases(cfg, splits, TRAINED * net, net, net)
+    kernels = kernels_of(cfg, "model", splits, trained=True) + OPTIMIZER_KERNELS
+    return fit_phases(cfg, splits, TRAINED * net, net, net, kernels)
 
 
 def pruning(cfg: Any, splits: Splits) -> list[Phase]:
@@ -310,19 +385,32 @@ def pruning(cfg: Any, splits: Splits) -> list[Phase]:
 
     method = cfg.method
     net = network(cfg, "model", splits)
-    flops = forward_flops(net, example_batch(splits))
+    example = example_batch(splits)
+    flops = forward_flops(net, example)
+    masked = len(prunable_weights(net))
+    # a training step: the network's forward and backward, the optimiser, the mask re-applied per weight
+    step = kernels_per_step(net, example, trained=True) + OPTIMIZER_KERNELS + masked
+    # a search step: the dense forward, a Concrete sample per weight, the masked forward and backward, Adam
+    search_step = (
+        kernels_per_step(net, example, trained=False)
+        + kernels_per_step(net, example, trained=True)
+        + CONCRETE_SAMPLE_KERNELS * masked
+        + OPTIMIZER_KERNELS
+    )
     per_epoch = batches(splits.train, cfg.data.batch_size)
     rewind = method.rewind_epochs
-    phases = [Phase("rewind", rewind, splits.train, TRAINED * flops, per_epoch * rewind)]
+    phases = [Phase("rewind", rewind, splits.train, TRAINED * flops, per_epoch * rewind, step)]
     if method.pruner == "cts":
         epochs = method.search.epochs
-        phases.append(Phase("search", epochs, splits.train, CTS_SEARCH * flops, per_epoch * epochs))
+        phases.append(
+            Phase("search", epochs, splits.train, CTS_SEARCH * flops, per_epoch * epochs, search_step)
+        )
     if method.pruner == "ltr":
         weights = sum(w.numel() for w in prunable_weights(net))
         rounds = len(ltr_densities(weights, method.density, method.ltr.prune_fraction))
         epochs = rounds * method.ltr.epochs_per_round
-        phases.append(Phase("ltr", epochs, splits.train, TRAINED * flops, per_epoch * epochs))
-    return [*phases, *fit_phases(cfg, splits, TRAINED * flops, flops, flops)]
+        phases.append(Phase("ltr", epochs, splits.train, TRAINED * flops, per_epoch * epochs, step))
+    return [*phases, *fit_phases(cfg, splits, TRAINED * flops, flops, flops, step)]
 
 
 def category_discovery(cfg: Any, splits: Splits) -> list[Phase]:
@@ -336,9 +424,11 @@ def category_discovery(cfg: Any, splits: Splits) -> list[Phase]:
     backbone, width = build_backbone(
         method.backbone.kind, splits.input_shape, list(method.backbone.hidden), method.backbone.depth
     )
-    net = GCDNetwork(backbone, width, method.backbone.projection, splits.num_classes)
+    hidden = method.backbone.get("projector_hidden")
+    net = GCDNetwork(backbone, width, method.backbone.projection, splits.num_classes, hidden)
     example = example_batch(splits)
     whole = forward_flops(net, example)
+    step = VIEWS * kernels_per_step(net, example, trained=True) + OPTIMIZER_KERNELS
     frozen = 0.0
     if method.backbone.train_last_block_only:
         last = list(backbone).index(net.last_block())
@@ -347,8 +437,8 @@ def category_discovery(cfg: Any, splits: Splits) -> list[Phase]:
     steps = splits.train // cfg.data.batch_size * cfg.trainer.max_epochs  # incomplete last batches dropped
     epochs = int(cfg.trainer.max_epochs)
     return [
-        Phase("simclr", method.pretrain.epochs, splits.train, VIEWS * TRAINED * whole, pretrain_steps),
-        Phase("fit", epochs, splits.train, VIEWS * (frozen + TRAINED * (whole - frozen)), steps),
+        Phase("simclr", method.pretrain.epochs, splits.train, VIEWS * TRAINED * whole, pretrain_steps, step),
+        Phase("fit", epochs, splits.train, VIEWS * (frozen + TRAINED * (whole - frozen)), steps, step),
         Phase("validation", epochs, splits.val, whole),
         Phase("test", 1, splits.test, whole),
     ]
@@ -401,16 +491,33 @@ def duration(seconds: float) -> str:
 
 
 def header() -> list[str]:
-    at_fractions = [f"at {fraction:.0%} of peak" for fraction in SUSTAINED_FRACTIONS]
-    floor = f"at {STEP_FLOOR_S * 1000:g} ms/step"
-    return ["preset", "precision", "training", "steps", "TFLOPs", *at_fractions, floor]
+    bound = f"no faster than (FLOPs at {BOUND_FRACTION:.0%} of peak)"
+    lean = f"estimate at {KERNEL_S * 1e6:.0f} µs / kernel"
+    published = f"at TLAB's pace ({PUBLISHED_KERNEL_S * 1e6:.0f} µs / kernel)"
+    return [
+        "preset",
+        "precision",
+        "training",
+        "steps",
+        "kernels / fit step",
+        "TFLOPs",
+        bound,
+        lean,
+        published,
+    ]
 
 
 def cells(cost: Cost) -> list[str]:
     if not cost.phases:
         return [cost.preset, cost.precision, cost.note, *("-" for _ in header()[3:])]
-    times = [duration(cost.seconds(fraction)) for fraction in SUSTAINED_FRACTIONS]
-    numbers = [f"{cost.steps:,}", f"{cost.flops / TERA:,.0f}", *times, duration(cost.floor_seconds())]
+    numbers = [
+        f"{cost.steps:,}",
+        f"{cost.fit_kernels:,}",
+        f"{cost.flops / TERA:,.0f}",
+        duration(cost.seconds(BOUND_FRACTION)),
+        duration(cost.estimated_seconds(KERNEL_S)),
+        duration(cost.estimated_seconds(PUBLISHED_KERNEL_S)),
+    ]
     return [cost.preset, cost.precision, cost.work(), *numbers]
 
 
@@ -442,8 +549,9 @@ def assumptions() -> str:
     """One line naming the peaks the times assume."""
     peaks = ", ".join(f"{precision} {tflops:g}" for precision, tflops in PEAK_TFLOPS.items())
     return (
-        f"FLOPs counted on the CPU, times assumed, not measured: H100 dense peak TFLOP/s {peaks}; "
-        f"the last column: the steps alone at {STEP_FLOOR_S * 1000:g} ms each"
+        f"FLOPs and kernels counted on the CPU; the peak fractions and the time per kernel are assumptions "
+        f"(H100 dense peak TFLOP/s {peaks}); each estimate takes, phase by phase, the larger of the launch "
+        f"time and the compute time at {ESTIMATE_FRACTION:.0%} of the peak"
     )
 
 

@@ -103,12 +103,12 @@ def _required_total_steps(total_steps: int | None) -> int:
     return int(total_steps)
 
 
-def total_optimizer_steps(trainer: Any, optimizer: dict[str, Any]) -> int | None:
-    """The run's optimiser steps as ``trainer`` counts them (epochs × batches per epoch / gradient
+def total_optimizer_steps(module: L.LightningModule, optimizer: dict[str, Any]) -> int | None:
+    """The run's optimiser steps as ``module``'s trainer counts them (epochs × batches per epoch / gradient
     accumulation, or ``max_steps``), asked for only where the schedule is per step (None otherwise)."""
     if optimizer.get("scheduler", "none") not in STEP_SCHEDULERS:
         return None
-    return int(trainer.estimated_stepping_batches)
+    return int(module.trainer.estimated_stepping_batches)
 
 
 def weight_decay_groups(parameters: Any) -> list[dict[str, Any]]:
@@ -229,7 +229,7 @@ class ClassifierModule(TrainingTermsLogging):
 
     def total_optimizer_steps(self) -> int | None:
         """The run's optimiser steps (:func:`total_optimizer_steps`), for a per-step schedule."""
-        return total_optimizer_steps(self.trainer, self.optimizer_config)
+        return total_optimizer_steps(self, self.optimizer_config)
 
     def configure_callbacks(self) -> list[L.Callback]:
         """The periodic test evaluation of ``eval_every_steps`` (none when off). The same instance on every

@@ -358,7 +358,7 @@ class LegoGCDModule(TrainingTermsLogging):
 
     def configure_optimizers(self) -> Any:
         trainable = [p for p in self.net.parameters() if p.requires_grad]
-        steps = total_optimizer_steps(self.trainer, self.optimizer_cfg)
+        steps = total_optimizer_steps(self, self.optimizer_cfg)
         return make_optimizer(trainable, self.optimizer_cfg, self.max_epochs, steps)
 
 

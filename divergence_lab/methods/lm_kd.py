@@ -161,7 +161,7 @@ class CausalLMModule(TrainingTermsLogging):
         self.log_answer_metrics("test")
 
     def configure_optimizers(self):
-        steps = total_optimizer_steps(self.trainer, self.optimizer_config)
+        steps = total_optimizer_steps(self, self.optimizer_config)
         return make_optimizer(self.model.parameters(), self.optimizer_config, self.max_epochs, steps)
 
 

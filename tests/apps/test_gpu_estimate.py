@@ -95,13 +95,17 @@ def test_a_distillation_run_is_its_teacher_then_its_fit():
     assert sum(phase.steps for phase in phases) == steps
 
 
-def test_times_follow_from_the_flops_and_the_stated_peak():
-    phase = gpu_estimate.Phase("fit", 2, 1000, 3.0e12, steps=50)
-    cost = gpu_estimate.Cost("p", "bf16-mixed", [phase])
-    assert cost.flops == 6.0e15
+def test_times_follow_from_the_flops_the_kernels_and_the_stated_assumptions():
+    launch_bound = gpu_estimate.Phase("fit", 2, 1000, 3.0e12, steps=50_000, kernels=400)
+    compute_bound = gpu_estimate.Phase("teacher", 2, 1000, 3.0e15, steps=50, kernels=400)
+    cost = gpu_estimate.Cost("p", "bf16-mixed", [launch_bound, compute_bound])
+    assert cost.flops == 6.0e15 + 6.0e18
     peak = gpu_estimate.PEAK_TFLOPS["bf16-mixed"] * 1e12
-    assert cost.seconds(0.1) == pytest.approx(6.0e15 / (0.1 * peak))
-    assert cost.floor_seconds() == pytest.approx(50 * gpu_estimate.STEP_FLOOR_S)
+    assert cost.seconds(0.1) == pytest.approx(cost.flops / (0.1 * peak))
+    fraction, per_kernel = gpu_estimate.ESTIMATE_FRACTION, 10e-6
+    expected = 50_000 * 400 * per_kernel + 6.0e18 / (fraction * peak)  # the slower side of each phase
+    assert cost.estimated_seconds(per_kernel) == pytest.approx(expected)
+    assert cost.fit_kernels == 400
     assert [gpu_estimate.duration(s) for s in (30, 600, 7200)] == ["<1 min", "10 min", "2.0 h"]
 
 
@@ -128,3 +132,37 @@ def test_every_phase_of_a_preset_is_counted_for_its_composed_lengths():
     expected = {"rewind": cfg.method.rewind_epochs, "search": cfg.method.search.epochs}
     assert trained == {**expected, "fit": cfg.trainer.max_epochs}
     assert OmegaConf.select(cfg, "method.pruner") == "cts"
+
+
+def test_the_kernels_of_a_step_are_the_operators_it_dispatches():
+    """A linear layer's training step: addmm (or mm + add), then its backward (two matrix products, a sum
+    for the bias); in eval mode without gradients only the forward; views launch nothing."""
+    import torch
+
+    net = torch.nn.Linear(4, 3)
+    example = torch.zeros(2, 4)
+    forward = gpu_estimate.kernels_per_step(net, example, trained=False)
+    assert forward == 1  # addmm (the weight's transpose is a view)
+    assert gpu_estimate.kernels_per_step(net, example, trained=True) > 3 * forward
+
+
+def test_the_published_pace_follows_from_tlabs_ltr_timing_and_this_scripts_counts():
+    """95.2 min for TLAB's LTR (ResNet-20, CIFAR-10, density 0.007): its rounds, epochs and batches, and the
+    kernels of one ResNet-20 training step of cts_resnet20_cifar10, as the constants state them."""
+    from divergence_lab.methods.pruning import ltr_densities
+    from divergence_lab.pruning.masks import prunable_weights
+
+    cfg = compose_config(["experiment=cts_resnet20_cifar10", "+cts_variant=ltr"])
+    splits = gpu_estimate.cifar_splits(cfg.data)
+    net = gpu_estimate.network(cfg, "model", splits)
+    weights = prunable_weights(net)
+    rounds = len(ltr_densities(sum(w.numel() for w in weights), 0.007, 0.2))
+    batches = gpu_estimate.batches(splits.train, cfg.data.batch_size)
+    assert rounds * cfg.method.ltr.epochs_per_round * batches == gpu_estimate.PUBLISHED_LTR_STEPS
+    example = gpu_estimate.example_batch(splits)
+    step = (
+        gpu_estimate.kernels_per_step(net, example, trained=True)
+        + gpu_estimate.OPTIMIZER_KERNELS
+        + len(weights)
+    )
+    assert step == gpu_estimate.RESNET20_STEP_KERNELS

@@ -76,7 +76,7 @@ CASES = [
     BadInput("lr-negative", ["method.optimizer.lr=-1"], "method.optimizer.lr must be a finite number > 0"),
     BadInput("weight-decay", ["method.optimizer.weight_decay=-0.1"], "method.optimizer.weight_decay"),
     BadInput("optimizer-name", ["method.optimizer.name=adamax"], "method.optimizer.name must be one of"),
-    BadInput("scheduler", ["method.optimizer.scheduler=linear"], "method.optimizer.scheduler must be one of"),
+    BadInput("scheduler", ["method.optimizer.scheduler=cyclic"], "method.optimizer.scheduler must be one of"),
     BadInput(
         "step-without-milestones",
         ["method.optimizer.scheduler=step"],

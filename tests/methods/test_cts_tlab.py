@@ -228,16 +228,16 @@ def test_the_cts_gpu_preset_composes_to_tlabs_settings():
     # 160 epochs in all: the rewind trains 0..8, the sparse training 9..159; every LTR round 9..159 too
     assert method.rewind_epochs + cfg.trainer.max_epochs == 160 and method.rewind_epochs == 9
     assert method.ltr.epochs_per_round == cfg.trainer.max_epochs
-    # the search: TLAB's short duration int(0.125 * 160); the long one as a variant
+    # the search: TLAB's default long duration, 1.0 * 160 epochs; the short one, int(0.125 * 160), a variant
     search = method.search
     assert (search.epochs, search.lr, search.tau, search.slack, search.loss_scale) == (
-        20,
+        160,
         0.1,
         2 / 3,
         1.1,
         100.0,
     )
-    assert compose_config(["experiment=cts_resnet20_cifar10", "cts_search=long"]).method.search.epochs == 160
+    assert compose_config(["experiment=cts_resnet20_cifar10", "cts_search=short"]).method.search.epochs == 20
     # TLAB's protocol: every training image, the last epoch tested
     assert cfg.data.val_fraction == 0.0 and method.checkpoint_selection == "last"
     heldout = compose_config(["experiment=cts_resnet20_cifar10", "protocol=heldout"])

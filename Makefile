@@ -43,7 +43,7 @@ clean:
 bench: install
 	$(BIN)/python -m benchmarks.run
 
-# one seed of every study (conf/study/), compared bit for bit with the recorded numbers (CPU, 2 threads)
+# one seed of every study (sweeps/), compared bit for bit with the recorded numbers (CPU, 2 threads)
 reproduce: install
 	$(BIN)/python scripts/reproduce_studies.py --check docs/results/seed0.json
 

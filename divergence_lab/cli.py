@@ -7,7 +7,7 @@ Examples::
     dlab                                   # KD on the embedded digits with forward KL
     dlab divergence=rkl seed=3             # reverse KL, another seed
     dlab -m divergence=kl,rkl,js seed=0,1  # an ad-hoc sweep
-    dlab -m study=kd_divergences           # a named study (divergence_lab/conf/study/)
+    dlab -m study=kd_divergences           # a named study (sweeps/ = divergence_lab/conf/study/)
 
 One process owns a folder (:mod:`divergence_lab.run.ownership`): a second ``dlab`` on a run or sweep
 folder in use is refused in one line (exit 2). A sweep's parent owns its folder for the whole sweep, and

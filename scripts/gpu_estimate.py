@@ -418,14 +418,11 @@ def category_discovery(cfg: Any, splits: Splits) -> list[Phase]:
     two views with the backbone frozen up to its last block (``frozen`` forward, ``3 × trained``)."""
     import torch
 
-    from divergence_lab.methods.legogcd import GCDNetwork, build_backbone
+    from divergence_lab.methods.legogcd import gcd_network
 
     method = cfg.method
-    backbone, width = build_backbone(
-        method.backbone.kind, splits.input_shape, list(method.backbone.hidden), method.backbone.depth
-    )
-    hidden = method.backbone.get("projector_hidden")
-    net = GCDNetwork(backbone, width, method.backbone.projection, splits.num_classes, hidden)
+    net = gcd_network(cfg, splits)
+    backbone = net.backbone
     example = example_batch(splits)
     whole = forward_flops(net, example)
     step = VIEWS * kernels_per_step(net, example, trained=True) + OPTIMIZER_KERNELS

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from divergence_lab import divergences
 from divergence_lab.config.errors import ConfigError
-from divergence_lab.methods.classifier import ClassifierModule, make_optimizer
+from divergence_lab.methods.classifier import ClassifierModule, make_optimizer, total_optimizer_steps
 from divergence_lab.methods.kd import configured_divergence
 from divergence_lab.methods.stages import StageOutput
 from divergence_lab.models import build_network
@@ -171,7 +171,8 @@ class BalancedOnlineDistillation(ClassifierModule):
             "weight_decay": self.teacher_optimizer.get("weight_decay", 0.0),
         }
         groups = [{"params": list(self.net.parameters())}, teacher_group]
-        return make_optimizer(groups, self.optimizer_config, self.max_epochs, self.total_optimizer_steps())
+        steps = total_optimizer_steps(self, self.optimizer_config)
+        return make_optimizer(groups, self.optimizer_config, self.max_epochs, steps)
 
 
 def build(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> BalancedOnlineDistillation:

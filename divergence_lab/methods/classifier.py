@@ -223,13 +223,8 @@ class ClassifierModule(TrainingTermsLogging):
         return network(x).float()
 
     def configure_optimizers(self):
-        return make_optimizer(
-            self.net.parameters(), self.optimizer_config, self.max_epochs, self.total_optimizer_steps()
-        )
-
-    def total_optimizer_steps(self) -> int | None:
-        """The run's optimiser steps (:func:`total_optimizer_steps`), for a per-step schedule."""
-        return total_optimizer_steps(self, self.optimizer_config)
+        steps = total_optimizer_steps(self, self.optimizer_config)
+        return make_optimizer(self.net.parameters(), self.optimizer_config, self.max_epochs, steps)
 
     def configure_callbacks(self) -> list[L.Callback]:
         """The periodic test evaluation of ``eval_every_steps`` (none when off). The same instance on every

@@ -91,10 +91,12 @@ def test_wheel_ships_the_configs_and_dlab_runs_from_it(tmp_path):
 
     assert set(divergences.names()) <= configs
     conf = ROOT / "divergence_lab" / "conf"
-    shipped_groups = ["study", "pld_variant", "sinkd_variant", "cts_variant", "legogcd_variant"]
-    for group in shipped_groups:  # the named studies and the variant groups their grids sweep
+    shipped_groups = ["study", "pld_variant", "sinkd_variant", "cts_variant", "legogcd_variant", "cts_search"]
+    for group in [*shipped_groups, "protocol"]:  # the studies, the variant groups they sweep, the protocols
         files = sorted((conf / group).glob("*.yaml"))
         assert files and {f"divergence_lab/conf/{group}/{f.name}" for f in files} <= names
+    studies = {f"divergence_lab/conf/study/{f.name}" for f in (ROOT / "sweeps").glob("*.yaml")}
+    assert studies and studies <= names  # the top-level sweeps/ folder is what the wheel ships as studies
     site = tmp_path / "site"
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],

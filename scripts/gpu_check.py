@@ -439,7 +439,7 @@ def child(result: Path, warmup: int, argv: list[str]) -> int:
     code: Any = 0
     sys.argv = ["dlab", *argv]
     try:
-        from divergence_lab.cli import main
+        from divergence_lab.entry.cli import main
 
         main()
     except SystemExit as stop:

@@ -1,7 +1,7 @@
 """Refuse a bad configuration before any work starts, with one line that names the key and what is allowed.
 
 Four kinds of check (the CLI runs them all before Hydra starts, see
-:mod:`divergence_lab.config.preflight`; a run repeats the second and third):
+:mod:`divergence_lab.entry.preflight`; a run repeats the second and third):
 
 * :func:`check_group_choices` runs on the command line, before Hydra composes anything, so that
   ``dlab divergence=nope`` prints ``divergence=nope is not an option; choose one of: cs, fdiv, ...``
@@ -33,7 +33,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 
 CONF_DIR = Path(__file__).parents[1] / "conf"
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
@@ -169,11 +169,20 @@ def check_group_choices(argv: Sequence[str]) -> None:
                 )
 
 
+def hydra_group_options(group: str) -> list[str]:
+    """The options of a config group as Hydra finds them on its search path with the package's configs:
+    its own, the installed plugins' (registered in code, ``hydra/launcher=joblib``) and the package's
+    files."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_module("divergence_lab.conf", version_base="1.3"):
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+
+
 def registered_options(group: str, files: set[str]) -> set[str]:
     """The options of a ``hydra/...`` group: those Hydra and its plugins register in code (``joblib``,
     ``submitit_slurm``, ``optuna``) with the config folders' files (``files``)."""
-    from divergence_lab.config.help_sections import hydra_group_options
-
     return set(hydra_group_options(group)) | files
 
 

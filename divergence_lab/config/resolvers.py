@@ -9,25 +9,9 @@ compose API and launcher workers alike. Imports no deep-learning framework (kept
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from omegaconf import OmegaConf
 
-PACKAGE_FOLDER = "divergence_lab"
-
-
-def user_cache_home() -> Path:
-    """``$XDG_CACHE_HOME`` if it is an absolute path, else ``~/.cache``."""
-    configured = os.environ.get("XDG_CACHE_HOME", "")
-    if configured and Path(configured).is_absolute():
-        return Path(configured)
-    return Path.home() / ".cache"
-
-
-def user_cache(subfolder: str) -> str:
-    """``<user cache home>/divergence_lab/<subfolder>``, read from the environment at every call."""
-    return str(user_cache_home() / PACKAGE_FOLDER / subfolder)
+from divergence_lab.ground.paths import user_cache
 
 
 def register_resolvers() -> None:

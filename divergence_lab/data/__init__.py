@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from divergence_lab.config.targets import instantiate_target
+from divergence_lab.ground.targets import instantiate_target
 
 
 def instantiate_datamodule(data_cfg: DictConfig, seed: int) -> Any:

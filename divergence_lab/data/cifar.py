@@ -27,13 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.tensor_datamodule import (
     TensorDataModule,
     class_path,
     fingerprint_of,
     stratified_split,
 )
+from divergence_lab.ground.errors import ConfigError
 
 CHANNELS, SIDE = 3, 32
 ROW_BYTES = CHANNELS * SIDE * SIDE  # one image: the R, G and B planes of 32 x 32 bytes

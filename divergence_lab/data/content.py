@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from divergence_lab.config.resolvers import PACKAGE_FOLDER, user_cache_home
+from divergence_lab.ground.paths import PACKAGE_FOLDER, user_cache_home
 
 CONTENT_PREFIX = "data.content:"  # a source's entry in a fingerprint: data.content:<path as configured>
 CACHE_FILE = "content_hashes.json"

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.cifar import random_crop_flip
 from divergence_lab.data.tensor_datamodule import EpochSeededSampler, class_path, fingerprint_of
+from divergence_lab.ground.errors import ConfigError
 
 AUGMENTATIONS = ("digits", "crop_flip", "noise")
 

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import torch
 
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.tensor_datamodule import stratified_split
 from divergence_lab.data.text_classification import (
     TokenizedDataModule,
@@ -37,6 +36,7 @@ from divergence_lab.data.text_classification import (
     local_tokenizer,
     word_level_tokenizer,
 )
+from divergence_lab.ground.errors import ConfigError
 
 
 @dataclass(frozen=True)

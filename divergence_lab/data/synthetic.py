@@ -12,8 +12,8 @@ import math
 
 import torch
 
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.tensor_datamodule import TensorDataModule
+from divergence_lab.ground.errors import ConfigError
 
 
 class SyntheticDataModule(TensorDataModule):

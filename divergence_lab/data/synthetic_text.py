@@ -25,13 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.text_classification import (
     TokenizedDataModule,
     check_max_length,
     encode,
     word_level_tokenizer,
 )
+from divergence_lab.ground.errors import ConfigError
 
 POSITIVE = ("good", "great", "fine", "pleasant", "lovely", "superb", "nice", "bright", "clever", "solid")
 NEGATIVE = ("bad", "poor", "awful", "dull", "boring", "weak", "clumsy", "broken", "ugly", "noisy")

@@ -31,7 +31,7 @@ With ``standardize`` every feature ``j`` is z-scored with the training split's s
 ``std_j = sqrt(mean((x_train[:, j] - mean_j)^2))`` (population std) are taken over the training rows only;
 a constant feature (``std_j = 0``) is divided by 1. Features are computed in float64, served as float32.
 
-Every bad value or file is refused with a one-line :class:`~divergence_lab.config.errors.ConfigError` (a
+Every bad value or file is refused with a one-line :class:`~divergence_lab.ground.errors.ConfigError` (a
 ``ValueError``) starting with ``data.<key>``, which ``dlab`` shows as ``dlab: error: ...`` (exit 2). The data
 fingerprint hashes the tensors served, not the path: editing the file changes it, moving it does not.
 """
@@ -49,9 +49,9 @@ import numpy as np
 import torch
 from hydra.utils import to_absolute_path
 
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.content import SKLEARN_PREFIX
 from divergence_lab.data.tensor_datamodule import TensorDataModule, check_split_fractions, stratified_split
+from divergence_lab.ground.errors import ConfigError
 
 SKLEARN_TABLES = ("wine", "iris", "breast_cancer", "digits")
 SPLITS = ("train", "val", "test")

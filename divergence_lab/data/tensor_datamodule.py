@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 
 
 class EpochSeededSampler(Sampler[int]):

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.tensor_datamodule import TensorDataModule
+from divergence_lab.ground.errors import ConfigError
 
 TOKEN_ROWS = ("input_ids", "attention_mask", "token_type_ids")
 PAD, UNK, CLS, SEP = "[PAD]", "[UNK]", "[CLS]", "[SEP]"

@@ -40,7 +40,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from divergence_lab import divergences
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods.classifier import ClassifierModule, make_optimizer, total_optimizer_steps
 from divergence_lab.methods.kd import configured_divergence
 from divergence_lab.methods.stages import StageOutput

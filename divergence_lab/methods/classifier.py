@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods.training_terms import TrainingTermsLogging
 from divergence_lab.metrics.best_of_evals import BestOfEvaluations
 from divergence_lab.metrics.classification import EvaluationMetrics

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from divergence_lab import divergences
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods.classifier import ClassifierModule
 from divergence_lab.methods.stages import Stage, StageContext, StageOutput, cpu_state, network_from_state
 from divergence_lab.models import build_network

@@ -46,11 +46,11 @@ from torch import Tensor, nn
 
 from divergence_lab import divergences
 from divergence_lab.config.checks import DKL_FORMS
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.gcd import augment
 from divergence_lab.data.protocol import CategoryDiscoveryData
+from divergence_lab.ground.errors import ConfigError
+from divergence_lab.ground.progress import NO_CHECKPOINT, EpochCheckpoint, StageProgress, mean_of
 from divergence_lab.methods.classifier import make_optimizer, total_optimizer_steps
-from divergence_lab.methods.progress import NO_CHECKPOINT, EpochCheckpoint, StageProgress, mean_of
 from divergence_lab.methods.stages import Stage, StageContext, StageOutput, cpu_state, network_from_state
 from divergence_lab.methods.training_terms import TrainingTermsLogging
 from divergence_lab.metrics.gcd import cluster_accuracy

@@ -45,10 +45,10 @@ from torchmetrics import MeanMetric
 from transformers import PreTrainedModel
 
 from divergence_lab import divergences
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data import instantiate_datamodule
 from divergence_lab.data.text.protocol import LanguageModelData
 from divergence_lab.data.text.tokenizer import load_tokenizer, tokenizer_fingerprint
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods.classifier import make_optimizer, total_optimizer_steps
 from divergence_lab.methods.lm_generation import (
     AnswerEvaluation,

@@ -43,9 +43,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 from divergence_lab import divergences
+from divergence_lab.ground.progress import NO_CHECKPOINT, EpochCheckpoint, StageProgress, mean_of
 from divergence_lab.methods.classifier import make_optimizer
 from divergence_lab.methods.cross_entropy import CrossEntropyModule
-from divergence_lab.methods.progress import NO_CHECKPOINT, EpochCheckpoint, StageProgress, mean_of
 from divergence_lab.methods.stages import Stage, StageContext, StageOutput, cpu_state, network_from_state
 from divergence_lab.models import build_network
 from divergence_lab.pruning import saliency

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from divergence_lab import divergences
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods.kd import DistillationModule, configured_divergence, frozen_teacher, warmup_epochs
 from divergence_lab.methods.stages import StageOutput
 from divergence_lab.models import build_network

@@ -21,7 +21,7 @@ A stage function must move what it returns to the CPU (:func:`cpu_state`); it ma
 streams: the run layer restores them after a loaded stage as they were after the stage ran.
 
 A stage that trains for several epochs keeps its progress through ``context.checkpoint(loop)`` (an
-:class:`~divergence_lab.methods.progress.EpochCheckpoint`): it saves after every epoch what its loop needs
+:class:`~divergence_lab.ground.progress.EpochCheckpoint`): it saves after every epoch what its loop needs
 (networks, optimisers, schedulers, the epoch) and, in a run, the run layer adds the random streams and
 writes it to ``<run dir>/stages/<stage>.partial/<loop>.pt``; an interrupted stage run again loads it and
 continues with the next epoch, ending bit-identical to an uninterrupted run (CPU). The folder is removed
@@ -39,7 +39,7 @@ import torch
 from hydra.utils import get_method
 from torch import nn
 
-from divergence_lab.methods.progress import NO_CHECKPOINT, EpochCheckpoint
+from divergence_lab.ground.progress import NO_CHECKPOINT, EpochCheckpoint
 
 StageOutput = dict[str, Any]
 

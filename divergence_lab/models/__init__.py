@@ -7,8 +7,8 @@ from typing import Any
 
 from torch import nn
 
-from divergence_lab.config.errors import ConfigError
-from divergence_lab.config.targets import instantiate_target
+from divergence_lab.ground.errors import ConfigError
+from divergence_lab.ground.targets import instantiate_target
 
 TEXT_MODELS = "model=bert_tiny, bert_small or bert_local"
 

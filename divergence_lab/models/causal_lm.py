@@ -22,8 +22,8 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
-from divergence_lab.config.errors import ConfigError
-from divergence_lab.config.targets import instantiate_target
+from divergence_lab.ground.errors import ConfigError
+from divergence_lab.ground.targets import instantiate_target
 
 # config keys that would make the logits differ from hidden @ lm_head.weightᵀ (+ bias)
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale")

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 
 SMALLEST_SIDE = 32  # the first stage works at the CIFAR resolution; smaller images vanish in the last stage
 VARIANTS = ("he", "tlab")

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.text_classification import TOKEN_ROWS
+from divergence_lab.ground.errors import ConfigError
 
 TEXT_DATA = "data=text_synthetic or data=glue"
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from divergence_lab.methods.progress import NO_CHECKPOINT, EpochCheckpoint, StageProgress, mean_of
+from divergence_lab.ground.progress import NO_CHECKPOINT, EpochCheckpoint, StageProgress, mean_of
 from divergence_lab.pruning.masks import Mask, global_top_k, prunable_weights
 
 Objective = Callable[[Tensor, Tensor, Tensor], Tensor]  # (sparse logits, dense logits, labels) -> scalar

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 
 Mask = list[Tensor]
 

@@ -22,7 +22,7 @@ skipped. :mod:`~divergence_lab.report.wandb_files` reads W&B's own run files.
 
 Of the run layer the report imports :mod:`divergence_lab.run.record` alone (the run-record format:
 ``metrics.json``, ``teacher.json``, the fingerprint file names, and ``status.json`` through
-:mod:`divergence_lab.sweep.status`), so it loads no deep-learning framework. The other files it reads are
+:mod:`divergence_lab.report.job_status`), so it loads no deep-learning framework. The other files it reads are
 Hydra's (``multirun.yaml``, ``.hydra/overrides.yaml``), a run's ``fingerprint.json`` / ``config.yaml``, a
 sweep's ``sweep_fingerprint.json``, a run's ``csv/metrics.csv`` and the figures' data some callbacks leave in
 a run folder (``reliability.json``, ``gcd_curve.json``, ``confusion.json``).

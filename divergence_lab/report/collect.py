@@ -4,7 +4,7 @@ Every finished job folder holds ``metrics.json`` and ``.hydra/overrides.yaml``. 
 overrides minus ``seed`` (so a ``divergence × seed`` grid gives one group per divergence); each metric is
 summarised as mean ± sample standard deviation over the group's seeds, and only the override keys that
 vary across the sweep label the groups. Unfinished jobs are listed with their state
-(:mod:`divergence_lab.sweep.status`), jobs whose files cannot be read as unreadable: none is dropped
+(:mod:`divergence_lab.report.job_status`), jobs whose files cannot be read as unreadable: none is dropped
 silently. The sweep's ``multirun.yaml`` may name the metrics to report (``report.metrics``).
 
 Several sweeps are reported as one by :func:`collect_sweeps` when the settings they held fixed agree
@@ -27,10 +27,15 @@ from typing import Any
 
 import yaml
 
+from divergence_lab.ground.record_format import METRICS_FILE
 from divergence_lab.report.errors import ReportError, UnreadableFile, error_reason
+from divergence_lab.report.job_status import (
+    UNFINISHED_STATES,
+    UnfinishedJob,
+    expected_job_count,
+    unfinished_job,
+)
 from divergence_lab.report.merging import check_mergeable, read_sweep_settings, under
-from divergence_lab.run.record import METRICS_FILE
-from divergence_lab.sweep.status import UNFINISHED_STATES, UnfinishedJob, expected_job_count, unfinished_job
 
 DEFAULT_METRICS = ("test/acc", "test/ece")
 IGNORED_KEYS = ("seed",)

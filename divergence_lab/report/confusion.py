@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from divergence_lab.ground.record_format import CONFUSION_FILE, PER_CLASS_KEY
 from divergence_lab.report.collect import Group, SweepReport
 from divergence_lab.report.figure_style import (
     figure_layout,
@@ -32,7 +33,6 @@ from divergence_lab.report.figure_style import (
     seeds_note,
     wrap_label,
 )
-from divergence_lab.run.record import CONFUSION_FILE, PER_CLASS_KEY
 
 MAX_CLASSES = 20  # more classes: no table and no figure (a matrix of them cannot be read)
 MAX_PANELS = 12

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from divergence_lab.ground.record_format import RUN_FINGERPRINT_FILE, SWEEP_FINGERPRINT_FILE, SWEEP_KEY_PREFIX
 from divergence_lab.report.errors import ReportError, error_reason
-from divergence_lab.run.record import RUN_FINGERPRINT_FILE, SWEEP_FINGERPRINT_FILE, SWEEP_KEY_PREFIX
 
 SHOWN_DIFFERENCES = 3
 UNSET = "(unset)"

@@ -20,8 +20,7 @@ from typing import Any
 import yaml
 from omegaconf.errors import OmegaConfBaseException
 
-from divergence_lab.run.fingerprint import stored_run_settings
-from divergence_lab.run.record import TEACHER_FILE
+from divergence_lab.ground.record_format import TEACHER_FILE, stored_run_settings
 
 SECTIONS = ("method", "teacher", "divergence", "data", "model", "trainer")  # shown first, in this order
 TEACHER_PREFIX = "method.teacher."

@@ -17,7 +17,7 @@ from typing import Any
 
 from lightning.pytorch import Callback
 
-from divergence_lab.methods.progress import StageProgress, set_position
+from divergence_lab.ground.progress import StageProgress, set_position
 
 log = logging.getLogger("divergence_lab")
 SWEEP_LOGGERS = "divergence_lab.sweep"  # lines about the whole sweep (k/N jobs ended ...) carry no job label

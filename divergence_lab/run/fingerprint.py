@@ -35,53 +35,18 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.content import content_settings, is_content_key
-from divergence_lab.run.record import RUN_FINGERPRINT_FILE, write_json_atomically
+from divergence_lab.ground.errors import ConfigError
+from divergence_lab.ground.record_format import (
+    IGNORED_KEYS,
+    settings_of,
+    stored_run_settings,
+)
+from divergence_lab.run.record import write_json_atomically
 
 SUPERSEDED_DIR = "superseded"
 SHOWN_DIFFERENCES = 3
 SHOWN_DIGEST_CHARS = 8  # of a content digest, in a refusal
-# keys (and whole sub-trees) that never change a run's numbers
-IGNORED_KEYS = (
-    "paths",
-    "logger",
-    "ckpt_path",
-    "study_name",
-    "report",
-    "threads",
-    "stage_wait_s",
-    "checks",
-    "data.data_dir",
-    "trainer.log_every_n_steps",
-    # what a method declares about itself (for the checks and labels), not how it trains
-    "method.reads",
-    "method.instead",
-    "method.val_metrics",
-    "method.divergence_kinds",
-    "method.uses_divergence",
-    "method.model_families",
-    "method.data_tasks",
-    # where its code lives: moving a module does not change a result
-    "method.builder",
-    "method.stages",
-    # whether confusion.json is written: a record of the test, not how the network trains
-    "method.confusion_max_classes",
-)
-
-
-def _ignored(key: str, ignored: tuple[str, ...]) -> bool:
-    return any(key == prefix or key.startswith(prefix + ".") for prefix in ignored)
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"divergence.temperature": 2.0, ...}``: every leaf of a nested dict under its dotted key."""
-    if isinstance(node, Mapping) and node:
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            flat.update(flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: node}
 
 
 def fingerprint_settings(
@@ -92,7 +57,7 @@ def fingerprint_settings(
     bytes now, :func:`~divergence_lab.data.content.content_settings`)."""
     run_keys = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     container = OmegaConf.to_container(run_keys, resolve=True)
-    settings = {k: v for k, v in flatten(container).items() if not _ignored(k, ignored)}
+    settings = settings_of(container, ignored)
     if content and isinstance(container, dict):
         settings.update(content_settings(container.get("data")))
     return settings
@@ -138,33 +103,6 @@ def write_fingerprint(path: Path, settings: Mapping[str, Any], **extra: Any) -> 
     """Write ``{"sha256": ..., "settings": ..., **extra}`` atomically, creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomically(path, {"sha256": digest(settings), "settings": dict(settings), **extra})
-
-
-def read_fingerprint_record(path: Path) -> dict[str, Any] | None:
-    """The whole fingerprint file (``sha256``, ``settings``, any extra); None when missing or unreadable."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and isinstance(record.get("settings"), dict) else None
-
-
-def read_fingerprint(path: Path) -> dict[str, Any] | None:
-    """The settings recorded in a fingerprint file; None when it is missing or unreadable."""
-    record = read_fingerprint_record(path)
-    return None if record is None else dict(record["settings"])
-
-
-def stored_run_settings(run_dir: Path) -> dict[str, Any] | None:
-    """The settings a run folder was made with: its fingerprint file, else its ``config.yaml`` (without
-    data content entries: the content the folder was made from is unknown), else None."""
-    record = run_dir / RUN_FINGERPRINT_FILE
-    if record.is_file():
-        return read_fingerprint(record)
-    config = run_dir / "config.yaml"
-    if config.is_file():
-        return fingerprint_settings(OmegaConf.load(config), content=False)
-    return None
 
 
 def other_config_error(

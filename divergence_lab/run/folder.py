@@ -26,7 +26,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from divergence_lab.run.record import CHECKPOINT_DIR, LAST_CHECKPOINT
+from divergence_lab.ground.record_format import CHECKPOINT_DIR, LAST_CHECKPOINT
 
 
 def save_resolved_config(run_dir: Path, cfg: DictConfig) -> None:

@@ -43,16 +43,20 @@ from omegaconf import DictConfig
 
 from divergence_lab.config.checks import validate_divergence, validate_settings
 from divergence_lab.data import instantiate_datamodule
-from divergence_lab.methods.progress import current_position, set_position
+from divergence_lab.ground.progress import current_position, set_position
+from divergence_lab.ground.record_format import (
+    CHECKPOINT_DIR,
+    CONFUSION_FILE,
+    LAST_CHECKPOINT,
+    PER_CLASS_KEY,
+    RUN_FINGERPRINT_FILE,
+    TEACHER_FILE,
+    finished_record,
+)
 from divergence_lab.methods.stages import StageContext, build_module, declared_stages
 from divergence_lab.metrics.calibration import ReliabilityDiagram
 from divergence_lab.metrics.per_class import CountsTestClasses, confusion_record, per_class_accuracy
-from divergence_lab.run.fingerprint import (
-    RUN_FINGERPRINT_FILE,
-    check_run_dir,
-    fingerprint_settings,
-    write_fingerprint,
-)
+from divergence_lab.run.fingerprint import check_run_dir, fingerprint_settings, write_fingerprint
 from divergence_lab.run.folder import resolve_checkpoint, save_resolved_config
 from divergence_lab.run.interruption import (
     RunInterrupted,
@@ -65,13 +69,7 @@ from divergence_lab.run.loggers import build_loggers, close_loggers, log_summary
 from divergence_lab.run.ownership import is_owner_process, owned_folder, release_all
 from divergence_lab.run.ranks import is_global_rank_zero
 from divergence_lab.run.record import (
-    CHECKPOINT_DIR,
-    CONFUSION_FILE,
-    LAST_CHECKPOINT,
-    PER_CLASS_KEY,
-    TEACHER_FILE,
     divergence_label,
-    finished_record,
     job_label,
     mark_failed,
     mark_finished,

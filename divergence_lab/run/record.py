@@ -38,19 +38,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from divergence_lab.ground.record_format import METRICS_FILE, STATUS_FILE, read_status
 from divergence_lab.run.ranks import is_global_rank_zero
-
-METRICS_FILE = "metrics.json"
-CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"
-STATUS_FILE = "status.json"
-TEACHER_FILE = "teacher.json"  # the teachers a run distilled from: network and test metrics, by cache key
-CONFUSION_FILE = "confusion.json"  # the tested network's confusion matrix (classifiers, few classes)
-PER_CLASS_KEY = "per_class_acc"  # metrics.json: the tested network's accuracy per class, by class index
-# the fingerprints (divergence_lab.run.fingerprint), named here for the report, which reads them too
-RUN_FINGERPRINT_FILE = "fingerprint.json"  # a run's result-relevant settings
-SWEEP_FINGERPRINT_FILE = "sweep_fingerprint.json"  # a sweep's fixed settings and its grid
-SWEEP_KEY_PREFIX = "sweep:"  # a swept key's entry in the sweep fingerprint: sweep:<key> = its values
 
 
 def mark_running(run_dir: Path) -> None:
@@ -69,25 +58,6 @@ def mark_running(run_dir: Path) -> None:
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     )
-
-
-def running_owner_gone(run_dir: Path, status: Mapping[str, Any]) -> str | None:
-    """Why the process that a ``running`` status names has ended without saying so, or None while it may
-    still run: its lock record's pid is dead on this host or its heartbeat stopped; without a lock record,
-    the pid that ``status.json`` records is dead on this host."""
-    from divergence_lab.run.ownership import STALE_AFTER_S, pid_alive, read_lock_record
-
-    record = read_lock_record(run_dir)
-    if record is not None:
-        if record.on_this_host() and not pid_alive(record.pid):
-            return f"pid {record.pid} on {record.host} is gone"
-        if record.heartbeat_age_s() > STALE_AFTER_S:
-            return f"no heartbeat for {record.heartbeat_age_s():.0f} s"
-        return None
-    pid, host = status.get("pid"), status.get("host")
-    if isinstance(pid, int) and host == socket.gethostname() and not pid_alive(pid):
-        return f"pid {pid} on {host} is gone"
-    return None
 
 
 def job_label(cfg: DictConfig, job_num: Any = None) -> str:
@@ -119,22 +89,6 @@ def mark_interrupted(run_dir: Path, signal_name: str, position: str) -> None:
 
 def mark_finished(run_dir: Path) -> None:
     _update(run_dir, "finished")
-
-
-def read_status(run_dir: Path) -> dict[str, Any]:
-    """``finished`` when metrics.json exists, else what status.json says (``starting`` before it exists)."""
-    if (run_dir / METRICS_FILE).is_file():
-        return {"state": "finished"}
-    try:
-        return json.loads((run_dir / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return {"state": "starting"}
-
-
-def last_checkpoint_age_s(run_dir: Path) -> float | None:
-    """Seconds since the job last wrote ``last.ckpt`` (None when it never did)."""
-    path = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
-    return time.time() - path.stat().st_mtime if path.is_file() else None
 
 
 def git_commit(path: Path = Path(__file__).parent) -> dict[str, Any]:
@@ -216,13 +170,3 @@ def torch_save_atomically(content: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def finished_record(run_dir: Path) -> dict[str, Any] | None:
-    """The run's metrics.json when it finished, else None (also when the file is unreadable: rerun).
-
-    The caller has checked that the folder holds this very config (:mod:`divergence_lab.run.fingerprint`).
-    """
-    try:
-        record = json.loads((run_dir / METRICS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and isinstance(record.get("metrics"), dict) else None

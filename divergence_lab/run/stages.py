@@ -26,7 +26,7 @@ stage's output is saved (one left by a stop between the two is ignored: the outp
 writes nothing), and removed before the stage runs when the run starts over in place (``ckpt_path=null``).
 
 A stage file (final or partial) whose fingerprint digest is not this run's was written for another config:
-it is refused with one line (:class:`~divergence_lab.config.errors.ConfigError`) that suggests
+it is refused with one line (:class:`~divergence_lab.ground.errors.ConfigError`) that suggests
 ``ckpt_path=fresh``. A file without a digest (written before stage files recorded one) is accepted.
 """
 
@@ -45,10 +45,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from divergence_lab.config.errors import ConfigError
-from divergence_lab.methods.progress import format_duration, set_position
+from divergence_lab.ground.errors import ConfigError
+from divergence_lab.ground.progress import format_duration, set_position
+from divergence_lab.ground.record_format import RUN_FINGERPRINT_FILE
 from divergence_lab.methods.stages import Stage, StageContext, StageOutput
-from divergence_lab.run.record import RUN_FINGERPRINT_FILE, torch_save_atomically
+from divergence_lab.run.record import torch_save_atomically
 
 STAGES_DIR = "stages"
 PARTIAL_SUFFIX = ".partial"  # <name>.partial/: the per-epoch checkpoints of a stage not finished yet
@@ -96,7 +97,7 @@ def check_stage_file_belongs(path: Path, saved: dict[str, Any], digest: str | No
 
 class PartialStage:
     """The per-epoch checkpoint of one loop of a running stage, in ``path`` (an
-    :class:`~divergence_lab.methods.progress.EpochCheckpoint`).
+    :class:`~divergence_lab.ground.progress.EpochCheckpoint`).
 
     ``save(epoch, state)`` writes ``state``, the epoch and the global random streams atomically, with the
     run's fingerprint ``digest``; ``load()`` refuses a file of another config, restores the random streams

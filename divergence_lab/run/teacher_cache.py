@@ -69,10 +69,10 @@ from lightning.pytorch import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data import instantiate_datamodule
+from divergence_lab.ground.errors import ConfigError
+from divergence_lab.ground.progress import StageProgress, format_duration
 from divergence_lab.methods.cross_entropy import CrossEntropyModule
-from divergence_lab.methods.progress import StageProgress, format_duration
 from divergence_lab.models import build_network
 from divergence_lab.run.epoch_progress import EpochProgress
 from divergence_lab.run.record import write_json_atomically

@@ -29,10 +29,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from divergence_lab.methods.progress import format_duration
+from divergence_lab.ground.progress import format_duration
+from divergence_lab.ground.record_format import METRICS_FILE, STATUS_FILE, read_status
 from divergence_lab.report.wandb_files import OFFLINE_RUN_DIRS
 from divergence_lab.run.interruption import rerun_command
-from divergence_lab.run.record import METRICS_FILE, STATUS_FILE, job_label, read_status
+from divergence_lab.run.record import job_label
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def side_by_side(launcher: Any) -> int:
 
 def job_end_line(config: DictConfig, failed: bool) -> str:
     """``sweep <name>: k/N jobs ended, <label> done, ~<time> left`` for the job that just ended."""
-    from divergence_lab.sweep.status import sweep_size
+    from divergence_lab.report.job_status import sweep_size
 
     sweep_dir = Path(config.hydra.sweep.dir)
     ended, wall_times = ended_jobs(sweep_dir)

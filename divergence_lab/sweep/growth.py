@@ -37,15 +37,18 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
 from divergence_lab.data.content import is_content_key, reads_other_sources
+from divergence_lab.ground.record_format import (
+    SWEEP_FINGERPRINT_FILE,
+    SWEEP_KEY_PREFIX,
+    read_fingerprint_record,
+)
 from divergence_lab.run.fingerprint import (
     content_changes,
     differences,
     other_config_error,
     other_data_error,
-    read_fingerprint_record,
     write_fingerprint,
 )
-from divergence_lab.run.record import SWEEP_FINGERPRINT_FILE, SWEEP_KEY_PREFIX
 
 GROWTH_KEY = "growth"  # the sweep fingerprint's list of growths
 GROWTH_RULE = "a sweep folder takes its own sweep again, or more values of the same swept keys"

@@ -53,7 +53,7 @@ def run_program(program: str, argv: list[str], cwd: Path, env: dict[str, str] | 
 def run_dlab_in_process(argv: list[str], cwd: Path, monkeypatch, capsys) -> subprocess.CompletedProcess:
     """``dlab argv`` through its entry function in this process (no interpreter start-up, torch already
     imported: ~20× faster), for inputs refused before Hydra starts; returns what a subprocess would."""
-    from divergence_lab.cli import main
+    from divergence_lab.entry.cli import main
 
     monkeypatch.chdir(cwd)
     monkeypatch.setenv("DLAB_OUTPUT_ROOT", str(cwd / "outputs"))

@@ -319,7 +319,7 @@ def test_bad_tables_stop_the_run_in_one_line(case: BadInput, tmp_path: Path) -> 
 
 @pytest.mark.parametrize("case", TABULAR_CASES, ids=str)
 def test_the_tabular_module_names_the_key_and_the_problem(case: BadInput, tmp_path: Path) -> None:
-    from divergence_lab.config.errors import ConfigError
+    from divergence_lab.ground.errors import ConfigError
     from divergence_lab.run.pipeline import build_datamodule
 
     TABULAR_SETUPS[case.setup](tmp_path)

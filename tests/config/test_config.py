@@ -7,10 +7,10 @@ import pytest
 
 from divergence_lab import divergences
 from divergence_lab.config.checks import CONF_DIR, check_group_choices, group_options, validate
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 from tests.conftest import compose_config
 
-DLAB = [sys.executable, "-c", "from divergence_lab.cli import main; main()"]
+DLAB = [sys.executable, "-c", "from divergence_lab.entry.cli import main; main()"]
 
 
 # the options whose config leaves paths to the user's files or weights required (???), and those keys
@@ -171,9 +171,9 @@ def test_cli_refuses_in_one_line_with_nonzero_exit(tmp_path, argv, expected):
 
 HYDRA_RENDERED_HELP = (
     "import os, sys\n"
-    "from divergence_lab.config.help_sections import HELP_SECTIONS_VARIABLE, help_sections\n"
+    "from divergence_lab.entry.help_sections import HELP_SECTIONS_VARIABLE, help_sections\n"
     "os.environ[HELP_SECTIONS_VARIABLE] = help_sections(sys.argv[1:])\n"
-    "from divergence_lab.cli import hydra_app\n"
+    "from divergence_lab.entry.cli import hydra_app\n"
     "hydra_app()\n"
 )
 
@@ -201,7 +201,7 @@ def test_help_and_config_composition_stay_light(tmp_path):
     code = (
         "import sys\n"
         "sys.argv = ['dlab', '--help']\n"
-        "from divergence_lab.cli import main\n"
+        "from divergence_lab.entry.cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in ('lightning', 'torch', 'ot', 'optuna', 'wandb') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"

@@ -14,11 +14,11 @@ from divergence_lab.config.checks import (
     DataServes,
     check_compatibility,
     find_contract,
+    hydra_group_options,
     load_contracts,
     model_refusal,
 )
-from divergence_lab.config.errors import ConfigError
-from divergence_lab.config.help_sections import hydra_group_options
+from divergence_lab.ground.errors import ConfigError
 from tests.conftest import compose_config
 
 INPUT_KINDS = {"image", "vector", "tokens", "text"}

@@ -9,8 +9,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from divergence_lab.config.checks import CONF_DIR, validate_settings
-from divergence_lab.config.help_sections import study_description
-from divergence_lab.config.preflight import parse_command_line, swept_values
+from divergence_lab.entry.help_sections import study_description
+from divergence_lab.entry.preflight import parse_command_line, swept_values
 from tests.conftest import compose_config
 
 DLAB = Path(sys.executable).parent / "dlab"

@@ -8,8 +8,8 @@ import pytest
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from divergence_lab.config.checks import CONF_DIR
-from divergence_lab.config.errors import ConfigError
-from divergence_lab.config.sweep_checks import check_sweep_settings, metric_direction
+from divergence_lab.entry.sweep_checks import check_sweep_settings, metric_direction
+from divergence_lab.ground.errors import ConfigError
 from tests.conftest import compose_config
 
 STUDY_DIR = CONF_DIR / "study"
@@ -219,7 +219,7 @@ def test_metric_direction(metric, direction):
 
 def test_the_module_imports_no_deep_learning_framework():
     code = (
-        "import sys, divergence_lab.config.sweep_checks; "
+        "import sys, divergence_lab.entry.sweep_checks; "
         "print(sorted({'torch', 'lightning', 'optuna'} & set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -3,8 +3,8 @@
 import pytest
 from omegaconf import OmegaConf
 
-from divergence_lab.config.errors import ConfigError
-from divergence_lab.config.targets import instantiate_target
+from divergence_lab.ground.errors import ConfigError
+from divergence_lab.ground.targets import instantiate_target
 from tests.conftest import compose_config
 
 
@@ -29,7 +29,7 @@ def test_the_objects_own_refusal_comes_through_unchanged():
 
 
 def test_a_user_config_folder_adds_its_options_beside_the_packages(tmp_path, monkeypatch):
-    from divergence_lab.config.preflight import preflight
+    from divergence_lab.entry.preflight import preflight
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mine.yaml").write_text("defaults: [tabular]\nname: mine\nsource: sklearn:iris\n")
@@ -49,6 +49,6 @@ def test_a_user_config_folder_adds_its_options_beside_the_packages(tmp_path, mon
 )
 def test_the_preflight_builds_data_whose_settings_point_elsewhere_in_the_config(overrides):
     """``data.tokenizer: ${method.teacher.model.path}`` resolves against the whole config."""
-    from divergence_lab.config.preflight import CONF_DIR, check_data_modules
+    from divergence_lab.entry.preflight import CONF_DIR, check_data_modules
 
     check_data_modules([compose_config(overrides)], (CONF_DIR,))

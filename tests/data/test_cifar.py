@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from divergence_lab.config.checks import validate_settings
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.cifar import CIFARDataModule, random_crop_flip, read_cifar, write_cifar
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.models.resnet_cifar import CifarResNet
 from tests.conftest import compose_config, run_training
 
@@ -115,7 +115,7 @@ def test_without_validation_images_the_run_must_test_its_last_epoch(tmp_path):
 
 
 def test_an_optuna_sweep_without_validation_images_is_refused_in_one_line():
-    from divergence_lab.config.sweep_checks import check_sweep_settings
+    from divergence_lab.entry.sweep_checks import check_sweep_settings
 
     cfg = compose_config(["hparams_search=kd_optuna", "protocol=full_train_last_epoch"], with_hydra=True)
     with pytest.raises(ConfigError, match="no validation metric for the Optuna sweeper"):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.tabular import TabularDataModule
+from divergence_lab.ground.errors import ConfigError
 from tests.conftest import run_training
 
 ROWS_PER_CLASS = 12

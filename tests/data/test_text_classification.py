@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data import instantiate_datamodule
 from divergence_lab.data.glue import GLUE_TASKS, GlueDataModule, read_glue_file, task_named, write_glue
 from divergence_lab.data.synthetic_text import (
@@ -19,6 +18,7 @@ from divergence_lab.data.synthetic_text import (
     generate_splits,
 )
 from divergence_lab.data.text_classification import TOKEN_ROWS, encode, local_tokenizer, word_level_tokenizer
+from divergence_lab.ground.errors import ConfigError
 from tests.conftest import compose_config
 
 SST2_HEADER = "sentence\tlabel"

@@ -12,7 +12,6 @@ import torch
 from transformers import AutoTokenizer
 
 from divergence_lab.config.checks import CONF_DIR
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data import instantiate_datamodule
 from divergence_lab.data.text.batches import IGNORE_INDEX
 from divergence_lab.data.text.lm_datamodule import JsonlLMDataModule, SavedLMDataModule, SyntheticLMDataModule
@@ -24,6 +23,7 @@ from divergence_lab.data.text.synthetic_tasks import (
     split_examples,
 )
 from divergence_lab.data.text.tokenizer import build_char_tokenizer, decode_completion, load_tokenizer
+from divergence_lab.ground.errors import ConfigError
 from tests.conftest import compose_config
 
 SMALL = {"train_prompts": 40, "val_prompts": 10, "test_prompts": 10, "digits": 2}

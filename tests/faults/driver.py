@@ -13,7 +13,7 @@ def main() -> None:
     phase, signal_name, *overrides = sys.argv[1:]
     install(phase, getattr(signal, signal_name), setattr)
     sys.argv = ["dlab", *overrides]
-    from divergence_lab.cli import main as dlab
+    from divergence_lab.entry.cli import main as dlab
 
     dlab()
 

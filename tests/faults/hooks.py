@@ -32,7 +32,7 @@ def install(phase: str, signum: int, patch: Any) -> None:
     """Arrange for ``signum`` at ``phase``; ``patch(owner, name, replacement)`` swaps an attribute."""
     from lightning.pytorch import Trainer
 
-    from divergence_lab.methods.progress import StageProgress, current_position
+    from divergence_lab.ground.progress import StageProgress, current_position
     from divergence_lab.run.epoch_progress import TestingPosition
 
     if phase in STAGE_OF_PHASE:

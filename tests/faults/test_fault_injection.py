@@ -162,7 +162,7 @@ def _must_not_run(name: str):
 
 def _dlab(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "divergence_lab.cli", *args],
+        [sys.executable, "-m", "divergence_lab.entry.cli", *args],
         cwd=tmp_path,
         env=_dlab_env(tmp_path),
         capture_output=True,

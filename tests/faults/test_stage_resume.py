@@ -108,7 +108,7 @@ def reference(tmp_path_factory):
 
 def _stop_at(loop: str, steps: int, monkeypatch) -> None:
     """SIGINT to this process at the progress line of step ``steps`` of ``loop``."""
-    from divergence_lab.methods.progress import StageProgress
+    from divergence_lab.ground.progress import StageProgress
 
     original_step = StageProgress.step
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from divergence_lab.report.job_status import unfinished_job
 from divergence_lab.run.interruption import descendants
-from divergence_lab.sweep.status import unfinished_job
 from tests.faults.test_fault_injection import results
 
 BIN = Path(sys.executable).parent

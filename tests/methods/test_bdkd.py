@@ -136,8 +136,8 @@ def test_one_training_step_changes_both_networks():
     ],
 )
 def test_bad_method_values_are_refused(override, message):
-    from divergence_lab.config.errors import ConfigError
     from divergence_lab.data import instantiate_datamodule
+    from divergence_lab.ground.errors import ConfigError
     from divergence_lab.methods.stages import build_in_memory
 
     cfg = compose_config(["experiment=bdkd_digits", override])

@@ -13,8 +13,8 @@ import torch
 
 from divergence_lab import divergences
 from divergence_lab.config.checks import validate_settings
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data import instantiate_datamodule
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods.kd import DistillationModule
 from divergence_lab.metrics.best_of_evals import BestOfEvaluations
 from divergence_lab.metrics.names import BEST_OF_EVALS_ACC

@@ -13,7 +13,7 @@ from torch import nn
 
 from divergence_lab import divergences
 from divergence_lab.config.checks import validate_settings
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods.classifier import make_optimizer
 from divergence_lab.methods.legogcd import build_backbone, gcd_network
 from divergence_lab.methods.pld import (

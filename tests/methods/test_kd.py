@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from divergence_lab import divergences
 from divergence_lab.config.checks import validate
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods.kd import DistillationModule
 from divergence_lab.models.mlp import MLP
 from divergence_lab.run import teacher_cache as teachers

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from divergence_lab import divergences
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.cifar import write_cifar
 from divergence_lab.data.gcd import GCDDataModule, gcd_split, shift_noise_erase
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods.legogcd import (
     dual_view_kl,
     info_nce,

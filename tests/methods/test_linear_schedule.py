@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from divergence_lab.config.checks import check_optimizer
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods.classifier import make_optimizer
 from divergence_lab.methods.cross_entropy import CrossEntropyModule
 from tests.conftest import compose_config

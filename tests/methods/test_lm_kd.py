@@ -13,10 +13,10 @@ from omegaconf import OmegaConf, open_dict
 
 from divergence_lab import divergences
 from divergence_lab.config.checks import validate
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data import instantiate_datamodule
 from divergence_lab.data.text.batches import IGNORE_INDEX, right_padded_batch
 from divergence_lab.data.text.tokenizer import build_char_tokenizer
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods.lm_generation import (
     Sampling,
     batch_prompts,

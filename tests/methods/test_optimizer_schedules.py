@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from divergence_lab.config.checks import check_optimizer
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods.classifier import make_optimizer
 
 

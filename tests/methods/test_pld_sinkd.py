@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from divergence_lab import divergences
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data import instantiate_datamodule
 from divergence_lab.data.cifar import write_cifar
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods.pld import PlackettLuceDistillation
 from divergence_lab.methods.sinkd import SinkhornDistillation
 from divergence_lab.methods.stages import StageContext, build_in_memory

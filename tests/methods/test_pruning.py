@@ -178,7 +178,7 @@ def test_cts_run_writes_its_density_trajectory_and_search_time(tmp_path):
 
 
 def test_bad_pruning_settings_are_refused(tmp_path):
-    from divergence_lab.config.errors import ConfigError
+    from divergence_lab.ground.errors import ConfigError
 
     with pytest.raises(ConfigError, match="method.pruner must be one of"):
         run_training(tmp_path, ["experiment=cts_digits", "method=prune", "method.pruner=optimal"], "a")

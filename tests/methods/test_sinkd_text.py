@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from divergence_lab import divergences
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data import instantiate_datamodule
 from divergence_lab.data.glue import write_glue
 from divergence_lab.data.text_classification import local_tokenizer
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods.sinkd import SinkhornDistillation
 from divergence_lab.models import build_network
 from divergence_lab.models.text_classifier import BertClassifier, PretrainedClassifier

@@ -182,7 +182,7 @@ def test_unfinished_jobs_are_listed_with_their_state(tmp_path, capsys):
 
 
 def test_optuna_sweeps_have_no_fixed_job_count(tmp_path):
-    from divergence_lab.sweep.status import expected_job_count
+    from divergence_lab.report.job_status import expected_job_count
 
     (tmp_path / "multirun.yaml").write_text(
         "hydra:\n  sweeper:\n"

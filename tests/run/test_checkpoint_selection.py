@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from divergence_lab.config.checks import validate_settings
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.metrics.selection import SelectionRule
 from divergence_lab.run.selection import SelectedCheckpoint, describe_selection, selection_rule
 from tests.conftest import compose_config

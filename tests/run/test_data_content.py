@@ -12,7 +12,6 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data import content
 from divergence_lab.data.content import (
     CONTENT_PREFIX,
@@ -23,15 +22,15 @@ from divergence_lab.data.content import (
     data_sources,
     reads_other_sources,
 )
+from divergence_lab.ground.errors import ConfigError
+from divergence_lab.ground.record_format import RUN_FINGERPRINT_FILE, stored_run_settings
 from divergence_lab.run.fingerprint import (
     check_run_dir,
     content_changes,
     differences,
     fingerprint_settings,
-    stored_run_settings,
     write_fingerprint,
 )
-from divergence_lab.run.record import RUN_FINGERPRINT_FILE
 from divergence_lab.sweep.growth import record_sweep
 from tests.conftest import compose_config
 

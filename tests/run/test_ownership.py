@@ -13,16 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from divergence_lab.run.ownership import (
-    LOCK_FILE,
-    STALE_AFTER_S,
-    FolderInUse,
-    LockRecord,
-    acquire,
-    check_free,
-    read_lock_record,
-    release,
-)
+from divergence_lab.ground.lock_record import LOCK_FILE, STALE_AFTER_S, LockRecord, read_lock_record
+from divergence_lab.run.ownership import FolderInUse, acquire, check_free, release
 from tests.conftest import run_training
 from tests.faults.test_sweep_shutdown import _env, _start
 

@@ -123,8 +123,8 @@ def test_rerun_of_a_finished_run_returns_its_result_without_training(tmp_path, t
 
 
 def test_status_file_records_attempts_and_failures(tmp_path, tiny_overrides):
-    from divergence_lab.config.errors import ConfigError
-    from divergence_lab.run.record import read_status
+    from divergence_lab.ground.errors import ConfigError
+    from divergence_lab.ground.record_format import read_status
 
     _, run_dir = run_training(tmp_path, tiny_overrides, "job")
     assert read_status(run_dir) == {"state": "finished"}

@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from divergence_lab.config.checks import check_precision, validate_settings
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.run import pipeline
 from divergence_lab.run import teacher_cache as teachers
 from tests.conftest import compose_config

@@ -12,8 +12,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from divergence_lab.config.checks import CONF_DIR
-from divergence_lab.config.errors import ConfigError
-from divergence_lab.config.preflight import preflight
+from divergence_lab.entry.preflight import preflight
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.run.threads import thread_count
 from tests.conftest import compose_config, run_training
 
@@ -47,7 +47,7 @@ def test_a_run_outside_a_terminal_prints_one_line_per_epoch_and_no_lightning_cha
         [
             sys.executable,
             "-m",
-            "divergence_lab.cli",
+            "divergence_lab.entry.cli",
             "trainer.max_epochs=2",
             "method.teacher.max_epochs=2",
             f"paths.teacher_cache={tmp_path / 'teachers'}",

@@ -18,8 +18,8 @@ import pytest
 import torch
 from torch import nn
 
-from divergence_lab.config.errors import ConfigError
-from divergence_lab.methods.progress import StageProgress
+from divergence_lab.ground.errors import ConfigError
+from divergence_lab.ground.progress import StageProgress
 from divergence_lab.methods.stages import Stage, StageContext, cpu_state, run_in_memory
 from divergence_lab.run.stages import partial_folder, run_stages, stage_file
 

@@ -1,5 +1,5 @@
 """Progress lines of the stages that run outside Lightning (CTS search, rewind training, LTR rounds, SimCLR
-pre-training), and the line format of :mod:`divergence_lab.methods.progress`."""
+pre-training), and the line format of :mod:`divergence_lab.ground.progress`."""
 
 import itertools
 import logging
@@ -11,9 +11,10 @@ import torch
 from omegaconf import OmegaConf
 
 from divergence_lab import divergences
-from divergence_lab.methods import progress, pruning
+from divergence_lab.ground import progress
+from divergence_lab.ground.progress import StageProgress, format_duration, mean_of
+from divergence_lab.methods import pruning
 from divergence_lab.methods.legogcd import GCDNetwork, build_backbone, pretrain_backbone
-from divergence_lab.methods.progress import StageProgress, format_duration, mean_of
 from divergence_lab.methods.stages import build_in_memory
 from divergence_lab.models.mlp import MLP
 from divergence_lab.pruning.concrete import concrete_search
@@ -37,7 +38,7 @@ def progress_lines(caplog):
 
 @pytest.fixture
 def clock(monkeypatch):
-    """A fake monotonic clock for :mod:`divergence_lab.methods.progress`: set ``clock.now`` to move time."""
+    """A fake monotonic clock for :mod:`divergence_lab.ground.progress`: set ``clock.now`` to move time."""
 
     class Clock:
         now = 100.0

@@ -15,12 +15,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from divergence_lab.config.errors import ConfigError
-from divergence_lab.config.resolvers import user_cache
 from divergence_lab.data import instantiate_datamodule
 from divergence_lab.data.cifar import CIFARDataModule, write_cifar
 from divergence_lab.data.digits import DigitsDataModule
-from divergence_lab.methods.progress import StageProgress
+from divergence_lab.ground.errors import ConfigError
+from divergence_lab.ground.paths import user_cache
+from divergence_lab.ground.progress import StageProgress
 from divergence_lab.models.mlp import MLP
 from divergence_lab.run import teacher_cache as teachers
 from tests.conftest import compose_config
@@ -305,7 +305,7 @@ def test_dlab_refuses_an_unwritable_teacher_cache_with_one_line_and_no_traceback
     cache = tmp_path / "not_a_folder" / "teachers"
     overrides = ["trainer.max_epochs=1", "method.teacher.max_epochs=1", f"paths.teacher_cache={cache}"]
     result = subprocess.run(
-        [sys.executable, "-m", "divergence_lab.cli", *overrides, f"hydra.run.dir={tmp_path / 'run'}"],
+        [sys.executable, "-m", "divergence_lab.entry.cli", *overrides, f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=tmp_path,
         env={**os.environ, "DLAB_OUTPUT_ROOT": str(tmp_path / "outputs")},
         capture_output=True,

@@ -120,7 +120,7 @@ def test_dlab_optuna_study_on_validation_metric_continues_when_rerun(tmp_path):
 
 def test_optimized_metric_must_be_a_validation_metric():
     from divergence_lab.config.checks import validate
-    from divergence_lab.config.errors import ConfigError
+    from divergence_lab.ground.errors import ConfigError
 
     with pytest.raises(ConfigError, match="optimized_metric must be a validation metric"):
         validate(compose_config(["optimized_metric=test/acc"]))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from divergence_lab.config.errors import ConfigError
-from divergence_lab.config.preflight import preflight
+from divergence_lab.entry.preflight import preflight
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.report.collect import collect
 from divergence_lab.sweep.growth import GROWTH_KEY, record_sweep, spec_values, sweep_change
 from divergence_lab.sweep.job_folders import job_numbers, numbered_batches

@@ -14,8 +14,8 @@ from typing import Any
 
 from hydra.utils import to_absolute_path
 
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.text.rows import TextRow, row_from_record
+from divergence_lab.ground.errors import ConfigError
 
 FILE_NAMES = {"train": "train.jsonl", "val": "validation.jsonl", "test": "test.jsonl"}
 MAPPING_KEYS = {"train": "train", "val": "validation", "test": "test"}

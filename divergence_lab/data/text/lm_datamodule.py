@@ -41,7 +41,6 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.tensor_datamodule import EpochSeededSampler, class_path, fingerprint_of
 from divergence_lab.data.text.batches import EncodedExample, left_padded_prompts, right_padded_batch
 from divergence_lab.data.text.jsonl import file_stats, jsonl_files, read_jsonl_splits, resolve
@@ -56,6 +55,7 @@ from divergence_lab.data.text.synthetic_tasks import (
     split_examples,
 )
 from divergence_lab.data.text.tokenizer import build_char_tokenizer, load_tokenizer, tokenizer_fingerprint
+from divergence_lab.ground.errors import ConfigError
 
 TASKS = ("arithmetic", "multi_answer", "mixed")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from divergence_lab.config.errors import ConfigError
 from divergence_lab.data.text.rows import TextRow, row_from_record
+from divergence_lab.ground.errors import ConfigError
 
 SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 REQUIRED_COLUMNS = ("prompt", "completion")

@@ -7,7 +7,7 @@ from typing import Any
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 
 NOT_FOUND = "Error locating target"  # Hydra's message when the ``_target_`` cannot be imported
 

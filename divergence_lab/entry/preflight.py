@@ -11,7 +11,7 @@ In order, each refusal one line (:class:`~divergence_lab.config.checks.ConfigErr
    declared contract of data, networks and method
    (:func:`~divergence_lab.config.checks.check_compatibility`); for a sweep, every value of every swept key
    is checked once (the number of compositions is the sum of the list lengths, not their product), and the
-   sweeper's and launcher's own settings (:mod:`divergence_lab.config.sweep_checks`);
+   sweeper's and launcher's own settings (:mod:`divergence_lab.entry.sweep_checks`);
 4. the checks that need the registry or torch: every ``data`` / ``model`` key is a setting its class takes
    (a ``+key`` it would not take is refused), the data modules are constructed (and set up where that is
    cheap) and the networks built on the meta device, so that what their constructors refuse is refused
@@ -60,16 +60,16 @@ from divergence_lab.config.checks import (
     validate_divergence,
     validate_settings,
 )
-from divergence_lab.config.errors import ConfigError
-from divergence_lab.run.fingerprint import check_run_dir, fingerprint_settings, move_aside
-from divergence_lab.run.record import (
+from divergence_lab.ground.errors import ConfigError
+from divergence_lab.ground.record_format import (
     RUN_FINGERPRINT_FILE,
     STATUS_FILE,
     SWEEP_FINGERPRINT_FILE,
     SWEEP_KEY_PREFIX,
 )
+from divergence_lab.report.job_status import GRID_SWEEPER
+from divergence_lab.run.fingerprint import check_run_dir, fingerprint_settings, move_aside
 from divergence_lab.sweep.growth import record_sweep
-from divergence_lab.sweep.status import GRID_SWEEPER
 
 # Hydra flags that print something instead of running: nothing to check
 INFORMATION_FLAGS = frozenset(
@@ -265,7 +265,7 @@ def check_values(
     line: CommandLine, base: DictConfig, fixed: list[str], swept: dict[str, list[Any] | None]
 ) -> list[DictConfig]:
     """Validate every composed job config without torch; return them for the checks that need it."""
-    from divergence_lab.config.sweep_checks import check_sweep_settings
+    from divergence_lab.entry.sweep_checks import check_sweep_settings
 
     configs = list(job_configs(line, base, fixed, swept))
     config_dirs = [CONF_DIR, *extra_config_dirs(line.argv)]
@@ -400,7 +400,7 @@ def check_data_modules(configs: list[DictConfig], config_dirs: Sequence[Path]) -
     declared one. So values those classes refuse (``data.val_fraction + data.test_fraction``,
     ``model.depth``, ``model.sizes``) stop before a run folder exists. Networks read from a folder
     (``model.path``) and data read from files are left to the run."""
-    from divergence_lab.config.targets import instantiate_target
+    from divergence_lab.ground.targets import instantiate_target
 
     data_contracts = load_contracts(DATA_CONTRACTS, config_dirs)
     model_contracts = load_contracts(MODEL_CONTRACTS, config_dirs)
@@ -458,7 +458,7 @@ def build_on_meta(node: DictConfig, path: str, declared: dict[str, Any], data: A
     refusals (one-line ConfigErrors) come through, naming ``path``."""
     import torch
 
-    from divergence_lab.config.targets import instantiate_target
+    from divergence_lab.ground.targets import instantiate_target
     from divergence_lab.models import build_network
     from divergence_lab.models.causal_lm import build_causal_lm
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from divergence_lab.config.checks import CONF_DIR, extra_config_dirs, group_options
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.config.checks import CONF_DIR, extra_config_dirs, group_options, hydra_group_options
+from divergence_lab.ground.errors import ConfigError
 
 HELP_SECTIONS_VARIABLE = "DLAB_HELP_SECTIONS"  # how the sections reach the template of train.yaml
 HELP_FLAGS = frozenset({"-h", "--help"})
@@ -43,17 +43,6 @@ def study_description(path: Path) -> str:
 def study_files(config_dirs: Iterable[Path]) -> dict[str, Path]:
     """``{study name: its file}`` over the ``study/`` folders of ``config_dirs`` (a later folder wins)."""
     return {path.stem: path for root in config_dirs for path in sorted((root / STUDY_GROUP).glob("*.yaml"))}
-
-
-def hydra_group_options(group: str) -> list[str]:
-    """The options of a config group as Hydra finds them on its search path with the package's configs:
-    its own, the installed plugins' (registered in code, ``hydra/launcher=joblib``) and the package's
-    files."""
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    with initialize_config_module("divergence_lab.conf", version_base="1.3"):
-        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
 
 
 def launcher_names() -> list[str]:
@@ -123,7 +112,7 @@ def render_help(argv: Sequence[str]) -> str | None:
 
     from omegaconf import OmegaConf, open_dict
 
-    from divergence_lab.config.preflight import compose_config, parse_command_line
+    from divergence_lab.entry.preflight import compose_config, parse_command_line
 
     line = parse_command_line([arg for arg in argv if arg not in HELP_FLAGS])
     if line is None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 RUN_DIR_KEY, SWEEP_DIR_KEY = "hydra.run.dir", "hydra.sweep.dir"
@@ -49,7 +49,7 @@ def named_folder(argv: Sequence[str]) -> tuple[bool, Path | None]:
     return multirun, Path(named[-1].strip("'\""))
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def hydra_app(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -69,15 +69,15 @@ def main() -> None:
     """Console-script entry: check the command line, its values and its folder, then hand over to Hydra.
 
     ``--help`` is rendered here from the help template of ``train.yaml``
-    (:func:`~divergence_lab.config.help_sections.render_help`); Hydra renders it only where that cannot.
+    (:func:`~divergence_lab.entry.help_sections.render_help`); Hydra renders it only where that cannot.
     """
-    from divergence_lab.config.help_sections import (
+    from divergence_lab.entry.help_sections import (
         HELP_FLAGS,
         HELP_SECTIONS_VARIABLE,
         help_sections,
         render_help,
     )
-    from divergence_lab.config.preflight import preflight
+    from divergence_lab.entry.preflight import preflight
 
     if HELP_FLAGS.intersection(sys.argv[1:]):
         os.environ[HELP_SECTIONS_VARIABLE] = help_sections(sys.argv[1:])

@@ -27,7 +27,7 @@ from hydra.core.override_parser.types import Glob, IntervalSweep, Override, Rang
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from divergence_lab.config.errors import ConfigError
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.metrics.names import lower_is_better
 
 SWEEP_FORMS = "a value, a comma list a,b, choice(a, b), range(start, stop[, step]) or interval(low, high)"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from divergence_lab.run.record import last_checkpoint_age_s, read_status, running_owner_gone
+from divergence_lab.ground.record_format import last_checkpoint_age_s, read_status, running_owner_gone
 
 GRID_SWEEPER = "BasicSweeper"  # how the grid sweepers' class names end: Hydra's and the one that grows
 

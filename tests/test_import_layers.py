@@ -20,7 +20,8 @@ LAYER_LINE = re.compile(r"^(\d+)\.\s+\*\*(?P<name>[^*]+)\*\*\s*:\s*(?P<packages>
 
 
 def declared_layers(text: str) -> dict[str, int]:
-    """``{sub-package: layer}`` from the numbered list of docs/architecture.md (``1. **ground**: ground —``)."""
+    """``{sub-package: layer}`` from the numbered list of docs/architecture.md
+    (``1. **ground**: ground — …``)."""
     layers: dict[str, int] = {}
     for match in LAYER_LINE.finditer(text):
         for package in match["packages"].split(","):
@@ -58,7 +59,7 @@ def upward_imports(package: Path, layers: dict[str, int]) -> list[str]:
         for line, module in imported_modules(path):
             target = sub_package(module)
             if target not in layers or own not in layers:
-                problems.append(f"{relative}:{line}: {own} or {target} is in no layer of docs/architecture.md")
+                problems.append(f"{relative}:{line}: {own} or {target} is in no layer of the architecture")
             elif layers[target] > layers[own]:
                 problems.append(f"{relative}:{line} imports {module} ({target} is above {own})")
     return problems
@@ -98,7 +99,10 @@ def test_the_check_finds_an_upward_import(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("line", "expected"),
-    [("1. **ground**: ground — errors", {"ground": 1}), ("2. **blocks**: data, models — x", {"data": 2, "models": 2})],
+    [
+        ("1. **ground**: ground — errors", {"ground": 1}),
+        ("2. **blocks**: data, models — x", {"data": 2, "models": 2}),
+    ],
 )
 def test_layers_are_read_from_the_numbered_list(line: str, expected: dict[str, int]) -> None:
     assert declared_layers(line) == expected

@@ -13,15 +13,25 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from divergence_lab.divergences.kernels import CACHE_ENV as KERNEL_CACHE_VARIABLE
+from divergence_lab.ground.paths import user_cache
+
 TINY = ["trainer.max_epochs=2", "method.teacher.max_epochs=2"]
 USER_CACHE_VARIABLES = ("DLAB_TEACHER_CACHE", "XDG_CACHE_HOME")
+KERNEL_CACHE_FOLDER = "kernels"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def private_user_caches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Point the per-user caches (the teacher cache, anything under XDG_CACHE_HOME) at temporary folders
-    for the whole session, unless the caller set them: tests never read or fill the user's real cache."""
+    for the whole session, unless the caller set them: tests never read or fill the user's real cache.
+
+    The compiled row kernels are the exception: a build depends only on its source, torch and the compiler
+    flags (its folder is named by their digest), never on a test, so the session keeps the user's kernel
+    cache (``make install`` built it there) instead of compiling them again in every pytest run."""
     with pytest.MonkeyPatch.context() as patch:
+        if KERNEL_CACHE_VARIABLE not in os.environ:
+            patch.setenv(KERNEL_CACHE_VARIABLE, user_cache(KERNEL_CACHE_FOLDER))
         for name in USER_CACHE_VARIABLES:
             if name not in os.environ:
                 patch.setenv(name, str(tmp_path_factory.mktemp(name.lower())))

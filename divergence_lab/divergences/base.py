@@ -18,8 +18,10 @@ Kinds
 ``kind`` says what a member needs besides one pair of rows:
 
 * ``"pointwise"``: row i depends only on student row i and teacher row i. Members subclass
-  :class:`PointwiseDivergence` and implement ``_pointwise(log_p, log_q) -> Tensor[N]``; the base class does
-  validation, temperature, log-softmax, masking and the T² factor.
+  :class:`PointwiseDivergence` and implement ``_pointwise(log_p, log_q) -> Tensor[N]``, the definition of
+  the member; the base class does validation, temperature, log-softmax, masking and the T² factor. How a
+  call reaches ``_pointwise``, or one of its optimisations (the fused path, the compiled row kernels), is
+  written out in :mod:`divergence_lab.divergences.named`.
 * ``"batch"`` (``sinkhorn_batch``, ``dist``): row values may depend on the whole batch, e.g. SinKD's
   sample-level OT between the rows of a batch. Such members subclass :class:`Divergence` directly and
   override ``_compute(student, teacher, mask, **extra)``; they must exclude masked rows themselves (the
@@ -59,7 +61,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from divergence_lab.divergences.fused import AUTO_FUSED_ELEMENTS, _no_closed_form, fused_call
+from divergence_lab.divergences.fused import fused_call
 
 __all__ = [
     "Divergence",
@@ -262,6 +264,9 @@ class Divergence:
         raise NotImplementedError
 
 
+#: ``execution="auto"`` switches to the fused path from this many elements (N · C) on.
+AUTO_FUSED_ELEMENTS = 1 << 22
+
 EXECUTION_PARAMS: dict[str, Param] = {
     "execution": Param(
         "auto",
@@ -283,26 +288,27 @@ def zero_masked_rows(mask: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...
 class PointwiseDivergence(Divergence):
     """Base of ``kind="pointwise"`` members: implement ``_pointwise(log_p, log_q) -> Tensor[N]``.
 
-    ``log_p = log_softmax(teacher / T)`` and ``log_q = log_softmax(student / T)`` are finite for finite
-    logits. Masked rows are replaced by zero logits before the computation (a harmless uniform pair), so
-    whatever they contain cannot leak NaN into values or gradients.
+    ``_pointwise`` is the definition of the member: its value is what the member means, and autograd
+    through it is its gradient. ``log_p = log_softmax(teacher / T)`` and ``log_q = log_softmax(student / T)``
+    are finite for finite logits. Masked rows are replaced by zero logits before the computation (a
+    harmless uniform pair), so whatever they contain cannot leak NaN into values or gradients.
 
     Large inputs run through the chunked, fused path of :mod:`divergence_lab.divergences.fused`
-    (``execution="auto"`` from 2^22 elements, ``"fused"`` always, ``"plain"`` never); members with a
-    closed-form gradient also implement ``_fused(a, b) -> (value, ∂value/∂a, ∂value/∂b)`` on scaled logits
-    a = student/T, b = teacher/T.
+    (``execution="auto"`` from :data:`AUTO_FUSED_ELEMENTS`, ``"fused"`` always, ``"plain"`` never), an
+    optimisation of ``_pointwise``; members with a closed-form gradient also implement ``_fused``, another.
+    The path a call takes is written out in :mod:`divergence_lab.divergences.named`.
     """
 
     kind: ClassVar[str] = "pointwise"
     execution: str
     chunk_rows: int
-    _fused = _no_closed_form
 
     @classmethod
     def accepted_params(cls) -> dict[str, Param]:
         return {**COMMON_PARAMS, **EXECUTION_PARAMS, **cls.param_specs}
 
     def uses_fused_path(self, student: Tensor) -> bool:
+        """Whether a call on ``student`` takes the fused path (``execution``; auto: from the input's size)."""
         if self.execution == "auto":
             return student.numel() >= AUTO_FUSED_ELEMENTS
         return self.execution == "fused"
@@ -316,7 +322,19 @@ class PointwiseDivergence(Divergence):
         return self._pointwise(log_p, log_q)
 
     def _pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        """The member's per-row value from the log-probabilities of the teacher (p) and the student (q)."""
         raise NotImplementedError
+
+    def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
+        """Optional closed form, an optimisation of ``_pointwise`` on one block of scaled logits a =
+        student/T, b = teacher/T: ``(value, ∂value/∂a or None, ∂value/∂b or None)``, each gradient computed
+        only when ``need_a`` / ``need_b``. A member without one is differentiated through ``_pointwise``."""
+        raise NotImplementedError
+
+    @classmethod
+    def has_closed_form(cls) -> bool:
+        """Whether the member implements ``_fused`` (otherwise the fused path runs ``_pointwise``)."""
+        return cls._fused is not PointwiseDivergence._fused
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Chunked, fused execution of pointwise members, for vocabulary-sized class counts.
+"""Chunked, fused execution of pointwise members, for vocabulary-sized class counts: an optimisation of
+their ``_pointwise``, which stays the definition (pinned to it by
+``tests/divergences/test_fused.py::test_fused_matches_plain_autograd``; the order in which a call tries
+the paths is written out in :mod:`divergence_lab.divergences.named`).
 
 Plain autograd keeps every intermediate of the (N, C) computation alive until backward: several (N, C)
 tensors at once, which at LLM scale (N = thousands of tokens, C = 32k-150k) is both the slowest part of a
@@ -14,9 +17,12 @@ where a = student/T and b = teacher/T (scaled logits, one block of rows); the gr
 ∂value/∂b, each computed only when needed (None otherwise): a frozen teacher costs nothing extra.
 ``kl``, ``rkl``, ``js``, ``tv``, ``hellinger``, ``gjs``, ``skl``, ``srkl``, ``alpha``, ``chi2``,
 ``neyman_chi2`` and ``cs`` do (formulas in their ``_fused`` docstrings; the first five and the two χ²
-also have compiled CPU row kernels, :mod:`divergence_lab.divergences.kernels`). ``fdiv`` (any generator)
-runs its own ``_pointwise`` under autograd block by block, which gives the same memory profile and the
-same numbers as the plain path.
+also have compiled CPU row kernels, :mod:`divergence_lab.divergences.kernels`). ``fdiv`` (any generator),
+``sinkhorn`` and ``sinkhorn_div`` run their own ``_pointwise`` under autograd block by block, which gives
+the same memory profile and the same numbers as the plain path.
+
+This module knows members only through :class:`FusedMember`, what it needs of them; the registry's
+:class:`~divergence_lab.divergences.base.PointwiseDivergence` is one, and calls :func:`fused_call`.
 
 Exactness: a row's value depends on that row only, so d(Σ_i g_i v_i)/dx_i = g_i · dv_i/dx_i and storing
 dv_i/dx_i per row is exact. Masking, the T² factor and the dtype rules stay in :class:`Divergence.__call__`.
@@ -25,7 +31,7 @@ The fused path is not twice differentiable (``once_differentiable``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -34,17 +40,29 @@ from torch.autograd.function import once_differentiable
 from divergence_lab.divergences.buffers import gradient_buffer
 from divergence_lab.divergences.kernels import row_kernel
 
-if TYPE_CHECKING:
-    from divergence_lab.divergences.base import PointwiseDivergence
-
-#: ``execution="auto"`` switches to the fused path from this many elements (N · C) on.
-AUTO_FUSED_ELEMENTS = 1 << 22
 #: With ``chunk_rows=0`` a block holds about this many elements (2 MiB of float32: fits in L2 cache).
 TARGET_CHUNK_ELEMENTS = 1 << 19
 MIN_CHUNK_ROWS = 8
 
 
+class FusedMember(Protocol):
+    """A pointwise member as the fused path sees it: its name and temperature, its definition
+    ``_pointwise(log_p, log_q)``, and its closed form ``_fused`` where ``has_closed_form()`` says it has one.
+    """
+
+    name: str
+    temperature: float
+
+    def has_closed_form(self) -> bool: ...
+
+    def _pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor: ...
+
+    def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]: ...
+
+
 def default_chunk_rows(num_classes: int) -> int:
+    """Rows per block when ``chunk_rows=0``: about ``TARGET_CHUNK_ELEMENTS`` elements, at least
+    ``MIN_CHUNK_ROWS`` rows."""
     return max(MIN_CHUNK_ROWS, TARGET_CHUNK_ELEMENTS // max(1, num_classes))
 
 
@@ -68,7 +86,7 @@ def centred(probs: Tensor, g: Tensor) -> Tensor:
 
 class _FusedPointwise(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, student: Tensor, teacher: Tensor, divergence: PointwiseDivergence, chunk_rows: int):
+    def forward(ctx: Any, student: Tensor, teacher: Tensor, divergence: FusedMember, chunk_rows: int):
         need_student, need_teacher = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         out = gradient_buffer(student) if need_student else None
         values, grad_student, grad_teacher = fused_values_and_gradients(
@@ -91,7 +109,7 @@ class _FusedPointwise(torch.autograd.Function):
 
 
 def fused_values_and_gradients(
-    divergence: PointwiseDivergence,
+    divergence: FusedMember,
     student: Tensor,
     teacher: Tensor,
     chunk_rows: int,
@@ -99,9 +117,10 @@ def fused_values_and_gradients(
     need_teacher: bool = True,
     student_gradient: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Per-row values and their gradients w.r.t. ``student`` / ``teacher`` logits, block by block, or in
-    one call of the member's compiled row kernel (:mod:`~divergence_lab.divergences.kernels`) where there is
-    one and the teacher needs no gradient. ``student_gradient``: a contiguous tensor shaped like ``student``
+    """Per-row values and their gradients w.r.t. ``student`` / ``teacher`` logits: in one call of the
+    member's compiled row kernel (:mod:`~divergence_lab.divergences.kernels`) where there is one and the
+    teacher needs no gradient, else block by block with the member's ``_fused`` where it has one, else with
+    its ``_pointwise`` under autograd. ``student_gradient``: a contiguous tensor shaped like ``student``
     to write ∂/∂student into (default: a new one)."""
     if need_student and student_gradient is None:
         student_gradient = torch.empty_like(student, memory_format=torch.contiguous_format)
@@ -115,7 +134,7 @@ def fused_values_and_gradients(
     temperature = divergence.temperature
     values = torch.empty(n, dtype=student.dtype, device=student.device)
     grad_teacher = torch.empty_like(teacher) if need_teacher else None
-    analytic = type(divergence)._fused is not _no_closed_form
+    analytic = divergence.has_closed_form()
     for start in range(0, n, rows):
         block = slice(start, min(n, start + rows))
         a = student[block] / temperature if temperature != 1.0 else student[block]
@@ -132,7 +151,7 @@ def fused_values_and_gradients(
 
 
 def _autograd_block(
-    divergence: PointwiseDivergence, a: Tensor, b: Tensor, need_a: bool, need_b: bool
+    divergence: FusedMember, a: Tensor, b: Tensor, need_a: bool, need_b: bool
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """A member without a closed form: its own ``_pointwise`` differentiated on one block of rows."""
     with torch.enable_grad():
@@ -148,10 +167,6 @@ def _autograd_block(
     return value.detach(), grad_a, grad_b
 
 
-def _no_closed_form(self: Any, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
-    raise NotImplementedError
-
-
-def fused_call(divergence: PointwiseDivergence, student: Tensor, teacher: Tensor, chunk_rows: int) -> Tensor:
+def fused_call(divergence: FusedMember, student: Tensor, teacher: Tensor, chunk_rows: int) -> Tensor:
     """Values of ``divergence`` (before T² and masking) through the fused autograd Function."""
     return _FusedPointwise.apply(student, teacher, divergence, chunk_rows)

@@ -7,9 +7,55 @@ Holds ``kl``, ``rkl``, ``js``, ``gjs``, ``skl``, ``srkl``, ``tv``, ``hellinger``
 
 Conventions shared by every member here: ``p = softmax(teacher / T)`` is the target, ``q = softmax(student /
 T)`` the distribution being trained, inputs are (N, C) logits and the output is a (N,) tensor of per-row
-values (multiplied by T² when ``t_squared``). Everything is computed from ``log_softmax`` outputs, which are
+values (multiplied by T² when ``t_squared``). Directions follow: ``kl`` is KL(p‖q) = KL(teacher‖student),
+``rkl`` is KL(q‖p) = KL(student‖teacher). Everything is computed from ``log_softmax`` outputs, which are
 finite for finite logits, so no ``0 * log 0`` or ``0 * inf`` product can appear: a probability only ever
 multiplies a finite log-difference.
+
+One call, top to bottom
+-----------------------
+``build("kl", temperature=2.0)(student_logits, teacher_logits, mask)`` on (N, C) logits runs:
+
+1. ``Divergence.__call__`` (:mod:`~divergence_lab.divergences.base`): checks the inputs, moves both to the
+   compute dtype (at least float32), turns autocast off, calls ``_compute``, multiplies by T² when
+   ``t_squared`` and sets masked rows to 0.
+2. ``PointwiseDivergence._compute`` (base): replaces masked rows by zero logits, then takes one of two
+   paths, chosen by the member's ``execution`` and ``chunk_rows`` (``conf/divergence/<name>.yaml``:
+   ``execution: auto | fused | plain``, ``chunk_rows: 0``):
+
+   * plain (``plain``, or ``auto`` below N · C = 2^22, ``base.AUTO_FUSED_ELEMENTS``):
+     ``log_p = log_softmax(teacher / T)``, ``log_q = log_softmax(student / T)``, the value is the member's
+     ``_pointwise(log_p, log_q)`` and autograd gives the gradient. ``_pointwise`` is the definition: the
+     equation in a member's docstring is the one its ``_pointwise`` computes.
+   * fused (``fused``, or ``auto`` from 2^22): :func:`~divergence_lab.divergences.fused.fused_call`
+     computes the values and their gradients inside forward (backward only scales the gradients), with
+     the first of these that applies:
+
+     a. the compiled row kernel (``kernels/fused_rows.cpp``) of ``kl``, ``rkl``, ``js``, ``tv``,
+        ``hellinger``, ``chi2`` or ``neyman_chi2``, when the teacher needs no gradient and the logits are
+        CPU float32 / float64: all rows in one call;
+     b. the member's closed form ``_fused(a, b, need_a, need_b)`` on a = student/T and b = teacher/T, in
+        blocks of ``chunk_rows`` rows (0: about 2^19 elements a block);
+     c. its own ``_pointwise`` under autograd, in the same blocks (``fdiv``, ``sinkhorn``,
+        ``sinkhorn_div``: no closed form).
+
+3. :func:`~divergence_lab.divergences.fused_linear.fused_linear_divergence` (language models) enters the
+   fused path from hidden states and output weights instead of logits, and takes the same a, b or c.
+
+Each ``_fused`` and each row kernel is an optimisation of ``_pointwise``: the same values and gradients,
+in less time or memory. Each is pinned to ``_pointwise`` (``execution="plain"``, float64) by a test in
+``tests/divergences/``:
+
+* every ``_fused`` (here and in :mod:`~divergence_lab.divergences.parametric`), and path c:
+  ``test_fused.py::test_fused_matches_plain_autograd``, with both inputs trained so that the closed form
+  runs, not a kernel (``test_the_members_with_a_closed_form_run_it_on_the_fused_path`` checks that it
+  does);
+* every row kernel: ``test_row_kernels.py::test_kernel_values_and_gradients_equal_plain_autograd``
+  (``test_kernel_equals_the_closed_form_in_float64`` also holds it to ``_fused`` at 1e-12);
+* the reused gradient buffer of the fused path (frozen teacher):
+  ``test_gradient_buffers.py::test_a_consumed_gradient_buffer_is_reused_and_the_gradients_stay_exact``;
+* ``fused_linear_divergence``:
+  ``test_fused_linear.py::test_every_pointwise_member_matches_the_materialised_logits``.
 """
 
 from __future__ import annotations
@@ -46,7 +92,7 @@ def _unit_interval(doc: str, default: float) -> Param:
 
 @register("kl")
 class ForwardKL(PointwiseDivergence):
-    """Forward KL, KL(p‖q) = Σ_k p_k (log p_k − log q_k): classic Hinton knowledge distillation.
+    """Forward KL, KL(teacher‖student) = KL(p‖q) = Σ_k p_k (log p_k − log q_k): classic Hinton KD.
 
     Direction: p (teacher) is the reference, so q must cover every class where p has mass
     (mass-covering / zero-avoiding). Range [0, ∞). Shapes: (N, C) logits -> (N,).
@@ -63,7 +109,9 @@ class ForwardKL(PointwiseDivergence):
         return kl_from_logs(log_p, log_q)
 
     def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
-        """∂/∂a = q − p;  ∂/∂b = p ⊙ (log p − log q − KL)."""
+        """An optimisation of ``_pointwise``, pinned by test_fused.py::test_fused_matches_plain_autograd.
+
+        ∂/∂a = q − p;  ∂/∂b = p ⊙ (log p − log q − KL)."""
         q, log_q = softmax_and_log(a)
         p, log_p = softmax_and_log(b)
         log_ratio = log_p.sub_(log_q)
@@ -74,7 +122,7 @@ class ForwardKL(PointwiseDivergence):
 
 @register("rkl")
 class ReverseKL(PointwiseDivergence):
-    """Reverse KL, KL(q‖p) = Σ_k q_k (log q_k − log p_k) (CTS, MiniLLM).
+    """Reverse KL, KL(student‖teacher) = KL(q‖p) = Σ_k q_k (log q_k − log p_k) (CTS, MiniLLM).
 
     Direction: the student q is the reference, so q is pushed to put its mass on the teacher's largest
     modes (mode-seeking / zero-forcing). Range [0, ∞). Shapes: (N, C) -> (N,).
@@ -89,7 +137,9 @@ class ReverseKL(PointwiseDivergence):
         return kl_from_logs(log_q, log_p)
 
     def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
-        """∂/∂a = q ⊙ (log q − log p − KL);  ∂/∂b = p − q."""
+        """An optimisation of ``_pointwise``, pinned by test_fused.py::test_fused_matches_plain_autograd.
+
+        ∂/∂a = q ⊙ (log q − log p − KL);  ∂/∂b = p − q."""
         q, log_q = softmax_and_log(a)
         p, log_p = softmax_and_log(b)
         log_ratio = log_q.sub_(log_p)
@@ -117,7 +167,9 @@ class JensenShannon(PointwiseDivergence):
         return 0.5 * (kl_from_logs(log_p, log_m) + kl_from_logs(log_q, log_m))
 
     def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
-        """With g = ½(log q − log m), h = ½(log p − log m): ∂/∂a = q ⊙ (g − ⟨q, g⟩), ∂/∂b = p ⊙ (h − ⟨p, h⟩).
+        """An optimisation of ``_pointwise``, pinned by test_fused.py::test_fused_matches_plain_autograd.
+
+        With g = ½(log q − log m), h = ½(log p − log m): ∂/∂a = q ⊙ (g − ⟨q, g⟩), ∂/∂b = p ⊙ (h − ⟨p, h⟩).
 
         log m = log(½(p + q)) from the probabilities; where both underflow to 0 it is floored at the
         smallest normal number, which only ever multiplies a zero probability.
@@ -171,7 +223,9 @@ class GeneralizedJS(PointwiseDivergence):
         return b * kl_from_logs(log_p, log_m) + (1.0 - b) * kl_from_logs(log_q, log_m)
 
     def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
-        """With m = βp + (1−β)q, g = (1−β)(log q − log m), h = β(log p − log m): value = ⟨q, g⟩ + ⟨p, h⟩,
+        """An optimisation of ``_pointwise``, pinned by test_fused.py::test_fused_matches_plain_autograd.
+
+        With m = βp + (1−β)q, g = (1−β)(log q − log m), h = β(log p − log m): value = ⟨q, g⟩ + ⟨p, h⟩,
         ∂/∂a = q ⊙ (g − ⟨q, g⟩), ∂/∂b = p ⊙ (h − ⟨p, h⟩). (∂value/∂q_k = (1−β)(log q_k − log m_k) +
         (1−β)(1 − (βp_k + (1−β)q_k)/m_k), whose second term is 0; likewise for p.) β = 0 and 1: kl, rkl."""
         if self.beta == 0.0:
@@ -212,7 +266,9 @@ class SkewKL(PointwiseDivergence):
         return kl_from_logs(log_p, log_mixture(log_p, log_q, self.alpha))
 
     def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
-        """With m = αp + (1−α)q and r = pq/m (≤ p/(1−α), never overflowing where q underflows):
+        """An optimisation of ``_pointwise``, pinned by test_fused.py::test_fused_matches_plain_autograd.
+
+        With m = αp + (1−α)q and r = pq/m (≤ p/(1−α), never overflowing where q underflows):
         ∂value/∂q_k = −(1−α)p_k/m_k, so ∂/∂a = q ⊙ (g − ⟨q, g⟩) = (1−α)(q Σr − r);
         ∂value/∂p_k = log p_k − log m_k + 1 − αp_k/m_k, so ∂/∂b = p ⊙ (h − ⟨p, h⟩), h = log(p/m) − αp/m."""
         q, log_q = softmax_and_log(a)
@@ -252,7 +308,9 @@ class SkewReverseKL(PointwiseDivergence):
         return kl_from_logs(log_q, log_mixture(log_q, log_p, self.alpha))
 
     def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
-        """With m = (1−α)p + αq and r = pq/m: ∂value/∂q_k = log q_k − log m_k + 1 − αq_k/m_k, so
+        """An optimisation of ``_pointwise``, pinned by test_fused.py::test_fused_matches_plain_autograd.
+
+        With m = (1−α)p + αq and r = pq/m: ∂value/∂q_k = log q_k − log m_k + 1 − αq_k/m_k, so
         ∂/∂a = q ⊙ (g − ⟨q, g⟩), g = log(q/m) − αq/m; ∂value/∂p_k = −(1−α)q_k/m_k, so
         ∂/∂b = (1−α)(p Σr − r)."""
         q, log_q = softmax_and_log(a)
@@ -286,7 +344,9 @@ class TotalVariation(PointwiseDivergence):
         return 0.5 * (log_p.exp() - log_q.exp()).abs().sum(-1)
 
     def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
-        """With s = sign(p − q) (0 where equal, as autograd's ``abs``): ∂/∂a = q ⊙ (−s/2 − ⟨q, −s/2⟩), ∂/∂b
+        """An optimisation of ``_pointwise``, pinned by test_fused.py::test_fused_matches_plain_autograd.
+
+        With s = sign(p − q) (0 where equal, as autograd's ``abs``): ∂/∂a = q ⊙ (−s/2 − ⟨q, −s/2⟩), ∂/∂b
         = p ⊙ (s/2 − ⟨p, s/2⟩)."""
         q, _ = softmax_and_log(a)
         p, _ = softmax_and_log(b)
@@ -317,7 +377,9 @@ class Hellinger(PointwiseDivergence):
         return (-torch.expm1(log_bc)).clamp_min(0.0)
 
     def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
-        """With r = √(pq) and BC = Σ r: ∂/∂a = −½(r − q·BC), ∂/∂b = −½(r − p·BC) (0 where clamped)."""
+        """An optimisation of ``_pointwise``, pinned by test_fused.py::test_fused_matches_plain_autograd.
+
+        With r = √(pq) and BC = Σ r: ∂/∂a = −½(r − q·BC), ∂/∂b = −½(r − p·BC) (0 where clamped)."""
         q, log_q = softmax_and_log(a)
         p, log_p = softmax_and_log(b)
         root = log_p.add_(log_q).mul_(0.5).exp_()
@@ -358,7 +420,9 @@ class PearsonChi2(PointwiseDivergence):
         return ((p - q).square() / q.clamp_min(self.min_prob)).sum(-1)
 
     def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
-        """See :func:`clamped_chi2`, with q in the denominator."""
+        """An optimisation of ``_pointwise``, pinned by test_fused.py::test_fused_matches_plain_autograd.
+
+        See :func:`clamped_chi2`, with q in the denominator."""
         q, p = torch.softmax(a, dim=-1), torch.softmax(b, dim=-1)
         value, grad_q, grad_p = clamped_chi2(p, q, self.min_prob, need_a, need_b)
         return value, centred(q, grad_q) if need_a else None, centred(p, grad_p) if need_b else None
@@ -385,7 +449,9 @@ class NeymanChi2(PointwiseDivergence):
         return ((p - q).square() / p.clamp_min(self.min_prob)).sum(-1)
 
     def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
-        """See :func:`clamped_chi2`, with p in the denominator (Pearson χ² with the roles swapped)."""
+        """An optimisation of ``_pointwise``, pinned by test_fused.py::test_fused_matches_plain_autograd.
+
+        See :func:`clamped_chi2`, with p in the denominator (Pearson χ² with the roles swapped)."""
         q, p = torch.softmax(a, dim=-1), torch.softmax(b, dim=-1)
         value, grad_p, grad_q = clamped_chi2(q, p, self.min_prob, need_b, need_a)
         return value, centred(q, grad_q) if need_a else None, centred(p, grad_p) if need_b else None

@@ -64,7 +64,9 @@ class AmariAlpha(PointwiseDivergence):
         return (4.0 / (1.0 - a * a) * -torch.expm1(log_sum)).clamp_min(0.0)
 
     def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
-        """With c = 4/(1−α²), exponents u = (1−α)/2 on p and v = (1+α)/2 on q, S = Σ p^u q^v and the
+        """An optimisation of ``_pointwise``, pinned by test_fused.py::test_fused_matches_plain_autograd.
+
+        With c = 4/(1−α²), exponents u = (1−α)/2 on p and v = (1+α)/2 on q, S = Σ p^u q^v and the
         weights w = p^u q^v / S (a softmax of u log p + v log q): value = −c·expm1(log S), and through
         log_softmax (the weights sum to one) ∂/∂a = −c S v (w − q), ∂/∂b = −c S u (w − p). Zero where the
         clamps act: log S above its bound (|α| > 1), or a value rounded below 0."""
@@ -215,7 +217,9 @@ class CauchySchwarz(PointwiseDivergence):
         return value.clamp_min(0.0)
 
     def _fused(self, a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> tuple[Tensor, Any, Any]:
-        """With the softmaxes s = softmax(2 log p) = p²/Σp², t = softmax(2 log q) and r = softmax(log p +
+        """An optimisation of ``_pointwise``, pinned by test_fused.py::test_fused_matches_plain_autograd.
+
+        With the softmaxes s = softmax(2 log p) = p²/Σp², t = softmax(2 log q) and r = softmax(log p +
         log q) = pq/Σpq, the logsumexp gradients give ∂value/∂log q = 2t − 2r, whose sum is 0, so through
         log_softmax ∂/∂a = 2(t − r), and likewise ∂/∂b = 2(s − r); zero where the value is clamped."""
         log_q = torch.log_softmax(a, dim=-1)

@@ -6,8 +6,25 @@ import pytest
 import torch
 
 from divergence_lab import divergences
-from divergence_lab.divergences.fused import AUTO_FUSED_ELEMENTS, default_chunk_rows
+from divergence_lab.divergences.base import AUTO_FUSED_ELEMENTS
+from divergence_lab.divergences.fused import default_chunk_rows
 from tests.divergences.helpers import POINTWISE
+
+#: The members with a closed-form ``_fused``, each an optimisation of its ``_pointwise``.
+CLOSED_FORMS = {
+    "kl",
+    "rkl",
+    "js",
+    "gjs",
+    "skl",
+    "srkl",
+    "tv",
+    "hellinger",
+    "chi2",
+    "neyman_chi2",
+    "alpha",
+    "cs",
+}
 
 VARIANTS = [(name, {}) for name in POINTWISE] + [
     ("gjs", {"beta": 0.2}),
@@ -55,9 +72,26 @@ def test_fused_matches_plain_autograd(name, params, temperature, t_squared, mask
         torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-9, msg=lambda m, w=what: f"{w}: {m}")
 
 
-@pytest.mark.parametrize(
-    "name", ["kl", "rkl", "js", "tv", "hellinger", "cs", "gjs", "skl", "srkl", "alpha", "chi2", "neyman_chi2"]
-)
+@pytest.mark.parametrize("name", POINTWISE)
+def test_the_members_with_a_closed_form_run_it_on_the_fused_path(name, monkeypatch):
+    """With both inputs trained (no row kernel) the fused path calls ``_fused`` exactly where a member has
+    one, so the comparison above pins each closed form, not ``_pointwise`` differentiated twice."""
+    d = divergences.build(name, execution="fused", chunk_rows=4)
+    closed_form, calls = d._fused, []
+
+    def spy(*args):
+        calls.append(args[0].shape[0])  # rows of the block
+        return closed_form(*args)
+
+    monkeypatch.setattr(d, "_fused", spy)
+    student = torch.randn(10, 6, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(10, 6, dtype=torch.float64, requires_grad=True)
+    d(student, teacher).sum().backward()
+    assert d.has_closed_form() == (name in CLOSED_FORMS)
+    assert calls == ([4, 4, 2] if name in CLOSED_FORMS else [])
+
+
+@pytest.mark.parametrize("name", sorted(CLOSED_FORMS))
 def test_fused_is_finite_at_extreme_logits(name):
     gen = torch.Generator().manual_seed(2)
     student = ((torch.rand(16, 12, generator=gen) * 2 - 1) * 1e4).requires_grad_(True)

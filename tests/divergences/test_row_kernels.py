@@ -59,8 +59,10 @@ def test_kernel_equals_the_closed_form_in_float64(name, temperature, shape):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_kernel_values_and_gradients_equal_plain_autograd(name):
-    """Through the registry (execution="fused", frozen teacher), against execution="plain" in float64."""
+def test_kernel_values_and_gradients_equal_plain_autograd(name, monkeypatch):
+    """Through the registry (execution="fused", frozen teacher: the kernel runs), against execution="plain"
+    (the member's ``_pointwise``) in float64."""
+    calls = _spy_on_kernel(monkeypatch)
     student, teacher = _logits(6, 257, 3), _logits(6, 257, 4)
     weights = torch.linspace(0.5, 2.0, 6, dtype=torch.float64)
     results = []
@@ -70,6 +72,7 @@ def test_kernel_values_and_gradients_equal_plain_autograd(name):
         values = member(leaf, teacher)
         (grad,) = torch.autograd.grad((values * weights).sum(), leaf)
         results.append((values.detach(), grad))
+    assert calls == [name]
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-10, atol=1e-12)
 

@@ -6,8 +6,14 @@ respect to the student's logits inside the forward pass. In eager PyTorch that i
 over every block (max, exp, sum, log, subtract, multiply, row dot, ...), each a separate kernel writing a
 fresh temporary. ``fused_rows.cpp`` does it row by row instead: a row is read once from memory, its two
 log-normalisers (max, then Σ exp) and its value and gradient are computed while it sits in cache, and the
-gradient is written once, straight into the output (no (N, C) temporary). The math is the members'
-``_fused`` formulas; float32 and float64; rows in parallel over torch's intra-op threads.
+gradient is written once, straight into the output (no (N, C) temporary). Float32 and float64; rows in
+parallel over torch's intra-op threads.
+
+Each kernel is an optimisation of its member's ``_pointwise`` (the definition), following the member's
+``_fused`` closed form. ``tests/divergences/test_row_kernels.py`` pins every kernel to ``_pointwise``
+(``test_kernel_values_and_gradients_equal_plain_autograd``, against ``execution="plain"``) and to
+``_fused`` (``test_kernel_equals_the_closed_form_in_float64``, 1e-12). Where a call takes a kernel is
+written out in :mod:`divergence_lab.divergences.named`.
 
 The extension is compiled once per machine with the system's C++ compiler (``torch.utils.cpp_extension``,
 ninja) into ``<cache>/divergence_lab/kernels/`` (``DLAB_KERNEL_CACHE`` overrides the folder); ``make

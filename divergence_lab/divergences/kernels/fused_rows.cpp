@@ -1,12 +1,14 @@
 // CPU row kernels of the closed-form pointwise divergences (kl, rkl, js, tv, hellinger, chi2, neyman_chi2):
-// per-row values and
-// the gradient with respect to the student's logits. Each row is read once from memory and then worked on
+// per-row values and the gradient with respect to the student's logits. Each kernel is an optimisation of its
+// member's `_pointwise` (divergence_lab/divergences/named.py, the definition), written after the member's
+// `_fused` closed form; tests/divergences/test_row_kernels.py pins every kernel to `_pointwise`
+// (test_kernel_values_and_gradients_equal_plain_autograd) and to `_fused`
+// (test_kernel_equals_the_closed_form_in_float64). Each row is read once from memory and then worked on
 // in cache (two passes for the two log-normalisers, one or two for value and gradient), the gradient is
 // written once, and nothing of size (N, C) is allocated. The exponentials of the normaliser passes are kept
 // in two rows of the thread's own, so probabilities are a product, not a second exp: an element costs two
-// exp (js: and one log; hellinger: two square roots), the least the math allows. Vectorised with ATen's Vectorized<T> (SLEEF exp
-// and log), rows in parallel over torch's intra-op threads. Formulas: the `_fused` docstrings of the
-// members in divergence_lab/divergences/named.py, which this file must match (tests/divergences).
+// exp (js: and one log; hellinger: two square roots), the least the math allows. Vectorised with ATen's
+// Vectorized<T> (SLEEF exp and log), rows in parallel over torch's intra-op threads.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
@@ -165,6 +167,7 @@ void through_softmax(const Row<T>& r, const LogProb<T>& la, T q_dot_g) {
 
 template <typename T>
 T kl_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
+  // An optimisation of ForwardKL._pointwise (kl), pinned as above.
   // value = Σ p (log p − log q);  ∂/∂a = q − p
   using V = Vectorized<T>;
   const V o(r.scale);
@@ -179,6 +182,7 @@ T kl_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
 
 template <typename T>
 T rkl_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
+  // An optimisation of ReverseKL._pointwise (rkl), pinned as above.
   // value = Σ q (log q − log p);  ∂/∂a = q (log q − log p − value)
   using V = Vectorized<T>;
   RowSum<T> value;
@@ -198,6 +202,7 @@ T rkl_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
 
 template <typename T>
 T js_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
+  // An optimisation of JensenShannon._pointwise (js), pinned as above.
   // m = (p + q) / 2, g = (log q − log m) / 2, h = (log p − log m) / 2;
   // value = Σ q g + Σ p h;  ∂/∂a = q (g − ⟨q, g⟩)
   using V = Vectorized<T>;
@@ -220,6 +225,7 @@ T js_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
 
 template <typename T>
 T tv_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
+  // An optimisation of TotalVariation._pointwise (tv), pinned as above.
   // value = ½ Σ |p − q|;  with σ = sign(p − q): ∂/∂a = q (−σ/2 + ⟨q, σ⟩/2)
   using V = Vectorized<T>;
   const V half(T(0.5)), zero(T(0)), one(T(1));
@@ -243,6 +249,7 @@ T tv_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
 
 template <typename T>
 T hellinger_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
+  // An optimisation of Hellinger._pointwise (hellinger), pinned as above.
   // root = √(p q) = √e_a √e_b √(1/Σ_a Σ_b), BC = Σ root, value = max(0, −expm1(log BC));
   // ∂/∂a = −½ (root − q BC) where value > 0. (√e_a √e_b: no underflow of the product e_a e_b.)
   using V = Vectorized<T>;
@@ -263,7 +270,8 @@ T hellinger_row(const Row<T>& r, const LogProb<T>& la, const LogProb<T>& lb) {
   return value;
 }
 
-// Pearson χ² (q in the denominator, `clamp_q`) or Neyman χ² (p in the denominator): with d = max(·, ε) and
+// An optimisation of PearsonChi2._pointwise (chi2, `clamp_q`) or NeymanChi2._pointwise (neyman_chi2), pinned
+// as above. Pearson χ² (q in the denominator, `clamp_q`) or Neyman χ² (p in the denominator): with d = max(·, ε) and
 // t = (p − q) / d, value = Σ t (p − q). ∂value/∂q: Pearson 1 − (p/d)² where q ≥ ε, else −2t (clamped, no
 // gradient through the denominator, as clamp_min); Neyman −2t. ∂/∂a = q (g − ⟨q, g⟩).
 template <typename T>

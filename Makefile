@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 STUDY  ?= kd_divergences
 
-.PHONY: install demo sweep test test-cluster test-fast lint bench reproduce gpu-check clean slurm-up slurm-down
+.PHONY: install demo sweep test test-cluster test-fast lint docs docs-check bench reproduce gpu-check clean slurm-up slurm-down
 
 install: $(STAMP)
 
@@ -36,6 +36,13 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check .
+
+# the README's option lists, generated from conf/ (scripts/option_docs.py); docs-check fails on a stale one
+docs: install
+	$(BIN)/python scripts/option_docs.py --write
+
+docs-check: install
+	$(BIN)/python scripts/option_docs.py --check
 
 clean:
 	rm -rf outputs build dist *.egg-info .pytest_cache

@@ -1,14 +1,16 @@
 """What ``dlab --help`` shows: the header, the named studies, the sweep launchers, the config groups and
 the composed config, rendered from the help template of ``train.yaml`` (:func:`render_help`).
 
-Both are generated at every call, so that a new study file or launcher preset is listed without editing the
-help: a study is named by its file in a ``study/`` config folder (the package's, and those of ``-cd <dir>``)
-and described by the first comment line below its ``# @package`` line; the launchers are the options of
-``hydra/launcher`` that Hydra finds (its own, the installed plugins', the package's presets).
+The sections are generated at every call, so that a new study, launcher preset or option is listed without
+editing the help: a study is named by its file in a ``study/`` config folder (the package's, and those of
+``-cd <dir>``) and described by the first comment line below its ``# @package`` line; the launchers are the
+options of ``hydra/launcher`` that Hydra finds (its own, the installed plugins', the package's presets); the
+config groups and their options are the folders and files of every config folder.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -21,6 +23,7 @@ STUDY_GROUP = "study"
 LAUNCHER_GROUP = "hydra/launcher"
 EXAMPLE_STUDY = "kd_divergences"
 PACKAGE_DIRECTIVE = "# @package"
+HELP_WIDTH = 110  # where a group's option list wraps (continuation lines indented under its first option)
 # what each known launcher does, and the overrides its example adds; others get a plain example
 LAUNCHER_USAGE: dict[str, tuple[str, str]] = {
     "basic": ("the jobs one after another in this process (the default)", ""),
@@ -79,23 +82,37 @@ def launchers_section(names: Sequence[str]) -> str:
     return "\n".join([heading, *_aligned(rows)])
 
 
-def help_sections(argv: Sequence[str]) -> str:
-    """The studies and launchers sections for ``dlab <argv> --help``, ready for Hydra's help template
-    (``$`` doubled: the template is a :class:`string.Template`)."""
-    config_dirs = [CONF_DIR, *extra_config_dirs(argv)]
-    text = f"{studies_section(config_dirs)}\n\n{launchers_section(launcher_names())}\n"
-    return text.replace("$", "$$")
-
-
 def config_groups_section(config_dirs: Iterable[Path]) -> str:
-    """The config groups and their options, one ``group: a, b, c`` line each, sorted (what Hydra's
-    ``$APP_CONFIG_GROUPS`` lists), read from the config folders' files."""
+    """The config groups and their options, read from the config folders' files: one ``group: a, b, c``
+    entry per group, sorted, wrapped at :data:`HELP_WIDTH`. Hydra's own groups are left out (the launchers
+    have their section)."""
     options = group_options(config_dirs)
-    return "".join(
-        f"{group}: {', '.join(sorted(names))}\n"
+    entries = [
+        textwrap.fill(
+            ", ".join(sorted(names)),
+            width=HELP_WIDTH,
+            initial_indent=f"{group}: ",
+            subsequent_indent=" " * (len(group) + 2),
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
         for group, names in sorted(options.items())
         if group != "hydra" and not group.startswith("hydra/")
-    )
+    ]
+    heading = "== Configuration groups == compose your configuration from those groups (group=option)"
+    return "\n".join([heading, "", *entries])
+
+
+def help_sections(argv: Sequence[str]) -> str:
+    """The studies, launchers and config groups sections for ``dlab <argv> --help``, ready for Hydra's help
+    template (``$`` doubled: the template is a :class:`string.Template`)."""
+    config_dirs = [CONF_DIR, *extra_config_dirs(argv)]
+    sections = [
+        studies_section(config_dirs),
+        launchers_section(launcher_names()),
+        config_groups_section(config_dirs),
+    ]
+    return "\n\n".join(sections).replace("$", "$$") + "\n"
 
 
 def render_help(argv: Sequence[str]) -> str | None:
@@ -104,9 +121,9 @@ def render_help(argv: Sequence[str]) -> str | None:
 
     Hydra's own help fills every ``$...GROUPS`` field of the template by composing each config group
     through its config repository (about 120 repository copies here, more than a second), even where the
-    template does not show them. This reads the groups from the config folders instead, and composes the
-    config once for ``$CONFIG``. The template reads the studies and launchers sections from
-    ``HELP_SECTIONS_VARIABLE``, which the caller sets first (Hydra's rendering reads it too).
+    template does not show them. This composes the config once, for ``$CONFIG``. The template reads the
+    generated sections from ``HELP_SECTIONS_VARIABLE``, which the caller sets first (Hydra's rendering reads
+    it too).
     """
     import string
 
@@ -124,7 +141,4 @@ def render_help(argv: Sequence[str]) -> str | None:
     template = str(cfg.hydra.help.template)
     with open_dict(cfg):
         del cfg["hydra"]
-    config_dirs = [CONF_DIR, *extra_config_dirs(argv)]
-    return string.Template(template).safe_substitute(
-        APP_CONFIG_GROUPS=config_groups_section(config_dirs), CONFIG=OmegaConf.to_yaml(cfg)
-    )
+    return string.Template(template).safe_substitute(CONFIG=OmegaConf.to_yaml(cfg))

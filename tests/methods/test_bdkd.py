@@ -3,8 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from divergence_lab import divergences
+from divergence_lab.config.checks import CONF_DIR
 from divergence_lab.methods.bdkd import BALANCE_RULES, BalancedOnlineDistillation, balance_weights, entropy
 from divergence_lab.models.mlp import MLP
 from tests.conftest import compose_config
@@ -145,7 +147,20 @@ def test_bad_method_values_are_refused(override, message):
         build_in_memory(cfg, instantiate_datamodule(cfg.data, seed=0))
 
 
-@pytest.mark.parametrize("method", ["dml", "bdkd_inverted", "bdkd_fixed"])
+def bdkd_variants() -> list[str]:
+    """The method options whose YAML builds on ``bdkd`` (its defaults list names it)."""
+    return [
+        path.stem
+        for path in sorted((CONF_DIR / "method").glob("*.yaml"))
+        if "bdkd" in (OmegaConf.load(path).get("defaults") or [])
+    ]
+
+
+def test_dml_is_a_bdkd_variant():
+    assert "dml" in bdkd_variants()
+
+
+@pytest.mark.parametrize("method", bdkd_variants())
 def test_variants_are_bdkd_with_one_setting_changed(method):
     base = compose_config(["method=bdkd"]).method
     variant = compose_config([f"method={method}"]).method

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -121,10 +122,11 @@ def test_wheel_ships_the_configs_and_dlab_runs_from_it(tmp_path):
         [site / "bin" / "dlab", "--help"], capture_output=True, text=True, cwd=elsewhere, env=env, timeout=60
     )
     assert helped.returncode == 0, helped.stderr
+    entries = re.split(r"\n(?=\S)", helped.stdout)  # a wrapped group's continuation lines are indented
     groups = dict(
-        line.split(": ", 1)
-        for line in helped.stdout.splitlines()
-        if line.startswith(("divergence: ", "method: "))
+        " ".join(entry.split()).split(": ", 1)
+        for entry in entries
+        if entry.startswith(("divergence: ", "method: "))
     )
     assert set(groups["divergence"].split(", ")) == set(divergences.names())
     assert {"kd", "teacher", "bdkd"} <= set(groups["method"].split(", "))

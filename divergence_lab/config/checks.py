@@ -1,6 +1,6 @@
 """Refuse a bad configuration before any work starts, with one line that names the key and what is allowed.
 
-Four kinds of check (the CLI runs them all before Hydra starts, see
+Five kinds of check (the CLI runs them all before Hydra starts, see
 :mod:`divergence_lab.entry.preflight`; a run repeats the second and third):
 
 * :func:`check_group_choices` runs on the command line, before Hydra composes anything, so that
@@ -11,9 +11,12 @@ Four kinds of check (the CLI runs them all before Hydra starts, see
   groups the method reads (``method.reads``: an override of a group it would ignore is refused, naming
   what it uses instead), ``optimized_metric`` among the method's ``val_metrics``, the checkpoint selection
   (``checkpoint_selection.tie_break``: ``first``, ``last`` or one of those ``val_metrics``), the temperature
-  floor.
+  floor, and the method's settings against the vocabulary its YAML declares (``method.accepts``, checked by
+  :func:`divergence_lab.config.accepts.check_accepts`). No method's vocabulary is written here.
 * :func:`validate_divergence` builds the divergence from the registry (torch): its parameters, and its
   kind against ``method.divergence_kinds``.
+* :func:`check_method_settings` imports the method module (torch) for the rules across its keys that its
+  YAML cannot declare (its ``check_settings(method_cfg)``).
 * :func:`check_compatibility` (the pre-flight only) decides the declared contract from the config: what
   each data option serves (``conf/data/contracts.yml``), what each network takes
   (``conf/model/contracts.yml``) and what the method trains (``method.data_tasks``,
@@ -33,6 +36,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from divergence_lab.config.accepts import check_accepts
 from divergence_lab.ground.errors import ConfigError
 
 CONF_DIR = Path(__file__).parents[1] / "conf"
@@ -42,15 +46,9 @@ NULL_ALLOWED_GROUPS = ("experiment", "hparams_search")
 SEARCHPATH_OVERRIDE = "hydra.searchpath="
 HYDRA_GROUP_PREFIX = "hydra/"  # Hydra's own groups (hydra/launcher, hydra/sweeper): options also in code
 MISSING_MARKER = "???"  # OmegaConf's mandatory value
-PRUNERS = ("cts", "random", "magnitude", "snip", "grasp", "synflow", "ltr")
-MASK_PRUNERS = ("synflow", "ltr")  # they choose a mask, not scores
-SANITY_CHECKS = ("none", "shuffle", "invert", "reinit")
-DKL_FORMS = ("official_code", "paper")  # LegoGCD's dual-view term: the official code's, or Eq. 11-12
-LOSS_REDUCTIONS = ("mean", "sum")  # method.loss_reduction of pruning: the batch's cross-entropy (TLAB: sum)
 SELECTIONS = ("best", "last")  # method.checkpoint_selection: the best validation epoch, or the last epoch
 TIE_POSITIONS = ("first", "last")  # checkpoint_selection.tie_break by epoch rather than by a val/ metric
 READ_GROUPS = ("model", "divergence")  # the groups a method may leave unread (method.reads)
-FUSED_LINEAR = ("auto", True, False)  # method.fused_linear of language-model distillation
 # trainer.precision: auto (trainer=gpu) or a Lightning precision by its full name (not 32, 16, "bf16")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 GRADIENT_CLIP_ALGORITHMS = ("norm", "value")
@@ -67,27 +65,6 @@ TRAINER_INTEGERS_AT_LEAST = {
 }
 TRAINER_NO_LIMIT = -1  # trainer.max_steps=-1: no step limit (Lightning's default)
 TRAINER_BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches")
-# method knobs that must not be negative (a negative weight would train against the term) ...
-METHOD_NON_NEGATIVE = (
-    "lambda_student",
-    "lambda_teacher",
-    "sinkhorn_weight",
-    "sinkhorn_scale",
-    "sup_weight",
-    "memax_weight",
-    "ler_weight",
-)
-# ... and those that must be integers >= the bound
-METHOD_INTEGERS_AT_LEAST = {
-    "rewind_epochs": 0,
-    "score_batches": 1,
-    "synflow_rounds": 1,
-    "eval_every_steps": 1,  # KD / SinKD: the test evaluations of the optimistic best-of-evaluations metric
-}
-BALANCE_RULES = ("entropy_ratio", "sigmoid_gap", "inverted", "fixed")  # method.balance of BD-KD
-SINKHORN_REDUCTIONS = ("sum", "mean")  # method.sinkhorn_reduction of SinKD
-BACKBONE_KINDS = ("mlp", "resnet_cifar")  # method.backbone.kind of LegoGCD
-TEMPERATURE_SCHEDULE_LENGTH = 3  # LegoGCD's method.teacher_temperature: start, end, warm-up epochs
 TEXT_CLASSIFIER_TARGET = "divergence_lab.models.text_classifier.BertClassifier"
 TEXT_CLASSIFIER_SIZES = ("layers", "hidden", "heads", "intermediate")
 # the declared contracts of the data and model options (files Hydra does not compose)
@@ -408,94 +385,6 @@ def check_divergence_temperature(cfg: DictConfig) -> None:
         )
 
 
-def check_pruning(method: Any) -> None:
-    """Pruning methods: a known pruner and sanity check, a density in (0, 1], an LTR schedule that ends, a
-    known reduction of the training loss."""
-    pruner, sanity = method.get("pruner"), method.get("sanity")
-    if pruner is not None and pruner not in PRUNERS:
-        raise ConfigError(f"method.pruner must be one of {', '.join(PRUNERS)} (got {pruner!r})")
-    if sanity is not None and sanity not in SANITY_CHECKS:
-        raise ConfigError(f"method.sanity must be one of {', '.join(SANITY_CHECKS)} (got {sanity!r})")
-    if sanity == "invert" and pruner in MASK_PRUNERS:
-        raise ConfigError(f"method.sanity=invert needs a score-based pruner, not {pruner}")
-    density = method.get("density")
-    if density is not None and (not _is_number(density) or not 0.0 < density <= 1.0):
-        raise ConfigError(f"method.density must be a number in (0, 1] (got {density!r})")
-    ltr = method.get("ltr")
-    if ltr is not None:
-        fraction = ltr.get("prune_fraction")
-        if not _is_number(fraction) or not 0.0 < fraction < 1.0:
-            raise ConfigError(f"method.ltr.prune_fraction must be a number in (0, 1) (got {fraction!r})")
-        check_integer_at_least(ltr.get("epochs_per_round"), "method.ltr.epochs_per_round")
-    if method.get("pruner") is not None and method.optimizer.get("scheduler") == "linear":
-        raise ConfigError(
-            "method.optimizer.scheduler=linear steps per optimiser step, but pruning's rewind and LTR rounds "
-            "step their schedule per epoch: use cosine, step or none"
-        )
-    reduction = method.get("loss_reduction")
-    if reduction is not None and reduction not in LOSS_REDUCTIONS:
-        raise ConfigError(
-            f"method.loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)} (got {reduction!r})"
-        )
-
-
-def check_category_discovery(method: Any) -> None:
-    """LegoGCD: the LER confidence threshold δ in (0, 1] and a known DKL form."""
-    threshold = method.get("ler_threshold")
-    if threshold is not None and (not _is_number(threshold) or not 0.0 < threshold <= 1.0):
-        raise ConfigError(f"method.ler_threshold must be a number in (0, 1] (got {threshold!r})")
-    form = method.get("dkl_form")
-    if form is not None and form not in DKL_FORMS:
-        raise ConfigError(f"method.dkl_form must be one of {', '.join(DKL_FORMS)} (got {form!r})")
-
-
-def check_divergence_warmup(method: Any) -> None:
-    """KD: ``method.divergence_warmup`` maps divergence names to warm-up epochs, integers >= 0."""
-    for name, epochs in (method.get("divergence_warmup") or {}).items():
-        if not _is_int(epochs) or epochs < 0:
-            raise ConfigError(f"method.divergence_warmup.{name} must be an integer >= 0 (got {epochs!r})")
-
-
-def _check_sampling(settings: Any, key: str) -> None:
-    """``{temperature > 0, top_k: null or >= 1, max_new_tokens: null or >= 1}`` of generated completions."""
-    _check_positive_finite(settings.get("temperature"), f"{key}.temperature")
-    for name in ("top_k", "max_new_tokens"):
-        if settings.get(name) is not None:
-            check_integer_at_least(settings.get(name), f"{key}.{name}")
-
-
-def check_language_model_distillation(method: Any) -> None:
-    """Language-model distillation: the on-policy fraction in [0, 1], the fused-path switch, the sampling
-    of on-policy and evaluation completions, and an evaluation whose pass@k has k <= samples."""
-    fraction = method.get("on_policy_fraction")
-    if fraction is not None and (not _is_number(fraction) or not 0.0 <= fraction <= 1.0):
-        raise ConfigError(f"method.on_policy_fraction must be a number in [0, 1] (got {fraction!r})")
-    fused = method.get("fused_linear")
-    if fused is not None and (not isinstance(fused, (bool, str)) or fused not in FUSED_LINEAR):
-        raise ConfigError(f"method.fused_linear must be auto, true or false (got {fused!r})")
-    if (generation := method.get("generation")) is not None:
-        _check_sampling(generation, "method.generation")
-    evaluation = method.get("evaluation")
-    if evaluation is None:
-        return
-    _check_sampling(evaluation, "method.evaluation")
-    check_integer_at_least(evaluation.get("samples"), "method.evaluation.samples")
-    check_integer_at_least(evaluation.get("batch_size"), "method.evaluation.batch_size")
-    for name in ("val_prompts", "test_prompts"):
-        if evaluation.get(name) is not None:
-            check_integer_at_least(evaluation.get(name), f"method.evaluation.{name}")
-    ks, samples = evaluation.get("ks"), evaluation.samples
-    if (
-        not isinstance(ks, (list, ListConfig))
-        or not ks
-        or not all(_is_int(k) and 1 <= k <= samples for k in ks)
-    ):
-        raise ConfigError(
-            f"method.evaluation.ks must be a non-empty list of integers in [1, samples={samples}] for "
-            f"pass@k (got {ks!r})"
-        )
-
-
 def check_trainer(trainer: Any) -> None:
     """The Lightning knobs where a value out of range would be taken quietly: a gradient clip value that is
     null or >= 0 (a negative one clips nothing), a known clip algorithm, counts >= their bound, a
@@ -528,75 +417,6 @@ def check_trainer(trainer: Any) -> None:
             raise ConfigError(
                 f"trainer.{key} must be a fraction in (0, 1] or a number of batches >= 1 (got {limit!r})"
             )
-
-
-def check_method_knobs(method: Any) -> None:
-    """Method settings the builders would refuse only when the run starts: loss weights >= 0, counts >= their
-    bound, BD-KD's balance rule (``fixed_forward`` in [0, 1], ``gamma`` > 0), SinKD's reduction, and
-    LegoGCD's backbone kind."""
-    for key in METHOD_NON_NEGATIVE:
-        value = method.get(key)
-        if value is not None and (not _is_number(value) or value < 0):
-            raise ConfigError(f"method.{key} must be a finite number >= 0 (got {value!r})")
-    for key, low in METHOD_INTEGERS_AT_LEAST.items():
-        if method.get(key) is not None:
-            check_integer_at_least(method.get(key), f"method.{key}", low)
-    balance = method.get("balance")
-    if balance is not None and balance not in BALANCE_RULES:
-        raise ConfigError(f"method.balance must be one of {', '.join(BALANCE_RULES)} (got {balance!r})")
-    fixed_forward = method.get("fixed_forward")
-    if fixed_forward is not None and (not _is_number(fixed_forward) or not 0.0 <= fixed_forward <= 1.0):
-        raise ConfigError(f"method.fixed_forward must be a number in [0, 1] (got {fixed_forward!r})")
-    if method.get("gamma") is not None and balance is not None:
-        _check_positive_finite(method.get("gamma"), "method.gamma")
-    reduction = method.get("sinkhorn_reduction")
-    if reduction is not None and reduction not in SINKHORN_REDUCTIONS:
-        raise ConfigError(
-            f"method.sinkhorn_reduction must be one of {', '.join(SINKHORN_REDUCTIONS)} (got {reduction!r})"
-        )
-    if method.get("divergences") is not None and method.get("temperature") is not None:
-        _check_positive_finite(method.get("temperature"), "method.temperature")
-    if (backbone := method.get("backbone")) is not None:
-        _check_backbone(backbone)
-    if (schedule := method.get("teacher_temperature")) is not None:
-        _check_teacher_temperature(schedule)
-    if (pretrain := method.get("pretrain")) is not None:
-        check_integer_at_least(pretrain.get("epochs"), "method.pretrain.epochs", 0)
-        check_integer_at_least(pretrain.get("batch_size"), "method.pretrain.batch_size", 2)
-        for key in ("lr", "temperature"):
-            _check_positive_finite(pretrain.get(key), f"method.pretrain.{key}")
-    if (search := method.get("search")) is not None and reads(method, "method.search"):
-        check_integer_at_least(search.get("epochs"), "method.search.epochs")
-        for key in ("lr", "tau", "slack", "loss_scale"):
-            _check_positive_finite(search.get(key), f"method.search.{key}")
-
-
-def _check_backbone(backbone: Any) -> None:
-    """LegoGCD's ``method.backbone``: a known kind, hidden widths >= 1, a projection width >= 1."""
-    if backbone.get("kind") not in BACKBONE_KINDS:
-        raise ConfigError(
-            f"method.backbone.kind must be one of {', '.join(BACKBONE_KINDS)} (got {backbone.get('kind')!r})"
-        )
-    hidden = backbone.get("hidden")
-    if (
-        not isinstance(hidden, (list, ListConfig))
-        or not hidden
-        or not all(_is_int(w) and w >= 1 for w in hidden)
-    ):
-        raise ConfigError(f"method.backbone.hidden must be a non-empty list of widths >= 1 (got {hidden!r})")
-    check_integer_at_least(backbone.get("projection"), "method.backbone.projection")
-
-
-def _check_teacher_temperature(schedule: Any) -> None:
-    """LegoGCD's ``method.teacher_temperature``: ``[start, end, warm-up epochs]``, temperatures > 0."""
-    values = list(schedule) if isinstance(schedule, (list, ListConfig)) else []
-    if len(values) != TEMPERATURE_SCHEDULE_LENGTH:
-        raise ConfigError(
-            f"method.teacher_temperature must be [start, end, warm-up epochs] (got {schedule!r})"
-        )
-    _check_positive_finite(values[0], "method.teacher_temperature start")
-    _check_positive_finite(values[1], "method.teacher_temperature end")
-    check_integer_at_least(values[2], "method.teacher_temperature warm-up epochs", 0)
 
 
 def check_text_classifier(node: Any, key: str) -> None:
@@ -664,26 +484,19 @@ def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     check_optimizer(cfg.method.optimizer, "method.optimizer")
     if (teacher := cfg.method.get("teacher")) is not None:
         _check_teacher(teacher)
-    alpha = cfg.method.get("alpha")
-    if alpha is not None and (not _is_number(alpha) or not 0.0 <= alpha <= 1.0):
-        raise ConfigError(f"method.alpha must be a number in [0, 1] (got {alpha!r})")
     check_integer_at_least(cfg.data.get("batch_size"), "data.batch_size")
     if cfg.data.get("eval_batch_size") is not None:
         check_integer_at_least(cfg.data.get("eval_batch_size"), "data.eval_batch_size")
     for key in ("model", "method.teacher.model"):
         check_text_classifier(OmegaConf.select(cfg, key), key)
-    check_pruning(cfg.method)
-    check_category_discovery(cfg.method)
-    check_divergence_warmup(cfg.method)
-    check_language_model_distillation(cfg.method)
     check_method_reads(cfg, overrides)
+    check_accepts(cfg.method, lambda key: reads(cfg.method, f"method.{key}"))
     check_optimized_metric(cfg)
     check_checkpoint_selection(cfg)
     check_validation_split(cfg)
     check_threads(cfg.get("threads", "auto"))
     check_precision(cfg.trainer)
     check_trainer(cfg.trainer)
-    check_method_knobs(cfg.method)
     wait = cfg.get("stage_wait_s")
     if wait is not None and (not _is_number(wait) or wait <= 0):
         raise ConfigError(f"stage_wait_s must be a number of seconds > 0 (got {wait!r})")
@@ -717,10 +530,26 @@ def validate_divergence(cfg: DictConfig) -> None:
         )
 
 
+def check_method_settings(cfg: DictConfig) -> None:
+    """The rules across keys that a method module keeps beside its builder: ``check_settings(method_cfg)``
+    in the module that ``method.builder`` names, when it defines one (a pruner and the sanity check it
+    allows). Imports that module (and with it torch), so it runs after :func:`validate_settings`."""
+    import importlib
+
+    try:
+        module = importlib.import_module(str(cfg.method.builder).rsplit(".", 1)[0])
+    except ModuleNotFoundError:  # a builder that is not importable: building the method names it
+        return
+    check = getattr(module, "check_settings", None)
+    if check is not None:
+        check(cfg.method)
+
+
 def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     """Check the composed config's values; raise :class:`ConfigError` naming the first bad key."""
     validate_settings(cfg, overrides)
     validate_divergence(cfg)
+    check_method_settings(cfg)
 
 
 def load_contracts(relative: Path, config_dirs: Iterable[Path] = (CONF_DIR,)) -> dict[str, dict[str, Any]]:

@@ -51,6 +51,7 @@ from divergence_lab.config.checks import (
     DataServes,
     check_compatibility,
     check_group_choices,
+    check_method_settings,
     extra_config_dirs,
     find_contract,
     group_options,
@@ -316,20 +317,6 @@ def check_runtime(configs: list[DictConfig], config_dirs: Sequence[Path] = (CONF
                 f"trainer.accelerator={wants_gpu[0].trainer.accelerator} but this machine has no usable GPU "
                 f"(torch.cuda.is_available() is False); use trainer=cpu, or a SLURM launcher for GPU nodes"
             )
-
-
-def check_method_settings(cfg: DictConfig) -> None:
-    """The rules a method module keeps beside its builder: ``check_settings(method_cfg)`` in the module that
-    ``method.builder`` names, when it defines one (PLD's teacher reference, LegoGCD's projector widths)."""
-    import importlib
-
-    try:
-        module = importlib.import_module(str(cfg.method.builder).rsplit(".", 1)[0])
-    except ModuleNotFoundError:  # a builder that is not importable: building the method names it
-        return
-    check = getattr(module, "check_settings", None)
-    if check is not None:
-        check(cfg.method)
 
 
 def check_teacher_caches(configs: list[DictConfig]) -> None:

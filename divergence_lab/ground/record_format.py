@@ -53,6 +53,7 @@ IGNORED_KEYS = (
     "method.uses_divergence",
     "method.model_families",
     "method.data_tasks",
+    "method.accepts",
     # where its code lives: moving a module does not change a result
     "method.builder",
     "method.stages",

@@ -91,7 +91,7 @@ def configured_divergence(key: str, name: str, **params: Any) -> divergences.Div
 
 def warmup_epochs(cfg: DictConfig) -> int:
     """Warm-up epochs of the configured divergence in ``method.divergence_warmup`` (0: none; the values are
-    checked with the config, :func:`divergence_lab.config.checks.check_divergence_warmup`)."""
+    checked with the config, as ``conf/method/kd.yaml`` declares under ``accepts``)."""
     return int((cfg.method.get("divergence_warmup") or {}).get(cfg.divergence.name, 0))
 
 

@@ -45,7 +45,6 @@ from omegaconf import DictConfig, ListConfig
 from torch import Tensor, nn
 
 from divergence_lab import divergences
-from divergence_lab.config.checks import DKL_FORMS
 from divergence_lab.data.gcd import augment
 from divergence_lab.data.protocol import CategoryDiscoveryData
 from divergence_lab.ground.errors import ConfigError
@@ -56,6 +55,7 @@ from divergence_lab.methods.training_terms import TrainingTermsLogging
 from divergence_lab.metrics.gcd import cluster_accuracy
 
 SIMCLR_LOOP = "simclr pretraining"  # the progress label and epoch-checkpoint name of the SimCLR loop
+DKL_FORMS = ("official_code", "paper")  # the dual-view term: the official code's, or Eq. 11-12 as printed
 
 
 class GCDNetwork(nn.Module):
@@ -405,11 +405,6 @@ def checked_projector_hidden(value: Any) -> list[int] | None:
             f"method.backbone.projector_hidden must be null or a list of widths >= 1 (got {value!r})"
         )
     return widths
-
-
-def check_settings(method: DictConfig) -> None:
-    """The pre-flight's check of LegoGCD's own settings: ``method.backbone.projector_hidden``."""
-    checked_projector_hidden(method.backbone.get("projector_hidden"))
 
 
 def _category_discovery(datamodule: Any) -> CategoryDiscoveryData:

@@ -43,6 +43,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from divergence_lab import divergences
+from divergence_lab.ground.errors import ConfigError
 from divergence_lab.ground.progress import NO_CHECKPOINT, EpochCheckpoint, StageProgress, mean_of
 from divergence_lab.methods.classifier import make_optimizer
 from divergence_lab.methods.cross_entropy import CrossEntropyModule
@@ -58,6 +59,15 @@ from divergence_lab.pruning.masks import (
     prunable_weights,
     shuffle_within_layers,
 )
+
+MASK_PRUNERS = ("synflow", "ltr")  # they choose a mask, not scores: there is nothing to invert
+
+
+def check_settings(method: DictConfig) -> None:
+    """The rule across pruning's keys that its YAML cannot declare (the pre-flight calls it): the sanity
+    check ``invert`` keeps the lowest scores, so it needs a pruner that scores weights."""
+    if method.sanity == "invert" and method.pruner in MASK_PRUNERS:
+        raise ConfigError(f"method.sanity=invert needs a score-based pruner, not {method.pruner}")
 
 
 class SparseModule(CrossEntropyModule):

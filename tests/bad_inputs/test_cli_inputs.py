@@ -89,7 +89,11 @@ CASES = [
     BadInput("teacher-epochs", ["method.teacher.max_epochs=0"], "method.teacher.max_epochs"),
     BadInput("teacher-lr", ["method.teacher.optimizer.lr=nan"], "method.teacher.optimizer.lr"),
     BadInput("density-zero", [*CTS, "method.density=0"], "method.density must be a number in (0, 1]"),
-    BadInput("ltr-fraction", [*CTS, "method.ltr.prune_fraction=1.0"], "method.ltr.prune_fraction"),
+    BadInput(
+        "ltr-fraction",
+        [*CTS, "method=prune", "method.pruner=ltr", "method.ltr.prune_fraction=1.0"],
+        "method.ltr.prune_fraction must be a number in (0, 1) (got 1.0)",
+    ),
     BadInput("threads-zero", ["threads=0"], "threads must be 'auto' or an integer >= 1"),
     BadInput("threads-text", ["threads=many"], "threads must be 'auto' or an integer >= 1"),
     BadInput("stage-wait-zero", ["stage_wait_s=0"], "stage_wait_s must be a number of seconds > 0"),
@@ -347,7 +351,7 @@ CASES = [
     BadInput(
         "legogcd-projector-widths",
         ["experiment=legogcd_digits", "method.backbone.projector_hidden=[64,0]"],
-        "method.backbone.projector_hidden must be null or a list of widths >= 1",
+        "method.backbone.projector_hidden must be a list of integers >= 1 or null",
     ),  # fmt: skip
     BadInput(
         "loss-reduction",
@@ -387,7 +391,7 @@ CASES = [
     BadInput(
         "gcd-teacher-temperature",
         ["experiment=legogcd_digits", "method.teacher_temperature=[0.07]"],
-        "method.teacher_temperature must be [start, end, warm-up epochs]",
+        "method.teacher_temperature must be a list of 3 items: [start, end, warm-up epochs]",
     ),  # fmt: skip
     BadInput(
         "cts-search-epochs", [*CTS, "method.search.epochs=0"], "method.search.epochs must be an integer"

@@ -29,8 +29,10 @@ Evaluation (:class:`CausalLMModule`): ``val/nll`` and ``test/nll`` (mean NLL per
 first ``method.evaluation.val_prompts`` validation prompts each epoch and on ``test_prompts`` test prompts.
 There is no ``test/acc``: the accuracy of a language model is ``exact_match``.
 
-The teacher is trained once with NLL on the same data (:data:`LM_TEACHER_RECIPE`, through the teacher
-cache) and loaded frozen; its weights are kept out of the run's checkpoints (they come from the stage).
+The teacher is trained once with NLL on the same data and loaded frozen: its recipe
+(:func:`lm_teacher_recipe`, a :class:`~divergence_lab.methods.recipes.TeacherRecipe`) trains it through the
+run layer's ``context.fit_and_test``, and the teacher cache (``context.trained_teacher``) trains it on first
+use only. Its weights are kept out of the run's checkpoints (they come from the stage).
 """
 
 from __future__ import annotations
@@ -66,7 +68,15 @@ from divergence_lab.methods.lm_tokens import (
     token_divergence,
     token_nll,
 )
-from divergence_lab.methods.stages import Stage, StageContext, StageOutput, cpu_state, network_from_state
+from divergence_lab.methods.recipes import TeacherRecipe
+from divergence_lab.methods.stages import (
+    FitAndTest,
+    Stage,
+    StageContext,
+    StageOutput,
+    cpu_state,
+    network_from_state,
+)
 from divergence_lab.methods.training_terms import TrainingTermsLogging
 from divergence_lab.models.causal_lm import (
     build_causal_lm,
@@ -74,7 +84,6 @@ from divergence_lab.models.causal_lm import (
     output_vocabulary,
     plain_output_projection,
 )
-from divergence_lab.run.teacher_cache import TeacherRecipe, fit_and_test
 
 TEACHER_PREFIX = "teacher."
 SPLITS = ("val", "test")
@@ -356,18 +365,29 @@ def check_shared_vocabulary(cfg: DictConfig, datamodule: Any) -> None:
         )
 
 
-def lm_teacher_recipe(cfg: DictConfig) -> TeacherRecipe:
+def check_settings(method: DictConfig) -> None:
+    """The rule across the evaluation's keys that ``conf/method/lm_kd.yaml`` cannot declare (the pre-flight
+    and the pipeline call it): Pass@k needs k <= the samples drawn per prompt."""
+    evaluation = method.evaluation
+    ks, samples = list(evaluation.ks), evaluation.samples
+    if any(k > samples for k in ks):
+        raise ConfigError(
+            f"method.evaluation.ks must be a non-empty list of integers in [1, samples={samples}] for "
+            f"pass@k (got {ks!r})"
+        )
+
+
+def lm_teacher_recipe(cfg: DictConfig, fit_and_test: FitAndTest) -> TeacherRecipe:
     """How the teacher of ``cfg.method.teacher`` is built (its model for the data's vocabulary) and trained
-    (NLL of the data's completions for ``max_epochs`` epochs, then tested: ``test/nll``, ``test/exact_match``,
-    ``test/pass@k`` ...). The fused path follows ``cfg.method``; it is an execution choice, not in the key."""
+    by ``fit_and_test`` (NLL of the data's completions for ``max_epochs`` epochs, then tested: ``test/nll``,
+    ``test/exact_match``, ``test/pass@k`` ...). The fused path follows ``cfg.method``; it is an execution
+    choice, not in the key."""
 
     def build_teacher(teacher_cfg: DictConfig, data_cfg: DictConfig) -> tuple[Any, nn.Module]:
         datamodule = instantiate_datamodule(data_cfg, seed=teacher_cfg.seed)
         return datamodule, causal_lm_for(teacher_cfg.model, datamodule, "method.teacher.model")
 
-    def train_teacher(
-        model: nn.Module, teacher_cfg: DictConfig, datamodule: Any, trainer_kwargs: dict[str, Any]
-    ) -> dict[str, float]:
+    def train_teacher(model: nn.Module, teacher_cfg: DictConfig, datamodule: Any) -> dict[str, float]:
         module = CausalLMModule(
             model,
             dict(teacher_cfg.optimizer),
@@ -376,20 +396,20 @@ def lm_teacher_recipe(cfg: DictConfig) -> TeacherRecipe:
             fused=uses_fused_linear(cfg.method, model),
             chunk_rows=cfg.method.chunk_rows,
         )
-        return fit_and_test(module, datamodule, teacher_cfg.max_epochs, trainer_kwargs, LM_TEACHER_PROGRESS)
+        return fit_and_test(module, datamodule, teacher_cfg.max_epochs, LM_TEACHER_PROGRESS)
 
     return TeacherRecipe(LM_TEACHER, build_teacher, train_teacher)
 
 
 def stages(cfg: DictConfig, datamodule: Any) -> list[Stage]:
     """Stage ``teacher``: the causal LM teacher of ``cfg.method.teacher``, trained with NLL on the run's data
-    (teacher cache, trained on first use), its weights kept in the run folder. The data and the models'
-    vocabularies are checked first."""
+    (teacher cache, trained on first use by the run layer's ``context.fit_and_test``), its weights kept in the
+    run folder. The data and the models' vocabularies are checked first."""
     check_language_model_data(cfg, datamodule)
     check_shared_vocabulary(cfg, datamodule)
-    recipe = lm_teacher_recipe(cfg)
 
     def teacher(context: StageContext) -> StageOutput:
+        recipe = lm_teacher_recipe(cfg, context.fit_and_test)
         return {"state": cpu_state(context.trained_teacher(cfg.method.teacher, recipe))}
 
     return [Stage("teacher", teacher)]

@@ -20,6 +20,12 @@ or is requeued; under DDP rank 0 runs a stage and the other ranks load its outpu
 A stage function must move what it returns to the CPU (:func:`cpu_state`); it may use the global random
 streams: the run layer restores them after a loaded stage as they were after the stage ran.
 
+A stage that fits a LightningModule asks the run layer for it: ``context.fit_and_test`` (a
+:class:`FitAndTest`) fits and tests a module with the run's trainer settings (accelerator, precision, one
+progress line per epoch). A cached teacher is trained that way by its recipe
+(:class:`divergence_lab.methods.recipes.TeacherRecipe`, which says what to train) through
+``context.trained_teacher``; so the methods never import the run layer.
+
 A stage that trains for several epochs keeps its progress through ``context.checkpoint(loop)`` (an
 :class:`~divergence_lab.ground.progress.EpochCheckpoint`): it saves after every epoch what its loop needs
 (networks, optimisers, schedulers, the epoch) and, in a run, the run layer adds the random streams and
@@ -30,10 +36,10 @@ once the stage's output is saved. In memory (no run folder) the checkpoint keeps
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from hydra.utils import get_method
@@ -41,7 +47,30 @@ from torch import nn
 
 from divergence_lab.ground.progress import NO_CHECKPOINT, EpochCheckpoint
 
+if TYPE_CHECKING:
+    from lightning import LightningModule
+
+    from divergence_lab.methods.recipes import TeacherRecipe
+
 StageOutput = dict[str, Any]
+
+
+class FitAndTest(Protocol):
+    """The run layer's training service: fit ``module`` on ``datamodule`` for ``max_epochs`` epochs in this
+    process, test it, and return its test metrics by name. ``progress`` (label -> logged metric) is what each
+    epoch's progress line shows. The run layer decides the rest: accelerator, precision, determinism, and
+    inside the teacher cache a resumable checkpoint of every finished epoch."""
+
+    def __call__(
+        self, module: LightningModule, datamodule: Any, max_epochs: int, progress: Mapping[str, str]
+    ) -> dict[str, float]: ...
+
+
+def _no_fit_and_test(
+    module: LightningModule, datamodule: Any, max_epochs: int, progress: Mapping[str, str]
+) -> dict[str, float]:
+    """The service of a context made without one: it refuses to train."""
+    raise RuntimeError("this stage fits a module: give StageContext a fit_and_test service")
 
 
 @dataclass(frozen=True)
@@ -59,15 +88,18 @@ class StageContext:
     ``device``: where to train (the trainer's root device); ``outputs``: earlier stages' outputs by name;
     ``run_dir``: the run directory for side files such as a search trajectory (None outside a run);
     ``teacher``: returns the trained, frozen teacher network of a teacher config, built and trained by an
-    optional recipe (the run layer's teacher cache, :class:`divergence_lab.run.teacher_cache.TeacherRecipe`;
-    None where no provider was given); ``checkpoints``: returns the epoch checkpoint of a named loop of the
-    stage that runs now (set by the run layer for each stage it runs; None: nothing is kept).
+    optional recipe (:class:`~divergence_lab.methods.recipes.TeacherRecipe`; the run layer's teacher cache;
+    None where no provider was given); ``fit_and_test``: the run layer's training service
+    (:class:`FitAndTest`, under the same trainer settings as the teacher provider; one that refuses where
+    none was given); ``checkpoints``: returns the epoch checkpoint of a named loop of the stage that runs now
+    (set by the run layer for each stage it runs; None: nothing is kept).
     """
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     outputs: dict[str, StageOutput] = field(default_factory=dict)
     run_dir: Path | None = None
     teacher: Callable[..., nn.Module] | None = None
+    fit_and_test: FitAndTest = _no_fit_and_test
     checkpoints: Callable[[str], EpochCheckpoint] | None = None
 
     def checkpoint(self, loop: str) -> EpochCheckpoint:
@@ -75,7 +107,7 @@ class StageContext:
         stage that runs now; one that keeps nothing outside a run."""
         return NO_CHECKPOINT if self.checkpoints is None else self.checkpoints(loop)
 
-    def trained_teacher(self, teacher_cfg: Any, recipe: Any = None) -> nn.Module:
+    def trained_teacher(self, teacher_cfg: Any, recipe: TeacherRecipe | None = None) -> nn.Module:
         """The trained, frozen teacher of ``teacher_cfg`` from the teacher provider (``recipe``: how to build
         and train it; the provider's default when None)."""
         if self.teacher is None:

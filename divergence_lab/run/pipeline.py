@@ -2,9 +2,11 @@
 its module -> fit -> test -> metrics.json.
 
 The stages (:mod:`divergence_lab.run.stages`) run on the trainer's device and precision, and a resumed run
-loads their saved outputs instead of running them again. ``trainer.precision: auto`` (``trainer=gpu``) is
+loads their saved outputs instead of running them again. They receive the run layer's services through
+:func:`stage_context`: the teacher cache and ``fit_and_test``, which fits and tests a module for a stage or a
+teacher recipe (:mod:`divergence_lab.methods.recipes`). ``trainer.precision: auto`` (``trainer=gpu``) is
 resolved when the Trainer is built (:func:`resolve_precision`): ``bf16-mixed`` on a CUDA GPU with native
-bfloat16, else ``32-true``; the teacher cache trains teachers under the same precision.
+bfloat16, else ``32-true``; teachers and stages train under the same precision.
 
 Model selection uses validation only: the reported test metrics come from the checkpoint with the best
 ``optimized_metric`` (``val/acc`` by default, maximised; ``val/nll`` and other losses are minimised), among
@@ -34,14 +36,15 @@ import sys
 import time
 import warnings
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from divergence_lab.config.checks import validate_divergence, validate_settings
+from divergence_lab.config.checks import check_method_settings, validate_divergence, validate_settings
 from divergence_lab.data import instantiate_datamodule
 from divergence_lab.ground.progress import current_position, set_position
 from divergence_lab.ground.record_format import (
@@ -53,7 +56,7 @@ from divergence_lab.ground.record_format import (
     TEACHER_FILE,
     finished_record,
 )
-from divergence_lab.methods.stages import StageContext, build_module, declared_stages
+from divergence_lab.methods.stages import StageContext, StageOutput, build_module, declared_stages
 from divergence_lab.metrics.calibration import ReliabilityDiagram
 from divergence_lab.metrics.per_class import CountsTestClasses, confusion_record, per_class_accuracy
 from divergence_lab.run.fingerprint import check_run_dir, fingerprint_settings, write_fingerprint
@@ -79,6 +82,11 @@ from divergence_lab.run.record import (
     write_metrics,
 )
 from divergence_lab.run.selection import SelectedCheckpoint, describe_selection, selection_rule
+
+if TYPE_CHECKING:
+    from divergence_lab.metrics.selection import SelectionRule
+    from divergence_lab.run.epoch_progress import TestingPosition
+    from divergence_lab.run.resumption import RunSummary
 
 QUIET_WARNINGS = (
     ".*does not have many workers.*",
@@ -158,9 +166,11 @@ def trainer_arguments(trainer_cfg: DictConfig, validates: bool = True) -> dict[s
 
 
 def stage_context(cfg: DictConfig, run_dir: Path | None, device: Any, precision: Any = None) -> StageContext:
-    """What a method's stages may use: the device, the run folder and the teacher cache (whose teacher
-    training runs on the trainer's accelerator and, when given, its resolved ``precision``)."""
-    from divergence_lab.run.teacher_cache import load_or_train_teacher
+    """What a method's stages may use: the device, the run folder, the teacher cache, and the service that
+    fits and tests a module (:func:`~divergence_lab.run.teacher_cache.fit_and_test_service`, what a teacher
+    recipe trains through). Both train on one device of the trainer's accelerator, deterministically and,
+    when given, under its resolved ``precision``."""
+    from divergence_lab.run.teacher_cache import fit_and_test_service, load_or_train_teacher
 
     trainer_kwargs = {"accelerator": cfg.trainer.accelerator, "devices": 1, "deterministic": True}
     if precision is not None:
@@ -172,7 +182,8 @@ def stage_context(cfg: DictConfig, run_dir: Path | None, device: Any, precision:
         cache = cfg.paths.teacher_cache
         return load_or_train_teacher(teacher_cfg, cfg.data, cache, trainer_kwargs, record, recipe)
 
-    return StageContext(device=device, run_dir=run_dir, teacher=teacher)
+    service = fit_and_test_service(trainer_kwargs)
+    return StageContext(device=device, run_dir=run_dir, teacher=teacher, fit_and_test=service)
 
 
 def is_interactive() -> bool:
@@ -233,6 +244,7 @@ def _run(cfg: DictConfig, run_dir: Path, settings: dict[str, Any], started: floa
     try:
         with handled_signals():
             validate_divergence(cfg)
+            check_method_settings(cfg)
             record = fit_and_test(cfg, run_dir, started)
     except RunInterrupted as stop:
         where = current_position()
@@ -251,108 +263,216 @@ def _run(cfg: DictConfig, run_dir: Path, settings: dict[str, Any], started: floa
 
 
 def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
-    """Train (or resume), test the selected checkpoint, write ``metrics.json``; return its content."""
-    import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    """Train (or resume), test the selected checkpoint, write ``metrics.json``; return its content.
 
-    from divergence_lab.run.epoch_progress import EpochProgress, TestingPosition
-    from divergence_lab.run.resumption import EpochSeeding, RunSummary, cluster_plugins
-    from divergence_lab.run.stages import run_stages
-    from divergence_lab.run.teacher_cache import numerics
-    from divergence_lab.run.threads import apply_threads
+    Once the loggers are open they are closed whatever happens: as interrupted when a step fails or the job
+    is stopped (submitit raises SystemExit after requeueing a preempted job, while SLURM is already stopping
+    the job's other processes, W&B's service among them).
+    """
+    import lightning as L
 
     hydra = HydraConfig.get()
     interactive = is_interactive()
-    _quiet_lightning()
-    log.info(apply_threads(cfg, hydra.launcher))
     rank_zero = is_global_rank_zero()
+    prepare_process(cfg, run_dir, hydra.launcher, rank_zero)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    callbacks = run_callbacks(cfg, run_dir, rank_zero, interactive)
+    loggers = open_loggers(cfg, run_dir, hydra)
+    try:
+        arguments = trainer_arguments(cfg.trainer, getattr(datamodule, "has_validation_split", True))
+        trainer = build_trainer(arguments, run_dir, loggers, callbacks.all, interactive)
+        outputs = run_method_stages(cfg, run_dir, datamodule, trainer, arguments.get("precision"), rank_zero)
+        module = build_module(cfg, datamodule, outputs)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.ckpt_path, run_dir))
+        tested = callbacks.tested_epoch()  # before testing, which restores the callbacks' state too
+        sizes = split_sizes(datamodule)
+        test_metrics = run_test(
+            trainer, module, datamodule, tested, sizes["n_test"], callbacks.testing, interactive
+        )
+        metrics = reported_metrics(test_metrics, tested, cfg.optimized_metric)
+        facts = reported_facts(cfg, run_dir, module, tested, sizes, write=rank_zero)
+        record = write_metrics(run_dir, cfg, metrics, started, facts) if rank_zero else {"metrics": metrics}
+        log_summary(loggers, {**record, **facts}, cfg)
+    except BaseException:
+        close_loggers(loggers, interrupted=True)
+        raise
+    close_loggers(loggers)
+    print(result_line(cfg, record, run_dir))
+    return record
+
+
+def prepare_process(cfg: DictConfig, run_dir: Path, launcher: Any, rank_zero: bool) -> None:
+    """Quiet Lightning's repeated lines, set this process's thread counts (one line saying so) and, on rank 0,
+    save the resolved config in the run folder."""
+    from divergence_lab.run.threads import apply_threads
+
+    _quiet_lightning()
+    log.info(apply_threads(cfg, launcher))
     if rank_zero:
         save_resolved_config(run_dir, cfg)
 
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(cfg)
 
-    metric = cfg.optimized_metric
+@dataclass(frozen=True)
+class EpochToTest:
+    """The checkpoint to test and what the record keeps of its epoch.
+
+    ``which``: ``selected`` (by the rule) or ``last``; ``validation``: the epoch's validation metrics;
+    ``train_loss``: the final training loss; ``rule``: the ``checkpoint_selection`` entry of ``metrics.json``.
+    """
+
+    which: str
+    epoch: int
+    checkpoint: str
+    validation: dict[str, float]
+    train_loss: float
+    rule: str
+
+
+@dataclass(frozen=True)
+class RunCallbacks:
+    """The run Trainer's callbacks (``all``, in order), with those read back after fitting.
+
+    ``best`` saves ``best.ckpt``, the epoch the rule selects (None: the method tests its last epoch, GCD, and
+    no epoch is selected); ``summary`` keeps the last epoch's numbers; ``testing`` announces what is tested.
+    """
+
+    checkpoint_dir: Path
+    rule: SelectionRule | None
+    best: SelectedCheckpoint | None
+    summary: RunSummary
+    testing: TestingPosition
+    all: list[Any]
+
+    def tested_epoch(self) -> EpochToTest:
+        """The selected epoch's checkpoint, or the last one for methods that report the last epoch. Read it
+        before testing: restoring the tested checkpoint restores the callbacks' state too."""
+        if self.best is None:
+            validation, epoch = dict(self.summary.last_validation), self.summary.last_epoch
+            checkpoint, which = str(self.checkpoint_dir / LAST_CHECKPOINT), "last"
+        else:
+            validation, epoch = dict(self.best.selected_validation), self.best.selected_epoch
+            checkpoint, which = self.best.best_model_path, "selected"
+        rule = describe_selection(self.rule)
+        return EpochToTest(which, epoch, checkpoint, validation, self.summary.last_train_loss, rule)
+
+
+def run_callbacks(cfg: DictConfig, run_dir: Path, rank_zero: bool, interactive: bool) -> RunCallbacks:
+    """The checkpoints (``best.ckpt`` listed before ``last.ckpt``, whose state then includes the choice),
+    the run summary, per-epoch seeding, the progress lines and the testing position; on rank 0 the
+    reliability diagram, in a terminal a progress bar."""
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+    from divergence_lab.run.epoch_progress import EpochProgress, TestingPosition
+    from divergence_lab.run.resumption import EpochSeeding, RunSummary
+
     checkpoint_dir = run_dir / CHECKPOINT_DIR
-    rule = selection_rule(cfg)  # None: the method tests its last epoch (GCD), no epoch is selected
-    # best.ckpt: the epoch the rule selects; listed before last.ckpt, whose state then includes the choice
+    rule = selection_rule(cfg)
     best = SelectedCheckpoint(checkpoint_dir, rule) if rule is not None else None
     # No monitor: overwritten at the end of every epoch, so a stopped job loses at most one epoch.
     last = ModelCheckpoint(checkpoint_dir, filename="last", enable_version_counter=False)
     summary = RunSummary()
-    title = run_title(cfg)
     checkpoints = [last] if best is None else [best, last]
     testing = TestingPosition()
     callbacks: list[Any] = [*checkpoints, summary, EpochSeeding(cfg.seed), EpochProgress(), testing]
     if rank_zero:
-        callbacks.append(ReliabilityDiagram(run_dir, title))
+        callbacks.append(ReliabilityDiagram(run_dir, run_title(cfg)))
     if interactive:
         callbacks.append(RichProgressBar())
+    return RunCallbacks(checkpoint_dir, rule, best, summary, testing, callbacks)
 
+
+def open_loggers(cfg: DictConfig, run_dir: Path, hydra: Any) -> list[Any]:
+    """The run's loggers; in a sweep they are grouped by the sweep folder's name."""
     sweep_name = Path(hydra.sweep.dir).name if hydra.mode == RunMode.MULTIRUN else None
-    loggers = build_loggers(cfg, run_dir, sweep_name)
-    try:
-        arguments = trainer_arguments(cfg.trainer, getattr(datamodule, "has_validation_split", True))
-        trainer = L.Trainer(
-            **arguments,
-            default_root_dir=str(run_dir),
-            logger=loggers,
-            callbacks=callbacks,
-            plugins=cluster_plugins(),
-            enable_progress_bar=interactive,
-            enable_model_summary=interactive,
-        )
-        outputs = run_stages(
-            declared_stages(cfg, datamodule),
-            stage_context(cfg, run_dir, trainer.strategy.root_device, arguments.get("precision")),
-            run_dir,
-            trainer.precision_plugin.forward_context,
-            rank_zero,
-            cfg.stage_wait_s,
-            reuse=cfg.ckpt_path is not None,  # null: start over in place, stages too
-            numerics=numerics(
-                {"accelerator": cfg.trainer.accelerator, "precision": arguments.get("precision")}
-            ),
-        )
-        module = build_module(cfg, datamodule, outputs)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.ckpt_path, run_dir))
-        # test the selected checkpoint, or the last one for methods that report the last epoch (GCD);
-        # read before testing: restoring the tested checkpoint restores the callbacks' state too
-        if best is None:
-            selected, selected_epoch = dict(summary.last_validation), summary.last_epoch
-            tested_checkpoint = str(checkpoint_dir / LAST_CHECKPOINT)
-        else:
-            selected, selected_epoch = dict(best.selected_validation), best.selected_epoch
-            tested_checkpoint = best.best_model_path
-        final_train_loss = summary.last_train_loss
-        sizes = split_sizes(datamodule)
-        testing.announce("last" if best is None else "selected", selected_epoch, sizes["n_test"])
-        (test_metrics,) = trainer.test(
-            module,
-            datamodule=datamodule,
-            ckpt_path=tested_checkpoint,
-            verbose=interactive,
-            weights_only=False,
-        )
-        # val/acc where the method has an accuracy (language models report val/exact_match instead)
-        accuracy = {"val/acc": selected["val/acc"]} if "val/acc" in selected else {}
-        # no validation split (protocol=full_train_last_epoch): no validation metric to record
-        optimized = {metric: selected[metric]} if metric in selected else {}
-        metrics = {**test_metrics, **accuracy, **optimized, "train/loss": final_train_loss}
-        tested = {
-            "selected_epoch": selected_epoch,
-            "checkpoint_selection": describe_selection(rule),
-            **sizes,
-            **class_results(module, run_dir, cfg.method.get("confusion_max_classes"), write=rank_zero),
-        }
-        record = write_metrics(run_dir, cfg, metrics, started, tested) if rank_zero else {"metrics": metrics}
-        log_summary(loggers, {**record, **tested}, cfg)
-    except BaseException:
-        # failed, or interrupted: submitit raises SystemExit after requeueing a preempted job, while SLURM
-        # is already stopping the job's other processes (W&B's service among them)
-        close_loggers(loggers, interrupted=True)
-        raise
-    close_loggers(loggers)
+    return build_loggers(cfg, run_dir, sweep_name)
+
+
+def build_trainer(
+    arguments: dict[str, Any], run_dir: Path, loggers: list[Any], callbacks: list[Any], interactive: bool
+) -> Any:
+    """The run's ``L.Trainer`` (``arguments``: :func:`trainer_arguments`), writing into ``run_dir``, with
+    the cluster's plugins; a progress bar and model summary only in a terminal."""
+    import lightning as L
+
+    from divergence_lab.run.resumption import cluster_plugins
+
+    return L.Trainer(
+        **arguments,
+        default_root_dir=str(run_dir),
+        logger=loggers,
+        callbacks=callbacks,
+        plugins=cluster_plugins(),
+        enable_progress_bar=interactive,
+        enable_model_summary=interactive,
+    )
+
+
+def run_method_stages(
+    cfg: DictConfig, run_dir: Path, datamodule: Any, trainer: Any, precision: Any, rank_zero: bool
+) -> dict[str, StageOutput]:
+    """The outputs of the method's stages, run on the trainer's device and ``precision`` (or loaded from the
+    run folder on resume; ``ckpt_path=null`` starts over in place, stages too)."""
+    from divergence_lab.run.stages import run_stages
+    from divergence_lab.run.teacher_cache import numerics
+
+    return run_stages(
+        declared_stages(cfg, datamodule),
+        stage_context(cfg, run_dir, trainer.strategy.root_device, precision),
+        run_dir,
+        trainer.precision_plugin.forward_context,
+        rank_zero,
+        cfg.stage_wait_s,
+        reuse=cfg.ckpt_path is not None,
+        numerics=numerics({"accelerator": cfg.trainer.accelerator, "precision": precision}),
+    )
+
+
+def run_test(
+    trainer: Any,
+    module: Any,
+    datamodule: Any,
+    tested: EpochToTest,
+    n_test: int,
+    testing: TestingPosition,
+    interactive: bool,
+) -> dict[str, float]:
+    """Test ``tested``'s checkpoint on the ``n_test`` test examples after one line naming it; return the
+    test metrics."""
+    testing.announce(tested.which, tested.epoch, n_test)
+    (test_metrics,) = trainer.test(
+        module,
+        datamodule=datamodule,
+        ckpt_path=tested.checkpoint,
+        verbose=interactive,
+        weights_only=False,
+    )
+    return test_metrics
+
+
+def reported_metrics(test_metrics: dict[str, float], tested: EpochToTest, metric: str) -> dict[str, float]:
+    """The metrics of ``metrics.json``: the test metrics, the tested epoch's ``val/acc`` where the method has
+    an accuracy (language models report ``val/exact_match`` instead) and its ``metric`` (none without a
+    validation split: ``protocol=full_train_last_epoch``), and the final training loss."""
+    accuracy = {"val/acc": tested.validation["val/acc"]} if "val/acc" in tested.validation else {}
+    optimized = {metric: tested.validation[metric]} if metric in tested.validation else {}
+    return {**test_metrics, **accuracy, **optimized, "train/loss": tested.train_loss}
+
+
+def reported_facts(
+    cfg: DictConfig, run_dir: Path, module: Any, tested: EpochToTest, sizes: dict[str, int], write: bool
+) -> dict[str, Any]:
+    """What ``metrics.json`` records of the test besides its metrics: the tested epoch and the rule that chose
+    it, the split sizes, and the per-class accuracies (with ``write``: ``confusion.json`` too)."""
+    return {
+        "selected_epoch": tested.epoch,
+        "checkpoint_selection": tested.rule,
+        **sizes,
+        **class_results(module, run_dir, cfg.method.get("confusion_max_classes"), write=write),
+    }
+
+
+def result_line(cfg: DictConfig, record: dict[str, Any], run_dir: Path) -> str:
+    """``[kd | kl | seed 0] test/acc=0.9582  ...  (<run dir>)``: the run's one closing line."""
     line = "  ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
-    print(f"[{title}] {line}  ({run_dir})")
-    return record
+    return f"[{run_title(cfg)}] {line}  ({run_dir})"

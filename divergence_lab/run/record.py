@@ -168,5 +168,3 @@ def torch_save_atomically(content: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(content, tmp)
     os.replace(tmp, path)
-
-

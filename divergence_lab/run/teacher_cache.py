@@ -37,6 +37,12 @@ A teacher trains on one device of the run's accelerator, under the run's precisi
 with ``deterministic=True``; the process-wide flags that sets are given back afterwards. The run's
 ``teacher.json`` records each teacher's key, network, test metrics and numerics.
 
+What a teacher is built from and what trains it is its recipe (:mod:`divergence_lab.methods.recipes`: the
+classifier recipe by default, the causal LM teacher's from :mod:`divergence_lab.methods.lm_kd`); this module
+keeps the cache around it (key, lock, files, log lines) and the training service a recipe trains through
+(:func:`fit_and_test`, bound to the run's trainer settings by :func:`fit_and_test_service`: the
+``context.fit_and_test`` that :func:`divergence_lab.run.pipeline.stage_context` gives the stages).
+
 Through the ``divergence_lab`` logger (console and the run's ``train.log``) training logs one progress
 line per teacher epoch, and every load or training ends with one line giving the teacher's test accuracy.
 """
@@ -53,10 +59,9 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +74,10 @@ from lightning.pytorch import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from divergence_lab.data import instantiate_datamodule
 from divergence_lab.ground.errors import ConfigError
 from divergence_lab.ground.progress import StageProgress, format_duration
-from divergence_lab.methods.cross_entropy import CrossEntropyModule
-from divergence_lab.models import build_network
+from divergence_lab.methods.recipes import CLASSIFIER, TeacherRecipe, build_classifier, classifier_recipe
+from divergence_lab.methods.stages import FitAndTest
 from divergence_lab.run.epoch_progress import EpochProgress
 from divergence_lab.run.record import write_json_atomically
 from divergence_lab.run.stages import random_state, restore_random_state
@@ -86,9 +90,6 @@ WEIGHTS, META = "teacher.pt", "meta.json"
 FRAMEWORK_PACKAGES = frozenset({"builtins", "torch", "lightning"})
 CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"  # set by Lightning for deterministic cuBLAS
 NO_SOURCE = "no source file"  # a class defined interactively: only its repr and shapes are fingerprinted
-# the epoch metrics of CrossEntropyModule shown on the teacher's progress lines, by label
-PROGRESS_METRICS = {"loss": "train/loss", "val acc": "val/acc"}  # label -> metric on the teacher's lines
-CLASSIFIER = "classifier"  # the recipe of the vision and tabular teachers (its name is not in their keys)
 PARTIAL_SUFFIX = ".partial"  # <key>.partial/: the resumable checkpoint of a teacher being trained
 STAGING_SUFFIX = ".staging"  # .<key>.<unique>.staging/: an entry being written, renamed to <key> when whole
 RESUME_CHECKPOINT = "last.ckpt"  # in <key>.partial/: the Lightning checkpoint of the last finished epoch
@@ -98,20 +99,6 @@ GPU_ACCELERATORS = ("gpu", "cuda")  # trainer accelerators that train on a CUDA 
 DEFAULT_PRECISION = "32-true"  # Lightning's precision when the trainer sets none
 # while a teacher of the cache trains: the folder of its resumable checkpoint (read by fit_and_test)
 _resume_folder: ContextVar[Path | None] = ContextVar("teacher_resume_folder", default=None)
-
-
-@dataclass(frozen=True)
-class TeacherRecipe:
-    """How a kind of teacher is built and trained; the cache (key, lock, files, log lines) is shared.
-
-    ``build(teacher_cfg, data_cfg) -> (set-up data module, untrained network)``;
-    ``train(net, teacher_cfg, datamodule, trainer_kwargs) -> test metrics`` (with ``test/acc`` when the
-    teacher has an accuracy). Any recipe but :data:`CLASSIFIER_RECIPE` adds its name to the key.
-    """
-
-    name: str
-    build: Callable[[DictConfig, DictConfig], tuple[Any, nn.Module]]
-    train: Callable[[nn.Module, DictConfig, Any, dict[str, Any]], dict[str, float]]
 
 
 def teacher_data_config(teacher_cfg: DictConfig, data_cfg: DictConfig) -> DictConfig:
@@ -144,13 +131,14 @@ def numerics(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
 def teacher_key(
     teacher_cfg: DictConfig, data_cfg: DictConfig, trainer_kwargs: dict[str, Any] | None = None
 ) -> str:
-    """Stable 16-hex-digit key of everything that determines the trained teacher, for training under
-    ``trainer_kwargs`` (default: this process's CPU in ``32-true``).
+    """Stable 16-hex-digit key of everything that determines the trained classifier teacher
+    (:func:`~divergence_lab.methods.recipes.classifier_recipe`), for training under ``trainer_kwargs``
+    (default: this process's CPU in ``32-true``).
 
     Builds the data module and the network to fingerprint them; the caller's random state is untouched.
     """
     with _preserved_rng_state():
-        datamodule, net = _build(teacher_cfg, data_cfg)
+        datamodule, net = build_classifier(teacher_cfg, data_cfg)
     settings = {"accelerator": "cpu"} if trainer_kwargs is None else trainer_kwargs
     return _key(key_ingredients(teacher_cfg, data_cfg, datamodule, net, trained_under=numerics(settings)))
 
@@ -222,10 +210,11 @@ def load_or_train_teacher(
 
     Logs one line with its test accuracy and where it came from; with ``record`` (a run's ``teacher.json``)
     also adds the teacher's key, network and test metrics there, for the report's provenance block.
-    ``recipe``: how this kind of teacher is built and trained (default: a classifier trained with
-    cross-entropy, :data:`CLASSIFIER_RECIPE`).
+    ``recipe``: how this kind of teacher is built and trained, through a fit-and-test service under
+    ``trainer_kwargs`` (default: a classifier trained with cross-entropy by :func:`fit_and_test_service`,
+    :func:`~divergence_lab.methods.recipes.classifier_recipe`).
     """
-    recipe = recipe or CLASSIFIER_RECIPE
+    recipe = recipe or classifier_recipe(fit_and_test_service(trainer_kwargs))
     data_cfg = teacher_data_config(teacher_cfg, data_cfg)
     cache = Path(cache_dir)
     with _preserved_rng_state():
@@ -250,7 +239,7 @@ def load_or_train_teacher(
                     started = time.monotonic()
                     partial = cache / f"{key}{PARTIAL_SUFFIX}"
                     with _resumable_in(partial, trainer_kwargs):
-                        metrics = recipe.train(net, teacher_cfg, datamodule, trainer_kwargs)
+                        metrics = recipe.train(net, teacher_cfg, datamodule)
                     meta = {**ingredients, "test_metrics": metrics}
                     outcome = f"trained in {format_duration(time.monotonic() - started)}, cached at {entry}"
                     _save(net, entry, meta)
@@ -285,12 +274,6 @@ def _record_teacher(
     model = str(teacher_cfg.model.get("_target_", "?")).rsplit(".", 1)[-1]
     teachers[key] = {"model": model, "test_metrics": dict(test_metrics), "numerics": dict(trained_under)}
     write_json_atomically(path, teachers)
-
-
-def _build(teacher_cfg: DictConfig, data_cfg: DictConfig) -> tuple[Any, nn.Module]:
-    """The set-up data module the teacher trains on and its (untrained) network."""
-    datamodule = instantiate_datamodule(data_cfg, seed=teacher_cfg.seed)
-    return datamodule, build_network(teacher_cfg.model, datamodule)
 
 
 def _key(ingredients: dict[str, Any]) -> str:
@@ -432,14 +415,26 @@ def _preserved_rng_state() -> Iterator[None]:
     np.random.set_state(numpy_state)
 
 
+def fit_and_test_service(trainer_kwargs: dict[str, Any]) -> FitAndTest:
+    """The training service (:class:`~divergence_lab.methods.stages.FitAndTest`) that recipes and stages
+    are given: :func:`fit_and_test` under ``trainer_kwargs``."""
+
+    def service(
+        module: L.LightningModule, datamodule: Any, max_epochs: int, progress: Mapping[str, str]
+    ) -> dict[str, float]:
+        return fit_and_test(module, datamodule, max_epochs, trainer_kwargs, progress)
+
+    return service
+
+
 def fit_and_test(
     module: L.LightningModule,
     datamodule: Any,
     max_epochs: int,
     trainer_kwargs: dict[str, Any],
-    progress: dict[str, str] = PROGRESS_METRICS,
+    progress: Mapping[str, str],
 ) -> dict[str, float]:
-    """Train a teacher's LightningModule in this process (one device, no logger, no checkpoints, one
+    """Train a LightningModule in this process (one device, no logger, no checkpoints, one ``[teacher]``
     progress line per epoch showing ``progress``: label -> logged metric) and return its test metrics; the
     process-wide torch flags are given back.
 
@@ -481,19 +476,6 @@ def _resumable(checkpoint: Path) -> bool:
         checkpoint.unlink(missing_ok=True)
         return False
     return True
-
-
-def _train_classifier(
-    net: nn.Module, teacher_cfg: DictConfig, datamodule: Any, trainer_kwargs: dict[str, Any]
-) -> dict[str, float]:
-    """Train ``net`` with cross-entropy; return its test metrics (``test/acc`` ...)."""
-    module = CrossEntropyModule(
-        net, datamodule.num_classes, dict(teacher_cfg.optimizer), teacher_cfg.max_epochs
-    )
-    return fit_and_test(module, datamodule, teacher_cfg.max_epochs, trainer_kwargs)
-
-
-CLASSIFIER_RECIPE = TeacherRecipe(CLASSIFIER, _build, _train_classifier)
 
 
 @contextmanager

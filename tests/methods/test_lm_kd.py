@@ -24,7 +24,16 @@ from divergence_lab.methods.lm_generation import (
     generation_config,
     on_policy_step,
 )
-from divergence_lab.methods.lm_kd import LMDistillationModule, check_shared_vocabulary, uses_fused_linear
+from divergence_lab.methods.lm_kd import (
+    LM_TEACHER,
+    LM_TEACHER_PROGRESS,
+    CausalLMModule,
+    LMDistillationModule,
+    check_shared_vocabulary,
+    stages,
+    uses_fused_linear,
+)
+from divergence_lab.methods.stages import StageContext
 from divergence_lab.models.causal_lm import build_causal_lm
 from divergence_lab.run.loggers import summary_values
 from tests.conftest import compose_config, run_training
@@ -274,7 +283,7 @@ def _one_line_error(overrides: list[str]) -> str:
         ),
         (
             ["method.fused_linear=sometimes"],
-            "method.fused_linear must be auto, true or false (got 'sometimes')",
+            "method.fused_linear must be one of auto, true, false (got 'sometimes')",
         ),
         (["optimized_metric=val/acc"], "optimized_metric=val/acc is not logged by method=lm_kd"),
     ],
@@ -320,6 +329,27 @@ def test_models_that_do_not_share_the_data_vocabulary_are_refused_in_one_line(sm
             check_shared_vocabulary(_with_student_path(cfg, path), data)
         assert message in str(refused.value) and "\n" not in str(refused.value)
     check_shared_vocabulary(_with_student_path(cfg, same), data)
+
+
+def test_the_teacher_stage_trains_its_recipe_through_the_context_service(small_data):
+    cfg, data = small_data
+    fitted = []
+
+    def fit_and_test(module, datamodule, max_epochs, progress):
+        fitted.append((module, max_epochs, dict(progress)))
+        return {"test/nll": 1.0}
+
+    def teacher_cache(teacher_cfg, recipe):
+        datamodule, model = recipe.build(teacher_cfg, cfg.data)
+        assert recipe.name == LM_TEACHER and recipe.train(model, teacher_cfg, datamodule) == {"test/nll": 1.0}
+        return model
+
+    (stage,) = stages(cfg, data)
+    output = stage.run(StageContext(teacher=teacher_cache, fit_and_test=fit_and_test))
+    ((module, epochs, progress),) = fitted
+    assert isinstance(module, CausalLMModule) and epochs == cfg.method.teacher.max_epochs
+    assert progress == LM_TEACHER_PROGRESS
+    assert set(output["state"]) == set(module.model.state_dict())
 
 
 def test_cli_run_writes_answer_metrics_and_an_on_policy_run_shares_its_teacher(tmp_path):

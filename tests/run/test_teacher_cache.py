@@ -21,6 +21,7 @@ from divergence_lab.data.digits import DigitsDataModule
 from divergence_lab.ground.errors import ConfigError
 from divergence_lab.ground.paths import user_cache
 from divergence_lab.ground.progress import StageProgress
+from divergence_lab.methods import recipes
 from divergence_lab.models.mlp import MLP
 from divergence_lab.run import teacher_cache as teachers
 from tests.conftest import compose_config
@@ -147,7 +148,7 @@ def test_network_code_and_architecture_change_the_key(monkeypatch, tmp_path):
     assert teachers.teacher_key(teacher, data) != key
     mlp_key = teachers.teacher_key(*_teacher_config())
     monkeypatch.setattr(
-        teachers, "build_network", lambda model, dm: MLP(dm.input_shape, dm.num_classes, hidden=[17])
+        recipes, "build_network", lambda model, dm: MLP(dm.input_shape, dm.num_classes, hidden=[17])
     )
     assert teachers.teacher_key(*_teacher_config()) != mlp_key  # same config and code, other layers
 

@@ -24,15 +24,20 @@ demo: sweep
 sweep: install
 	$(BIN)/dlab -m study=$(STUDY)
 
+# pytest-xdist: one worker per CPU, each pinned to its own share of the CPUs (tests/conftest.py)
+PARALLEL := -n auto --dist worksteal
+# the edit loop: the unit tests of the building blocks, the configuration and the report, no end-to-end runs
+FAST_TESTS := tests/divergences tests/config tests/data tests/metrics tests/models tests/report tests/test_import_layers.py
+
 # the whole suite but the SLURM tier (test-cluster), which needs a controller: make slurm-up
 test: install
-	$(BIN)/python -m pytest -q -m "not slurm"
+	$(BIN)/python -m pytest -q -m "not slurm" $(PARALLEL)
 
 test-cluster: install
 	$(BIN)/python -m pytest -q -m slurm
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not slurm" $(PARALLEL) $(FAST_TESTS)
 
 lint: install
 	$(BIN)/ruff check .

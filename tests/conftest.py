@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,6 +20,27 @@ from divergence_lab.ground.paths import user_cache
 TINY = ["trainer.max_epochs=2", "method.teacher.max_epochs=2"]
 USER_CACHE_VARIABLES = ("DLAB_TEACHER_CACHE", "XDG_CACHE_HOME")
 KERNEL_CACHE_FOLDER = "kernels"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    share_cpus_between_workers()
+
+
+def share_cpus_between_workers() -> None:
+    """Under pytest-xdist (``make test`` runs ``-n auto``), give worker ``gw<i>`` of ``n`` its own share of
+    this process's CPUs, ``cpus[i::n]``, and as many torch threads: the runs a worker starts (in-process
+    or ``dlab`` subprocesses, which inherit the affinity; ``threads: auto`` counts it) then never compete
+    with another worker's for a core. With fewer CPUs than workers, nothing is shared out."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker is None or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < count:
+        return
+    share = set(cpus[int(worker.removeprefix("gw")) :: count])
+    os.sched_setaffinity(0, share)
+    torch.set_num_threads(len(share))
 
 
 @pytest.fixture(scope="session", autouse=True)

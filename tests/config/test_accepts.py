@@ -315,6 +315,7 @@ def _dlab(folders: dict[str, Path], *overrides: str) -> subprocess.CompletedProc
     return subprocess.run(command, cwd=folders["work"], env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_method_and_a_data_option_of_the_users_own_train(user_folders):
     result = _dlab(user_folders, "data=my_digits", "trainer.max_epochs=1", "seed=0")
     assert result.returncode == 0, result.stderr

@@ -16,12 +16,13 @@
 ``status.json`` holds one of ``running`` (written when an attempt starts, with host, pid, SLURM job id and
 attempt), ``finished`` (after ``metrics.json`` was written), ``failed`` (with the error) or ``interrupted``
 (SIGINT / SIGTERM, with the signal and where the run was). A job killed outright (SIGKILL, node failure)
-stays ``running`` in this file; :func:`running_owner_gone` tells such a job from a live one (the owner's
-lock record and its heartbeat, :mod:`divergence_lab.run.ownership`, else the recorded pid on this host),
-and the report shows it as *stale*, with when its last checkpoint was written.
+stays ``running`` in this file; :func:`~divergence_lab.ground.record_format.running_owner_gone` tells such a
+job from a live one (the owner's lock record and its heartbeat, :mod:`divergence_lab.ground.lock_record`,
+else the recorded pid on this host), and the report shows it as *stale*, with when its last checkpoint was
+written.
 
-This module is the only part of the run layer the report imports; it needs no deep-learning framework
-except to write ``metrics.json``.
+This module writes the record; the file names and the readers are the run-record format,
+:mod:`divergence_lab.ground.record_format`, which the report reads without importing the run layer.
 """
 
 from __future__ import annotations

@@ -25,7 +25,9 @@ from divergence_lab.run.interruption import descendants
 from tests.faults.test_fault_injection import results
 
 BIN = Path(sys.executable).parent
-EPOCHS = 30  # long enough to stop a job in the middle, short enough for a quick rerun
+# a job stopped after its first epoch still has ~2.5 s of training left (epochs of ~0.09 s on one thread):
+# room for the poll, the process walk and the signal; short enough for a quick rerun
+EPOCHS = 30
 SEEDS = "0,1"
 JOBS = 2
 COMMON = ["-m", "method=teacher", f"trainer.max_epochs={EPOCHS}", f"seed={SEEDS}", "threads=1"]

@@ -143,8 +143,11 @@ def test_job_killed_outright_resumes_when_the_same_command_runs_again(tmp_path):
     def command(run_dir):
         return [
             BIN / "dlab",
-            "trainer.max_epochs=30",
+            # killed once its first epoch is saved: the other 15 (~0.35 s each at batch 16 on one thread)
+            # leave seconds of margin for the kill to land mid-training, then the rerun resumes
+            "trainer.max_epochs=16",
             "data.batch_size=16",
+            "threads=1",  # epochs as long on any machine: never several threads fighting over shared cores
             "method.teacher.max_epochs=2",
             f"paths.output_root={tmp_path}",
             f"hydra.run.dir={run_dir}",

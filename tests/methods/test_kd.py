@@ -111,7 +111,7 @@ def test_concurrent_jobs_wait_on_the_lock_and_train_the_teacher_once(tmp_path):
     context = multiprocessing.get_context("spawn")  # fork after torch threads start can deadlock
     workers = [
         context.Process(target=_load_in_child, args=(teacher, data, tmp_path / "cache", log))
-        for _ in range(3)
+        for _ in range(2)
     ]
     for worker in workers:
         worker.start()

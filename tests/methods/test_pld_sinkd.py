@@ -1,5 +1,7 @@
 """PLD and SinKD as methods: their objectives, their configuration errors, and short real runs."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -115,16 +117,24 @@ def test_sinkd_on_digits_runs(tmp_path):
     assert record["method"] == "sinkd" and record["divergence"] == "kl"
 
 
+@pytest.fixture(scope="module")
+def cifar100_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One CIFAR-100 stand-in and one teacher cache for both presets: their teachers (ResNet-56, one recipe,
+    the same data) have one key, so the preset that runs second loads the teacher the first one trained."""
+    folder = tmp_path_factory.mktemp("cifar100")
+    write_cifar(folder / "data", "cifar100", per_class=3)
+    return folder
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["pld_cifar100", "sinkd_cifar100"])
-def test_cifar100_presets_run_a_couple_of_steps(tmp_path, experiment):
-    write_cifar(tmp_path / "data", "cifar100", per_class=3)
+def test_cifar100_presets_run_a_couple_of_steps(cifar100_folder, experiment):
     record, _ = run_training(
-        tmp_path,
+        cifar100_folder,
         [
             f"experiment={experiment}",
             "trainer=cpu",
-            f"data.data_dir={tmp_path / 'data'}",
+            f"data.data_dir={cifar100_folder / 'data'}",
             "data.val_fraction=0.34",
             "data.batch_size=8",
             "method.teacher.batch_size=64",
@@ -134,6 +144,7 @@ def test_cifar100_presets_run_a_couple_of_steps(tmp_path, experiment):
             "+trainer.limit_val_batches=1",
             "+trainer.limit_test_batches=1",
         ],
+        run_name=experiment,
     )
     assert record["data"] == "cifar100"
     assert {"test/acc", "test/ece", "test/nll"} <= set(record["metrics"])

@@ -46,11 +46,24 @@ def offline_wandb_runs(sweep_dir: Path) -> list[Path]:
 ENDED_STATES = ("finished", "failed")
 
 
-def ended_jobs(sweep_dir: Path) -> tuple[int, list[float]]:
-    """``(jobs of the sweep folder that ended, the wall times of those that finished)``."""
+def end_order(job_dir: Path) -> tuple[int, str] | None:
+    """Where a job's end falls among the others': ``(when its record last changed, its folder name)``;
+    ``status.json`` is written last whether it finished or failed (``metrics.json`` alone for a record
+    without one). None for a job that has left no record."""
+    times = [
+        path.stat().st_mtime_ns for path in (job_dir / STATUS_FILE, job_dir / METRICS_FILE) if path.is_file()
+    ]
+    return (max(times), job_dir.name) if times else None
+
+
+def ended_jobs(sweep_dir: Path, until: tuple[int, str] | None = None) -> tuple[int, list[float]]:
+    """``(jobs of the sweep folder that ended, the wall times of those that finished)``, counting only the
+    jobs whose end is not after ``until`` (an :func:`end_order`) when it is given: two parallel jobs that
+    end at the same moment then count 1 and 2, not 2 and 2."""
     ended, wall_times = 0, []
     for job_dir in sweep_dir.iterdir() if sweep_dir.is_dir() else []:
-        if not (job_dir / STATUS_FILE).is_file() and not (job_dir / METRICS_FILE).is_file():
+        order = end_order(job_dir)
+        if order is None or (until is not None and order > until):
             continue
         state = read_status(job_dir).get("state")
         ended += state in ENDED_STATES
@@ -71,12 +84,18 @@ def side_by_side(launcher: Any) -> int:
     return max(1, cap) if isinstance(cap, int) else 1
 
 
+def job_folder(config: DictConfig) -> Path:
+    """The job's own folder in the sweep: ``hydra.sweep.subdir`` (the job's number by default)."""
+    sweep = config.hydra.sweep
+    return Path(sweep.dir) / str(sweep.get("subdir", config.hydra.job.get("num")))
+
+
 def job_end_line(config: DictConfig, failed: bool) -> str:
     """``sweep <name>: k/N jobs ended, <label> done, ~<time> left`` for the job that just ended."""
     from divergence_lab.report.job_status import sweep_size
 
     sweep_dir = Path(config.hydra.sweep.dir)
-    ended, wall_times = ended_jobs(sweep_dir)
+    ended, wall_times = ended_jobs(sweep_dir, until=end_order(job_folder(config)))
     size = sweep_size(sweep_dir)
     label = job_label(config, config.hydra.job.get("num"))
     counted = f"{ended}/{size}" if size is not None else str(ended)

@@ -93,3 +93,29 @@ def test_an_optuna_study_counts_its_trials(tmp_path):
     sweep_dir = _sweep_folder(tmp_path, optuna, finished=2)
     line = job_end_line(_job_config(sweep_dir, {}), failed=True)
     assert line == "sweep study: 2/10 jobs ended, job 1 kd kl seed 1 failed, ~8m00s left"
+
+
+def test_two_jobs_that_end_at_the_same_moment_count_one_and_two(tmp_path):
+    """Each job counts the jobs that ended before it (by when their records last changed), so two parallel
+    jobs that both find the other's record count 1/2 and 2/2, not 2/2 twice."""
+    import json
+
+    from divergence_lab.ground.record_format import METRICS_FILE, STATUS_FILE
+    from divergence_lab.sweep.callbacks import job_end_line
+
+    grid = "    _target_: hydra._internal.core_plugins.basic_sweeper.BasicSweeper\n"
+    sweep_dir = _sweep_folder(tmp_path, grid, finished=0)
+    ended_at = 1_800_000_000_000_000_000  # ns; job 1 ended one microsecond after job 0
+    for job, offset in ((0, 0), (1, 1_000)):
+        (sweep_dir / str(job)).mkdir()
+        (sweep_dir / str(job) / METRICS_FILE).write_text(json.dumps({"metrics": {}, "wall_time_s": 60.0}))
+        status = sweep_dir / str(job) / STATUS_FILE
+        status.write_text(json.dumps({"state": "finished"}))
+        os.utime(status, ns=(ended_at + offset, ended_at + offset))
+    lines = []
+    for job in (1, 0):  # the later job announces first: both records exist when either counts
+        config = _job_config(sweep_dir, {"n_jobs": 2})
+        config.hydra.job.num = job
+        lines.append(job_end_line(config, failed=False))
+    assert lines[0].startswith("sweep study: 2/4 jobs ended, job 1 ")
+    assert lines[1].startswith("sweep study: 1/4 jobs ended, job 0 ")

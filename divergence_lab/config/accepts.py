@@ -96,7 +96,13 @@ def _is_mapping(value: Any) -> bool:
     return isinstance(value, (Mapping, DictConfig))
 
 
-def _is_finite_number(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
+    """An integer, never a bool (YAML's ``true`` is not 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """A finite real number, never a bool: NaN and infinities are refused wherever a number is checked."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -105,9 +111,9 @@ def _has_type(value: Any, kind: str) -> bool:
     if kind == "boolean":
         return isinstance(value, bool)
     if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_integer(value)
     if kind == "number":
-        return _is_finite_number(value)
+        return is_finite_number(value)
     if kind == "string":
         return isinstance(value, str)
     return _is_list(value) if kind == "list" else _is_mapping(value)
@@ -258,7 +264,7 @@ def _bounds_problem(rule: Mapping[str, Any], kind: str | None) -> str | None:
     if all(field in rule for field in LOWER_BOUNDS) or all(field in rule for field in UPPER_BOUNDS):
         return "give one lower bound (ge or gt) and one upper bound (le or lt)"
     for field in given:
-        if not _is_finite_number(rule[field]):
+        if not is_finite_number(rule[field]):
             return f"{field} must be a finite number (got {rule[field]!r})"
     return None
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from divergence_lab.config.accepts import check_accepts
+from divergence_lab.config.accepts import check_accepts, is_finite_number, is_integer
 from divergence_lab.ground.errors import ConfigError
 
 CONF_DIR = Path(__file__).parents[1] / "conf"
@@ -163,18 +163,9 @@ def registered_options(group: str, files: set[str]) -> set[str]:
     return set(hydra_group_options(group)) | files
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    """A finite real number: NaN and infinities are refused wherever a number is validated."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def check_integer_at_least(value: Any, key: str, low: int = 1) -> None:
     """Refuse ``value`` unless it is an integer (not a bool) of at least ``low``."""
-    if not _is_int(value) or value < low:
+    if not is_integer(value) or value < low:
         raise ConfigError(f"{key} must be an integer >= {low} (got {value!r})")
 
 
@@ -182,7 +173,7 @@ def _check_positive_finite(value: Any, subject: str) -> None:
     """A number > 0 that is finite: an infinite value is named as such (``must be finite``)."""
     if isinstance(value, float) and math.isinf(value):
         raise ConfigError(f"{subject} must be finite (got {value!r}); give a number > 0")
-    if not _is_number(value) or value <= 0:
+    if not is_finite_number(value) or value <= 0:
         raise ConfigError(f"{subject} must be a finite number > 0 (got {value!r})")
 
 
@@ -194,19 +185,19 @@ def check_optimizer(optimizer: Any, key: str) -> None:
     if name not in OPTIMIZER_NAMES:
         raise ConfigError(f"{key}.name must be one of {', '.join(OPTIMIZER_NAMES)} (got {name!r})")
     lr = optimizer.get("lr")
-    if not _is_number(lr) or lr <= 0:
+    if not is_finite_number(lr) or lr <= 0:
         raise ConfigError(f"{key}.lr must be a finite number > 0 (got {lr!r})")
     weight_decay = optimizer.get("weight_decay", 0.0)
-    if not _is_number(weight_decay) or weight_decay < 0:
+    if not is_finite_number(weight_decay) or weight_decay < 0:
         raise ConfigError(f"{key}.weight_decay must be a finite number >= 0 (got {weight_decay!r})")
     momentum = optimizer.get("momentum", 0.0)
-    if not _is_number(momentum) or not 0.0 <= momentum < 1.0:
+    if not is_finite_number(momentum) or not 0.0 <= momentum < 1.0:
         raise ConfigError(f"{key}.momentum must be a number in [0, 1) (got {momentum!r})")
     scheduler = optimizer.get("scheduler", "none")
     if scheduler not in SCHEDULER_NAMES:
         raise ConfigError(f"{key}.scheduler must be one of {', '.join(SCHEDULER_NAMES)} (got {scheduler!r})")
     min_lr_factor = optimizer.get("min_lr_factor", 0.0)
-    if not _is_number(min_lr_factor) or not 0.0 <= min_lr_factor <= 1.0:
+    if not is_finite_number(min_lr_factor) or not 0.0 <= min_lr_factor <= 1.0:
         raise ConfigError(f"{key}.min_lr_factor must be a number in [0, 1] (got {min_lr_factor!r})")
     if scheduler == "step":
         _check_milestones(optimizer.get("milestones"), optimizer.get("gamma", 0.1), key)
@@ -232,9 +223,9 @@ def _check_milestones(milestones: Any, gamma: Any, key: str) -> None:
             f"{key}.milestones must be a non-empty list of epochs for scheduler=step (got {milestones!r})"
         )
     values = list(milestones)
-    if not all(_is_int(m) and m >= 1 for m in values) or values != sorted(set(values)):
+    if not all(is_integer(m) and m >= 1 for m in values) or values != sorted(set(values)):
         raise ConfigError(f"{key}.milestones must be increasing integers >= 1 (got {values})")
-    if not _is_number(gamma) or not 0.0 < gamma <= 1.0:
+    if not is_finite_number(gamma) or not 0.0 < gamma <= 1.0:
         raise ConfigError(f"{key}.gamma must be a number in (0, 1] (got {gamma!r})")
 
 
@@ -243,7 +234,7 @@ def _check_teacher(teacher: Any) -> None:
         check_optimizer(teacher.optimizer, "method.teacher.optimizer")
     if "max_epochs" in teacher:
         check_integer_at_least(teacher.max_epochs, "method.teacher.max_epochs")
-    if "seed" in teacher and not _is_int(teacher.seed):
+    if "seed" in teacher and not is_integer(teacher.seed):
         raise ConfigError(f"method.teacher.seed must be an integer (got {teacher.seed!r})")
     if "batch_size" in teacher:
         check_integer_at_least(teacher.batch_size, "method.teacher.batch_size")
@@ -353,7 +344,7 @@ def check_checkpoint_selection(cfg: DictConfig) -> None:
 
 
 def check_threads(threads: Any) -> None:
-    if threads != "auto" and (not _is_int(threads) or threads < 1):
+    if threads != "auto" and (not is_integer(threads) or threads < 1):
         raise ConfigError(f"threads must be 'auto' or an integer >= 1 (got {threads!r})")
 
 
@@ -390,7 +381,7 @@ def check_trainer(trainer: Any) -> None:
     null or >= 0 (a negative one clips nothing), a known clip algorithm, counts >= their bound, a
     ``max_steps`` of -1 (no limit) or >= 1, and batch limits that are a fraction in (0, 1] or a count >= 1."""
     clip = trainer.get("gradient_clip_val")
-    if clip is not None and (not _is_number(clip) or clip < 0):
+    if clip is not None and (not is_finite_number(clip) or clip < 0):
         raise ConfigError(
             f"trainer.gradient_clip_val must be null (no clipping) or a finite number >= 0 (got {clip!r}); "
             "a negative value would clip nothing"
@@ -411,7 +402,7 @@ def check_trainer(trainer: Any) -> None:
         limit = trainer.get(key)
         if limit is None:
             continue
-        if not (_is_int(limit) and limit >= 1) and not (
+        if not (is_integer(limit) and limit >= 1) and not (
             isinstance(limit, float) and math.isfinite(limit) and 0.0 < limit <= 1.0
         ):
             raise ConfigError(
@@ -428,10 +419,10 @@ def check_text_classifier(node: Any, key: str) -> None:
         if size in node:
             check_integer_at_least(node.get(size), f"{key}.{size}")
     hidden, heads = node.get("hidden"), node.get("heads")
-    if _is_int(hidden) and _is_int(heads) and hidden % heads:
+    if is_integer(hidden) and is_integer(heads) and hidden % heads:
         raise ConfigError(f"{key}.hidden={hidden} must be a multiple of {key}.heads={heads}")
     dropout = node.get("dropout", 0.0)
-    if not _is_number(dropout) or not 0.0 <= dropout < 1.0:
+    if not is_finite_number(dropout) or not 0.0 <= dropout < 1.0:
         raise ConfigError(f"{key}.dropout must be a number in [0, 1) (got {dropout!r})")
 
 
@@ -478,7 +469,7 @@ def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     """The checks that need no deep-learning framework (well under a second); ``overrides`` are the run's
     command-line and sweep overrides, checked against what the method reads."""
     check_no_missing_values(cfg)
-    if not _is_int(cfg.seed):
+    if not is_integer(cfg.seed):
         raise ConfigError(f"seed must be an integer (got {cfg.seed!r})")
     check_integer_at_least(cfg.trainer.max_epochs, "trainer.max_epochs")
     check_optimizer(cfg.method.optimizer, "method.optimizer")
@@ -498,7 +489,7 @@ def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     check_precision(cfg.trainer)
     check_trainer(cfg.trainer)
     wait = cfg.get("stage_wait_s")
-    if wait is not None and (not _is_number(wait) or wait <= 0):
+    if wait is not None and (not is_finite_number(wait) or wait <= 0):
         raise ConfigError(f"stage_wait_s must be a number of seconds > 0 (got {wait!r})")
     check_divergence_temperature(cfg)
     ckpt = cfg.get("ckpt_path")
@@ -590,7 +581,7 @@ def _declared_number(value: Any, data_cfg: Any) -> int | None:
     """A declared count: the number itself, or the data config's value of ``data.<key>``; None if unknown."""
     if isinstance(value, str) and value.startswith(DATA_REFERENCE):
         value = OmegaConf.select(data_cfg, value[len(DATA_REFERENCE) :])
-    return value if _is_int(value) else None
+    return value if is_integer(value) else None
 
 
 class DataServes:
@@ -709,7 +700,7 @@ def check_declared_data(data_cfg: Any, served: DataServes) -> None:
     if (
         num_known is not None
         and served.classes is not None
-        and not (_is_int(num_known) and 0 < num_known < served.classes)
+        and not (is_integer(num_known) and 0 < num_known < served.classes)
     ):
         raise ConfigError(
             f"data.num_known must be in [1, {served.classes - 1}] for the {served.classes} classes of "

@@ -27,6 +27,7 @@ from hydra.core.override_parser.types import Glob, IntervalSweep, Override, Rang
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
+from divergence_lab.config.accepts import is_finite_number, is_integer
 from divergence_lab.ground.errors import ConfigError
 from divergence_lab.metrics.names import lower_is_better
 
@@ -126,7 +127,7 @@ def check_optuna_settings(sweeper: DictConfig, optimized_metric: str) -> None:
     _check_int_at_least(sweeper, "hydra.sweeper", "n_trials", 1)
     _check_int_at_least(sweeper, "hydra.sweeper", "n_jobs", 1)
     rate = sweeper.get("max_failure_rate")
-    if not _is_finite_number(rate) or not 0.0 <= rate <= 1.0:
+    if not is_finite_number(rate) or not 0.0 <= rate <= 1.0:
         raise ConfigError(f"hydra.sweeper.max_failure_rate must be a number in [0, 1] (got {rate!r})")
     check_direction(sweeper.get("direction"), optimized_metric)
 
@@ -166,7 +167,7 @@ def check_launcher(launcher: DictConfig) -> None:
 def check_joblib_launcher(launcher: DictConfig) -> None:
     """joblib runs ``n_jobs`` jobs at once, or all CPUs but ``|n_jobs| - 1`` when negative; 0 is refused."""
     n_jobs = launcher.get("n_jobs")
-    if not _is_int(n_jobs) or n_jobs == 0:
+    if not is_integer(n_jobs) or n_jobs == 0:
         raise ConfigError(
             f"hydra.launcher.n_jobs must be an integer >= 1, or negative for all CPUs but |n_jobs| - 1 "
             f"(-1 = all CPUs) (got {n_jobs!r})"
@@ -201,16 +202,8 @@ def _class_name(node: DictConfig) -> str:
     return str(node.get("_target_", "")).rsplit(".", 1)[-1]
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_int_at_least(node: DictConfig, path: str, name: str, minimum: int) -> None:
     """``node[name]``, where set (present and not null), must be an integer >= ``minimum``."""
     value = node.get(name)
-    if value is not None and (not _is_int(value) or value < minimum):
+    if value is not None and (not is_integer(value) or value < minimum):
         raise ConfigError(f"{path}.{name} must be an integer >= {minimum} (got {value!r})")

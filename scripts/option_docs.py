@@ -30,12 +30,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
 from divergence_lab.config.checks import (
     CONF_DIR,
     HYDRA_GROUP_PREFIX,
     NULL_ALLOWED_GROUPS,
+    chosen_groups,
     group_options,
     registered_options,
 )
@@ -43,7 +42,6 @@ from divergence_lab.ground.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-TRAIN_CONFIG = CONF_DIR / "train.yaml"
 DOCS_DIR = ROOT / "docs"
 
 BLOCK = re.compile(
@@ -70,12 +68,6 @@ def options_line(names: Iterable[str]) -> str:
 def groups_line(groups: Iterable[str]) -> str:
     """``groups`` as one code span of folder names (``data/ model/``), in the given order."""
     return "`" + " ".join(f"{group}/" for group in groups) + "`"
-
-
-def defaults_groups(train_config: Path = TRAIN_CONFIG) -> list[str]:
-    """The config groups that ``train_config``'s defaults list chooses from, in its order."""
-    defaults = OmegaConf.load(train_config).get("defaults", [])
-    return [str(key) for entry in defaults if isinstance(entry, DictConfig) for key in entry]
 
 
 def added_groups(options: Mapping[str, Iterable[str]], chosen: Sequence[str]) -> list[str]:
@@ -168,7 +160,7 @@ def problems() -> list[str]:
     change, and ``<file>: <group>=<value> is not an option`` for each unknown choice of
     :func:`reference_files`."""
     options = group_options([CONF_DIR])
-    stale = stale_blocks(README.read_text(), options, defaults_groups())
+    stale = stale_blocks(README.read_text(), options, chosen_groups())
     found = (
         [f"{_shown(README)}: stale {', '.join(stale)} (python scripts/option_docs.py --write)"]
         if stale
@@ -192,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.write:
             text = README.read_text()
-            new = rewritten(text, group_options([CONF_DIR]), defaults_groups())
+            new = rewritten(text, group_options([CONF_DIR]), chosen_groups())
             if new != text:
                 README.write_text(new)
             return 0

@@ -89,6 +89,12 @@ def group_options(config_dirs: Iterable[Path]) -> dict[str, set[str]]:
     return options
 
 
+def chosen_groups(train_config: Path = CONF_DIR / "train.yaml") -> list[str]:
+    """The config groups that ``train_config``'s defaults list chooses an option of, in its order."""
+    defaults = OmegaConf.load(train_config).get("defaults", [])
+    return [str(group) for entry in defaults if isinstance(entry, DictConfig) for group in entry]
+
+
 def extra_config_dirs(argv: Sequence[str]) -> list[Path]:
     """The user's config folders on a command line: ``--config-dir`` / ``-cd`` and the ``file://`` entries
     of a ``hydra.searchpath=[...]`` override (both add to Hydra's config search path)."""

@@ -4,10 +4,9 @@ import subprocess
 import sys
 
 import pytest
-from omegaconf import DictConfig, OmegaConf
 
 from divergence_lab import divergences
-from divergence_lab.config.checks import CONF_DIR, check_group_choices, group_options, validate
+from divergence_lab.config.checks import CONF_DIR, check_group_choices, chosen_groups, group_options, validate
 from divergence_lab.ground.errors import ConfigError
 from tests.conftest import compose_config
 
@@ -32,14 +31,8 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def _chosen_groups() -> list[str]:
-    """The groups of train.yaml's defaults list: those a run chooses one option of."""
-    defaults = OmegaConf.load(CONF_DIR / "train.yaml").defaults
-    return [str(group) for entry in defaults if isinstance(entry, DictConfig) for group in entry]
-
-
 @pytest.mark.parametrize(
-    "override", [f"{group}={option}" for group in _chosen_groups() for option in _options(group)]
+    "override", [f"{group}={option}" for group in chosen_groups() for option in _options(group)]
 )
 def test_every_option_composes_and_validates(override):
     """Options that read the user's files or weights leave their paths required (``???``): refused until

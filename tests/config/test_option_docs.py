@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from divergence_lab.config.checks import CONF_DIR, HYDRA_GROUP_PREFIX, group_options
+from divergence_lab.config.checks import CONF_DIR, HYDRA_GROUP_PREFIX, chosen_groups, group_options
 from divergence_lab.entry.help_sections import config_groups_section
 from divergence_lab.ground.errors import ConfigError
 
@@ -100,7 +100,7 @@ def test_a_value_the_text_refuses_or_defines_is_deliberate(text):
 
 
 def test_a_block_missing_an_option_is_stale_until_rewritten(tmp_path):
-    chosen = option_docs.defaults_groups()
+    chosen = chosen_groups()
     text = _stale_readme(tmp_path).read_text()
     assert option_docs.stale_blocks(text, OPTIONS, chosen) == ["options:data"]
     rewritten = option_docs.rewritten(text, OPTIONS, chosen)
@@ -110,7 +110,7 @@ def test_a_block_missing_an_option_is_stale_until_rewritten(tmp_path):
 
 
 def test_the_group_blocks_split_the_defaults_list_from_the_groups_presets_add():
-    chosen = option_docs.defaults_groups()
+    chosen = chosen_groups()
     assert chosen[:3] == ["data", "model", "method"]  # train.yaml's order
     added = option_docs.added_groups(OPTIONS, chosen)
     assert "pld_variant" in added and not set(added) & set(chosen)
@@ -132,7 +132,7 @@ def test_check_names_what_is_stale_in_one_line_and_write_fixes_it(tmp_path, monk
     (line,) = capsys.readouterr().err.splitlines()
     assert "README.md: stale options:data" in line and "method=kdd is not an option" in line
     assert option_docs.main(["--write"]) == 0
-    assert option_docs.stale_blocks(readme.read_text(), OPTIONS, option_docs.defaults_groups()) == []
+    assert option_docs.stale_blocks(readme.read_text(), OPTIONS, chosen_groups()) == []
     assert option_docs.main(["--check"]) == 1  # the bogus choice is prose: --write leaves it
     assert capsys.readouterr().err.endswith("README.md: method=kdd is not an option\n")
 

@@ -1,18 +1,20 @@
 """The package's layers import downward only, as docs/architecture.md lists them (read with ``ast``).
 
 Every ``import`` and ``from … import`` of ``divergence_lab`` modules is read, at module level and inside
-functions alike: a deferred import is still a dependency. The layer of a module is the layer of its
-sub-package (``divergence_lab.run.stages`` is in ``run``); the package's own ``__init__`` (which registers
-the config resolvers) is the root and belongs to no layer.
+functions alike, relative ones resolved (:mod:`tests.import_graph`): a deferred import is still a
+dependency. The layer of a module is the layer of its sub-package (``divergence_lab.run.stages`` is in
+``run``); the package's own ``__init__`` (which registers the config resolvers) is the root and belongs to
+no layer.
 """
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
 import pytest
+
+from tests.import_graph import imports, module_names
 
 PACKAGE = Path(__file__).parents[1] / "divergence_lab"
 ARCHITECTURE = Path(__file__).parents[1] / "docs" / "architecture.md"
@@ -29,18 +31,15 @@ def declared_layers(text: str) -> dict[str, int]:
     return layers
 
 
-def imported_modules(path: Path) -> list[tuple[int, str]]:
-    """``(line, module)`` of every ``divergence_lab`` import in the file."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found: list[tuple[int, str]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "divergence_lab":  # from divergence_lab import divergences
-                found += [(node.lineno, f"divergence_lab.{alias.name}") for alias in node.names]
-            elif node.module.startswith("divergence_lab."):
-                found.append((node.lineno, node.module))
-        elif isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("divergence_lab.")]
+def imported_modules(path: Path, module: str) -> list[tuple[int, str]]:
+    """``(line, module)`` of every ``divergence_lab`` import in the file of ``module`` (``from
+    divergence_lab import divergences``: ``divergence_lab.divergences``)."""
+    found = []
+    for imported in imports(path, module):
+        if imported.module == PACKAGE.name and imported.name is not None:
+            found.append((imported.line, f"{imported.module}.{imported.name}"))
+        elif imported.module.startswith(f"{PACKAGE.name}."):
+            found.append((imported.line, imported.module))
     return found
 
 
@@ -51,17 +50,17 @@ def sub_package(module: str) -> str:
 def upward_imports(package: Path, layers: dict[str, int]) -> list[str]:
     """``file:line imports module (layer a > layer b)`` for every import of a higher layer."""
     problems = []
-    for path in sorted(package.rglob("*.py")):
+    for module, path in module_names(package, package.name).items():
         relative = path.relative_to(package)
-        if len(relative.parts) == 1 and relative.name == "__init__.py":
+        if module == package.name:
             continue  # the package root
         own = relative.parts[0].removesuffix(".py")
-        for line, module in imported_modules(path):
-            target = sub_package(module)
+        for line, imported in imported_modules(path, module):
+            target = sub_package(imported)
             if target not in layers or own not in layers:
                 problems.append(f"{relative}:{line}: {own} or {target} is in no layer of the architecture")
             elif layers[target] > layers[own]:
-                problems.append(f"{relative}:{line} imports {module} ({target} is above {own})")
+                problems.append(f"{relative}:{line} imports {imported} ({target} is above {own})")
     return problems
 
 
@@ -79,10 +78,11 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
 def test_the_report_reads_only_the_record_format() -> None:
     """The report imports nothing of the package but the ground layer (the run-record format) and itself."""
     outside = [
-        f"{path.relative_to(PACKAGE)}:{line} imports {module}"
-        for path in sorted((PACKAGE / "report").rglob("*.py"))
-        for line, module in imported_modules(path)
-        if sub_package(module) not in ("ground", "report")
+        f"{path.relative_to(PACKAGE)}:{line} imports {imported}"
+        for module, path in module_names(PACKAGE, PACKAGE.name).items()
+        if module.startswith(f"{PACKAGE.name}.report")
+        for line, imported in imported_modules(path, module)
+        if sub_package(imported) not in ("ground", "report")
     ]
     assert outside == []
 

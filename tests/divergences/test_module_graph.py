@@ -7,31 +7,12 @@ them means that no module of the cycle can be read, or loaded, before the others
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
+
+from tests.import_graph import imports, module_names
 
 PACKAGE = "divergence_lab.divergences"
 FOLDER = Path(__file__).parents[2] / "divergence_lab" / "divergences"
-
-
-def module_names(folder: Path, package: str) -> dict[str, Path]:
-    """``{dotted module name: file}`` of every module under ``folder`` (a package's ``__init__.py`` is the
-    package itself)."""
-    modules = {}
-    for path in sorted(folder.rglob("*.py")):
-        parts = path.relative_to(folder).with_suffix("").parts
-        dotted = [package, *(part for part in parts if part != "__init__")]
-        modules[".".join(dotted)] = path
-    return modules
-
-
-def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
-    """The module a ``from … import`` names, with a relative one resolved against ``module``."""
-    if node.level == 0:
-        return node.module or ""
-    parts = module.split(".")
-    base = parts[: len(parts) - node.level + (1 if is_package else 0)]
-    return ".".join(base + ([node.module] if node.module else []))
 
 
 def import_graph(folder: Path, package: str) -> dict[str, set[str]]:
@@ -41,15 +22,11 @@ def import_graph(folder: Path, package: str) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for module, path in modules.items():
         imported: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                imported |= {alias.name for alias in node.names if alias.name in modules}
-            elif isinstance(node, ast.ImportFrom):
-                source = _absolute(node, module, path.name == "__init__.py")
-                for alias in node.names:
-                    target = f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else source
-                    if target in modules:
-                        imported.add(target)
+        for found in imports(path, module):
+            whole = f"{found.module}.{found.name}" if found.name else found.module
+            target = whole if whole in modules else found.module
+            if target in modules:
+                imported.add(target)
         graph[module] = imported - {module}
     return graph
 

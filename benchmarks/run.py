@@ -1,7 +1,7 @@
 """``make bench``: every case in a fresh process, results side by side with ratios, as Markdown tables.
 
     python -m benchmarks.run [--only divergences closed_forms fused_linear sinkhorn startup content train
-                              cluster threads] [--skip-huge]
+                              cluster threads rl_peer] [--skip-huge]
 
 Targets (from the project's performance goals) are checked and marked, never asserted: a benchmark
 reports, the tests decide correctness.
@@ -17,6 +17,8 @@ import sys
 import time
 
 import torch
+
+from benchmarks import rl_peer_case
 
 DIVERGENCE_SIZES = [(256, 10), (4096, 100), (4096, 32000)]
 HUGE = (8192, 128000)
@@ -343,6 +345,7 @@ def main() -> None:
         "train",
         "cluster",
         "threads",
+        "rl_peer",
     ]
     parser.add_argument("--only", nargs="+", choices=everything)
     parser.add_argument("--skip-huge", action="store_true", help="skip the 8192 x 128000 cases (~13 GB)")
@@ -364,6 +367,7 @@ def main() -> None:
         "train": train_step,
         "cluster": cluster,
         "threads": threads,
+        "rl_peer": lambda: rl_peer_case.table(case),
     }
     body: list[str] = []
     for name in wanted:

@@ -506,7 +506,8 @@ def validate_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
 
 
 def validate_divergence(cfg: DictConfig) -> None:
-    """Build the divergence to check its parameters, and check that the method accepts its kind.
+    """Build the divergence to check its parameters, and check that the method accepts its kind and, where
+    its ``divergence_names`` lists the members it takes (``divergence_names_about``: why), its name.
 
     Imports the registry (and with it torch), so it runs after :func:`validate_settings`.
     """
@@ -524,6 +525,13 @@ def validate_divergence(cfg: DictConfig) -> None:
             f"divergence={cfg.divergence.name} is a {divergence.kind} member; method={cfg.method.name} "
             f"takes {' or '.join(kinds)} members"
             + (" (the ranking loss is its own method: method=pld)" if divergence.kind == "ranking" else "")
+        )
+    names = cfg.method.get("divergence_names")
+    if names is not None and cfg.divergence.name not in names:
+        about = cfg.method.get("divergence_names_about")
+        raise ConfigError(
+            f"divergence={cfg.divergence.name}: method={cfg.method.name} takes {', '.join(names)}"
+            + (f" ({about})" if about else "")
         )
 
 

@@ -377,15 +377,18 @@ def check_settings(method: DictConfig) -> None:
         )
 
 
-def lm_teacher_recipe(cfg: DictConfig, fit_and_test: FitAndTest) -> TeacherRecipe:
-    """How the teacher of ``cfg.method.teacher`` is built (its model for the data's vocabulary) and trained
-    by ``fit_and_test`` (NLL of the data's completions for ``max_epochs`` epochs, then tested: ``test/nll``,
+def lm_teacher_recipe(
+    cfg: DictConfig, fit_and_test: FitAndTest, key: str = "method.teacher"
+) -> TeacherRecipe:
+    """How the causal LM of the config at ``key`` (``cfg.method.teacher``; ``method.initial``, the initial
+    policy of the RL methods) is built (its model for the data's vocabulary) and trained by ``fit_and_test``
+    (NLL of the data's completions for ``max_epochs`` epochs, then tested: ``test/nll``,
     ``test/exact_match``, ``test/pass@k`` ...). The fused path follows ``cfg.method``; it is an execution
     choice, not in the key."""
 
     def build_teacher(teacher_cfg: DictConfig, data_cfg: DictConfig) -> tuple[Any, nn.Module]:
         datamodule = instantiate_datamodule(data_cfg, seed=teacher_cfg.seed)
-        return datamodule, causal_lm_for(teacher_cfg.model, datamodule, "method.teacher.model")
+        return datamodule, causal_lm_for(teacher_cfg.model, datamodule, f"{key}.model")
 
     def train_teacher(model: nn.Module, teacher_cfg: DictConfig, datamodule: Any) -> dict[str, float]:
         module = CausalLMModule(

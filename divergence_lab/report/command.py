@@ -38,6 +38,7 @@ from divergence_lab.report.collect import (
     is_search,
     merged_display_names,
     read_sweep_config,
+    report_section,
     sweep_metrics,
 )
 from divergence_lab.report.comparison import Baseline, MetricComparison, compare, resolve_baseline
@@ -45,6 +46,13 @@ from divergence_lab.report.confusion import per_class_lines, write_confusion_gri
 from divergence_lab.report.curves import write_curves
 from divergence_lab.report.errors import ReportError, error_reason, one_line
 from divergence_lab.report.forest import write_forest_plot
+from divergence_lab.report.frontier import (
+    FRONTIER_FILE,
+    FrontierSpec,
+    frontier_lines,
+    frontier_spec,
+    write_frontier,
+)
 from divergence_lab.report.html_report import write_html
 from divergence_lab.report.latex_table import write_latex
 from divergence_lab.report.lines import write_line_plot
@@ -74,6 +82,7 @@ REPORT_FILES = (
     "report_reliability.png",
     "report_curves.png",
     "report_lines.png",
+    FRONTIER_FILE,
     "report_cd.png",
     "report_confusion.png",
 )
@@ -159,6 +168,7 @@ class PreparedReport:
     sweep: SweepReport
     baseline: Baseline | None
     comparisons: list[MetricComparison]
+    frontier: FrontierSpec | None = None  # report.frontier, checked against the sweep
 
 
 def prepare(
@@ -186,8 +196,9 @@ def prepare(
     # a search's trials are no grid: compare only with a baseline the user names
     chosen = None if spec is None and is_search(sweep_dir) else resolve_baseline(report, spec)
     settings = settings_for(sweep_dir, report.metrics, test, correction)
+    frontier = frontier_spec(report_section(sweep_dir), report)
     check_writable(sweep_dir)
-    return PreparedReport(report, chosen, compare(report, chosen, settings, number))
+    return PreparedReport(report, chosen, compare(report, chosen, settings, number), frontier)
 
 
 def search_metrics(sweep_dir: Path, metrics: list[str]) -> list[str]:
@@ -210,6 +221,8 @@ def write_report(prepared: PreparedReport) -> list[str]:
         written.append("report_curves.png")
     if write_line_plot(report, sweep_dir / "report_lines.png") is not None:
         written.append("report_lines.png")
+    if write_frontier(report, prepared.frontier, sweep_dir / FRONTIER_FILE):  # report.frontier set
+        written.append(FRONTIER_FILE)
     write_plot(report, prepared.comparisons, sweep_dir / "report.png")
     names = report.display_names
     if write_forest_plot(prepared.comparisons, prepared.baseline, names, sweep_dir / "report_forest.png"):
@@ -220,7 +233,11 @@ def write_report(prepared: PreparedReport) -> list[str]:
         written.append("report_confusion.png")
     remove_stale_figures(sweep_dir, written)
     provenance = collect_provenance(*map(list, zip(*report.records, strict=True)))
-    sections = [*across_datasets_lines(report), *per_class_lines(report)]
+    sections = [
+        *across_datasets_lines(report),
+        *per_class_lines(report),
+        *frontier_lines(report, prepared.frontier),  # empty without report.frontier
+    ]
     write_markdown(
         report, prepared.comparisons, prepared.baseline, provenance, sweep_dir / "report.md", sections
     )

@@ -23,6 +23,8 @@ HIGHER_IS_BETTER = (
     "exact_match",
     "distinct_correct",
     "agreement",  # top-1 agreement with the teacher: fidelity of the distillation
+    "reward",  # RL: the verifier's mean reward of sampled completions
+    "answer_prob",  # RL: the exact probability of a correct answer
 )
 HIGHER_IS_BETTER_PREFIXES = ("pass@",)  # pass@1, pass@4 ...
 LOWER_IS_BETTER = (
@@ -50,6 +52,14 @@ QUANTITY_NAMES = {
     "distinct_correct": "distinct correct answers",
     "agreement": "agreement with the teacher",
     "kl_teacher_student": "KL(teacher ‖ student)",
+    "reward": "reward",
+    "answer_prob": "P(correct answer), exact",
+    "kl_reverse_seq": "KL(policy ‖ reference) per sequence",
+    "kl_forward_seq": "KL(reference ‖ policy) per sequence",
+    "kl_reverse": "KL(policy ‖ reference) per token",
+    "kl_forward": "KL(reference ‖ policy) per token",
+    "correct_entropy": "entropy over the correct answers",
+    "answer_coverage": "coverage of the answer set",
     "optimistic_best_of_evals_acc": "accuracy, best of evaluations (optimistic)",
     "distill": "divergence term",
 }

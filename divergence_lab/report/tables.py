@@ -49,6 +49,14 @@ FIGURES = (
     ),
     ("report_lines.png", "Against the numeric sweep key", "Mean over seeds; error bars: ± std."),
     (
+        "report_frontier.png",
+        "At equal divergence from the reference",
+        "Per metric of `report.frontier.y` against `report.frontier.x`: each group's mean over seeds at each "
+        "value of `report.frontier.along` (the label beside it), joined in its increasing order; bars: the "
+        "95 % Student-t CI of each mean in both directions (none below three seeds); a diamond: a group of "
+        "one point. The table of the section at equal divergence reads the curves at one budget.",
+    ),
+    (
         "report_curves.png",
         "Per-epoch curves",
         "Training loss, the divergence term and the validation metrics per epoch (GCD: Old / New / All "

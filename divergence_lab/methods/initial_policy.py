@@ -1,0 +1,87 @@
+"""The initial policy of the language-model post-training methods (``rlvr``, ``kdrl``, ``dpo``), and their
+frozen reference.
+
+The initial policy π₀ is the run's ``model`` after supervised fine-tuning on the task: NLL of the data's
+completions for ``method.initial.max_epochs`` epochs (``method.initial``: ``seed``, ``max_epochs``,
+``batch_size``, ``optimizer``, ``evaluation``, ``model``, which is the run's ``model``). It is a cached
+stage like a distillation teacher: the teacher cache trains it on first use
+(:func:`~divergence_lab.methods.lm_kd.lm_teacher_recipe`) and every run of the same config and data loads
+it. ``max_epochs: 0`` takes the model as ``model`` builds it (a saved model: ``model=lm_local``), untrained.
+
+The policy starts from π₀; the reference of the divergence regulariser is π₀ frozen (``reference: init``),
+the cached ``method.teacher`` (``reference: teacher``) or absent (``reference: none``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+from transformers import PreTrainedModel
+
+from divergence_lab.ground.errors import ConfigError
+from divergence_lab.methods.lm_kd import (
+    causal_lm_for,
+    check_language_model_data,
+    check_shared_vocabulary,
+    lm_teacher_recipe,
+)
+from divergence_lab.methods.stages import Stage, StageContext, StageOutput, cpu_state, network_from_state
+
+INITIAL = "initial"  # the stage holding π₀'s weights
+TEACHER = "teacher"  # the stage holding the teacher's weights (reference: teacher)
+REFERENCES = ("init", "teacher", "none")
+
+
+def reference_kind(method: DictConfig) -> str:
+    """``method.reference``, refused in one line unless it is one of :data:`REFERENCES`."""
+    kind = method.get("reference", "init")
+    if kind not in REFERENCES:
+        raise ConfigError(f"method.reference must be one of {', '.join(REFERENCES)} (got {kind!r})")
+    return kind
+
+
+def policy_stages(cfg: DictConfig, datamodule: Any) -> list[Stage]:
+    """Stage ``initial`` (π₀, SFT on the run's data, cached) and, for ``reference: teacher``, stage
+    ``teacher`` (the cached causal LM teacher of ``method.teacher``, which must share the data's tokenizer
+    and the policy's vocabulary). Checks the data and the models first."""
+    check_language_model_data(cfg, datamodule)
+    method = cfg.method
+    if reference_kind(method) == "teacher":
+        check_shared_vocabulary(cfg, datamodule)
+
+    def initial(context: StageContext) -> StageOutput:
+        if method.initial.max_epochs == 0:
+            return {"state": cpu_state(causal_lm_for(cfg.model, datamodule))}
+        recipe = lm_teacher_recipe(cfg, context.fit_and_test, key="method.initial")
+        return {"state": cpu_state(context.trained_teacher(method.initial, recipe))}
+
+    def teacher(context: StageContext) -> StageOutput:
+        recipe = lm_teacher_recipe(cfg, context.fit_and_test)
+        return {"state": cpu_state(context.trained_teacher(method.teacher, recipe))}
+
+    stages = [Stage(INITIAL, initial)]
+    return [*stages, Stage(TEACHER, teacher)] if reference_kind(method) == "teacher" else stages
+
+
+def initial_policy(cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]) -> PreTrainedModel:
+    """A fresh copy of π₀ (the run's ``model`` with the ``initial`` stage's weights)."""
+    return network_from_state(lambda: causal_lm_for(cfg.model, datamodule), outputs[INITIAL]["state"])
+
+
+def frozen_reference(
+    cfg: DictConfig, datamodule: Any, outputs: dict[str, StageOutput]
+) -> PreTrainedModel | None:
+    """The regulariser's reference, frozen and in eval mode: π₀, the teacher, or None."""
+    kind = reference_kind(cfg.method)
+    if kind == "none":
+        return None
+    if kind == "init":
+        reference = initial_policy(cfg, datamodule, outputs)
+    else:
+        teacher_model = cfg.method.teacher.model
+        reference = network_from_state(
+            lambda: causal_lm_for(teacher_model, datamodule, "method.teacher.model"),
+            outputs[TEACHER]["state"],
+        )
+    return reference.eval().requires_grad_(False)

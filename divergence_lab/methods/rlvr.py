@@ -207,6 +207,7 @@ class PolicyOptimisationModule(CausalLMModule):
         self.sampling = sampling
         self.special_tokens = special_tokens
         self.seed = seed
+        self.reverse_kl, self.forward_kl = divergences.build("rkl"), divergences.build("kl")
         self.description = regulariser_description(divergence_name, settings.regulariser, settings.reference)
 
     def train(self, mode: bool = True) -> PolicyOptimisationModule:
@@ -270,13 +271,17 @@ class PolicyOptimisationModule(CausalLMModule):
         )
 
     def regulariser_terms(
-        self, policy: NextTokenPredictions, log_probs: Tensor, batch: dict[str, Tensor]
+        self,
+        policy: NextTokenPredictions,
+        log_probs: Tensor,
+        batch: dict[str, Tensor],
+        reference: NextTokenPredictions | None = None,
     ) -> tuple[Tensor, Tensor]:
         """(surrogate R (S, T) with its gradient, detached per-token divergence values (S, T)) on
-        ``batch``."""
+        ``batch``; ``reference``: the reference's predictions on it, when already computed."""
         sequences = batch["labels"].shape[0]
         _, mask = shifted_targets(batch["labels"])
-        reference = self.reference_predictions(batch)
+        reference = self.reference_predictions(batch) if reference is None else reference
         if self.regulariser.estimator == "exact":
             divergence = token_divergence(self.divergence, policy, reference, mask, self.chunk_rows)
             local = per_token(divergence, sequences)
@@ -293,7 +298,8 @@ class PolicyOptimisationModule(CausalLMModule):
 
     def exact_entropy(self, policy: NextTokenPredictions, sequences: int) -> Tensor:
         """H(π_t) per token (S, T), exact over the vocabulary (logits path)."""
-        log_q = torch.log_softmax(policy.logits.float(), dim=-1)
+        logits = policy.logits
+        log_q = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
         return per_token(-(log_q.exp() * log_q).sum(dim=-1), sequences)
 
     def objective(
@@ -301,7 +307,7 @@ class PolicyOptimisationModule(CausalLMModule):
         rollout: Rollout,
         reference_rollout: Rollout | None,
         advantages: Tensor,
-        old_log_probs: Tensor,
+        old_log_probs: Tensor | None,
         beta: float,
     ) -> dict[str, Tensor]:
         """The loss of one update and its logged parts: ``policy_gradient``, ``entropy`` (when weighted),
@@ -311,6 +317,8 @@ class PolicyOptimisationModule(CausalLMModule):
         mask = token_mask(batch)
         policy = self.policy_predictions(self.model, batch)
         log_probs = self.token_log_probs(policy, batch)
+        old_log_probs = log_probs.detach() if old_log_probs is None else old_log_probs
+        reference = None if self.reference is None else self.reference_predictions(batch)
         pg = clipped_policy_loss(log_probs, old_log_probs, advantages, clip.epsilon_low, clip.epsilon_high)
         terms = {"policy_gradient": self.aggregate(pg, mask)}
         loss = settings.reward_weight * terms["policy_gradient"]
@@ -318,31 +326,42 @@ class PolicyOptimisationModule(CausalLMModule):
             terms["entropy"] = self.aggregate(self.exact_entropy(policy, mask.shape[0]), mask)
             loss = loss - settings.entropy_coef * terms["entropy"]
         if self.reference is not None and beta > 0 and self.regulariser.apply_to != "none":
-            on, on_policy, on_log_probs = batch, policy, log_probs
+            on, on_policy, on_log_probs, on_reference = batch, policy, log_probs, reference
             if reference_rollout is not None:
-                on = reference_rollout.batch
+                on, on_reference = reference_rollout.batch, None
                 on_policy = self.policy_predictions(self.model, on)
                 on_log_probs = self.token_log_probs(on_policy, on)
             on_mask = token_mask(on)
-            surrogate, values = self.regulariser_terms(on_policy, on_log_probs, on)
+            surrogate, values = self.regulariser_terms(on_policy, on_log_probs, on, on_reference)
             applied = regularised_samples(rollout.rewards, self.regulariser.apply_to).to(surrogate.device)
             terms["regulariser"] = self.aggregate(applied[:, None] * surrogate, on_mask)
             terms["divergence"] = values[on_mask].mean()
             loss = loss + beta * terms["regulariser"]
         terms["loss"] = loss
+        terms.update(self.drift(policy, reference, mask))
         if settings.updates_per_batch > 1:
             ratio = (log_probs.detach() - old_log_probs).exp()
             clipped = (ratio < 1 - clip.epsilon_low) | (ratio > 1 + clip.epsilon_high)
             terms["clip_fraction"] = clipped[mask].float().mean()
         return terms
 
-    def exact_divergences(self, rollout: Rollout) -> dict[str, Tensor]:
-        """Exact per-token KL(π‖ref), KL(ref‖π) and H(π) on the policy's samples (logged, no gradient)."""
-        if self.reference is None:
+    def drift(
+        self, policy: NextTokenPredictions, reference: NextTokenPredictions | None, mask: Tensor
+    ) -> dict[str, Tensor]:
+        """Exact per-token means of KL(π‖ref) (``kl_reverse``), KL(ref‖π) (``kl_forward``) and H(π)
+        (``policy_entropy``) on the step's samples, from the logits the step computed (logged; none on the
+        fused path, where the logits are never formed)."""
+        if reference is None or policy.fused:
             return {}
+        rows = mask.reshape(-1)
         with torch.no_grad():
-            values = policy_sample_divergences(self.model, self.reference, rollout.batch, self.chunk_rows)
-        return {name: torch.tensor(value) for name, value in values.items() if not name.endswith("_seq")}
+            pi, ref = policy.logits.detach()[rows], reference.logits[rows]
+            log_pi = torch.log_softmax(pi.to(torch.promote_types(pi.dtype, torch.float32)), dim=-1)
+            return {
+                "kl_reverse": self.reverse_kl(pi, ref).mean(),
+                "kl_forward": self.forward_kl(pi, ref).mean(),
+                "policy_entropy": -(log_pi.exp() * log_pi).sum(dim=-1).mean(),
+            }
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         updates = self.settings.updates_per_batch
@@ -355,10 +374,12 @@ class PolicyOptimisationModule(CausalLMModule):
             .reshape(-1)
             .to(self.device)
         )
-        with torch.no_grad():
-            old_log_probs = self.token_log_probs(
-                self.policy_predictions(self.model, rollout.batch), rollout.batch
-            )
+        old_log_probs = None  # one update: the sampling policy is the policy itself (ratio 1)
+        if updates > 1:
+            with torch.no_grad():
+                old_log_probs = self.token_log_probs(
+                    self.policy_predictions(self.model, rollout.batch), rollout.batch
+                )
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))  # batches: one schedule step each
         beta = scheduled_beta(self.regulariser, step / max(1, total_steps - 1))
         optimizer = self.optimizers()
@@ -379,7 +400,6 @@ class PolicyOptimisationModule(CausalLMModule):
             "reward_std": rewards.std(dim=1).mean() if rewards.shape[1] > 1 else rewards.new_zeros(()),
             "beta": torch.tensor(beta),
             "completion_length": shifted_targets(rollout.batch["labels"])[1].float().sum() / rewards.numel(),
-            **self.exact_divergences(rollout),
         }
         self.record_training_terms(logged, batch_size=rewards.shape[0])
 

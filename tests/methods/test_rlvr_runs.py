@@ -110,7 +110,7 @@ def test_without_a_regulariser_rl_collapses_pass_at_16(tmp_path):
     answers falls by at least COLLAPSE from the initial policy's, and so does the number of distinct correct
     answers."""
     record, run_dir = run_training(
-        tmp_path, ["experiment=rlvr_synthetic", "+rl_regulariser=none", "threads=2"]
+        tmp_path, ["experiment=rlvr_synthetic", "+rl_regulariser=none", "threads=1"]
     )
     (initial,) = json.loads((run_dir / "teacher.json").read_text()).values()
     before, after = initial["test_metrics"], record["metrics"]

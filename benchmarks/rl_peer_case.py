@@ -18,18 +18,19 @@ Both run from the same saved weights (the ``lm_tiny`` GPT-2 for the data's chara
 from a fixed seed; the teacher of ``gkd`` from another) and the same synthetic multi-answer prompts
 (``experiment=rlvr_synthetic``). Nothing is downloaded: TRL gets the data's tokenizer object and the model
 loaded from a local folder (GRPOTrainer builds its reference from that folder). Each variant runs
-``WARMUP_STEPS + TIMED_STEPS`` steps in its own process, ``ROUNDS`` times interleaved with the others (the
-run with the shorter mean step is kept: the machine may be shared). The step time is the median interval
-between consecutive step starts over the timed steps (each framework's whole loop: generation, reward,
-forwards, loss, backward, optimiser step, its bookkeeping); the CPU time (user + system, all threads) per
-timed step is less sensitive to other jobs; tokens/s is the completion tokens sampled in the timed steps
-(eos included) over their total time. Memory: the growth of the process's peak resident set over its size
-once models and trainer exist (optimiser state and the framework's caches included). The time of
-each part of a step (generation, reference/teacher forward, policy forward and loss, backward, ...) is
-measured inside the timed steps by wrapping the methods that do it, exclusive of the parts nested in them;
-the rest is the optimiser step and each framework's own work. The policy starts untrained (and equal to
-its reference): its samples earn no reward, so the advantages are 0, but each framework still does all the
-work of a step.
+``WARMUP_STEPS + TIMED_STEPS`` steps in its own process on ``STEP_THREADS`` thread, ``ROUNDS`` times
+interleaved with the others (the run with the shorter mean step is kept: the machine may be shared). The
+step time is the median interval between consecutive step starts over the timed steps (each framework's
+whole loop: generation, reward, forwards, loss, backward, optimiser step, its bookkeeping); the CPU time
+(user + system, all threads) per timed step is less sensitive to other jobs; tokens/s is the completion
+tokens sampled in the timed steps (eos included) over their total time. Memory: the growth of the
+process's peak resident set during the timed steps over its size when they start (what a step allocates
+and frees; the set-up and the warm-up steps, which allocate the optimiser state and the frameworks'
+caches, are left out). The time of each part of a step (generation, reference/teacher forward, policy
+forward and loss, backward, ...) is measured inside the timed steps by wrapping the methods that do it,
+exclusive of the parts nested in them; the rest is the optimiser step and each framework's own work. The
+policy starts untrained (and equal to its reference): its samples earn no reward, so the advantages are 0,
+but each framework still does all the work of a step.
 
 ``loss``: the regulariser alone at a large vocabulary: the per-token forward KL(ref‖π) averaged over
 ``LOSS_SIZE`` = (tokens, hidden, vocabulary), forward and backward, from last hidden states and output
@@ -79,6 +80,9 @@ GRPO_VARIANTS = ("ours:rkl", "ours:kl", "ours:k3", "trl")
 GKD_VARIANTS = ("ours", "trl")
 LOSS_VARIANTS = ("ours", "trl_full", "trl_chunked")
 CASE = "rl_peer_case"
+STEP_THREADS = 1  # tiny models: one thread per side (a second one mostly waits when the machine is shared)
+# the method of rlvr that computes the exact divergences it logs per step (its name across versions)
+LOGGED_DIVERGENCES = ("drift", "exact_divergences")
 PARTS = {
     "grpo": ("generation", "reference forward", "policy forward + loss", "backward", "logged divergences"),
     "gkd": ("generation", "teacher forward", "student forward + loss", "backward"),
@@ -95,12 +99,16 @@ class Steps:
     def __init__(self) -> None:
         self.starts: list[float] = []
         self.cpu: list[float] = []
+        self.baseline_bytes = 0
         self.tokens: list[int] = []
         self.parts: dict[str, float] = defaultdict(float)
         self._nested: list[float] = []
 
     def begin(self) -> None:
         """Mark a step's start (or, at the end of training, the last step's end): wall and CPU time."""
+        if len(self.starts) == WARMUP_STEPS:  # the first timed step: memory from here on
+            reset_peak_rss()
+            self.baseline_bytes = current_rss_bytes()
         cpu = os.times()
         self.starts.append(time.perf_counter())
         self.cpu.append(cpu.user + cpu.system)
@@ -123,7 +131,8 @@ class Steps:
 
         return timed
 
-    def record(self, extra_bytes: int) -> dict[str, Any]:
+    def record(self) -> dict[str, Any]:
+        """The timed steps' times, tokens, parts and the growth of the peak resident set during them."""
         times = [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)][WARMUP_STEPS:]
         cpu = self.cpu[-1] - self.cpu[WARMUP_STEPS]
         tokens = self.tokens[WARMUP_STEPS : WARMUP_STEPS + len(times)]
@@ -135,18 +144,10 @@ class Steps:
             "tokens_per_step": sum(tokens) / len(tokens),
             "tokens_per_s": sum(tokens) / sum(times),
             "parts_s": parts,
-            "extra_bytes": extra_bytes,
+            "extra_bytes": max(0, peak_rss_bytes() - self.baseline_bytes),
             "timed_steps": len(times),
             "threads": torch.get_num_threads(),
         }
-
-
-def measured(run: Callable[[], None], steps: Steps) -> dict[str, Any]:
-    """Run ``run`` (the whole training) with the resident-set high-water mark reset first."""
-    reset_peak_rss()
-    baseline = current_rss_bytes()
-    run()
-    return steps.record(max(0, peak_rss_bytes() - baseline))
 
 
 # --- shared set-up ---------------------------------------------------------------------------------------
@@ -301,9 +302,12 @@ def grpo_ours(estimator: str, folder: Path) -> dict[str, Any]:
     module.reference_predictions = steps.wrap("reference forward", module.reference_predictions)
     module.objective = steps.wrap("policy forward + loss", module.objective)
     module.backward = steps.wrap("backward", module.backward)
-    module.exact_divergences = steps.wrap("logged divergences", module.exact_divergences)
+    for logged in LOGGED_DIVERGENCES:
+        if hasattr(module, logged):
+            setattr(module, logged, steps.wrap("logged divergences", getattr(module, logged)))
     trainer = lightning_trainer(steps)
-    return measured(lambda: trainer.fit(module, datamodule=datamodule), steps)
+    trainer.fit(module, datamodule=datamodule)
+    return steps.record()
 
 
 def grpo_trl(folder: Path) -> dict[str, Any]:
@@ -355,7 +359,8 @@ def grpo_trl(folder: Path) -> dict[str, Any]:
     )
     trainer.compute_loss = steps.wrap("policy forward + loss", trainer.compute_loss)
     trainer.accelerator.backward = steps.wrap("backward", trainer.accelerator.backward)
-    return measured(trainer.train, steps)
+    trainer.train()
+    return steps.record()
 
 
 # --- GKD -------------------------------------------------------------------------------------------------
@@ -399,7 +404,8 @@ def gkd_ours(folder: Path) -> dict[str, Any]:
     module.distillation = steps.wrap("student forward + loss", module.distillation)
     module.backward = steps.wrap("backward", module.backward)
     trainer = lightning_trainer(steps)
-    return measured(lambda: trainer.fit(module, datamodule=datamodule), steps)
+    trainer.fit(module, datamodule=datamodule)
+    return steps.record()
 
 
 def gkd_trl(folder: Path) -> dict[str, Any]:
@@ -452,7 +458,8 @@ def gkd_trl(folder: Path) -> dict[str, Any]:
     trainer.teacher_model.forward = steps.wrap("teacher forward", trainer.teacher_model.forward)
     trainer.compute_loss = steps.wrap("student forward + loss", trainer.compute_loss)
     trainer.accelerator.backward = steps.wrap("backward", trainer.accelerator.backward)
-    return measured(trainer.train, steps)
+    trainer.train()
+    return steps.record()
 
 
 # --- the regulariser alone at a large vocabulary ---------------------------------------------------------
@@ -572,8 +579,7 @@ def _steps_section(
         *_step_rows(records, "trl", regulariser),
         "",
         "Where the time goes (mean per timed step, each part exclusive of the parts nested in it; rest: "
-        "rewards and advantages, the optimiser step, clipping, rlvr's no-grad forward for the old "
-        "log-probabilities, the framework's own work):",
+        "rewards and advantages, the optimiser step, clipping, the framework's own work):",
         "",
         f"| implementation | step (mean) | {' | '.join(parts)} | rest |",
         "|---|---|" + "---|" * (len(parts) + 1),
@@ -600,7 +606,8 @@ def table(case: Callable[..., dict | None]) -> list[str]:
     title = (
         f"### RL post-training beside TRL 1.16.0 (tiny GPT-2 `lm_tiny`, multi-answer prompts, {PROMPTS} × "
         f"{GROUP} completions of ≤ {MAX_NEW_TOKENS} tokens per step; {TIMED_STEPS} steps timed after "
-        f"{WARMUP_STEPS}; the faster of {ROUNDS} interleaved runs of each)"
+        f"{WARMUP_STEPS}, {STEP_THREADS} thread per step process; the faster of {ROUNDS} interleaved runs of "
+        "each)"
     )
     if importlib.util.find_spec("trl") is None:
         return [title, "", f"skipped: {TRL_MISSING}"]
@@ -667,6 +674,7 @@ def main() -> None:
     if kind == "loss":
         emit({"variant": variant, **loss_case(variant)})
         return
+    torch.set_num_threads(STEP_THREADS)
     with tempfile.TemporaryDirectory() as folder:
         if kind == "grpo":
             estimator = variant.partition(":")[2]

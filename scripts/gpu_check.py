@@ -15,10 +15,17 @@ temporary folder removed at the end (``--keep`` keeps it, with every run's log):
 2. the fused pointwise path and the Sinkhorn members in float32 on CUDA, some also inside bf16 autocast (as
    a bf16-mixed training step calls them), against the plain path in float64 on the CPU: the largest
    absolute difference of the values and of the gradients of both inputs;
-3. one DDP step on one GPU (``trainer=ddp trainer.accelerator=gpu trainer.devices=1``).
+3. one ``rlvr`` training step at a 32 768-token vocabulary with ``experiment=rlvr_local``'s settings, for the
+   exact regulariser with ``divergence=kl``, ``rkl`` and ``js`` and for the sampled ``k3`` estimator: a tiny
+   GPT-2 policy and reference built from their config, ``data.batch_size`` prompts x ``method.group_size``
+   sampled completions, the reference's forward, the regulariser (on the fused linear path, which
+   ``fused_linear: auto`` must choose at this vocabulary), the backward and the optimiser step in the
+   precision the preset resolves: the time of one step (ms, the mean of a few after a warm-up step) and the
+   peak GPU memory (``torch.cuda.max_memory_allocated``);
+4. one DDP step on one GPU (``trainer=ddp trainer.accelerator=gpu trainer.devices=1``).
 
-It prints one table (check, precision, steps/s, peak memory, max abs difference, status) and exits 1 when
-any check failed. The whole check is kept under ``--budget`` seconds (default 480): a run that would go
+It prints one table (check, precision, steps/s, ms/step, peak memory, max abs difference, status) and exits 1
+when any check failed. The whole check is kept under ``--budget`` seconds (default 480): a run that would go
 past it is stopped (or not started) and its row says so.
 
     python scripts/gpu_check.py                 # make gpu-check
@@ -60,7 +67,8 @@ SMOKE_EPOCHS = 1  # the most epochs a smoke variant's stages and main fit may ke
 DURATION_KEY = re.compile(r"(^|_)epochs(_per_round)?$")
 # experiment=sinkd_glue's folders: a BERT-base teacher (BertConfig's defaults) and a 6-layer BERT student
 GLUE_MODELS = {"method.teacher.model.path": {}, "model.path": {"num_hidden_layers": 6}}
-LM_MODELS = {"model": "lm_tiny", "method.teacher.model": "lm_teacher_small"}  # conf/model/, for lm_kd_local
+LM_MODELS = {"model": "lm_tiny", "method.teacher.model": "lm_teacher_small"}  # conf/model/, for *_local
+LM_FROM_FOLDER = "divergence_lab.models.causal_lm.causal_lm_from_path"  # conf/model/lm_local.yaml's target
 LM_OPERAND_DIGITS = 3  # the tiny JSON-lines prompts: "a+b=" with operands of this many digits
 DDP = ("trainer=ddp", "trainer.accelerator=gpu", "trainer.devices=1", "++trainer.precision=auto")
 DDP_PRESET = "sinkd_cifar100"  # its teacher is in the check's teacher cache by then: the DDP run loads it
@@ -83,6 +91,23 @@ DIVERGENCE_CASES: list[Case] = [
     ("sinkhorn_batch", {}, (128, 100), ("", "@bf16")),  # SinKD's term: no fused path, CUDA against the CPU
 ]
 
+# one rlvr training step (experiment=rlvr_local's settings) per (divergence, regulariser estimator)
+RLVR_PRESET = "rlvr_local"
+RLVR_CASES: list[tuple[str, str]] = [("kl", "exact"), ("rkl", "exact"), ("js", "exact"), ("kl", "k3")]
+RLVR_WARMUP, RLVR_TIMED = 1, 3  # steps per case: the first not timed (cuBLAS handles, allocator, kernels)
+CHAR_BASE = 0x4E00  # the step's character tokenizer: one character per id from this code point on
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """The sizes of one timed rlvr step: the vocabulary, the GPT-2 ``sizes`` of the policy and of its
+    reference, the tokens of each prompt and the new tokens of each sampled completion."""
+
+    vocab: int = 32768
+    sizes: tuple[tuple[str, int], ...] = (("n_layer", 2), ("n_embd", 256), ("n_head", 4))
+    prompt_tokens: int = 32
+    new_tokens: int = 64
+
 
 @dataclass
 class Row:
@@ -94,13 +119,14 @@ class Row:
     peak_mib: float | None = None
     max_abs_diff: float | None = None
     status: str = "ok"
+    step_ms: float | None = None
 
     @property
     def failed(self) -> bool:
         return self.status != "ok"
 
 
-COLUMNS = ("check", "precision", "steps/s", "peak MiB", "max |diff|", "status")
+COLUMNS = ("check", "precision", "steps/s", "ms/step", "peak MiB", "max |diff|", "status")
 
 
 def _cell(value: Any, spec: str) -> str:
@@ -118,6 +144,7 @@ def format_table(rows: list[Row]) -> str:
             row.check,
             _cell(row.precision, ""),
             _cell(row.steps_per_s, ".1f"),
+            _cell(row.step_ms, ".1f"),
             _cell(row.peak_mib, ".0f"),
             _cell(row.max_abs_diff, ".1e"),
             row.status,
@@ -125,7 +152,7 @@ def format_table(rows: list[Row]) -> str:
         for row in rows
     ]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    numeric = {2, 3, 4}
+    numeric = {2, 3, 4, 5}
     lines = [
         "  ".join(
             text.rjust(w) if i in numeric else text.ljust(w)
@@ -278,8 +305,9 @@ def glue_files(preset: Preset, folder: Path, steps: int) -> list[str]:
 
 def lm_files(preset: Preset, folder: Path, steps: int) -> list[str]:
     """JSON-lines prompts ``a+b=`` with completions ``a+b`` (``steps`` batches of training rows, one batch of
-    validation and test rows), a character tokenizer and GPT-2 folders of the sizes of
-    :data:`LM_MODELS` (with the data's length as positions), the tokenizer saved in both; the overrides."""
+    validation and test rows), a character tokenizer and GPT-2 folders of the sizes of :data:`LM_MODELS`
+    (with the data's length as positions) for the models the preset reads from a folder (``model=lm_local``;
+    a teacher it builds from its config needs none), the tokenizer saved in each; the overrides."""
     import numpy as np
     from omegaconf import OmegaConf
 
@@ -300,6 +328,8 @@ def lm_files(preset: Preset, folder: Path, steps: int) -> list[str]:
     tokenizer = build_char_tokenizer("".join(texts))
     overrides = [f"data.path={data_folder}"]
     for key, option in LM_MODELS.items():
+        if OmegaConf.select(cfg, f"{key}._target_") != LM_FROM_FOLDER:
+            continue
         model_cfg = OmegaConf.load(EXPERIMENTS.parent / "model" / f"{option}.yaml")
         model_cfg.sizes.n_positions = int(cfg.data.max_length)
         ids = (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id)
@@ -594,6 +624,179 @@ def divergence_rows(cases: list[Case] = DIVERGENCE_CASES, device: str = "cuda") 
     return rows
 
 
+def coin_reward(prompt: str, completion: str, answers: frozenset) -> float:
+    """1 when the sum of the completion's code points is odd, else 0: a deterministic coin per completion,
+    so a random policy's groups hold both rewards and the policy-gradient term is not zero."""
+    return float(sum(map(ord, completion)) % 2)
+
+
+@dataclass
+class RlvrStep:
+    """One ``rlvr`` training step outside Lightning, as ``PolicyOptimisationModule.training_step`` computes
+    it: the rollout of ``batch``'s prompts, the group advantages, the objective (policy gradient, the
+    reference's forward, the regulariser), the backward, gradient clipping and the optimiser step, inside
+    ``autocast`` (a dtype for ``*-mixed`` precisions, else None)."""
+
+    module: Any
+    optimizer: Any
+    batch: dict[str, Any]
+    precision: str
+    autocast: Any = None
+
+    def __call__(self, step: int) -> float:
+        """Run training step ``step`` (it seeds the samples); the loss."""
+        import torch
+
+        from divergence_lab.methods.group_advantages import group_advantages
+        from divergence_lab.methods.rlvr import scheduled_beta
+
+        module, settings = self.module, self.module.settings
+        enabled = self.autocast is not None
+        with torch.autocast(module.device.type, dtype=self.autocast, enabled=enabled):
+            rollout, reference_rollout = module.rollout(self.batch, step)
+            advantages = group_advantages(
+                rollout.rewards, settings.advantage, settings.scale_rewards, settings.pass_k
+            )
+            advantages = advantages.reshape(-1).to(module.device)
+            beta = scheduled_beta(settings.regulariser, 0.0)  # at the run's first step
+            terms = module.objective(rollout, reference_rollout, advantages, None, beta)
+        self.optimizer.zero_grad()
+        terms["loss"].backward()
+        if settings.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(module.model.parameters(), settings.max_grad_norm)
+        self.optimizer.step()
+        return float(terms["loss"].detach())
+
+
+def rlvr_step_setup(
+    divergence: str,
+    estimator: str,
+    shape: StepShape = StepShape(),
+    device: str = "cuda",
+    overrides: tuple[str, ...] = (),
+) -> RlvrStep:
+    """A step of ``experiment=rlvr_local`` (with ``divergence``, ``method.regulariser.estimator`` and
+    ``overrides``) on ``device``: a GPT-2 policy of ``shape`` and a reference of the same sizes from another
+    seed (at π₀ itself the first step's regulariser gradient would be zero; the cost is the same),
+    ``data.batch_size`` distinct random prompts and a character tokenizer of ``shape.vocab`` ids; the fused
+    linear path as ``method.fused_linear`` decides, the precision as ``trainer.precision`` resolves on
+    ``device`` (32-true off CUDA)."""
+    import torch
+
+    from divergence_lab import divergences
+    from divergence_lab.data.text.batches import right_padded_batch
+    from divergence_lab.data.text.rows import EvalPrompt
+    from divergence_lab.data.text.tokenizer import build_char_tokenizer
+    from divergence_lab.methods.classifier import make_optimizer
+    from divergence_lab.methods.lm_generation import Sampling
+    from divergence_lab.methods.lm_kd import uses_fused_linear
+    from divergence_lab.methods.rlvr import PolicyOptimisationModule
+    from divergence_lab.models.causal_lm import causal_lm_from_config
+    from divergence_lab.run.pipeline import resolve_precision
+
+    cfg = compose_experiment(
+        RLVR_PRESET, (f"divergence={divergence}", f"method.regulariser.estimator={estimator}", *overrides)
+    )
+    method = cfg.method
+    tokenizer = build_char_tokenizer("".join(chr(CHAR_BASE + i) for i in range(shape.vocab - 4)))
+    if len(tokenizer) != shape.vocab:
+        raise ValueError(f"the character tokenizer has {len(tokenizer)} ids, not {shape.vocab}")
+    pad, bos, eos = tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id
+    sizes = {**dict(shape.sizes), "n_positions": 1 + shape.prompt_tokens + shape.new_tokens}
+
+    def gpt2(seed: int) -> Any:
+        torch.manual_seed(seed)
+        return causal_lm_from_config("gpt2", sizes, shape.vocab, pad, eos, bos)
+
+    policy, reference = gpt2(0), gpt2(1)
+    generator = torch.Generator().manual_seed(0)
+    first_character = len(tokenizer.all_special_ids)
+    ids = torch.randint(
+        first_character, shape.vocab, (int(cfg.data.batch_size), shape.prompt_tokens), generator=generator
+    )
+    prompts = [[bos, *row] for row in ids.tolist()]
+    module = PolicyOptimisationModule(
+        policy,
+        reference,
+        divergences.build(**cfg.divergence),
+        cfg.divergence.name,
+        method,
+        {tuple(row): EvalPrompt(tokenizer.decode(row[1:]), row, frozenset()) for row in prompts},
+        tokenizer,
+        coin_reward,
+        Sampling(float(method.generation.temperature), shape.new_tokens, method.generation.top_k),
+        (pad, eos),
+        seed=0,
+        max_epochs=1,
+        evaluation={},
+        fused=uses_fused_linear(method, policy, reference),
+    ).to(device)
+    module.train()
+    optimizer = make_optimizer(module.model.parameters(), dict(method.optimizer), max_epochs=1)
+    batch = right_padded_batch([(row + [eos], len(row)) for row in prompts], pad)
+    precision = str(resolve_precision(cfg.trainer)) if device.startswith("cuda") else "32-true"
+    autocast = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    return RlvrStep(module, optimizer, batch, precision, autocast)
+
+
+def time_rlvr_steps(
+    setup: RlvrStep, warmup: int = RLVR_WARMUP, timed: int = RLVR_TIMED
+) -> tuple[float, float | None, float]:
+    """``(ms per step, peak MiB, loss)``: the mean time of ``timed`` steps (at least one) after ``warmup``
+    steps, the peak GPU memory of every step (``torch.cuda.max_memory_allocated``; None off CUDA) and the
+    last step's loss."""
+    import torch
+
+    if timed < 1:
+        raise ValueError(f"timed steps must be at least 1 (got {timed})")
+    on_cuda = setup.module.device.type == "cuda"
+    if on_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    for step in range(warmup):
+        setup(step)
+    started = time.perf_counter()
+    for step in range(warmup, warmup + timed):
+        loss = setup(step)  # a float: the step has finished on the device
+    elapsed = time.perf_counter() - started
+    peak = torch.cuda.max_memory_allocated() / MIB if on_cuda else None
+    return 1000.0 * elapsed / timed, peak, loss
+
+
+def rlvr_step_rows(
+    cases: list[tuple[str, str]] = RLVR_CASES,
+    shape: StepShape = StepShape(),
+    device: str = "cuda",
+    warmup: int = RLVR_WARMUP,
+    timed: int = RLVR_TIMED,
+    overrides: tuple[str, ...] = (),
+) -> list[Row]:
+    """One row per ``(divergence, estimator)``: the time of one rlvr step and its peak GPU memory
+    (:func:`rlvr_step_setup`, :func:`time_rlvr_steps`); the row fails where ``fused_linear: auto`` does
+    not choose the fused path at a vocabulary of at least ``fused_linear_min_vocab`` tokens, or a step
+    fails or returns a loss that is not finite."""
+    rows = []
+    for divergence, estimator in cases:
+        label = f"rlvr step {divergence} {estimator} {device} vocab {shape.vocab}"
+        try:
+            setup = rlvr_step_setup(divergence, estimator, shape, device, overrides)
+            ms, peak, loss = time_rlvr_steps(setup, warmup, timed)
+        except Exception as error:  # one row says what failed
+            rows.append(Row(label, status=f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"))
+            continue
+        settings = setup.module.settings
+        wants_fused = settings.fused_linear == "auto" and shape.vocab >= settings.fused_linear_min_vocab
+        path = "fused" if setup.module.fused else "logits"
+        status = "ok"
+        if wants_fused and not setup.module.fused:
+            status = f"fused_linear auto kept the logits at vocab {shape.vocab}"
+        elif not math.isfinite(loss):
+            status = f"loss {loss}"
+        rows.append(Row(f"{label} {path}", setup.precision, 1000.0 / ms, peak, status=status, step_ms=ms))
+        del setup
+    return rows
+
+
 def no_gpu_line() -> str | None:
     """One line saying why there is no usable CUDA GPU, or None when there is one."""
     import torch
@@ -624,7 +827,7 @@ def prepare_run(name: str, work: Path, steps: int) -> tuple[Preset | None, list[
 def check(args: argparse.Namespace, work: Path) -> list[Row]:
     """Everything the module docstring lists, in ``work``; the table's rows."""
     deadline = time.monotonic() + args.budget
-    rows = divergence_rows()
+    rows = [*divergence_rows(), *rlvr_step_rows()]
     ready: dict[str, tuple[Preset, list[str]]] = {}
     for name in args.only:
         preset, data, why = prepare_run(name, work, args.steps)

@@ -24,8 +24,12 @@ from divergence_lab.ground.targets import instantiate_target
 
 
 def instantiate_datamodule(data_cfg: DictConfig, seed: int) -> Any:
-    """Build and set up the datamodule of a ``data`` config (its ``name`` key is a label, not an argument)."""
-    arguments = OmegaConf.masked_copy(data_cfg, [key for key in data_cfg if key != "name"])
+    """Build and set up the datamodule of a ``data`` config (its ``name`` key is a label, not an argument).
+
+    The values are resolved where the config sits, so an interpolation into the rest of the run's config
+    (``data.tokenizer: ${model.path}``) reads the run's value."""
+    resolved = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True))
+    arguments = OmegaConf.masked_copy(resolved, [key for key in resolved if key != "name"])
     datamodule = instantiate_target(arguments, "data", seed=seed)
     datamodule.setup()
     return datamodule

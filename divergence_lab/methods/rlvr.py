@@ -56,6 +56,7 @@ from transformers import PreTrainedModel
 
 from divergence_lab import divergences
 from divergence_lab.ground.errors import ConfigError
+from divergence_lab.ground.progress import StageProgress, mean_of
 from divergence_lab.ground.targets import instantiate_target
 from divergence_lab.methods.answer_probabilities import (
     SYNTHETIC_TASKS,
@@ -104,6 +105,8 @@ DIRECTION_WORDS = {
     "kl": "KL(reference ‖ policy), forward, mass-covering",
     "rkl": "KL(policy ‖ reference), reverse, mode-seeking",
 }
+RL_PROGRESS = "rl"  # the progress lines' stage: [rl] step 25/150  reward …  kl_reverse …
+PROGRESS_VALUES = ("reward", "kl_reverse", "divergence")  # shown on them, means over the steps since the last
 CORRECT_REWARD = 1.0  # the reward of a correct completion: apply_to and the groups' solved / failed status
 
 
@@ -219,6 +222,22 @@ class PolicyOptimisationModule(CausalLMModule):
 
     def on_fit_start(self) -> None:
         log.info(self.description)
+
+    def on_train_start(self) -> None:
+        """A progress line every ``progress_every_steps`` RL steps (console and ``train.log``): the mean
+        reward and exact drift since the last line, elapsed and left."""
+        done = self.global_step // self.settings.updates_per_batch
+        self.progress = StageProgress(RL_PROGRESS, int(self.trainer.estimated_stepping_batches), "step", done)
+        self.window: dict[str, list[Tensor]] = {}
+
+    def report_progress(self, step: int, logged: dict[str, Tensor]) -> None:
+        """Add the step's values to the window; at every ``progress_every_steps``-th step log their means."""
+        for name in PROGRESS_VALUES:
+            if name in logged:
+                self.window.setdefault(name, []).append(logged[name])
+        if (step + 1) % self.settings.progress_every_steps == 0 or step + 1 == self.progress.total:
+            self.progress.step(step + 1, {name: mean_of(values) for name, values in self.window.items()})
+            self.window = {}
 
     # --- one training step -------------------------------------------------------------------------------
 
@@ -402,6 +421,7 @@ class PolicyOptimisationModule(CausalLMModule):
             "completion_length": shifted_targets(rollout.batch["labels"])[1].float().sum() / rewards.numel(),
         }
         self.record_training_terms(logged, batch_size=rewards.shape[0])
+        self.report_progress(step, logged)
 
     # --- evaluation --------------------------------------------------------------------------------------
 

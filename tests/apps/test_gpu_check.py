@@ -1,11 +1,12 @@
 """``make gpu-check`` (scripts/gpu_check.py) on a machine without a GPU: one line, exit 0, nothing written;
 and its parts that need no GPU: the table, the tiny data, the smoke variants and the command lines that run
-them, the run records."""
+them, the run records, and the timed rlvr step run on the CPU."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -31,11 +32,15 @@ KNOWN_GPU_PRESETS = {
     "legogcd_cifar100",
     "lm_kd_local",
     "pld_cifar100",
+    "rlvr_local",
     "sinkd_cifar100",
     "sinkd_glue",
 }
 # settings a smoke variant cuts beside its stage lengths (and its study_name), by preset
-ALSO_CUT = {"lm_kd_local": {"method.evaluation.val_prompts", "method.evaluation.test_prompts"}}
+ALSO_CUT = {
+    name: {"method.evaluation.val_prompts", "method.evaluation.test_prompts"}
+    for name in ("lm_kd_local", "rlvr_local")
+}
 # the GLUE preset's BERT folders, small here (the check writes BERT-base-sized ones)
 SMALL_BERTS = {
     key: {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "num_hidden_layers": layers}
@@ -97,18 +102,22 @@ def test_table_aligns_columns_and_shows_missing_values_as_dashes():
         Row("pld_cifar100", "bf16-mixed", 41.234, 1234.4),
         Row("kl fused cuda fp32 256x32768", "32-true", max_abs_diff=6.6e-06),
         Row("cts_resnet20_cifar10", status="exit 1: RuntimeError: indices should be on the same device"),
+        Row("rlvr_step", "bf16-mixed", 4.0, 812.6, step_ms=250.04),
     ]
     header, *lines = gpu_check.format_table(rows).splitlines()
-    assert header.split() == ["check", "precision", "steps/s", "peak", "MiB", "max", "|diff|", "status"]
-    assert lines[0].split() == ["pld_cifar100", "bf16-mixed", "41.2", "1234", "-", "ok"]
+    assert header.split() == [
+        "check", "precision", "steps/s", "ms/step", "peak", "MiB", "max", "|diff|", "status"
+    ]  # fmt: skip
+    assert lines[0].split() == ["pld_cifar100", "bf16-mixed", "41.2", "-", "1234", "-", "ok"]
     assert lines[1].split()[:5] == ["kl", "fused", "cuda", "fp32", "256x32768"]
-    assert lines[1].split()[5:] == ["32-true", "-", "-", "6.6e-06", "ok"]
-    assert lines[2].split()[1:5] == ["-", "-", "-", "-"]
+    assert lines[1].split()[5:] == ["32-true", "-", "-", "-", "6.6e-06", "ok"]
+    assert lines[2].split()[1:6] == ["-", "-", "-", "-", "-"]
+    assert lines[3].split() == ["rlvr_step", "bf16-mixed", "4.0", "250.0", "813", "-", "ok"]
     # every column starts at the same place on every line
     status_at = header.index("status")
     assert all(line[status_at - 2 : status_at] == "  " for line in lines)
-    assert [line[status_at:].split()[0] for line in lines] == ["ok", "ok", "exit"]
-    assert [row.failed for row in rows] == [False, False, True]
+    assert [line[status_at:].split()[0] for line in lines] == ["ok", "ok", "exit", "ok"]
+    assert [row.failed for row in rows] == [False, False, True, False]
 
 
 @pytest.mark.parametrize("variant", ["cifar10", "cifar100"])
@@ -229,8 +238,8 @@ def test_the_check_runs_each_preset_as_its_smoke_variant_on_tiny_files(tmp_path,
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == precision
     resolved = "32-true" if precision == "auto" else precision  # auto, on this machine without a GPU
     assert trainer_arguments(cfg.trainer)["precision"] == resolved
-    OmegaConf.resolve(cfg)  # data.tokenizer may name a model's folder
-    datamodule = instantiate_datamodule(cfg.data, seed=0)  # the real reader takes the tiny files
+    # the real reader takes the tiny files; data.tokenizer may name a model's folder (${model.path})
+    datamodule = instantiate_datamodule(cfg.data, seed=0)
     assert len(datamodule.train_dataloader()) >= steps
 
 
@@ -305,3 +314,60 @@ def test_a_run_process_records_its_fits_and_its_forwards_off_the_gpu(tmp_path):
     assert student["precision"] == "32-true" and "peak_mib" not in student
     assert outcome["off_gpu"]["Linear"] > 0
     assert gpu_check.run_row("kd", outcome).status.startswith("fit CrossEntropyModule on cpu")
+
+
+# --- the timed rlvr step, on the CPU ------------------------------------------------------------------------
+
+TINY_GPT2 = (("n_layer", 1), ("n_embd", 16), ("n_head", 2))
+CPU_STEP = gpu_check.StepShape(vocab=512, sizes=TINY_GPT2, prompt_tokens=5, new_tokens=4)
+FUSED_ON = ("method.fused_linear=true",)  # below fused_linear_min_vocab: the path the GPU rows take
+
+
+def test_the_rlvr_step_takes_the_fused_path_at_a_real_vocabulary_with_the_presets_settings():
+    shape = gpu_check.StepShape(sizes=TINY_GPT2, prompt_tokens=4, new_tokens=2)  # 32 768 ids
+    setup = gpu_check.rlvr_step_setup("rkl", "exact", shape, device="cpu")
+    preset = compose_config([f"experiment={gpu_check.RLVR_PRESET}"])
+    assert setup.module.fused and preset.method.fused_linear == "auto"  # auto chooses it at 32 768
+    assert setup.module.model.get_output_embeddings().weight.shape[0] == 32768 == len(setup.module.tokenizer)
+    assert setup.batch["input_ids"].shape[0] == preset.data.batch_size == 4
+    assert setup.module.settings.group_size == preset.method.group_size == 8
+    assert setup.optimizer.param_groups[0]["lr"] == preset.method.optimizer.lr == 1e-6
+    assert (setup.precision, setup.autocast) == ("32-true", None)  # off CUDA
+    assert preset.method.initial.max_epochs == 0  # the loaded model is the initial policy
+
+
+def test_one_rlvr_step_on_the_cpu_is_adams_first_step_on_the_policy_only():
+    setup = gpu_check.rlvr_step_setup("kl", "exact", CPU_STEP, device="cpu", overrides=FUSED_ON)
+    policy, reference = setup.module.model, setup.module.reference
+    assert setup.module.fused
+    before = [p.detach().clone() for p in policy.parameters()]
+    reference_before = [p.detach().clone() for p in reference.parameters()]
+    ms, peak, loss = gpu_check.time_rlvr_steps(setup, warmup=0, timed=1)
+    assert math.isfinite(ms) and ms > 0 and peak is None and math.isfinite(loss)
+    # AdamW's first step (no weight decay): m̂ = g, v̂ = g², so θ moves by −lr · g / (|g| + eps), g the
+    # clipped gradient the step left in .grad; float32 rounding of θ (|θ| ≲ 1) is below lr / 10
+    group = setup.optimizer.param_groups[0]
+    lr, eps = group["lr"], group["eps"]
+    assert group["weight_decay"] == 0.0
+    moved = 0
+    for old, p in zip(before, policy.parameters(), strict=True):
+        expected = -lr * p.grad / (p.grad.abs() + eps)
+        torch.testing.assert_close(p.detach() - old, expected, rtol=0.0, atol=0.1 * lr)
+        moved += int((p.detach() != old).sum())
+    assert moved > 0
+    assert all(torch.equal(old, p) for old, p in zip(reference_before, reference.parameters(), strict=True))
+
+
+def test_rlvr_step_rows_name_the_case_and_path_and_report_failures_in_their_row():
+    cases = [("js", "exact"), ("kl", "k3"), ("no_such_divergence", "exact")]
+    rows = gpu_check.rlvr_step_rows(cases, CPU_STEP, device="cpu", warmup=0, timed=1, overrides=FUSED_ON)
+    assert [row.check for row in rows] == [
+        "rlvr step js exact cpu vocab 512 fused",
+        "rlvr step kl k3 cpu vocab 512 fused",
+        "rlvr step no_such_divergence exact cpu vocab 512",
+    ]
+    for row in rows[:2]:
+        assert row.status == "ok" and row.precision == "32-true" and row.peak_mib is None
+        assert math.isfinite(row.step_ms) and row.step_ms > 0
+        assert row.steps_per_s == pytest.approx(1000.0 / row.step_ms)
+    assert rows[2].failed and rows[2].step_ms is None and "no_such_divergence" in rows[2].status

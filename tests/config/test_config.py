@@ -23,6 +23,8 @@ REQUIRED_VALUES = {
     "experiment=lm_kd_local": ["data.path", "method.teacher.model.path", "model.path"],
     "experiment=sinkd_glue": ["method.teacher.model.path", "model.path"],
     "experiment=lm_kd_local_smoke": ["data.path", "method.teacher.model.path", "model.path"],
+    "experiment=rlvr_local": ["data.path", "model.path"],
+    "experiment=rlvr_local_smoke": ["data.path", "model.path"],
     "experiment=sinkd_glue_smoke": ["method.teacher.model.path", "model.path"],
 }
 

@@ -111,7 +111,7 @@ def test_a_block_missing_an_option_is_stale_until_rewritten(tmp_path):
 
 def test_the_group_blocks_split_the_defaults_list_from_the_groups_presets_add():
     chosen = chosen_groups()
-    assert chosen[:3] == ["data", "model", "method"]  # train.yaml's order
+    assert chosen[:4] == ["data", "model", "divergence", "method"]  # train.yaml's order
     added = option_docs.added_groups(OPTIONS, chosen)
     assert "pld_variant" in added and not set(added) & set(chosen)
     assert all("/" not in group for group in added)  # hydra/launcher, pld_variant/<pair>: folders inside

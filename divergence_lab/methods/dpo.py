@@ -45,6 +45,7 @@ from divergence_lab.data.text.tokenizer import decode_completion
 from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods import lm_kd
 from divergence_lab.methods.f_dpo import check_f_dpo_divergence, f_dpo_loss, paper_alpha
+from divergence_lab.methods.frozen_models import FrozenModels
 from divergence_lab.methods.initial_policy import (
     frozen_reference,
     initial_policy,
@@ -71,7 +72,6 @@ from divergence_lab.metrics.generation import extract_answer
 log = logging.getLogger(__name__)
 
 PAIRS = "pairs"  # the stage holding the rejected completions
-REFERENCE_PREFIX = "reference."
 NEUTRAL_TEMPERATURE = 1.0  # sequence probabilities have no temperature: the divergence's must stay 1
 DIRECTION_WORDS = {
     "rkl": "KL(policy ‖ reference), reverse: plain DPO",
@@ -82,9 +82,12 @@ DIRECTION_WORDS = {
 Pairs = dict[tuple[int, ...], list[int]]  # prompt ids -> the rejected completion's ids
 
 
-class DPOModule(CausalLMModule):
+class DPOModule(FrozenModels, CausalLMModule):
     """A causal LM policy trained by the f-DPO loss on ``pairs`` against a frozen ``reference`` (see the
-    module docstring); ``alpha`` is the paper's α (``divergence="alpha"`` only)."""
+    module docstring); ``alpha`` is the paper's α (``divergence="alpha"`` only). The reference is frozen
+    (:class:`~divergence_lab.methods.frozen_models.FrozenModels`)."""
+
+    frozen_names = ("reference",)
 
     def __init__(
         self,
@@ -108,12 +111,6 @@ class DPOModule(CausalLMModule):
         self.beta = beta
         self.alpha = alpha
         self.pad_token_id = pad_token_id
-
-    def train(self, mode: bool = True) -> DPOModule:
-        """Switch the policy's mode; the reference always stays in eval mode."""
-        super().train(mode)
-        self.reference.eval()
-        return self
 
     def on_fit_start(self) -> None:
         log.info(
@@ -155,19 +152,6 @@ class DPOModule(CausalLMModule):
         terms, count = paired
         self.record_training_terms(terms, batch_size=count)
         return terms["loss"]
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Leave the frozen reference out of checkpoints: its weights come from the run's stages."""
-        state = checkpoint["state_dict"]
-        for name in [name for name in state if name.startswith(REFERENCE_PREFIX)]:
-            del state[name]
-
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """Load a checkpoint's policy (strictly), keeping the reference this module was built with."""
-        reference = {
-            f"{REFERENCE_PREFIX}{name}": value for name, value in self.reference.state_dict().items()
-        }
-        return super().load_state_dict({**reference, **state_dict}, strict=strict, assign=assign)
 
 
 def describe(divergence: str, beta: float, alpha: float | None) -> str:

@@ -52,6 +52,7 @@ from divergence_lab.data.text.protocol import LanguageModelData
 from divergence_lab.data.text.tokenizer import load_tokenizer, tokenizer_fingerprint
 from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods.classifier import make_optimizer, total_optimizer_steps
+from divergence_lab.methods.frozen_models import FrozenModels
 from divergence_lab.methods.lm_generation import (
     AnswerEvaluation,
     Sampling,
@@ -85,7 +86,6 @@ from divergence_lab.models.causal_lm import (
     plain_output_projection,
 )
 
-TEACHER_PREFIX = "teacher."
 SPLITS = ("val", "test")
 LM_TEACHER = "causal_lm"  # the teacher recipe's name, part of its cache key
 LM_TEACHER_PROGRESS = {"loss": "train/loss", "val nll": "val/nll"}  # the teacher's per-epoch progress line
@@ -174,13 +174,16 @@ class CausalLMModule(TrainingTermsLogging):
         return make_optimizer(self.model.parameters(), self.optimizer_config, self.max_epochs, steps)
 
 
-class LMDistillationModule(CausalLMModule):
+class LMDistillationModule(FrozenModels, CausalLMModule):
     """A causal LM student distilled from a frozen ``teacher`` (see the module docstring).
 
-    ``sampling``: how the student draws on-policy completions (padded and ended with the data's
+    The teacher is frozen (:class:`~divergence_lab.methods.frozen_models.FrozenModels`). ``sampling``: how
+    the student draws on-policy completions (padded and ended with the data's
     ``special_tokens``: ``(pad_token_id, eos_token_id)``); ``seed``: the run's seed, which with the step
     decides the on-policy steps.
     """
+
+    frozen_names = ("teacher",)
 
     def __init__(
         self,
@@ -208,12 +211,6 @@ class LMDistillationModule(CausalLMModule):
         self.seed = seed
         self.forward_kl = divergences.build("kl")  # val/ and test/kl_to_teacher, at T = 1
         self.kl_to_teacher = nn.ModuleDict({split: MeanMetric() for split in SPLITS})
-
-    def train(self, mode: bool = True) -> LMDistillationModule:
-        """Switch the student's mode; the teacher always stays in eval mode."""
-        super().train(mode)
-        self.teacher.eval()
-        return self
 
     def teacher_predictions(self, batch: dict[str, Tensor]) -> NextTokenPredictions:
         with torch.no_grad():
@@ -253,17 +250,6 @@ class LMDistillationModule(CausalLMModule):
         self.kl_to_teacher[split].update(values[mask])
         self.log(f"{split}/kl_to_teacher", self.kl_to_teacher[split])
         return student, mask
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Leave the frozen teacher out of checkpoints: its weights come from the run's teacher stage."""
-        state = checkpoint["state_dict"]
-        for name in [name for name in state if name.startswith(TEACHER_PREFIX)]:
-            del state[name]
-
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """Load a checkpoint's student (strictly), keeping the teacher this module was built with."""
-        teacher = {f"{TEACHER_PREFIX}{name}": value for name, value in self.teacher.state_dict().items()}
-        return super().load_state_dict({**teacher, **state_dict}, strict=strict, assign=assign)
 
 
 def causal_lm_for(model_cfg: DictConfig, datamodule: Any, key: str = "model") -> PreTrainedModel:

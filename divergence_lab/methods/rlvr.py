@@ -70,6 +70,7 @@ from divergence_lab.methods.divergence_estimators import (
     regulariser_surrogate,
     sampled_estimator_terms,
 )
+from divergence_lab.methods.frozen_models import FrozenModels
 from divergence_lab.methods.group_advantages import aggregate_tokens, clipped_policy_loss, group_advantages
 from divergence_lab.methods.initial_policy import (
     frozen_reference,
@@ -99,7 +100,6 @@ from divergence_lab.methods.stages import Stage, StageOutput
 
 log = logging.getLogger(__name__)
 
-REFERENCE_PREFIX = "reference."
 POLICY_STREAM, REFERENCE_STREAM, EVALUATION_STREAM = 0, 1, 2  # separate seeds of the three kinds of draws
 DIRECTION_WORDS = {
     "kl": "KL(reference ‖ policy), forward, mass-covering",
@@ -177,9 +177,12 @@ def forgetting(
     }
 
 
-class PolicyOptimisationModule(CausalLMModule):
-    """The ``rlvr`` / ``kdrl`` policy (see the module docstring); ``reference`` is frozen (None: no
-    regulariser); ``prompts`` maps the training prompts' token ids to their :class:`EvalPrompt`."""
+class PolicyOptimisationModule(FrozenModels, CausalLMModule):
+    """The ``rlvr`` / ``kdrl`` policy (see the module docstring); ``reference`` is frozen
+    (:class:`~divergence_lab.methods.frozen_models.FrozenModels`; None: no regulariser); ``prompts`` maps
+    the training prompts' token ids to their :class:`EvalPrompt`."""
+
+    frozen_names = ("reference",)
 
     def __init__(
         self,
@@ -212,13 +215,6 @@ class PolicyOptimisationModule(CausalLMModule):
         self.seed = seed
         self.reverse_kl, self.forward_kl = divergences.build("rkl"), divergences.build("kl")
         self.description = regulariser_description(divergence_name, settings.regulariser, settings.reference)
-
-    def train(self, mode: bool = True) -> PolicyOptimisationModule:
-        """Switch the policy's mode; the reference always stays in eval mode."""
-        super().train(mode)
-        if self.reference is not None:
-            self.reference.eval()
-        return self
 
     def on_fit_start(self) -> None:
         log.info(self.description)
@@ -464,20 +460,6 @@ class PolicyOptimisationModule(CausalLMModule):
             metrics.update(forgetting(self.model, datamodule, split, evaluation.batch_size, self.device))
         for name, value in metrics.items():
             self.log(f"{split}/{name}", value, sync_dist=True)
-
-    # --- checkpoints -------------------------------------------------------------------------------------
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Leave the frozen reference out of checkpoints: its weights come from the run's stages."""
-        state = checkpoint["state_dict"]
-        for name in [name for name in state if name.startswith(REFERENCE_PREFIX)]:
-            del state[name]
-
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """Load a checkpoint's policy (strictly), keeping the reference this module was built with."""
-        kept = {} if self.reference is None else self.reference.state_dict()
-        reference = {f"{REFERENCE_PREFIX}{name}": value for name, value in kept.items()}
-        return super().load_state_dict({**reference, **state_dict}, strict=strict, assign=assign)
 
 
 def check_settings(method: DictConfig) -> None:

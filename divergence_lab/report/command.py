@@ -23,7 +23,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
@@ -49,6 +49,7 @@ from divergence_lab.report.forest import write_forest_plot
 from divergence_lab.report.frontier import (
     FRONTIER_FILE,
     FrontierSpec,
+    frontier_answer_lines,
     frontier_lines,
     frontier_spec,
     write_frontier,
@@ -59,7 +60,7 @@ from divergence_lab.report.lines import write_line_plot
 from divergence_lab.report.plots import write_plot
 from divergence_lab.report.provenance import collect_provenance
 from divergence_lab.report.reliability import write_reliability_grid
-from divergence_lab.report.statistics import CORRECTIONS, TESTS
+from divergence_lab.report.statistics import CORRECTIONS, TESTS, Settings
 from divergence_lab.report.tables import (
     number,
     print_main_table,
@@ -169,6 +170,7 @@ class PreparedReport:
     baseline: Baseline | None
     comparisons: list[MetricComparison]
     frontier: FrontierSpec | None = None  # report.frontier, checked against the sweep
+    settings: dict[str, Settings] = field(default_factory=dict)  # how each metric (and frontier y) is tested
 
 
 def prepare(
@@ -195,10 +197,12 @@ def prepare(
     spec = baseline if baseline is not None else declared_baseline(sweep_dir)
     # a search's trials are no grid: compare only with a baseline the user names
     chosen = None if spec is None and is_search(sweep_dir) else resolve_baseline(report, spec)
-    settings = settings_for(sweep_dir, report.metrics, test, correction)
     frontier = frontier_spec(report_section(sweep_dir), report)
+    tested = [*report.metrics, *(y for y in (frontier.ys if frontier else ()) if y not in report.metrics)]
+    settings = settings_for(sweep_dir, tested, test, correction)
     check_writable(sweep_dir)
-    return PreparedReport(report, chosen, compare(report, chosen, settings, number), frontier)
+    comparisons = compare(report, chosen, settings, number)
+    return PreparedReport(report, chosen, comparisons, frontier, settings)
 
 
 def search_metrics(sweep_dir: Path, metrics: list[str]) -> list[str]:
@@ -236,17 +240,19 @@ def write_report(prepared: PreparedReport) -> list[str]:
     sections = [
         *across_datasets_lines(report),
         *per_class_lines(report),
-        *frontier_lines(report, prepared.frontier),  # empty without report.frontier
-    ]
+        *frontier_lines(report, prepared.frontier, prepared.baseline, prepared.settings),
+    ]  # the frontier's lines are empty without report.frontier
+    answer = frontier_answer_lines(report, prepared.frontier, prepared.baseline, prepared.settings)
     write_markdown(
-        report, prepared.comparisons, prepared.baseline, provenance, sweep_dir / "report.md", sections
+        report, prepared.comparisons, prepared.baseline, provenance, sweep_dir / "report.md", sections, answer
     )
     write_csv(report, prepared.comparisons, sweep_dir / "report.csv")
     write_seed_csv(report, prepared.comparisons, sweep_dir / "report_seeds.csv")
     # last: the page embeds every figure written above
     write_html(
-        report, prepared.comparisons, prepared.baseline, provenance, sweep_dir / "report.html", sections
-    )
+        report, prepared.comparisons, prepared.baseline, provenance, sweep_dir / "report.html", sections,
+        answer,
+    )  # fmt: skip
     write_latex(report, prepared.comparisons, prepared.baseline, sweep_dir / "report.tex")
     written += ["report.html", "report.tex"]
     return written

@@ -27,6 +27,19 @@ consecutive points (in increasing ``along``) whose means bracket ``B``::
 or ``ȳ_i`` at a point with ``x̄_i = B``; "n/a" when no pair brackets ``B`` (the curve does not reach it).
 The table notes a curve whose divergence is not monotone in ``along`` (it may cross ``B`` twice; the first
 crossing is read).
+
+The test at the budget. With a baseline (``report.baseline``: one value of a varying key other than
+``along``), a second table per metric tests each curve against its baseline curve: the curve with the
+baseline's value of that key and the same values of the other keys. Every seed ``s`` has its own curve,
+its runs' ``(x_{s,i}, y_{s,i})`` in increasing ``along``, read at the same ``B`` by the same rule:
+``y_s(B)``, n/a where the seed's curve does not reach ``B`` (the seed is then left out). A curve's row
+gives how many of its seeds reach ``B`` and ``mean ± std`` of their ``y_s(B)`` (the mean of the
+interpolations, not the interpolation of the means of the first table). Against the baseline curve
+``b_s(B)``, on the seeds that reach ``B`` on both, ``d_s = y_s(B) − b_s(B)`` goes through the report's own
+paired statistics (:func:`~divergence_lab.report.statistics.paired_difference`: ``report.test``, its
+95 % CI, the minimum detectable effect at ``report.power``), the p-values of one metric's comparisons
+corrected together (``report.correction``) and the verdict in the report's words
+(:func:`~divergence_lab.report.verdicts.verdict` at ``report.alpha``).
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from divergence_lab.report.collect import Group, SweepReport
+from divergence_lab.report.comparison import Baseline, GroupRow, MetricComparison
 from divergence_lab.report.errors import ReportError
 from divergence_lab.report.figure_style import (
     add_legend,
@@ -53,9 +67,28 @@ from divergence_lab.report.figure_style import (
     short_number,
 )
 from divergence_lab.report.lines import uses_log_scale
-from divergence_lab.report.metric_info import axis_label, bounds
-from divergence_lab.report.statistics import Summary, summarise
-from divergence_lab.report.tables import number
+from divergence_lab.report.metric_info import axis_label, bounds, direction
+from divergence_lab.report.statistics import (
+    MIN_PAIRS_FOR_TEST,
+    PairedDifference,
+    Settings,
+    Summary,
+    correct,
+    paired_difference,
+    summarise,
+)
+from divergence_lab.report.tables import (
+    CORRECTION_NAMES,
+    TEST_NAMES,
+    difference_cell,
+    markdown_table,
+    mde_cell,
+    mean_std,
+    number,
+    p_value_cell,
+    verdict_parts,
+)
+from divergence_lab.report.verdicts import verdict
 
 FRONTIER_FILE = "report_frontier.png"
 SECTION_KEY = "frontier"  # report.frontier
@@ -105,10 +138,12 @@ class FrontierPoint:
 
 @dataclass
 class FrontierCurve:
-    """The groups sharing every varying key but ``along``, in increasing order of ``along``."""
+    """The groups sharing every varying key but ``along`` (their values: ``key``), in increasing order of
+    ``along``."""
 
     label: str
     points: list[FrontierPoint] = field(default_factory=list)
+    key: tuple[tuple[str, str], ...] = ()
 
     def drawn(self, x: str, y: str) -> list[FrontierPoint]:
         """The points with a mean of both ``x`` and ``y``."""
@@ -189,15 +224,32 @@ def frontier_spec(section: dict[str, Any], report: SweepReport) -> FrontierSpec 
 # --- the curves and the table's numbers ---------------------------------------------------------------------
 
 
+def _finite(record: dict[str, Any], metric: str) -> float | None:
+    """The run's ``metric`` (a run metric or a top-level number) when it is a finite number."""
+    value = record["metrics"].get(metric, record.get(metric))
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
 def run_values(report: SweepReport, group: Group, metric: str) -> list[float]:
     """The finite values of ``metric`` the group's runs recorded (a run metric or a top-level number)."""
     records = dict(report.records)
-    values = []
-    for job in group.jobs:
-        record = records[job]
-        value = record["metrics"].get(metric, record.get(metric))
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            values.append(float(value))
+    return [value for job in group.jobs if (value := _finite(records[job], metric)) is not None]
+
+
+def seed_values(report: SweepReport, group: Group, metric: str) -> dict[int, float]:
+    """``{seed: value}`` of ``metric`` over the group's runs with an integer seed (the first run of a
+    repeated seed, as the report pairs them)."""
+    records = dict(report.records)
+    values: dict[int, float] = {}
+    seen: set[int] = set()
+    for seed, job in zip(group.seeds, group.jobs, strict=True):
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed in seen:
+            continue
+        seen.add(seed)
+        if (value := _finite(records[job], metric)) is not None:
+            values[seed] = value
     return values
 
 
@@ -213,7 +265,8 @@ def frontier_curves(report: SweepReport, spec: FrontierSpec) -> list[FrontierCur
     for group in report.groups:
         values = dict(group.key)
         key = tuple((k, values[k]) for k in others if k in values)
-        curve = curves.setdefault(key, FrontierCurve(short_number(group.label(others, report.display_names))))
+        label = short_number(group.label(others, report.display_names))
+        curve = curves.setdefault(key, FrontierCurve(label, key=key))
         point = FrontierPoint(values.get(spec.along), group)
         for metric in (spec.x, *spec.ys):
             if found := run_values(report, group, metric):
@@ -260,6 +313,205 @@ def curve_value_at(curve: FrontierCurve, spec: FrontierSpec, metric: str, budget
     return value_at([p.mean(spec.x) for p in points], [p.mean(metric) for p in points], budget)
 
 
+# --- the test at the budget ---------------------------------------------------------------------------------
+
+
+@dataclass
+class BudgetTest:
+    """One metric at the budget: ``comparison.rows`` has a row per curve, in curve order (its ``per_seed``:
+    the seeds' ``y_s(B)`` that reach ``B``; its difference and verdict against the baseline curve);
+    ``seeds`` the number of seeds each curve has (with x and the metric in some run)."""
+
+    budget: float
+    comparison: MetricComparison
+    seeds: list[int]
+
+
+def seeds_at(
+    report: SweepReport, curve: FrontierCurve, spec: FrontierSpec, metric: str, budget: float
+) -> dict[int, float | None]:
+    """Each seed's ``y_s(B)`` along its own curve: its runs' ``(x, metric)`` in the curve's order of
+    ``along``, read by :func:`value_at`; None where the seed's curve does not reach ``budget``. The seeds are
+    those with x and ``metric`` in at least one of the curve's runs."""
+    xs = [seed_values(report, point.group, spec.x) for point in curve.points]
+    ys = [seed_values(report, point.group, metric) for point in curve.points]
+    seeds = sorted({seed for x, y in zip(xs, ys, strict=True) for seed in set(x) & set(y)})
+    at = {}
+    for seed in seeds:
+        points = [(x[seed], y[seed]) for x, y in zip(xs, ys, strict=True) if seed in x and seed in y]
+        at[seed] = value_at([px for px, _ in points], [py for _, py in points], budget)
+    return at
+
+
+def baseline_curve(
+    curve: FrontierCurve, curves: Sequence[FrontierCurve], baseline: Baseline
+) -> FrontierCurve | None:
+    """The curve with the baseline's value of its key and ``curve``'s values of the other keys."""
+    wanted = dict(curve.key) | {baseline.key: baseline.value}
+    return next((c for c in curves if dict(c.key) == wanted), None)
+
+
+def budget_tests(
+    report: SweepReport, spec: FrontierSpec, baseline: Baseline, settings: dict[str, Settings]
+) -> list[BudgetTest]:
+    """Per metric of ``spec.ys``: every curve's seeds at the budget, paired by seed with its baseline
+    curve's, tested with the metric's ``settings`` (default :class:`Settings`), the p-values of the
+    metric's comparisons corrected together. Empty without a budget, or when the baseline is a value of
+    ``along`` (then no curve is a baseline curve)."""
+    curves = frontier_curves(report, spec)
+    budget = common_budget(curves, spec)
+    if budget is None or baseline.key == spec.along:
+        return []
+    counterparts = [baseline_curve(curve, curves, baseline) for curve in curves]
+    is_baseline = [dict(curve.key).get(baseline.key) == baseline.value for curve in curves]
+    tests = []
+    for metric in spec.ys:
+        metric_settings = settings.get(metric, Settings())
+        at = [seeds_at(report, curve, spec, metric, budget) for curve in curves]
+        reached = [{seed: value for seed, value in values.items() if value is not None} for values in at]
+        pairs = [
+            (reached[i], reached[curves.index(counterpart)])
+            for i, counterpart in enumerate(counterparts)
+            if counterpart is not None and not is_baseline[i]
+        ]
+        family = sum(1 for group, base in pairs if set(group) & set(base))
+        found = iter(
+            correct(
+                [paired_difference(group, base, metric_settings, family) for group, base in pairs],
+                metric_settings.correction,
+            )
+        )
+        rows = []
+        for i, curve in enumerate(curves):
+            paired = counterparts[i] is not None and not is_baseline[i]
+            difference: PairedDifference | None = next(found) if paired else None
+            rows.append(
+                GroupRow(
+                    group=curve.points[0].group,
+                    label=curve.label,
+                    summary=summarise(list(reached[i].values()), bounds(metric)) if reached[i] else None,
+                    per_seed=reached[i],
+                    is_baseline=is_baseline[i],
+                    difference=difference,
+                    counterpart_missing=not is_baseline[i] and counterparts[i] is None,
+                    rank=None,
+                    verdict=None
+                    if difference is None
+                    else verdict(difference, direction(metric), metric_settings, number),
+                )
+            )
+        comparison = MetricComparison(metric, direction(metric), rows, metric_settings)
+        tests.append(BudgetTest(budget, comparison, [len(values) for values in at]))
+    return tests
+
+
+def _budget_difference(row: GroupRow) -> str:
+    """:func:`~divergence_lab.report.tables.difference_cell`, naming why a curve has no difference."""
+    if row.difference is None and not row.is_baseline and not row.counterpart_missing:
+        return "no seed reaches it on both"
+    if row.counterpart_missing:
+        return "no baseline curve"
+    return difference_cell(row)
+
+
+def budget_rows(test: BudgetTest) -> list[dict[str, str]]:
+    """The test table of one metric at the budget: a row per curve."""
+    settings = test.comparison.settings
+    table = []
+    for row, seeds in zip(test.comparison.rows, test.seeds, strict=True):
+        table.append(
+            {
+                "group": row.label,
+                "n seeds at B": f"{len(row.per_seed)}/{seeds}",
+                "mean at B ± std": mean_std(row.summary),
+                "Δ vs baseline [95% CI]": _budget_difference(row),
+                f"p ({TEST_NAMES[settings.test]})": p_value_cell(row, adjusted=False, alpha=settings.alpha),
+                f"p ({CORRECTION_NAMES[settings.correction]})": p_value_cell(
+                    row, adjusted=True, alpha=settings.alpha
+                ),
+                "MDE": mde_cell(row),
+                "verdict": "baseline" if row.is_baseline else (row.verdict.word if row.verdict else ""),
+            }
+        )
+    return table
+
+
+def budget_notes(test: BudgetTest) -> list[str]:
+    """The test's settings and power, the seeds left out of a Δ, and too few paired seeds."""
+    comparison = test.comparison
+    settings = comparison.settings
+    lines = []
+    if comparison.comparisons:
+        alpha_eff = settings.per_comparison_alpha(comparison.comparisons)
+        lines.append(
+            f"{TEST_NAMES[settings.test]} test on the seeds that reach B on both curves, "
+            f"{CORRECTION_NAMES[settings.correction]} over {comparison.comparisons} comparison(s), "
+            f"* p < {settings.alpha:g} after correction; MDE: the |Δ| a paired t-test detects with "
+            f"{settings.power:.0%} power at α = {alpha_eff:.3g}, from the observed SD of Δ."
+        )
+    for row in comparison.rows:
+        if row.difference and row.difference.unpaired_seeds:
+            seeds = ", ".join(str(s) for s in row.difference.unpaired_seeds)
+            lines.append(
+                f"{row.label}: seed(s) {seeds} reach B on only one of it and its baseline curve, "
+                "left out of Δ."
+            )
+    if any(row.difference and row.difference.n_pairs < MIN_PAIRS_FOR_TEST for row in comparison.rows):
+        lines.append(
+            f"Fewer than {MIN_PAIRS_FOR_TEST} seeds reach B on both curves: no interval, no test, no claim."
+        )
+    return lines
+
+
+def budget_lines(
+    report: SweepReport, spec: FrontierSpec, baseline: Baseline | None, settings: dict[str, Settings]
+) -> list[str]:
+    """The Markdown of the test at the budget: what is tested, then per metric its table and notes."""
+    if baseline is None:
+        return []
+    shown = baseline.describe(report.display_names)
+    if baseline.key == spec.along:
+        return [f"The baseline ({shown}) is a value of `{spec.along}`: no curve to test at the budget.", ""]
+    tests = budget_tests(report, spec, baseline, settings)
+    if not tests:
+        return []
+    lines = [
+        f"### Tested at `{spec.x}` = {number(tests[0].budget)}",
+        "",
+        "Per-seed interpolation for the test: each seed's own curve (its runs in increasing "
+        f"`{spec.along}`) is read at the budget by the rule above; a seed whose curve does not reach it is "
+        "left out (n seeds at B: those that reach it, of the curve's seeds; mean ± std over them). "
+        f"Δ = curve − baseline curve (**{shown}**, the same values of the other keys), paired by seed.",
+        "",
+    ]
+    for test in tests:
+        metric = test.comparison.metric
+        lines += [f"#### {axis_label(metric)}", "", *markdown_table(budget_rows(test)), ""]
+        lines += [f"- {note}" for note in budget_notes(test)]
+        lines += [""]
+    return lines
+
+
+def frontier_answer_lines(
+    report: SweepReport, spec: FrontierSpec | None, baseline: Baseline | None, settings: dict[str, Settings]
+) -> list[str]:
+    """The report's answer at the budget: one line per metric of ``spec.ys`` (empty without
+    ``report.frontier``, a baseline, or a budget)."""
+    if spec is None or baseline is None:
+        return []
+    lines = []
+    for test in budget_tests(report, spec, baseline, settings):
+        rows = [row for row in test.comparison.rows if row.verdict is not None]
+        if not rows:
+            continue
+        parts = verdict_parts(rows, test.comparison.direction, lambda row: row.label)
+        lines.append(
+            f"- **{axis_label(test.comparison.metric)}** at equal `{spec.x}` = {number(test.budget)} "
+            f"(per-seed interpolation) vs {baseline.describe(report.display_names)}: " + "; ".join(parts)
+        )
+    return lines
+
+
 # --- the table ----------------------------------------------------------------------------------------------
 
 
@@ -271,9 +523,15 @@ def _x_range(curve: FrontierCurve, x: str) -> str:
     return number(low) if low == high else f"{number(low)} – {number(high)}"
 
 
-def frontier_lines(report: SweepReport, spec: FrontierSpec | None) -> list[str]:
-    """The report's Markdown section on the frontier: the budget, its rule and one row per curve (empty
-    without ``report.frontier``)."""
+def frontier_lines(
+    report: SweepReport,
+    spec: FrontierSpec | None,
+    baseline: Baseline | None = None,
+    settings: dict[str, Settings] | None = None,
+) -> list[str]:
+    """The report's Markdown section on the frontier: the budget, its rule and one row per curve, then,
+    with a ``baseline``, the test at the budget (:func:`budget_lines`; ``settings``: how each metric is
+    tested, default :class:`Settings`). Empty without ``report.frontier``."""
     if spec is None:
         return []
     curves = frontier_curves(report, spec)
@@ -310,7 +568,7 @@ def frontier_lines(report: SweepReport, spec: FrontierSpec | None) -> list[str]:
     if bent:
         lines += ["", f"`{spec.x}` is not monotone in `{spec.along}` along: {', '.join(bent)} "
                   "(the first crossing of the budget is read)."]  # fmt: skip
-    return [*lines, ""]
+    return [*lines, "", *budget_lines(report, spec, baseline, settings or {})]
 
 
 # --- the figure ---------------------------------------------------------------------------------------------

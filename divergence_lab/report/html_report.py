@@ -318,10 +318,11 @@ def render_html(
     baseline: Baseline | None,
     provenance: Provenance,
     extra_sections: list[str] | None = None,
+    extra_answer: list[str] | None = None,
 ) -> str:
     """The whole page as one string (styles, script and figures inline); ``extra_sections`` are the
     Markdown sections ``report.md`` adds (model selection, per-class accuracy, across datasets), rendered
-    with raw HTML escaped."""
+    with raw HTML escaped; ``extra_answer`` the list items it adds to the answer."""
     environment = Environment(
         autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
     )
@@ -334,6 +335,11 @@ def render_html(
         }
         for c in comparisons
     ]
+    answer = (
+        [*answer_lines(comparisons, baseline, report.display_names, report.varying), *(extra_answer or [])]
+        if baseline
+        else []
+    )
     seed_tables = [
         {"title": c.metric, "table": _plain_table(seed_rows(c))}
         for c in comparisons
@@ -344,9 +350,7 @@ def render_html(
         best_mark=BEST_MARK,
         significance_mark=SIGNIFICANCE_MARK,
         significance=significance_note(comparisons, baseline, report.display_names),
-        answer=list_items(
-            answer_lines(comparisons, baseline, report.display_names, report.varying) if baseline else []
-        ),
+        answer=list_items(answer),
         main=main_table(report, comparisons),
         baseline_text=_baseline_text(report, baseline),
         comparisons=sections,
@@ -364,9 +368,10 @@ def write_html(
     provenance: Provenance,
     path: Path,
     extra_sections: list[str] | None = None,
+    extra_answer: list[str] | None = None,
 ) -> None:
     """``report.html``: :func:`render_html` of the sweep."""
-    page = render_html(report, comparisons, baseline, provenance, extra_sections)
+    page = render_html(report, comparisons, baseline, provenance, extra_sections, extra_answer)
     path.write_text(page, encoding="utf-8")
 
 

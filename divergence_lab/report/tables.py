@@ -246,7 +246,7 @@ def notes(
     return lines
 
 
-def _markdown_table(rows: list[dict[str, str]]) -> list[str]:
+def markdown_table(rows: list[dict[str, str]]) -> list[str]:
     header = list(rows[0])
     return [
         "| " + " | ".join(header) + " |",
@@ -292,7 +292,7 @@ def provenance_lines(report: SweepReport, provenance: Provenance) -> list[str]:
     return lines
 
 
-def _verdict_parts(rows: list[GroupRow], direction: int, label: Callable[[GroupRow], str]) -> list[str]:
+def verdict_parts(rows: list[GroupRow], direction: int, label: Callable[[GroupRow], str]) -> list[str]:
     """``better: a, b``, ``worse: …``, ``equivalent: …``, ``no difference detected: … (could detect ≥ …)``,
     ``not tested: …`` for the rows that have a verdict."""
     parts = []
@@ -330,7 +330,7 @@ def answer_lines(
         head = f"- **{axis_label(comparison.metric)}** vs {baseline.describe(names)}"
         others = [key for key in varying or [] if key != baseline.key]
         if not others:
-            lines.append(f"{head}: " + "; ".join(_verdict_parts(rows, comparison.direction, _row_label)))
+            lines.append(f"{head}: " + "; ".join(verdict_parts(rows, comparison.direction, _row_label)))
             continue
         lines.append(f"{head}:")
         contexts: dict[str, list[GroupRow]] = {}
@@ -344,7 +344,7 @@ def answer_lines(
             return short_number(names.get(value, value))
 
         for context, members in contexts.items():
-            parts = _verdict_parts(members, comparison.direction, member)
+            parts = verdict_parts(members, comparison.direction, member)
             lines.append(f"  - {short_number(context)}: " + "; ".join(parts))
     return lines
 
@@ -372,20 +372,22 @@ def write_markdown(
     provenance: Provenance,
     path: Path,
     extra_sections: list[str] | None = None,
+    extra_answer: list[str] | None = None,
 ) -> None:
     """``report.md``: the answer, the main table, one comparison per metric, model selection, per-seed
-    values, provenance, figures; ``extra_sections`` (Markdown lines) go before the per-seed values."""
+    values, provenance, figures; ``extra_sections`` (Markdown lines) go before the per-seed values,
+    ``extra_answer`` (list items) after the answer's own lines."""
     settings = comparisons[0].settings if comparisons else None
     lines = [f"# Sweep report: `{report.sweep_dir}`", ""]
     if len(report.sweeps) > 1:
         lines += ["Merged sweeps (fixed settings agree): " + ", ".join(f"`{s}`" for s in report.sweeps), ""]
     if baseline is not None and settings is not None:
         answer = answer_lines(comparisons, baseline, report.display_names, report.varying)
-        lines += ["## Answer", "", *answer, ""]
+        lines += ["## Answer", "", *answer, *(extra_answer or []), ""]
     lines += [
         f"mean ± sample std over seeds (± n/a: one seed); n = finished seeds; {BEST_MARK} = best mean.",
         "",
-        *_markdown_table(main_rows(report, comparisons)),
+        *markdown_table(main_rows(report, comparisons)),
         "",
         "## Which is better?",
         "",
@@ -405,7 +407,7 @@ def write_markdown(
         lines += [
             f"### {axis_label(comparison.metric)}",
             "",
-            *_markdown_table(comparison_rows(comparison, baseline is not None)),
+            *markdown_table(comparison_rows(comparison, baseline is not None)),
             "",
         ]
         lines += [f"- {note}" for note in notes(comparison, baseline, report.display_names)]
@@ -415,7 +417,7 @@ def write_markdown(
     lines += ["## Per-seed values", ""]
     for comparison in comparisons:
         if any(row.per_seed for row in comparison.rows):
-            lines += [f"### {comparison.metric}", "", *_markdown_table(seed_rows(comparison)), ""]
+            lines += [f"### {comparison.metric}", "", *markdown_table(seed_rows(comparison)), ""]
     lines += ["## Provenance", "", *provenance_lines(report, provenance), ""]
     for name, title, caption in FIGURES:
         if (report.sweep_dir / name).is_file():

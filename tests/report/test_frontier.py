@@ -8,13 +8,14 @@ import statistics
 import matplotlib.pyplot as plt
 import pytest
 import yaml
-from scipy import stats
+from scipy import optimize, stats
 
 from divergence_lab.report import frontier
 from divergence_lab.report.collect import collect
 from divergence_lab.report.command import main
 from divergence_lab.report.errors import ReportError
 from divergence_lab.report.figure_style import DPI
+from divergence_lab.report.comparison import resolve_baseline
 from divergence_lab.report.frontier import (
     ALONG_MARKERS,
     FRONTIER_FILE,
@@ -22,14 +23,18 @@ from divergence_lab.report.frontier import (
     FrontierPoint,
     FrontierSpec,
     along_markers,
+    budget_tests,
     common_budget,
+    frontier_answer_lines,
     frontier_curves,
     frontier_lines,
     is_monotone,
     parse_spec,
+    seeds_at,
     value_at,
     write_frontier,
 )
+from divergence_lab.report.statistics import Settings
 from divergence_lab.report.tables import FIGURES
 
 X, REWARD, PASS = "test/kl_reverse_seq", "test/reward", "test/pass@16_exact"
@@ -47,12 +52,12 @@ RUNS = {
 }
 
 
-def _sweep(tmp_path, report):
+def _sweep(tmp_path, report, runs_by_group=RUNS):
     folder = tmp_path / "rl_divergences" / "2026-01-01_00-00-00-000000"
     folder.mkdir(parents=True)
     (folder / "multirun.yaml").write_text(yaml.safe_dump({"report": report}))
     num = 0
-    for (regulariser, beta), runs in RUNS.items():
+    for (regulariser, beta), runs in runs_by_group.items():
         for seed, (x, reward, passed) in enumerate(runs):
             job = folder / str(num)
             (job / ".hydra").mkdir(parents=True)
@@ -163,7 +168,10 @@ def test_the_figure_draws_each_curve_with_its_bars_and_labels(report, tmp_path, 
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     fig = kept["fig"]
     reward, passed = fig.axes[:2]
-    assert (reward.get_xlabel(), reward.get_ylabel()) == ("test kl reverse seq", "test reward")
+    assert (reward.get_xlabel(), reward.get_ylabel()) == (
+        "test KL(policy ‖ reference) per sequence",
+        "test reward (↑ better)",
+    )
     assert passed.get_ylabel().startswith("test pass@16 exact")
     lines = {line.get_label(): line for line in reward.get_lines() if not line.get_label().startswith("_")}
     budget = lines.pop("table's budget: 1.0000")
@@ -227,3 +235,150 @@ def test_more_along_values_than_shapes_are_labelled_with_text(report):
     assert along_markers([FrontierCurve("kl", many)]) is None
     few = along_markers([FrontierCurve("kl", many[:3][::-1]), FrontierCurve("none", [many[5]])])
     assert few == {"0.0": "o", "0.1": "s", "0.2": "^"}  # increasing; a one-point curve has no shape
+
+
+# --- the test at the budget ---------------------------------------------------------------------------------
+
+# Six seeds; each group's second point (β = 1.0) is (x, reward) = (0, 0) on every seed, so a seed whose first
+# point (β = 0.1) is (x, r) with x ≥ 1 reads r / x at the budget B = 1: r + (1 − x)(0 − r)/(0 − x) = r / x.
+# rkl (the baseline) at B: 0.3, 0.5, 0.6, n/a (x = 0.8 < 1), 0.4, 0.45
+# kl: 0.4, 0.6, n/a (x = 0.5), 0.5, 0.7, 0.6;  tv: 0.3, 0.4, 0.5, 0.6, 0.4, 0.5
+FIRST_POINTS = {
+    "rkl": [(2.0, 0.6), (1.0, 0.5), (1.25, 0.75), (0.8, 0.9), (2.0, 0.8), (1.0, 0.45)],
+    "kl": [(4.0, 1.6), (2.0, 1.2), (0.5, 0.9), (1.6, 0.8), (1.0, 0.7), (2.5, 1.5)],
+    "tv": [(1.0, 0.3), (2.0, 0.8), (2.0, 1.0), (2.0, 1.2), (2.0, 0.8), (2.0, 1.0)],
+}
+AT_BUDGET = {
+    "rkl": {0: 0.3, 1: 0.5, 2: 0.6, 3: None, 4: 0.4, 5: 0.45},
+    "kl": {0: 0.4, 1: 0.6, 2: None, 3: 0.5, 4: 0.7, 5: 0.6},
+    "tv": {0: 0.3, 1: 0.4, 2: 0.5, 3: 0.6, 4: 0.4, 5: 0.5},
+}
+TESTED_RUNS = {
+    (name, beta): [(x, r, r) if beta == "0.1" else (0.0, 0.0, 0.0) for x, r in firsts]
+    for name, firsts in FIRST_POINTS.items()
+    for beta in ("0.1", "1.0")
+}
+TESTED_SPEC = {"x": X, "y": [REWARD], "along": BETA, "budget": 1.0}
+
+
+def _tested(tmp_path, **report):
+    sweep = _sweep(tmp_path, {"metrics": [REWARD], "frontier": TESTED_SPEC, **report}, TESTED_RUNS)
+    return sweep, collect(sweep, [REWARD])
+
+
+def _paired(group, base):
+    seeds = [s for s in group if group[s] is not None and base[s] is not None]
+    return [group[s] for s in seeds], [base[s] for s in seeds]
+
+
+def _holm(p_values):
+    """Holm's step-down adjustment, written out: the i-th smallest p times (k − i), running maximum."""
+    order = sorted(range(len(p_values)), key=p_values.__getitem__)
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _paired_t_mde(sd, pairs, alpha, power):
+    """The |Δ| whose two-sided paired t-test at ``alpha`` has ``power``: the noncentral t, solved directly."""
+    critical = stats.t.ppf(1 - alpha / 2, pairs - 1)
+
+    def shortfall(effect):
+        shift = effect / sd * math.sqrt(pairs)
+        reach = stats.nct.sf(critical, pairs - 1, shift) + stats.nct.cdf(-critical, pairs - 1, shift)
+        return reach - power
+
+    return optimize.brentq(shortfall, 1e-9 * sd, 100 * sd)
+
+
+def test_each_seed_is_read_on_its_own_curve(report):
+    spec = parse_spec({"frontier": SPEC})
+    kl, tv, none = frontier_curves(report, spec)
+    # kl, seed 0: 0.7 + (1 − 1.9)(0.4 − 0.7)/(0.4 − 1.9) = 0.52; seed 1 0.6; seed 2 0.9 − 1.1 · 0.3 / 1.5 = 0.68
+    assert seeds_at(report, kl, spec, REWARD, 1.0) == pytest.approx({0: 0.52, 1: 0.6, 2: 0.68})
+    # tv: seed 0's x (0.9, 0.1) stays below B = 1; seed 1 sits on it; seed 2: 0.95 − 0.1 · 0.55 / 0.8
+    at = seeds_at(report, tv, spec, PASS, 1.0)
+    assert at[0] is None and at[1:] if False else at[0] is None
+    assert [at[1], at[2]] == pytest.approx([0.6, 0.7 - 0.1 * 0.4 / 0.8])
+    assert seeds_at(report, none, spec, REWARD, 1.0) == {0: None, 1: None, 2: None}  # one point, x ≠ B
+
+
+def test_a_seed_short_of_the_budget_is_left_out_and_counted(report):
+    spec = parse_spec({"frontier": SPEC})
+    baseline = resolve_baseline(report, "kl")
+    (test, _) = budget_tests(report, spec, baseline, {})
+    kl, tv, none = test.comparison.rows
+    assert test.seeds == [3, 3, 3]
+    assert tv.per_seed == pytest.approx({1: 0.9, 2: 0.95 - 0.1 * 0.55 / 0.8})  # seed 0 does not reach B
+    assert tv.difference.n_pairs == 2 and tv.difference.unpaired_seeds == (0,)
+    assert tv.verdict.word == "not tested (n=2 < 3)"
+    assert kl.is_baseline and kl.difference is None and none.counterpart_missing is False
+    assert none.difference is None and none.summary is None  # no seed of it reaches B: nothing to pair
+    lines = "\n".join(frontier_lines(report, spec, baseline, {}))
+    assert "| total variation | 2/3 | 0.9156 ± 0.0221 | " in lines
+    assert "| none | 0/3 | — | no seed reaches it on both |" in lines
+    assert "total variation: seed(s) 0 reach B on only one of it and its baseline curve" in lines
+
+
+def test_the_paired_test_at_the_budget_is_scipys_on_the_interpolated_values(tmp_path):
+    _, report = _tested(tmp_path)
+    spec = parse_spec({"frontier": TESTED_SPEC})
+    (test,) = budget_tests(report, spec, resolve_baseline(report, "rkl"), {REWARD: Settings()})
+    rows = {row.label: row for row in test.comparison.rows}
+    for name in ("rkl", "kl", "tv"):
+        assert rows[name].per_seed == pytest.approx({s: v for s, v in AT_BUDGET[name].items() if v is not None})
+    references = [stats.ttest_rel(*_paired(AT_BUDGET[name], AT_BUDGET["rkl"])) for name in ("kl", "tv")]
+    kl, tv = rows["kl"].difference, rows["tv"].difference
+    assert (kl.n_pairs, tv.n_pairs) == (4, 5)  # kl: seeds 2 and 3 out; tv: seed 3 out
+    assert [kl.p_value, tv.p_value] == pytest.approx([r.pvalue for r in references], rel=1e-12)
+    assert [kl.p_adjusted, tv.p_adjusted] == pytest.approx(_holm([r.pvalue for r in references]))
+    group, base = _paired(AT_BUDGET["kl"], AT_BUDGET["rkl"])
+    d = [g - b for g, b in zip(group, base, strict=True)]
+    half = stats.t.ppf(0.975, 3) * statistics.stdev(d) / 2
+    assert kl.mean == pytest.approx(statistics.fmean(d)) and kl.ci == pytest.approx((kl.mean - half, kl.mean + half))
+    assert kl.mde == pytest.approx(_paired_t_mde(statistics.stdev(d), 4, 0.05 / 2, 0.8), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("correction", "verdict"),
+    [
+        ("holm", "no difference detected (could detect ≥ {mde})"),  # p ≈ 0.042, Holm-corrected ≈ 0.083
+        ("none", "better"),
+    ],
+)
+def test_the_verdict_at_the_budget_is_written_in_the_reports_words(tmp_path, correction, verdict):
+    sweep, _ = _tested(tmp_path, baseline="rkl", correction=correction)
+    assert main([str(sweep)]) == 0
+    markdown = (sweep / "report.md").read_text()
+    _, report = _tested(tmp_path / "again")
+    settings = {REWARD: Settings(correction=correction)}
+    (test,) = budget_tests(report, parse_spec({"frontier": TESTED_SPEC}), resolve_baseline(report, "rkl"), settings)
+    kl = next(row for row in test.comparison.rows if row.label == "kl")
+    word = verdict.format(mde=f"{kl.difference.mde:.4f}")
+    assert kl.verdict.word == word
+    assert "### Tested at `test/kl_reverse_seq` = 1.0000" in markdown
+    assert "Per-seed interpolation for the test" in markdown
+    header = "| group | n seeds at B | mean at B ± std | Δ vs baseline [95% CI] | p (paired t) |"
+    assert header in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| kl | 4/6 | 0.5750 ± "))
+    assert row.endswith(f"| {word} |") and "+0.1625 [" in row and "(n=4)" in row
+    assert "| rkl | 5/6 | 0.4500 ± 0.1173 | baseline |" in markdown
+    answer = markdown.split("## Answer", 1)[1].split("\n\n", 2)[1]
+    line = next(line for line in answer.splitlines() if "at equal" in line)
+    assert line.startswith("- **test reward (↑ better)** at equal `test/kl_reverse_seq` = 1.0000 (per-seed")
+    assert ("better: kl" if correction == "none" else f"no difference detected: kl, tv (could detect ≥ ") in line
+    page = (sweep / "report.html").read_text()
+    assert "Tested at" in page and "at equal <code>test/kl_reverse_seq</code>" in page
+
+
+def test_a_baseline_along_the_curves_leaves_nothing_to_test(tmp_path):
+    _, report = _tested(tmp_path)
+    spec = parse_spec({"frontier": TESTED_SPEC})
+    baseline = resolve_baseline(report, f"{BETA}=0.1")
+    assert budget_tests(report, spec, baseline, {}) == []
+    assert frontier_answer_lines(report, spec, baseline, {}) == []
+    assert "is a value of `method.regulariser.beta`: no curve to test" in "\n".join(
+        frontier_lines(report, spec, baseline, {})
+    )

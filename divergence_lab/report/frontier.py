@@ -18,8 +18,10 @@ it) is a diamond; the others are lines whose points' shapes say their ``along`` 
 value; text labels beside the points beyond ten values). A dotted vertical line marks the table's budget.
 
 The table reads the curves at one common budget ``B`` of the divergence. Unless ``budget`` sets it, ``B``
-is the largest divergence every curve of two or more points reaches, the smallest of their largest means:
-``B = min_c max_i x̄_{c,i}``. Along a curve, ``y(B)`` is the linear interpolation between the first two
+is the geometric middle of the range every curve of two or more points covers, ``B = √(lo · hi)`` with
+``lo = max_c min_i x̄_{c,i}`` and ``hi = min_c max_i x̄_{c,i}`` (the middle on the logarithmic axis a
+divergence is drawn on, so that most seeds' own curves reach it too; none when ``lo > hi``: the curves share
+no range). Along a curve, ``y(B)`` is the linear interpolation between the first two
 consecutive points (in increasing ``along``) whose means bracket ``B``::
 
     y(B) = ȳ_i + (B − x̄_i) · (ȳ_{i+1} − ȳ_i) / (x̄_{i+1} − x̄_i),   (x̄_i − B)(x̄_{i+1} − B) < 0,
@@ -278,16 +280,20 @@ def frontier_curves(report: SweepReport, spec: FrontierSpec) -> list[FrontierCur
 
 
 def common_budget(curves: Sequence[FrontierCurve], spec: FrontierSpec) -> float | None:
-    """The table's budget: ``spec.budget``, else ``min_c max_i x̄_{c,i}`` over the curves of two or more
-    points with a mean of x (None without such a curve)."""
+    """The table's budget: ``spec.budget``, else ``√(lo · hi)`` with ``lo = max_c min_i x̄_{c,i}`` and
+    ``hi = min_c max_i x̄_{c,i}`` over the curves of two or more points with a mean of x (None without such
+    a curve, or when ``lo > hi`` or ``lo ≤ 0``)."""
     if spec.budget is not None:
         return spec.budget
-    tops = [
-        max(xs)
+    ranges = [
+        (min(xs), max(xs))
         for curve in curves
         if len(xs := [p.mean(spec.x) for p in curve.points if p.mean(spec.x) is not None]) >= 2
     ]
-    return min(tops) if tops else None
+    if not ranges:
+        return None
+    low, high = max(lo for lo, _ in ranges), min(hi for _, hi in ranges)
+    return math.sqrt(low * high) if 0 < low <= high else None
 
 
 def value_at(xs: Sequence[float], ys: Sequence[float], budget: float) -> float | None:
@@ -343,12 +349,11 @@ def seeds_at(
     return at
 
 
-def baseline_curve(
-    curve: FrontierCurve, curves: Sequence[FrontierCurve], baseline: Baseline
-) -> FrontierCurve | None:
-    """The curve with the baseline's value of its key and ``curve``'s values of the other keys."""
+def baseline_curve(curve: FrontierCurve, curves: Sequence[FrontierCurve], baseline: Baseline) -> int | None:
+    """The index of the curve with the baseline's value of its key and ``curve``'s values of the other
+    keys (None: there is none)."""
     wanted = dict(curve.key) | {baseline.key: baseline.value}
-    return next((c for c in curves if dict(c.key) == wanted), None)
+    return next((i for i, c in enumerate(curves) if dict(c.key) == wanted), None)
 
 
 def budget_tests(
@@ -370,7 +375,7 @@ def budget_tests(
         at = [seeds_at(report, curve, spec, metric, budget) for curve in curves]
         reached = [{seed: value for seed, value in values.items() if value is not None} for values in at]
         pairs = [
-            (reached[i], reached[curves.index(counterpart)])
+            (reached[i], reached[counterpart])
             for i, counterpart in enumerate(counterparts)
             if counterpart is not None and not is_baseline[i]
         ]
@@ -387,7 +392,7 @@ def budget_tests(
             difference: PairedDifference | None = next(found) if paired else None
             rows.append(
                 GroupRow(
-                    group=curve.points[0].group,
+                    group=curve.points[0].group,  # a curve's row stands for all its groups; no cell reads it
                     label=curve.label,
                     summary=summarise(list(reached[i].values()), bounds(metric)) if reached[i] else None,
                     per_seed=reached[i],
@@ -408,7 +413,7 @@ def budget_tests(
 def _budget_difference(row: GroupRow) -> str:
     """:func:`~divergence_lab.report.tables.difference_cell`, naming why a curve has no difference."""
     if row.difference is None and not row.is_baseline and not row.counterpart_missing:
-        return "no seed reaches it on both"
+        return "no seed reaches B on both"
     if row.counterpart_missing:
         return "no baseline curve"
     return difference_cell(row)
@@ -450,12 +455,14 @@ def budget_notes(test: BudgetTest) -> list[str]:
             f"{settings.power:.0%} power at α = {alpha_eff:.3g}, from the observed SD of Δ."
         )
     for row in comparison.rows:
-        if row.difference and row.difference.unpaired_seeds:
-            seeds = ", ".join(str(s) for s in row.difference.unpaired_seeds)
-            lines.append(
-                f"{row.label}: seed(s) {seeds} reach B on only one of it and its baseline curve, "
-                "left out of Δ."
-            )
+        unpaired = row.difference.unpaired_seeds if row.difference else ()
+        for seeds, where in (
+            ([s for s in unpaired if s not in row.per_seed], "its baseline curve only"),
+            ([s for s in unpaired if s in row.per_seed], "this curve only"),
+        ):
+            if seeds:
+                shown = ", ".join(map(str, seeds))
+                lines.append(f"{row.label}: seed(s) {shown} reach B on {where}, left out of Δ.")
     if any(row.difference and row.difference.n_pairs < MIN_PAIRS_FOR_TEST for row in comparison.rows):
         lines.append(
             f"Fewer than {MIN_PAIRS_FOR_TEST} seeds reach B on both curves: no interval, no test, no claim."
@@ -539,8 +546,8 @@ def frontier_lines(
     rule = (
         "set by `report.frontier.budget`"
         if spec.budget is not None
-        else "the largest value every curve of two or more points reaches (the smallest of their largest "
-        "means)"
+        else "the geometric middle of the range every curve of two or more points covers, √(lo · hi) with lo "
+        "the largest of their smallest means and hi the smallest of their largest"
     )
     lines = [
         f"## At equal `{spec.x}`",

@@ -10,10 +10,11 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from divergence_lab import divergences
 from divergence_lab.config.checks import validate
+from divergence_lab.data import instantiate_datamodule
 from divergence_lab.data.text.batches import IGNORE_INDEX, right_padded_batch
 from divergence_lab.data.text.rows import EvalPrompt
 from divergence_lab.data.text.tokenizer import build_char_tokenizer
@@ -27,9 +28,12 @@ from divergence_lab.methods.rlvr import (
     regulariser_description,
     scheduled_beta,
 )
+from divergence_lab.methods.rlvr import stages as rlvr_stages
 from divergence_lab.methods.rollouts import Rollout, sample_rollout, step_seed
 from divergence_lab.models.causal_lm import build_causal_lm
 from tests.conftest import compose_config
+
+LOCAL_MODEL = "divergence_lab.models.causal_lm.causal_lm_from_path"  # conf/model/lm_local.yaml's target
 
 F64 = torch.float64
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
@@ -561,3 +565,24 @@ def test_every_rl_regulariser_composes_and_validates(regulariser, divergence, es
     assert (cfg.divergence.name, method.regulariser.estimator) == (divergence, estimator)
     assert (method.regulariser.apply_to == "none") == (regulariser == "none")
     assert words in regulariser_description(cfg.divergence.name, method.regulariser, method.reference)
+
+
+def test_a_reference_teacher_that_does_not_share_the_tokenizer_is_refused_before_any_stage(tmp_path):
+    """kdrl's reference is the teacher: a saved teacher with another tokenizer is refused in one line by the
+    stages' checks, before the initial policy or the teacher trains."""
+    cfg = compose_config(
+        ["experiment=kdrl_synthetic", "data.train_prompts=16", "data.val_prompts=4", "data.test_prompts=4"]
+    )
+    data = instantiate_datamodule(cfg.data, seed=0)
+    other = tmp_path / "other"
+    saved = build_causal_lm(cfg.method.teacher.model, data.vocab_size, data.pad_token_id, data.eos_token_id)
+    saved.save_pretrained(other)
+    build_char_tokenizer("abcdefghijklmnop").save_pretrained(other)
+    changed = cfg.copy()
+    with open_dict(changed):
+        changed.method.teacher.model = {"_target_": LOCAL_MODEL, "path": str(other)}
+    with pytest.raises(ConfigError) as refused:
+        rlvr_stages(changed, data)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"method.teacher.model.path: the tokenizer saved in {other} is not the data's" in message

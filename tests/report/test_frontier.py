@@ -13,9 +13,9 @@ from scipy import optimize, stats
 from divergence_lab.report import frontier
 from divergence_lab.report.collect import collect
 from divergence_lab.report.command import main
+from divergence_lab.report.comparison import resolve_baseline
 from divergence_lab.report.errors import ReportError
 from divergence_lab.report.figure_style import DPI
-from divergence_lab.report.comparison import resolve_baseline
 from divergence_lab.report.frontier import (
     ALONG_MARKERS,
     FRONTIER_FILE,
@@ -97,14 +97,17 @@ def test_budget_and_interpolation_match_hand_computed_values(report):
     spec = parse_spec({"frontier": SPEC})
     curves = frontier_curves(report, spec)
     budget = common_budget(curves, spec)
-    assert budget == pytest.approx(1.0)  # min(kl's largest x 2.0, tv's 1.0); none has one point
+    # lo = max(kl's smallest x 0.5, tv's 0.2), hi = min(kl's largest x 2.0, tv's 1.0); none has one point
+    assert budget == pytest.approx(math.sqrt(0.5 * 1.0))
     lines = "\n".join(frontier_lines(report, spec))
-    # kl: 0.8 + (1 − 2)(0.5 − 0.8)/(0.5 − 2) = 0.6 reward, 0.7 + (−1)(−0.3)/(−1.5) = 0.5 pass;
-    # tv: its point at x = 1
-    assert "| forward KL | 2 | 0.5000 – 2.0000 | 0.6000 | 0.5000 |" in lines
-    assert "| total variation | 2 | 0.2000 – 1.0000 | 0.9000 | 0.6000 |" in lines
+    # kl between (2.0; reward 0.8, pass 0.7) and (0.5; 0.5, 0.4);
+    # tv between (1.0; 0.9, 0.6) and (0.2; 0.3, 0.2)
+    kl_reward, kl_pass = (0.8 + (budget - 2.0) * (0.5 - 0.8) / (0.5 - 2.0), 0.7 + (budget - 2.0) * 0.2)
+    tv_reward, tv_pass = (0.9 + (budget - 1.0) * 0.75, 0.6 + (budget - 1.0) * (0.2 - 0.6) / (0.2 - 1.0))
+    assert f"| forward KL | 2 | 0.5000 – 2.0000 | {kl_reward:.4f} | {kl_pass:.4f} |" in lines
+    assert f"| total variation | 2 | 0.2000 – 1.0000 | {tv_reward:.4f} | {tv_pass:.4f} |" in lines
     assert "| none | 1 | 5.0000 | n/a | n/a |" in lines
-    assert f"Budget: `{X}` = 1.0000, the largest value every curve" in lines
+    assert f"Budget: `{X}` = {budget:.4f}, the geometric middle of the range every curve" in lines
 
 
 def test_a_set_budget_replaces_the_rule(report):
@@ -174,8 +177,8 @@ def test_the_figure_draws_each_curve_with_its_bars_and_labels(report, tmp_path, 
     )
     assert passed.get_ylabel().startswith("test pass@16 exact")
     lines = {line.get_label(): line for line in reward.get_lines() if not line.get_label().startswith("_")}
-    budget = lines.pop("table's budget: 1.0000")
-    assert list(budget.get_xdata()) == pytest.approx([1.0, 1.0])
+    budget = lines.pop(f"table's budget: {math.sqrt(0.5):.4f}")
+    assert list(budget.get_xdata()) == pytest.approx([math.sqrt(0.5)] * 2)
     assert list(lines) == ["forward KL", "total variation", "none"]
     assert list(lines["forward KL"].get_xdata()) == pytest.approx([2.0, 0.5])  # β = 0.1, then β = 1.0
     assert list(lines["forward KL"].get_ydata()) == pytest.approx([0.8, 0.5])
@@ -190,8 +193,13 @@ def test_the_figure_draws_each_curve_with_its_bars_and_labels(report, tmp_path, 
     assert len(reward.texts) == 0  # two β values: told apart by shape, not by text
     assert reward.get_xscale() == "log"  # means from 0.2 to 5
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [
-        "forward KL", "total variation", "none", "table's budget: 1.0000", "beta = 0.1", "beta = 1"
-    ]  # fmt: skip
+        "forward KL",
+        "total variation",
+        "none",
+        f"table's budget: {math.sqrt(0.5):.4f}",
+        "beta = 0.1",
+        "beta = 1",
+    ]
     plt.close(fig)
 
 
@@ -201,9 +209,10 @@ def test_a_drawn_frontier_is_in_every_report_file_and_goes_when_unset(tmp_path):
     assert (sweep / FRONTIER_FILE).is_file()
     markdown = (sweep / "report.md").read_text()
     assert f"![report_frontier]({FRONTIER_FILE})" in markdown
-    assert "| forward KL | 2 | 0.5000 – 2.0000 | 0.6000 | 0.5000 |" in markdown
+    kl_reward = 0.8 + (math.sqrt(0.5) - 2.0) * 0.2  # at the default budget √(0.5 · 1.0)
+    assert f"| forward KL | 2 | 0.5000 – 2.0000 | {kl_reward:.4f} |" in markdown
     page = (sweep / "report.html").read_text()
-    assert f'alt="{FRONTIER_FILE}"' in page and "<td>0.6000</td>" in page
+    assert f'alt="{FRONTIER_FILE}"' in page and f"<td>{kl_reward:.4f}</td>" in page
     assert FRONTIER_FILE in [name for name, _, _ in FIGURES]
 
     (sweep / "multirun.yaml").write_text(yaml.safe_dump({"report": {"metrics": [REWARD], "frontier": None}}))
@@ -259,6 +268,7 @@ TESTED_RUNS = {
     for beta in ("0.1", "1.0")
 }
 TESTED_SPEC = {"x": X, "y": [REWARD], "along": BETA, "budget": 1.0}
+MDE_BRACKET = 10  # the root's bracket in SDs of Δ: four pairs detect ten SDs with near certainty
 
 
 def _tested(tmp_path, **report):
@@ -287,26 +297,27 @@ def _paired_t_mde(sd, pairs, alpha, power):
 
     def shortfall(effect):
         shift = effect / sd * math.sqrt(pairs)
-        reach = stats.nct.sf(critical, pairs - 1, shift) + stats.nct.cdf(-critical, pairs - 1, shift)
+        # P(T' > c) + P(T' < −c), the second as P(−T' > c): −T' is noncentral t of shift −δ√m
+        reach = stats.nct.sf(critical, pairs - 1, shift) + stats.nct.sf(critical, pairs - 1, -shift)
         return reach - power
 
-    return optimize.brentq(shortfall, 1e-9 * sd, 100 * sd)
+    return optimize.brentq(shortfall, 1e-3 * sd, MDE_BRACKET * sd)
 
 
 def test_each_seed_is_read_on_its_own_curve(report):
     spec = parse_spec({"frontier": SPEC})
     kl, tv, none = frontier_curves(report, spec)
-    # kl, seed 0: 0.7 + (1 − 1.9)(0.4 − 0.7)/(0.4 − 1.9) = 0.52; seed 1 0.6; seed 2 0.9 − 1.1 · 0.3 / 1.5 = 0.68
+    # kl, seed 0: 0.7 + (1 − 1.9)(0.4 − 0.7)/(0.4 − 1.9) = 0.52; seed 1: 0.6; seed 2: 0.9 − 1.1 · 0.3 / 1.5
     assert seeds_at(report, kl, spec, REWARD, 1.0) == pytest.approx({0: 0.52, 1: 0.6, 2: 0.68})
     # tv: seed 0's x (0.9, 0.1) stays below B = 1; seed 1 sits on it; seed 2: 0.95 − 0.1 · 0.55 / 0.8
     at = seeds_at(report, tv, spec, PASS, 1.0)
-    assert at[0] is None and at[1:] if False else at[0] is None
+    assert at[0] is None
     assert [at[1], at[2]] == pytest.approx([0.6, 0.7 - 0.1 * 0.4 / 0.8])
     assert seeds_at(report, none, spec, REWARD, 1.0) == {0: None, 1: None, 2: None}  # one point, x ≠ B
 
 
 def test_a_seed_short_of_the_budget_is_left_out_and_counted(report):
-    spec = parse_spec({"frontier": SPEC})
+    spec = parse_spec({"frontier": {**SPEC, "budget": 1.0}})
     baseline = resolve_baseline(report, "kl")
     (test, _) = budget_tests(report, spec, baseline, {})
     kl, tv, none = test.comparison.rows
@@ -317,9 +328,9 @@ def test_a_seed_short_of_the_budget_is_left_out_and_counted(report):
     assert kl.is_baseline and kl.difference is None and none.counterpart_missing is False
     assert none.difference is None and none.summary is None  # no seed of it reaches B: nothing to pair
     lines = "\n".join(frontier_lines(report, spec, baseline, {}))
-    assert "| total variation | 2/3 | 0.9156 ± 0.0221 | " in lines
-    assert "| none | 0/3 | — | no seed reaches it on both |" in lines
-    assert "total variation: seed(s) 0 reach B on only one of it and its baseline curve" in lines
+    assert "| total variation | 2/3 | 0.8906 ± 0.0133 | " in lines
+    assert "| none | 0/3 | — | no seed reaches B on both |" in lines
+    assert "total variation: seed(s) 0 reach B on its baseline curve only, left out of Δ." in lines
 
 
 def test_the_paired_test_at_the_budget_is_scipys_on_the_interpolated_values(tmp_path):
@@ -328,7 +339,8 @@ def test_the_paired_test_at_the_budget_is_scipys_on_the_interpolated_values(tmp_
     (test,) = budget_tests(report, spec, resolve_baseline(report, "rkl"), {REWARD: Settings()})
     rows = {row.label: row for row in test.comparison.rows}
     for name in ("rkl", "kl", "tv"):
-        assert rows[name].per_seed == pytest.approx({s: v for s, v in AT_BUDGET[name].items() if v is not None})
+        reached = {seed: value for seed, value in AT_BUDGET[name].items() if value is not None}
+        assert rows[name].per_seed == pytest.approx(reached)
     references = [stats.ttest_rel(*_paired(AT_BUDGET[name], AT_BUDGET["rkl"])) for name in ("kl", "tv")]
     kl, tv = rows["kl"].difference, rows["tv"].difference
     assert (kl.n_pairs, tv.n_pairs) == (4, 5)  # kl: seeds 2 and 3 out; tv: seed 3 out
@@ -337,7 +349,8 @@ def test_the_paired_test_at_the_budget_is_scipys_on_the_interpolated_values(tmp_
     group, base = _paired(AT_BUDGET["kl"], AT_BUDGET["rkl"])
     d = [g - b for g, b in zip(group, base, strict=True)]
     half = stats.t.ppf(0.975, 3) * statistics.stdev(d) / 2
-    assert kl.mean == pytest.approx(statistics.fmean(d)) and kl.ci == pytest.approx((kl.mean - half, kl.mean + half))
+    assert kl.mean == pytest.approx(statistics.fmean(d))
+    assert kl.ci == pytest.approx((kl.mean - half, kl.mean + half))
     assert kl.mde == pytest.approx(_paired_t_mde(statistics.stdev(d), 4, 0.05 / 2, 0.8), rel=1e-4)
 
 
@@ -349,12 +362,11 @@ def test_the_paired_test_at_the_budget_is_scipys_on_the_interpolated_values(tmp_
     ],
 )
 def test_the_verdict_at_the_budget_is_written_in_the_reports_words(tmp_path, correction, verdict):
-    sweep, _ = _tested(tmp_path, baseline="rkl", correction=correction)
+    sweep, report = _tested(tmp_path, baseline="rkl", correction=correction)
     assert main([str(sweep)]) == 0
     markdown = (sweep / "report.md").read_text()
-    _, report = _tested(tmp_path / "again")
-    settings = {REWARD: Settings(correction=correction)}
-    (test,) = budget_tests(report, parse_spec({"frontier": TESTED_SPEC}), resolve_baseline(report, "rkl"), settings)
+    spec, baseline = parse_spec({"frontier": TESTED_SPEC}), resolve_baseline(report, "rkl")
+    (test,) = budget_tests(report, spec, baseline, {REWARD: Settings(correction=correction)})
     kl = next(row for row in test.comparison.rows if row.label == "kl")
     word = verdict.format(mde=f"{kl.difference.mde:.4f}")
     assert kl.verdict.word == word
@@ -362,13 +374,16 @@ def test_the_verdict_at_the_budget_is_written_in_the_reports_words(tmp_path, cor
     assert "Per-seed interpolation for the test" in markdown
     header = "| group | n seeds at B | mean at B ± std | Δ vs baseline [95% CI] | p (paired t) |"
     assert header in markdown
-    row = next(line for line in markdown.splitlines() if line.startswith("| kl | 4/6 | 0.5750 ± "))
+    row = next(line for line in markdown.splitlines() if line.startswith("| kl | 5/6 | 0.5600 ± 0.1140 | "))
     assert row.endswith(f"| {word} |") and "+0.1625 [" in row and "(n=4)" in row
-    assert "| rkl | 5/6 | 0.4500 ± 0.1173 | baseline |" in markdown
+    assert "| rkl | 5/6 | 0.4500 ± 0.1118 | baseline |" in markdown
+    assert "- kl: seed(s) 2 reach B on its baseline curve only, left out of Δ." in markdown
+    assert "- kl: seed(s) 3 reach B on this curve only, left out of Δ." in markdown
     answer = markdown.split("## Answer", 1)[1].split("\n\n", 2)[1]
     line = next(line for line in answer.splitlines() if "at equal" in line)
     assert line.startswith("- **test reward (↑ better)** at equal `test/kl_reverse_seq` = 1.0000 (per-seed")
-    assert ("better: kl" if correction == "none" else f"no difference detected: kl, tv (could detect ≥ ") in line
+    undetected = "no difference detected: kl, tv (could detect ≥ "
+    assert ("better: kl" if correction == "none" else undetected) in line
     page = (sweep / "report.html").read_text()
     assert "Tested at" in page and "at equal <code>test/kl_reverse_seq</code>" in page
 

@@ -23,6 +23,7 @@ from divergence_lab.ground.lock_record import STALE_AFTER_S, pid_alive, read_loc
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+SELECTED_CHECKPOINT = "best.ckpt"  # the epoch a selection rule picked (run/selection.py); absent: last.ckpt
 STATUS_FILE = "status.json"
 TEACHER_FILE = "teacher.json"  # the teachers a run distilled from: network and test metrics, by cache key
 CONFUSION_FILE = "confusion.json"  # the tested network's confusion matrix (classifiers, few classes)

@@ -17,16 +17,18 @@ the same selection and reports the epoch an uninterrupted run reports.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
+from divergence_lab.ground.record_format import SELECTED_CHECKPOINT
 from divergence_lab.metrics.names import checkpoint_mode
 from divergence_lab.metrics.selection import SelectionRule
 from divergence_lab.run.folder import tests_last_epoch
 
-BEST_CHECKPOINT = "best"  # the file name (best.ckpt) of the selected epoch's checkpoint
+BEST_CHECKPOINT = Path(SELECTED_CHECKPOINT).stem  # ModelCheckpoint's file name, without its .ckpt
 LAST_EPOCH_RULE = "last epoch (method.checkpoint_selection: last)"
 
 

@@ -586,3 +586,37 @@ def test_a_reference_teacher_that_does_not_share_the_tokenizer_is_refused_before
     message = str(refused.value)
     assert "\n" not in message
     assert f"method.teacher.model.path: the tokenizer saved in {other} is not the data's" in message
+
+
+def test_the_initial_policy_can_be_a_finished_runs_tested_network(tmp_path):
+    """``method.initial.from_run``: the ``model.`` weights of the run's best.ckpt (else last.ckpt) become the
+    initial policy, without SFT; a folder without a finished run, or with a network of another shape, is
+    refused in one line."""
+    from divergence_lab.methods.initial_policy import policy_stages
+    from divergence_lab.methods.stages import StageContext
+
+    small = ["data.train_prompts=16", "data.val_prompts=4", "data.test_prompts=4"]
+    run = tmp_path / "lm_kd_run"
+    cfg = compose_config([EXPERIMENT, *small, f"method.initial.from_run={run}"])
+    data = instantiate_datamodule(cfg.data, seed=0)
+    trained = build_causal_lm(cfg.model, data.vocab_size, data.pad_token_id, data.eos_token_id)
+    (run / "checkpoints").mkdir(parents=True)
+    state = {f"model.{name}": value for name, value in trained.state_dict().items()}
+    torch.save({"state_dict": {**state, "teacher.w": torch.ones(1)}}, run / "checkpoints" / "best.ckpt")
+
+    def initial() -> dict:
+        (stage,) = policy_stages(cfg, data)
+        return stage.run(StageContext())["state"]
+
+    with pytest.raises(ConfigError, match=f"method.initial.from_run: {run} holds no finished run"):
+        initial()
+    (run / "metrics.json").write_text("{}")
+    loaded = initial()
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(loaded[name], value, rtol=0, atol=0)
+
+    with open_dict(cfg):
+        cfg.model.sizes.n_embd = 32  # another shape than the saved network's
+    with pytest.raises(ConfigError) as refused:
+        initial()
+    assert "\n" not in str(refused.value) and "is not this run's model" in str(refused.value)

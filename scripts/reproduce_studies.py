@@ -45,6 +45,7 @@ SLICES: dict[str, list[str]] = {
     "legogcd_ablation": ["seed=0"],
     "kd_across_datasets": ["seed=0"],
     "lm_divergences": ["seed=0"],
+    "rl_divergences": ["seed=0", "method.regulariser.beta=0.2"],
 }
 
 

@@ -18,11 +18,11 @@ it) is a diamond; the others are lines whose points' shapes say their ``along`` 
 value; text labels beside the points beyond ten values). A dotted vertical line marks the table's budget.
 
 The table reads the curves at one common budget ``B`` of the divergence. Unless ``budget`` sets it, ``B``
-is the geometric middle of the range every curve of two or more points covers, ``B = √(lo · hi)`` with
-``lo = max_c min_i x̄_{c,i}`` and ``hi = min_c max_i x̄_{c,i}`` (the middle on the logarithmic axis a
-divergence is drawn on, so that most seeds' own curves reach it too; none when ``lo > hi``: the curves share
-no range). Along a curve, ``y(B)`` is the linear interpolation between the first two
-consecutive points (in increasing ``along``) whose means bracket ``B``::
+is the geometric middle of the range that the most curves share, ``B = √(lo · hi)`` with
+``lo = max_c min_i x̄_{c,i}`` and ``hi = min_c max_i x̄_{c,i}`` over the largest set of curves whose ranges
+overlap (the middle on the logarithmic axis a divergence is drawn on, so that most seeds' own curves reach
+it too); a curve outside that set reads "n/a". Along a curve, ``y(B)`` is the linear interpolation between
+the first two consecutive points (in increasing ``along``) whose means bracket ``B``::
 
     y(B) = ȳ_i + (B − x̄_i) · (ȳ_{i+1} − ȳ_i) / (x̄_{i+1} − x̄_i),   (x̄_i − B)(x̄_{i+1} − B) < 0,
 
@@ -280,20 +280,28 @@ def frontier_curves(report: SweepReport, spec: FrontierSpec) -> list[FrontierCur
 
 
 def common_budget(curves: Sequence[FrontierCurve], spec: FrontierSpec) -> float | None:
-    """The table's budget: ``spec.budget``, else ``√(lo · hi)`` with ``lo = max_c min_i x̄_{c,i}`` and
-    ``hi = min_c max_i x̄_{c,i}`` over the curves of two or more points with a mean of x (None without such
-    a curve, or when ``lo > hi`` or ``lo ≤ 0``)."""
+    """The table's budget: ``spec.budget``, else the geometric middle ``√(lo · hi)`` of the range that the
+    most curves share: over the curves whose means of x take two or more distinct values (a group that
+    ``along`` does not move, such as one without a regulariser, is a point, not a curve), the largest set
+    of them whose ranges ``[min_i x̄_{c,i}, max_i x̄_{c,i}]`` overlap, with ``lo`` the largest of their
+    smallest means and ``hi`` the smallest of their largest (the first such set in increasing x on a tie);
+    None without a curve or for a non-positive ``lo``."""
     if spec.budget is not None:
         return spec.budget
     ranges = [
         (min(xs), max(xs))
         for curve in curves
-        if len(xs := [p.mean(spec.x) for p in curve.points if p.mean(spec.x) is not None]) >= 2
+        if len(set(xs := [p.mean(spec.x) for p in curve.points if p.mean(spec.x) is not None])) >= 2
     ]
-    if not ranges:
+    best: list[tuple[float, float]] = []
+    for start in sorted({lo for lo, _ in ranges}):  # an overlap begins at some curve's smallest mean
+        covering = [(lo, hi) for lo, hi in ranges if lo <= start <= hi]
+        if len(covering) > len(best):
+            best = covering
+    if not best:
         return None
-    low, high = max(lo for lo, _ in ranges), min(hi for _, hi in ranges)
-    return math.sqrt(low * high) if 0 < low <= high else None
+    low, high = max(lo for lo, _ in best), min(hi for _, hi in best)
+    return math.sqrt(low * high) if low > 0 else None
 
 
 def value_at(xs: Sequence[float], ys: Sequence[float], budget: float) -> float | None:
@@ -546,8 +554,8 @@ def frontier_lines(
     rule = (
         "set by `report.frontier.budget`"
         if spec.budget is not None
-        else "the geometric middle of the range every curve of two or more points covers, √(lo · hi) with lo "
-        "the largest of their smallest means and hi the smallest of their largest"
+        else "the geometric middle √(lo · hi) of the range that the most curves share (lo: the largest of "
+        "their smallest means, hi: the smallest of their largest)"
     )
     lines = [
         f"## At equal `{spec.x}`",
@@ -559,7 +567,11 @@ def frontier_lines(
         "",
     ]
     if budget is None:
-        return [*lines, f"No budget: no curve has two points with a mean of `{spec.x}`.", ""]
+        return [
+            *lines,
+            f"No budget: no group's means of `{spec.x}` take two or more values.",
+            "",
+        ]
     lines += [f"Budget: `{spec.x}` = {number(budget)}, {rule}.", ""]
     header = ["group", "points", f"{spec.x} (min – max)", *(f"{y} at {number(budget)}" for y in spec.ys)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -4,6 +4,7 @@ constructed sweep folder, the figure's drawn data, and the report files with and
 import json
 import math
 import statistics
+from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import pytest
@@ -107,7 +108,9 @@ def test_budget_and_interpolation_match_hand_computed_values(report):
     assert f"| forward KL | 2 | 0.5000 – 2.0000 | {kl_reward:.4f} | {kl_pass:.4f} |" in lines
     assert f"| total variation | 2 | 0.2000 – 1.0000 | {tv_reward:.4f} | {tv_pass:.4f} |" in lines
     assert "| none | 1 | 5.0000 | n/a | n/a |" in lines
-    assert f"Budget: `{X}` = {budget:.4f}, the geometric middle of the range every curve" in lines
+    assert (
+        f"Budget: `{X}` = {budget:.4f}, the geometric middle √(lo · hi) of the range that the most" in lines
+    )
 
 
 def test_a_set_budget_replaces_the_rule(report):
@@ -397,3 +400,27 @@ def test_a_baseline_along_the_curves_leaves_nothing_to_test(tmp_path):
     assert "is a value of `method.regulariser.beta`: no curve to test" in "\n".join(
         frontier_lines(report, spec, baseline, {})
     )
+
+
+def test_a_group_that_along_does_not_move_is_a_point_not_a_range_of_the_budget(tmp_path):
+    """A group swept over ``along`` whose runs do not depend on it (no regulariser at every β) has one x
+    however many points it has: it does not narrow the budget's range to nothing."""
+    none_at_every_beta = {key: runs for key, runs in RUNS.items() if key[0] != "none"}
+    for beta in ("0.1", "1.0"):
+        none_at_every_beta[("none", beta)] = RUNS[("none", None)]
+    sweep = _sweep(tmp_path, {"metrics": [REWARD]}, none_at_every_beta)
+    collected = collect(sweep, [REWARD])
+    spec = parse_spec({"frontier": SPEC})
+    assert common_budget(frontier_curves(collected, spec), spec) == pytest.approx(math.sqrt(0.5 * 1.0))
+
+
+def test_the_budget_is_in_the_range_the_most_curves_share():
+    """Three curves over x in [0.1, 1], [0.5, 2] and [3, 9]: the first two overlap on [0.5, 1], the third
+    overlaps neither; B = √(0.5 · 1)."""
+    spec = parse_spec({"frontier": SPEC})
+
+    def curve(xs):  # the budget reads only each point's mean of x
+        return SimpleNamespace(points=[SimpleNamespace(mean=lambda metric, x=x: x) for x in xs])
+
+    curves = [curve([1.0, 0.1]), curve([2.0, 0.5]), curve([9.0, 3.0])]
+    assert common_budget(curves, spec) == pytest.approx(math.sqrt(0.5))

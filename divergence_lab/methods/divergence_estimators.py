@@ -53,7 +53,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from divergence_lab.divergences import Divergence
 from divergence_lab.ground.errors import ConfigError
 
 ESTIMATORS = ("exact", "k1", "k2", "k3", "k3_is", "k1_reward")
@@ -104,7 +103,7 @@ def sampled_estimator_terms(estimator: str, logp: Tensor, ref_logp: Tensor) -> t
     if estimator not in SAMPLED_ESTIMATORS:
         raise ConfigError(
             f"sampled KL estimator must be one of {', '.join(SAMPLED_ESTIMATORS)} (got {estimator!r}); "
-            "'exact' needs the full-vocabulary logits (exact_estimator_terms)"
+            "'exact' is the registry member on the full-vocabulary logits (lm_tokens.token_divergence)"
         )
     r = ref_logp.detach() - logp
     k1 = -r
@@ -118,19 +117,6 @@ def sampled_estimator_terms(estimator: str, logp: Tensor, ref_logp: Tensor) -> t
     if estimator == "k3_is":
         return torch.exp(logp - logp.detach()) * k3, k3.detach()
     return k1.detach() * logp, k1.detach()
-
-
-def exact_estimator_terms(
-    divergence: Divergence, logits: Tensor, ref_logits: Tensor, mask: Tensor
-) -> tuple[Tensor, Tensor]:
-    """(D_t with gradient, D_t detached), (S, T), of a pointwise registry member on (S, T, V) next-token
-    logits of π (the student) and of the reference (the teacher, detached); masked tokens give 0."""
-    if divergence.kind != "pointwise":
-        raise ConfigError(f"the exact regulariser needs a pointwise divergence (got {divergence.name!r})")
-    vocab = logits.shape[-1]
-    per_row = divergence(logits.reshape(-1, vocab), ref_logits.detach().reshape(-1, vocab), mask.reshape(-1))
-    local = per_row.view(mask.shape)
-    return local, local.detach()
 
 
 def future_sums(values: Tensor, mask: Tensor) -> Tensor:

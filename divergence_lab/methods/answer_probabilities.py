@@ -43,7 +43,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from divergence_lab import divergences
@@ -53,9 +52,10 @@ from divergence_lab.data.text.synthetic_tasks import COLON, EQUALS, LESS, QUESTI
 from divergence_lab.ground.errors import ConfigError
 from divergence_lab.methods.lm_tokens import (
     NextTokenPredictions,
+    labelled_log_probs,
     next_token_predictions,
     shifted_targets,
-    token_nll,
+    token_entropy,
 )
 from divergence_lab.metrics.best_of_evals import preserved_modes
 
@@ -80,9 +80,7 @@ def sequence_log_probabilities(
 ) -> Tensor:
     """``Σ_t log softmax(z_t / T)[y_t]`` over each row's labelled tokens, (B,), at least float32."""
     logits = next_token_predictions(model, batch, fused=False).logits / temperature
-    targets, mask = shifted_targets(batch["labels"])
-    nll = token_nll(NextTokenPredictions(logits=logits), targets, mask)
-    return -nll.view(batch["labels"].shape[0], -1).sum(dim=1)
+    return labelled_log_probs(NextTokenPredictions(logits=logits), batch["labels"]).sum(dim=1)
 
 
 def answer_log_probabilities(
@@ -183,8 +181,7 @@ def policy_sample_divergences(
         pi, ref = policy_logits[start : start + rows], reference_logits[start : start + rows]
         parts["kl_reverse"].append(reverse(pi, ref))
         parts["kl_forward"].append(forward(pi, ref))
-        log_pi = F.log_softmax(pi.to(torch.promote_types(pi.dtype, torch.float32)), dim=-1)
-        parts["entropy"].append(-(log_pi.exp() * log_pi).sum(dim=-1))
+        parts["entropy"].append(token_entropy(pi))
     tokens, sequences = int(mask.sum()), batch["labels"].shape[0]
     sums = {name: float(torch.cat(chunks).sum()) for name, chunks in parts.items()}
     result = {name: total / tokens for name, total in sums.items()}

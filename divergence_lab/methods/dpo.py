@@ -65,7 +65,7 @@ from divergence_lab.methods.lm_kd import (
     sampling_of,
     uses_fused_linear,
 )
-from divergence_lab.methods.lm_tokens import next_token_predictions, shifted_targets, token_nll
+from divergence_lab.methods.lm_tokens import labelled_log_probs, next_token_predictions
 from divergence_lab.methods.stages import Stage, StageContext, StageOutput
 from divergence_lab.metrics.generation import extract_answer
 
@@ -119,9 +119,8 @@ class DPOModule(FrozenModels, CausalLMModule):
 
     def sequence_log_probs(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         """``log model(completion | prompt)`` per row: the sum over the labelled tokens (eos included)."""
-        targets, mask = shifted_targets(batch["labels"])
-        nll = token_nll(next_token_predictions(model, batch, self.fused), targets, mask, self.chunk_rows)
-        return -nll.view(batch["input_ids"].shape[0], -1).sum(dim=1)
+        predictions = next_token_predictions(model, batch, self.fused)
+        return labelled_log_probs(predictions, batch["labels"], self.chunk_rows).sum(dim=1)
 
     def pair_terms(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], int] | None:
         """The f-DPO terms of the batch's pairs and their number (None when no row's prompt has a pair)."""

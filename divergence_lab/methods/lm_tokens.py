@@ -90,6 +90,20 @@ def token_nll(
     return kept.new_zeros(mask.shape[0]).masked_scatter(mask, kept)
 
 
+def labelled_log_probs(predictions: NextTokenPredictions, labels: Tensor, chunk_rows: int = 0) -> Tensor:
+    """``log q(y_t)`` of each sequence's labelled tokens as (B, L − 1) (0 at the other positions): the
+    negated :func:`token_nll` on the batch's shifted ``labels`` (B, L), one row per sequence. Summed over a
+    row it is the log-probability of the sequence's completion."""
+    targets, mask = shifted_targets(labels)
+    return -token_nll(predictions, targets, mask, chunk_rows).view(labels.shape[0], -1)
+
+
+def token_entropy(logits: Tensor) -> Tensor:
+    """``H(q_i) = −Σ_v q_i(v) log q_i(v)`` per row of (N, V) logits, (N,), in float32 at least."""
+    log_q = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    return -(log_q.exp() * log_q).sum(dim=-1)
+
+
 def blockwise_nll(
     hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_rows: int = 0
 ) -> Tensor:

@@ -90,10 +90,11 @@ from divergence_lab.methods.lm_kd import (
 from divergence_lab.methods.lm_tokens import (
     NextTokenPredictions,
     detached,
+    labelled_log_probs,
     next_token_predictions,
     shifted_targets,
     token_divergence,
-    token_nll,
+    token_entropy,
 )
 from divergence_lab.methods.rollouts import Rollout, Verifier, sample_rollout, step_seed
 from divergence_lab.methods.stages import Stage, StageOutput
@@ -256,8 +257,7 @@ class PolicyOptimisationModule(FrozenModels, CausalLMModule):
 
     def token_log_probs(self, predictions: NextTokenPredictions, batch: dict[str, Tensor]) -> Tensor:
         """log π(y_t) of the labelled tokens (S, T), 0 elsewhere."""
-        targets, mask = shifted_targets(batch["labels"])
-        return per_token(-token_nll(predictions, targets, mask, self.chunk_rows), batch["labels"].shape[0])
+        return labelled_log_probs(predictions, batch["labels"], self.chunk_rows)
 
     def aggregate(self, per_token_values: Tensor, mask: Tensor) -> Tensor:
         """``per_token_values`` (S, T) over the tokens of ``mask`` as ``aggregation`` says (linear in the
@@ -313,9 +313,7 @@ class PolicyOptimisationModule(FrozenModels, CausalLMModule):
 
     def exact_entropy(self, policy: NextTokenPredictions, sequences: int) -> Tensor:
         """H(π_t) per token (S, T), exact over the vocabulary (logits path)."""
-        logits = policy.logits
-        log_q = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-        return per_token(-(log_q.exp() * log_q).sum(dim=-1), sequences)
+        return per_token(token_entropy(policy.logits), sequences)
 
     def objective(
         self,
@@ -371,11 +369,10 @@ class PolicyOptimisationModule(FrozenModels, CausalLMModule):
         rows = mask.reshape(-1)
         with torch.no_grad():
             pi, ref = policy.logits.detach()[rows], reference.logits[rows]
-            log_pi = torch.log_softmax(pi.to(torch.promote_types(pi.dtype, torch.float32)), dim=-1)
             return {
                 "kl_reverse": self.reverse_kl(pi, ref).mean(),
                 "kl_forward": self.forward_kl(pi, ref).mean(),
-                "policy_entropy": -(log_pi.exp() * log_pi).sum(dim=-1).mean(),
+                "policy_entropy": token_entropy(pi).mean(),
             }
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

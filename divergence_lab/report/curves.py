@@ -25,16 +25,15 @@ metric. Accuracy panels share one range (:mod:`~divergence_lab.report.figure_sty
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from divergence_lab.ground.epoch_log import EpochValues, read_epoch_metrics
 from divergence_lab.report.collect import SweepReport
 from divergence_lab.report.figure_style import (
     add_legend,
@@ -52,17 +51,12 @@ from divergence_lab.report.figure_style import (
 from divergence_lab.report.metric_info import axis_label
 from divergence_lab.report.selection import selected_epochs
 
-CSV_DIR = "csv"
-CSV_FILE = "metrics.csv"
-ATTEMPT_FILE = re.compile(r"metrics\.attempt-(\d+)\.csv")
-NOT_METRICS = ("epoch", "step")
 CURVE_FILE = "gcd_curve.json"
 GCD_PANELS = (("acc_old", "Old classes"), ("acc_new", "New classes"), ("acc_all", "All classes"))
 GCD_AXIS_LABEL = "clustering accuracy on D_u (↑ better)"
 GCD_REPEATED = ("val/acc", "val/acc_old", "val/acc_new")  # the GCD panels' numbers, as the CSV logs them
 ALWAYS_DRAWN = "val/acc"
 TRAINING_TERMS = ("train/loss", "train/distill")  # epoch means, drawn first where logged
-EPOCH_SUFFIX = "_epoch"  # Lightning's name for the epoch mean of a term also logged per step
 SATURATED_SHARE = 0.1
 MIN_ZOOM_EPOCHS = 6  # shorter curves get no inset
 ZOOM_SHARE = 1 / 3  # the inset shows the last third of the epochs
@@ -75,55 +69,6 @@ PANEL_WIDTH_IN = 3.6
 PANEL_HEIGHT_IN = 3.0
 BAND_ALPHA = 0.18
 
-EpochValues = dict[int, float]  # epoch (counted from 1) -> value
-
-
-def csv_files(job: Path) -> list[Path]:
-    """The job's CSV logs, oldest first: ``metrics.attempt-<k>.csv`` by increasing k, then ``metrics.csv``."""
-    folder = job / CSV_DIR
-    if not folder.is_dir():
-        return []
-    attempts = [(int(m.group(1)), p) for p in folder.iterdir() if (m := ATTEMPT_FILE.fullmatch(p.name))]
-    current = [folder / CSV_FILE] if (folder / CSV_FILE).is_file() else []
-    return [path for _, path in sorted(attempts)] + current
-
-
-def read_csv_log(path: Path) -> dict[str, EpochValues]:
-    """Every metric of one Lightning CSV log by epoch (the last value logged in an epoch); empty when the
-    file cannot be read. Cells that are empty or not numbers are skipped."""
-    metrics: dict[str, EpochValues] = {}
-    try:
-        with path.open(newline="") as file:
-            for row in csv.DictReader(file):
-                epoch = _number(row.get("epoch"))
-                if epoch is None:
-                    continue
-                for name, cell in row.items():
-                    value = _number(cell) if isinstance(name, str) and name not in NOT_METRICS else None
-                    if value is not None:
-                        metrics.setdefault(name.removesuffix(EPOCH_SUFFIX), {})[int(epoch) + 1] = value
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return {}
-    return metrics
-
-
-def _number(cell: object) -> float | None:
-    if not isinstance(cell, str) or not cell:
-        return None
-    try:
-        value = float(cell)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def read_epoch_metrics(job: Path) -> dict[str, EpochValues]:
-    """The job's per-epoch metrics, its attempts merged: a later attempt's value wins for an epoch."""
-    merged: dict[str, EpochValues] = {}
-    for path in csv_files(job):
-        for metric, values in read_csv_log(path).items():
-            merged.setdefault(metric, {}).update(values)
-    return merged
 
 
 def read_gcd_curve(job: Path) -> dict[str, EpochValues]:

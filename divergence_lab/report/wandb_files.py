@@ -26,7 +26,9 @@ OFFLINE_RUN_DIRS = "wandb/offline-run-*"  # under a run directory: one folder pe
 
 @dataclass
 class OfflineRun:
-    """What one ``.wandb`` file says about its run. History rows are in logging order."""
+    """What one ``.wandb`` file says about its run. History rows are in logging order; ``args`` is the
+    command line W&B recorded for the run and ``git_commit`` the commit it was given; media (images,
+    tables) appear in history rows as ``<key>._type``, ``<key>.path`` ... entries."""
 
     run_id: str = ""
     project: str = ""
@@ -37,6 +39,8 @@ class OfflineRun:
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None
+    args: list[str] = field(default_factory=list)
+    git_commit: str = ""
 
 
 def record_payloads(path: Path) -> Iterator[bytes]:
@@ -95,7 +99,10 @@ def read_offline_run(path: Path) -> OfflineRun:
                 meta.job_type,
             )
             run.tags = list(meta.tags)
+            run.git_commit = meta.git.commit
             run.config.update(_items(meta.config.update))
+        elif kind == "environment" and record.environment.program:
+            run.args = list(record.environment.args)
         elif kind == "config":
             run.config.update(_items(record.config.update))
             for item in record.config.remove:

@@ -11,7 +11,16 @@ The W&B config holds the resolved run config, nested as in ``config.yaml`` (W&B 
 runs by (:func:`run_labels`): ``run/study``, ``run/sweep`` (the group), ``run/method``, ``run/divergence``
 (``none`` for methods that use no divergence), ``run/data``, ``run/seed``, and every divergence parameter
 as ``run/divergence/<param>`` (``run/divergence/temperature`` ...; only for methods that use a divergence).
-The flat keys use ``/``, never ``.``: W&B reads a dot in a config key as nesting when filtering.
+The flat keys use ``/``, never ``.``: W&B reads a dot in a config key as nesting when filtering. Divergence
+parameters that say how a value is computed rather than which value (``logger.wandb.not_labelled``:
+``execution``, ``chunk_rows``) stay in the nested config and get no flat label, so they are never offered as
+a grouping or a parallel-coordinates axis.
+
+Beside the labels, the config holds the run's provenance (:func:`provenance_config`): ``git/commit`` and
+``git/dirty`` of the source tree that ran (also handed to W&B as the run's commit: the run folder is not a
+repository, so W&B cannot find it itself), ``fingerprint`` (the SHA-256 of the run's result-relevant settings,
+as in ``fingerprint.json``) and ``job/overrides`` (the job's own overrides; W&B's recorded command line is
+the same list instead of the whole sweep command).
 
 The summary (:func:`summary_values`) holds every ``test/*`` metric of the tested checkpoint,
 ``selected/<metric>`` = the validation values of that checkpoint (``selected/val_acc`` where the method
@@ -21,33 +30,55 @@ chosen as the best epoch by ``optimized_metric``, ``best/<metric>`` = its best v
 GCD) get no ``best/`` key: their validation labels must not pick an epoch. A ``/`` inside a metric name
 becomes ``_`` in these keys. Beside them, the summary holds what ``metrics.json`` records about the tested
 checkpoint under the same names (:func:`tested_summary`): ``selected_epoch``, ``checkpoint_selection``,
-``n_train``, ``n_val``, ``n_test`` and ``per_class_acc``.
+``n_train``, ``n_val``, ``n_test``, and the teachers the run distilled from (:func:`teacher_summary`, from
+``teacher.json``): ``teacher/key``, ``teacher/model`` and each test metric as ``teacher/<name>``
+(``teacher/acc`` = the teacher's test accuracy); with several teachers, ``teacher/<key>/...``. Nothing else:
+W&B's own copies of the last logged values are switched off (:mod:`divergence_lab.run.wandb_epochs`).
+
+At the end the run logs its pictures and tables (:func:`log_media`): ``images/reliability`` (the reliability
+diagram of the tested checkpoint), ``images/epoch_curves`` (its per-epoch curves with the tested epoch
+marked, :mod:`divergence_lab.run.epoch_figure`) and ``test/per_class_acc``, a table of the tested network's
+accuracy per class (``class``, ``accuracy``).
 
 W&B counts epochs from 1, as the progress lines and the report (:mod:`divergence_lab.run.wandb_epochs`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import netrc
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from divergence_lab.ground.record_format import (
+    PER_CLASS_KEY,
+    RUN_FINGERPRINT_FILE,
+    TEACHER_FILE,
+)
+from divergence_lab.run.epoch_figure import write_epoch_figure
 from divergence_lab.run.folder import tests_last_epoch
 from divergence_lab.run.ranks import is_global_rank_zero
-from divergence_lab.run.record import divergence_label
+from divergence_lab.run.record import divergence_label, git_commit
 
 log = logging.getLogger(__name__)
 
 RUN_SECTION = "run/"
 # metrics.json entries on the tested checkpoint, copied into the W&B summary (divergence_lab.run.record)
-TESTED_KEYS = ("selected_epoch", "checkpoint_selection", "n_train", "n_val", "n_test", "per_class_acc")
+TESTED_KEYS = ("selected_epoch", "checkpoint_selection", "n_train", "n_val", "n_test")
 NO_DIVERGENCE = "none"  # run/divergence of a method that uses no divergence
+TEACHER_SECTION = "teacher/"
+TEST_PREFIX = "test/"
+RELIABILITY_FIGURE = "reliability.png"  # written by metrics.calibration.ReliabilityDiagram
+IMAGE_KEYS = {"images/reliability": RELIABILITY_FIGURE}  # W&B key -> figure in the run folder
+EPOCH_CURVES_KEY = "images/epoch_curves"
+PER_CLASS_TABLE = f"{TEST_PREFIX}{PER_CLASS_KEY}"
+PER_CLASS_COLUMNS = ["class", "accuracy"]
 
 
 def wandb_logged_in() -> bool:
@@ -118,17 +149,42 @@ def run_labels(cfg: DictConfig, group: str) -> dict[str, Any]:
     if label is not None:
         parameters = OmegaConf.to_container(cfg.divergence, resolve=True)
         parameters.pop("name")
+        for knob in cfg.logger.wandb.get("not_labelled") or ():
+            parameters.pop(knob, None)
         labels.update(_flat_items(f"{RUN_SECTION}divergence/", parameters))
     return labels
 
 
-def wandb_config(cfg: DictConfig, group: str) -> dict[str, Any]:
-    """The W&B run config: the resolved run config, nested, plus the flat ``run/`` labels."""
-    return {**OmegaConf.to_container(cfg, resolve=True), **run_labels(cfg, group)}
+def run_fingerprint(run_dir: Path) -> str | None:
+    """The SHA-256 of the run's result-relevant settings as ``fingerprint.json`` holds it (None without)."""
+    try:
+        return json.loads((run_dir / RUN_FINGERPRINT_FILE).read_text())["sha256"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, sweep_name: str | None) -> list[Any]:
-    """CSV always; W&B when ``cfg.logger.wandb`` is set (in the rank-0 process only)."""
+def provenance_config(run_dir: Path, job_overrides: Sequence[str]) -> dict[str, Any]:
+    """``git/commit``, ``git/dirty``, ``fingerprint`` and ``job/overrides`` (see the module docstring)."""
+    source = git_commit()
+    return {
+        "git/commit": source["commit"],
+        "git/dirty": source["dirty"],
+        "fingerprint": run_fingerprint(run_dir),
+        "job/overrides": list(job_overrides),
+    }
+
+
+def wandb_config(cfg: DictConfig, group: str, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """The W&B run config: the resolved run config, nested, plus the flat ``run/`` labels and the
+    ``provenance`` (:func:`provenance_config`)."""
+    return {**OmegaConf.to_container(cfg, resolve=True), **run_labels(cfg, group), **provenance}
+
+
+def build_loggers(
+    cfg: DictConfig, run_dir: Path, sweep_name: str | None, job_overrides: Sequence[str] = ()
+) -> list[Any]:
+    """CSV always; W&B when ``cfg.logger.wandb`` is set (in the rank-0 process only). ``job_overrides``:
+    the job's own overrides, recorded as its command line."""
     from lightning.pytorch.loggers import CSVLogger
 
     rank_zero = is_global_rank_zero()
@@ -137,10 +193,14 @@ def build_loggers(cfg: DictConfig, run_dir: Path, sweep_name: str | None) -> lis
     loggers: list[Any] = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
     wandb_cfg = cfg.logger.get("wandb")
     if wandb_cfg and rank_zero:
+        import wandb
+
         from divergence_lab.run.wandb_epochs import CountedEpochsWandbLogger
 
         group = f"{cfg.study_name}/{sweep_name}" if sweep_name else cfg.study_name
         label = divergence_label(cfg)
+        provenance = provenance_config(run_dir, job_overrides)
+        commit = {"git_commit": provenance["git/commit"]} if provenance["git/commit"] else {}
         loggers.append(
             CountedEpochsWandbLogger(
                 project=wandb_cfg.project,
@@ -153,7 +213,9 @@ def build_loggers(cfg: DictConfig, run_dir: Path, sweep_name: str | None) -> lis
                 tags=run_tags(cfg, label),
                 mode=wandb_mode(wandb_cfg.mode),
                 resume="allow",
-                config=wandb_config(cfg, group),
+                config=wandb_config(cfg, group, provenance),
+                settings=wandb.Settings(**commit),
+                job_overrides=job_overrides,
             )
         )
     return loggers
@@ -181,16 +243,57 @@ def tested_summary(record: Mapping[str, Any]) -> dict[str, Any]:
     return {key: record[key] for key in TESTED_KEYS if key in record}
 
 
-def log_summary(loggers: list[Any], record: Mapping[str, Any], cfg: DictConfig) -> None:
-    """Put the final numbers of ``record`` (``metrics.json``'s content) into the W&B run summary:
-    :func:`summary_values` of its metrics and :func:`tested_summary`."""
+def teacher_summary(run_dir: Path) -> dict[str, Any]:
+    """``teacher/key``, ``teacher/model`` and ``teacher/<test metric>`` (``test/acc`` -> ``teacher/acc``) of
+    each teacher in the run's ``teacher.json``; ``teacher/<key>/...`` when there are several; else empty."""
+    try:
+        teachers = json.loads((run_dir / TEACHER_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    summary: dict[str, Any] = {}
+    for key, teacher in sorted(teachers.items()):
+        prefix = TEACHER_SECTION if len(teachers) == 1 else f"{TEACHER_SECTION}{key}/"
+        summary[f"{prefix}key"] = key
+        summary[f"{prefix}model"] = teacher.get("model")
+        for metric, value in teacher.get("test_metrics", {}).items():
+            summary[prefix + metric.removeprefix(TEST_PREFIX).replace("/", "_")] = value
+    return summary
+
+
+def wandb_loggers(loggers: list[Any]) -> list[Any]:
     from lightning.pytorch.loggers import WandbLogger
 
+    return [logger for logger in loggers if isinstance(logger, WandbLogger)]
+
+
+def log_summary(loggers: list[Any], record: Mapping[str, Any], cfg: DictConfig, run_dir: Path) -> None:
+    """Put the final numbers of ``record`` (``metrics.json``'s content) into the W&B run summary:
+    :func:`summary_values` of its metrics, :func:`tested_summary` and :func:`teacher_summary`."""
     summary = summary_values(record["metrics"], cfg.optimized_metric, tested_best=not tests_last_epoch(cfg))
     summary.update(tested_summary(record))
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(summary)
+    summary.update(teacher_summary(run_dir))
+    for logger in wandb_loggers(loggers):
+        logger.experiment.summary.update(summary)
+
+
+def log_media(loggers: list[Any], record: Mapping[str, Any], run_dir: Path, title: str) -> None:
+    """Log the run's figures (the reliability diagram, the per-epoch curves drawn now) as W&B images and its
+    per-class accuracy as a W&B table (see the module docstring); nothing without a W&B logger."""
+    runs = wandb_loggers(loggers)
+    if not runs:
+        return
+    import wandb
+
+    figures = {key: run_dir / name for key, name in IMAGE_KEYS.items() if (run_dir / name).is_file()}
+    curves = write_epoch_figure(run_dir, title, record.get("selected_epoch"))
+    if curves is not None:
+        figures[EPOCH_CURVES_KEY] = curves
+    media: dict[str, Any] = {key: wandb.Image(str(path)) for key, path in figures.items()}
+    if PER_CLASS_KEY in record:
+        rows = [[index, accuracy] for index, accuracy in enumerate(record[PER_CLASS_KEY])]
+        media[PER_CLASS_TABLE] = wandb.Table(columns=PER_CLASS_COLUMNS, data=rows)
+    for logger in runs:
+        logger.experiment.log(media)
 
 
 def close_loggers(loggers: list[Any], interrupted: bool = False) -> None:
@@ -200,9 +303,7 @@ def close_loggers(loggers: list[Any], interrupted: bool = False) -> None:
     exiting), W&B may already be unreachable; an error while closing must not replace the interruption,
     or a requeued job would be reported as failed. The requeued job continues the same W&B run.
     """
-    from lightning.pytorch.loggers import WandbLogger
-
-    if not any(isinstance(logger, WandbLogger) for logger in loggers):
+    if not wandb_loggers(loggers):
         return
     import wandb
 

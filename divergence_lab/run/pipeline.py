@@ -68,7 +68,7 @@ from divergence_lab.run.interruption import (
     in_sweep_worker,
     rerun_command,
 )
-from divergence_lab.run.loggers import build_loggers, close_loggers, log_summary
+from divergence_lab.run.loggers import build_loggers, close_loggers, log_media, log_summary
 from divergence_lab.run.ownership import is_owner_process, owned_folder, release_all
 from divergence_lab.run.ranks import is_global_rank_zero
 from divergence_lab.run.record import (
@@ -293,7 +293,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, An
         metrics = reported_metrics(test_metrics, tested, cfg.optimized_metric)
         facts = reported_facts(cfg, run_dir, module, tested, sizes, write=rank_zero)
         record = write_metrics(run_dir, cfg, metrics, started, facts) if rank_zero else {"metrics": metrics}
-        log_summary(loggers, {**record, **facts}, cfg)
+        log_summary(loggers, {**record, **facts}, cfg, run_dir)
+        log_media(loggers, {**record, **facts}, run_dir, run_title(cfg))
     except BaseException:
         close_loggers(loggers, interrupted=True)
         raise
@@ -383,9 +384,10 @@ def run_callbacks(cfg: DictConfig, run_dir: Path, rank_zero: bool, interactive: 
 
 
 def open_loggers(cfg: DictConfig, run_dir: Path, hydra: Any) -> list[Any]:
-    """The run's loggers; in a sweep they are grouped by the sweep folder's name."""
+    """The run's loggers; in a sweep they are grouped by the sweep folder's name. The job's own overrides
+    are its recorded command line."""
     sweep_name = Path(hydra.sweep.dir).name if hydra.mode == RunMode.MULTIRUN else None
-    return build_loggers(cfg, run_dir, sweep_name)
+    return build_loggers(cfg, run_dir, sweep_name, list(hydra.overrides.task))
 
 
 def build_trainer(

@@ -1,5 +1,5 @@
 """The W&B logger of a run, with epochs counted from 1 as the progress lines, ``metrics.json`` and the report
-count them.
+count them, a summary that holds only what the run puts there, and the job's own command line.
 
 Lightning adds ``epoch`` to every row it logs: while training, the 0-based index of the epoch in progress
 (training steps) or just validated (validation metrics); when testing after training, the number of epochs
@@ -8,18 +8,30 @@ epoch ``e`` (the state after ``e`` epochs of training) sit at ``epoch = e``; tes
 are, being counts already. ``val/*`` charts use ``epoch`` as their x-axis.
 
 The CSV log keeps Lightning's own column (the 0-based index); its readers add 1
-(:mod:`divergence_lab.report.curves`). Both logs hold the same values; only the W&B axis is shifted.
+(:mod:`divergence_lab.ground.epoch_log`). Both logs hold the same values; only the W&B axis is shifted.
+
+W&B would copy the last logged value of every history key into the run summary (``val/acc`` of the last
+epoch beside the tested checkpoint's ``selected/val_acc``). Every history key is defined with
+``summary="none"``, so the summary holds only what :func:`divergence_lab.run.loggers.log_summary` writes.
+
+W&B records the process's command line as the run's ``args``: in a multirun that is the whole sweep
+command in every job. While the run starts, the command line is the job's own overrides instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
 
 EPOCH_KEY = "epoch"
 EPOCH_AXIS_METRICS = "val/*"  # the charts drawn against epochs rather than steps
+STEP_KEY = "trainer/global_step"  # Lightning's x-axis of every other chart
+ALL_METRICS = "*"
+NO_SUMMARY = "none"
 TEST_PREFIX = "test/"
 
 
@@ -31,17 +43,36 @@ def counted_epochs(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return shifted
 
 
+@contextmanager
+def command_line(arguments: Sequence[str]) -> Iterator[None]:
+    """``sys.argv`` = the program and ``arguments`` inside the block, restored after it."""
+    saved = sys.argv
+    sys.argv = [saved[0], *arguments]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
 class CountedEpochsWandbLogger(WandbLogger):
-    """Lightning's ``WandbLogger`` with ``epoch`` counted from 1 (module docstring)."""
+    """Lightning's ``WandbLogger`` with ``epoch`` counted from 1, no automatic summary, and the job's own
+    overrides (``job_overrides``) as the run's command line (module docstring)."""
 
     _epoch_axis_defined = False
 
+    def __init__(self, *, job_overrides: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._job_overrides = list(job_overrides)
+
     @property
     def experiment(self) -> Any:
-        experiment = super().experiment
+        with command_line(self._job_overrides):
+            experiment = super().experiment
         if not self._epoch_axis_defined and callable(getattr(experiment, "define_metric", None)):
-            experiment.define_metric(EPOCH_KEY)
-            experiment.define_metric(EPOCH_AXIS_METRICS, step_metric=EPOCH_KEY)
+            experiment.define_metric(STEP_KEY, summary=NO_SUMMARY)
+            experiment.define_metric(ALL_METRICS, step_metric=STEP_KEY, step_sync=True, summary=NO_SUMMARY)
+            experiment.define_metric(EPOCH_KEY, summary=NO_SUMMARY)
+            experiment.define_metric(EPOCH_AXIS_METRICS, step_metric=EPOCH_KEY, summary=NO_SUMMARY)
             self._epoch_axis_defined = True
         return experiment
 

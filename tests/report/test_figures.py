@@ -11,16 +11,11 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.text import Text
 
+from divergence_lab.ground.epoch_log import csv_files, read_epoch_metrics
 from divergence_lab.report import curves, forest, lines, plots, reliability
 from divergence_lab.report.collect import collect
 from divergence_lab.report.comparison import compare, resolve_baseline
-from divergence_lab.report.curves import (
-    csv_files,
-    curve_metrics,
-    curve_panels,
-    read_epoch_metrics,
-    write_curves,
-)
+from divergence_lab.report.curves import curve_metrics, curve_panels, write_curves
 from divergence_lab.report.figure_style import (
     DPI,
     MAX_WIDTH_IN,

@@ -136,16 +136,34 @@ def test_distillation_run_has_flat_labels_and_its_metrics_in_the_summary(tmp_pat
         "run/seed": 3,
         "run/divergence/temperature": 2.5,
         "run/divergence/t_squared": True,
-        "run/divergence/execution": "auto",
-        "run/divergence/chunk_rows": 0,
-    }
+    }  # execution and chunk_rows say how the divergence is computed: no label, no parallel-coordinates axis
     assert run.config["divergence"]["temperature"] == 2.5  # the nested resolved config stays
+    assert run.config["divergence"]["execution"] == "auto" and run.config["divergence"]["chunk_rows"] == 0
+    # the job's own overrides are its command line, not the sweep's; the fingerprint is the folder's
+    overrides_given = [*tiny_overrides, *overrides]
+    assert run.config["job/overrides"] == run.args
+    assert run.args[-len(overrides_given) :] == overrides_given
+    fingerprint = json.loads((run_dir / "fingerprint.json").read_text())["sha256"]
+    assert run.config["fingerprint"] == fingerprint
+    assert (
+        run.config["git/commit"] == record["git"]["commit"]
+        and run.config["git/dirty"] == record["git"]["dirty"]
+    )
     metrics = record["metrics"]
-    assert {name for name in run.summary if name.startswith(("test/", "best/", "selected/"))} == {
+    ((teacher_key, teacher),) = json.loads((run_dir / "teacher.json").read_text()).items()
+    # a clean summary: the tested checkpoint's numbers and facts, no last-logged leftovers (val/acc, epoch)
+    assert {name for name in run.summary if not name.startswith("_")} == {
         *(name for name in metrics if name.startswith("test/")),
         "best/val_acc",
         "selected/val_acc",
+        *("selected_epoch", "checkpoint_selection", "n_train", "n_val", "n_test"),
+        *("teacher/key", "teacher/model"),
+        *(f"teacher/{name.removeprefix('test/')}" for name in teacher["test_metrics"]),
     }
+    assert (
+        run.summary["teacher/key"] == teacher_key
+        and run.summary["teacher/acc"] == teacher["test_metrics"]["test/acc"]
+    )
     for name in metrics:
         if name.startswith("test/"):
             assert run.summary[name] == pytest.approx(metrics[name])
@@ -185,4 +203,29 @@ def test_summary_of_a_last_epoch_run_names_no_best_value():
         "test/acc": 0.5,
         "selected/val_acc": 0.4,
         "best/val_acc": 0.4,
+    }
+
+
+def test_teacher_summary_names_each_teacher_by_its_key_when_there_are_several(tmp_path):
+    from divergence_lab.run.loggers import teacher_summary
+
+    assert teacher_summary(tmp_path) == {}  # no teacher.json: a run without a teacher
+    one = {"model": "MLP", "test_metrics": {"test/acc": 0.9, "test/nll": 0.3}, "numerics": {}}
+    (tmp_path / "teacher.json").write_text(json.dumps({"k1": one}))
+    assert teacher_summary(tmp_path) == {
+        "teacher/key": "k1",
+        "teacher/model": "MLP",
+        "teacher/acc": 0.9,
+        "teacher/nll": 0.3,
+    }
+    other = {"model": "ResNet", "test_metrics": {"test/acc": 0.8}, "numerics": {}}
+    (tmp_path / "teacher.json").write_text(json.dumps({"k2": other, "k1": one}))
+    assert teacher_summary(tmp_path) == {
+        "teacher/k1/key": "k1",
+        "teacher/k1/model": "MLP",
+        "teacher/k1/acc": 0.9,
+        "teacher/k1/nll": 0.3,
+        "teacher/k2/key": "k2",
+        "teacher/k2/model": "ResNet",
+        "teacher/k2/acc": 0.8,
     }

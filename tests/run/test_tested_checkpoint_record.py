@@ -115,8 +115,26 @@ def test_wandb_counts_epochs_from_one_and_its_summary_names_the_tested_checkpoin
     assert train_epochs <= set(range(1, EPOCHS + 1))  # steps of epoch k (1-based) while it runs
     test_rows = [row for row in run.history if "test/acc" in row]
     assert [row["epoch"] for row in test_rows] == [EPOCHS]  # after EPOCHS epochs of training
-    for key in ("selected_epoch", "n_train", "n_val", "n_test", "per_class_acc"):
-        assert run.summary[key] == pytest.approx(record[key])
+    for key in ("selected_epoch", "n_train", "n_val", "n_test"):
+        assert run.summary[key] == record[key]
     assert run.summary["checkpoint_selection"] == record["checkpoint_selection"]
+    # a clean summary: no last-epoch leftovers beside the tested checkpoint's numbers
+    assert not {"val/acc", "val/nll", "epoch", "trainer/global_step", "train/loss_epoch"} & set(run.summary)
+    assert run.summary["selected/val_acc"] == record["metrics"]["val/acc"]
+    ((key, teacher),) = json.loads((run_dir / "teacher.json").read_text()).items()
+    assert run.summary["teacher/acc"] == teacher["test_metrics"]["test/acc"]
+    assert run.summary["teacher/key"] == key
+    assert run.git_commit == run.config["git/commit"] == record["git"]["commit"]
+    assert run.config["git/dirty"] == record["git"]["dirty"]
+    # the pictures and the per-class table, logged at the end, with their files in the offline run folder
+    (media,) = [row for row in run.history if "images/reliability._type" in row]
+    files = run_file.parent / "files"
+    for key in ("images/reliability", "images/epoch_curves", "test/per_class_acc"):
+        assert (files / media[f"{key}.path"]).is_file()
+    assert media["images/epoch_curves._type"] == "image-file"
+    table = json.loads((files / media["test/per_class_acc.path"]).read_text())
+    assert table["columns"] == ["class", "accuracy"]
+    assert [row[1] for row in table["data"]] == pytest.approx(record["per_class_acc"])
+    assert [row[0] for row in table["data"]] == list(range(len(record["per_class_acc"])))
     for name in ("test/agreement", "test/kl_teacher_student"):
         assert run.summary[name] == pytest.approx(record["metrics"][name])

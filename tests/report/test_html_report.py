@@ -1,18 +1,15 @@
 """report.html: one self-contained page, checked as a real browser renders it (headless Chromium).
 
 The browser tests skip when no Chromium is installed, unless ``DLAB_REQUIRE_BROWSER=1`` (CI), where they
-fail instead.
+fail instead (:mod:`tests.browser`).
 """
 
 from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import shutil
 import struct
-import subprocess
 import zlib
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import pytest
 
 from divergence_lab.report.command import main
 from divergence_lab.report.html_report import sort_value
+from tests.browser import run_browser
 from tests.report.test_report import _job
 
 LABEL = "a_b & 50% <b>x</b>"  # a display name with HTML and LaTeX special characters
@@ -31,20 +29,7 @@ ACCURACIES = {  # per seed; js is better than the baseline kl, rkl worse, both s
 ECES = {"kl": [0.10, 0.12, 0.09, 0.11], "rkl": [0.15, 0.11, 0.14, 0.12], "js": [0.08, 0.13, 0.10, 0.12]}
 EXTRA_FIGURE = "report_extra.png"
 EXTRA_SIZE = (3, 2)  # width, height of the extra figure, in pixels
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-BROWSER_TIMEOUT_S = 120
 WINDOW = "1400,2400"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-)
 # Injected into a copy of the page: after load, record what rendered, click headers, write it all as JSON.
 PROBE = """<script>
 window.addEventListener("load", function () {
@@ -121,23 +106,6 @@ def reported(tmp_path: Path) -> Path:
     (folder / EXTRA_FIGURE).write_bytes(png(*EXTRA_SIZE))
     assert main([str(folder)]) == 0
     return folder
-
-
-def browser() -> str | None:
-    """The Chromium on PATH; skips the test without one, unless DLAB_REQUIRE_BROWSER=1."""
-    found = next((path for name in BROWSERS if (path := shutil.which(name))), None)
-    if found is None:
-        if os.environ.get("DLAB_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"DLAB_REQUIRE_BROWSER=1 but none of {', '.join(BROWSERS)} is on PATH")
-        pytest.skip(f"no headless browser ({', '.join(BROWSERS)}) on PATH")
-    return found
-
-
-def run_browser(page: Path, profile: Path, *extra: str) -> str:
-    command = [browser(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, page.as_uri()]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
 
 
 def probe(reported: Path, tmp_path: Path) -> dict:

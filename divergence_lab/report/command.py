@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
+from divergence_lab.ground.wandb_login import NOT_LOGGED_IN, wandb_logged_in
 from divergence_lab.report.across_datasets_section import across_datasets_lines
 from divergence_lab.report.cd_diagram import write_cd_diagram
 from divergence_lab.report.collect import (
@@ -70,6 +71,8 @@ from divergence_lab.report.tables import (
     write_seed_csv,
 )
 from divergence_lab.report.testing import settings_for
+from divergence_lab.report.wandb_view_content import parse_project_path, wandb_group
+from divergence_lab.report.wandb_views import check_view_options, publish_views
 
 REFUSED = 2  # exit code of a refused input
 REPORT_FILES = (
@@ -146,6 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--wandb",
         metavar="ENTITY/PROJECT",
         help="also list this sweep's runs as W&B has them (online; the W&B group is <study>/<sweep folder>)",
+    )
+    parser.add_argument(
+        "--wandb-view",
+        metavar="ENTITY/PROJECT",
+        help="also save a W&B workspace and a W&B report of this sweep's run group (curves, bars, the "
+        "report's tables) and print their URLs; needs a W&B login and pip install "
+        "'divergence_lab[wandb-views]'",
+    )
+    parser.add_argument(
+        "--spec-only",
+        metavar="FILE",
+        type=Path,
+        help="with or instead of --wandb-view: write the two views' specs as JSON into FILE, save nothing, "
+        "no network (without --wandb-view, entity and project are the placeholders ENTITY/PROJECT)",
     )
     return parser
 
@@ -276,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.wandb:
             check_wandb_access(args.wandb)
+        views = check_view_options(args.wandb_view, args.spec_only)  # None without either option
         prepared = prepare(args.path, args.metrics, args.baseline, args.test, args.correction)
     except (FileNotFoundError, ReportError) as error:
         return _refuse(error)
@@ -293,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"--wandb {args.wandb}: the report was written, W&B's runs could not be listed: "
                 f"{error_reason(error)}"
             )
+    if views is not None:
+        try:
+            print("\n".join(publish_views(prepared.sweep, views)))
+        except ReportError as error:
+            return _refuse(error)
     return 0
 
 
@@ -312,26 +335,16 @@ def report_at_sweep_end(sweep_dir: Path) -> str:
 
 def check_wandb_access(project_path: str) -> None:
     """Refuse (:class:`ReportError`) a ``--wandb`` path that is not ENTITY/PROJECT, or no W&B login."""
-    entity, sep, project = project_path.partition("/")
-    if not (sep and entity and project) or "/" in project:
-        raise ReportError(f"--wandb {project_path!r}: expected ENTITY/PROJECT (e.g. my-team/divergences)")
-    import wandb
-
-    try:
-        wandb.Api()
-    except wandb.errors.UsageError:
-        raise ReportError(
-            f"--wandb {project_path}: not logged in to W&B (run `wandb login` or set WANDB_API_KEY); "
-            "nothing written"
-        ) from None
+    parse_project_path(project_path, "--wandb")
+    if not wandb_logged_in():
+        raise ReportError(f"--wandb {project_path}: {NOT_LOGGED_IN}; nothing written")
 
 
 def print_wandb_runs(project_path: str, sweep_dir: Path) -> None:
     """The sweep's W&B runs (state and the reported summary metrics), fetched from the W&B API."""
     from divergence_lab.report.wandb_files import fetch_sweep_runs
 
-    config = read_sweep_config(sweep_dir)
-    group = f"{config.get('study', sweep_dir.parent.name)}/{sweep_dir.name}"
+    group = wandb_group(sweep_dir)
     metrics = sweep_metrics(sweep_dir)
     runs = fetch_sweep_runs(project_path, group)
     print(f"W&B {project_path}, group {group}: {len(runs)} run(s)")

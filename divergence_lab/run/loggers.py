@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import json
 import logging
-import netrc
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -61,6 +60,7 @@ from divergence_lab.ground.record_format import (
     RUN_FINGERPRINT_FILE,
     TEACHER_FILE,
 )
+from divergence_lab.ground.wandb_login import wandb_logged_in
 from divergence_lab.run.epoch_figure import write_epoch_figure
 from divergence_lab.run.folder import tests_last_epoch
 from divergence_lab.run.ranks import is_global_rank_zero
@@ -79,15 +79,6 @@ IMAGE_KEYS = {"images/reliability": RELIABILITY_FIGURE}  # W&B key -> figure in 
 EPOCH_CURVES_KEY = "images/epoch_curves"
 PER_CLASS_TABLE = f"{TEST_PREFIX}{PER_CLASS_KEY}"
 PER_CLASS_COLUMNS = ["class", "accuracy"]
-
-
-def wandb_logged_in() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
 
 
 def wandb_mode(requested: str | None) -> str:

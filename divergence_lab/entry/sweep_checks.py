@@ -10,7 +10,10 @@ job is submitted.
 * Every sweeper: ``hydra.sweeper.params`` must parse with Hydra's override grammar, as the sweeper parses it.
 * The Optuna sweeper: each search dimension (``interval`` / ``range`` ordered and non-empty, finite bounds,
   ``tag(log, ...)`` above 0, no ``glob``), ``n_trials`` and ``n_jobs`` >= 1, ``max_failure_rate`` in [0, 1],
-  and a ``direction`` that agrees with ``optimized_metric`` (maximize an accuracy, minimize a loss).
+  and a ``direction`` that agrees with ``optimized_metric`` (maximize an accuracy, minimize a loss); its
+  ``pruner`` (a name of :data:`~divergence_lab.config.trial_settings.PRUNER_SETTINGS`, whose settings are
+  integers at or above their minimum; a pruner needs a ``storage`` the jobs can reach), ``seeds_per_trial``
+  >= 1 and ``tie_tolerance`` >= 0 (:func:`check_trial_settings`).
 * Launchers: joblib's ``n_jobs``; submitit's (local and SLURM) time limit, counts and signal delay.
 
 Only Hydra's override parser and OmegaConf are imported: no deep-learning framework, no Optuna.
@@ -28,6 +31,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from divergence_lab.config.accepts import is_finite_number, is_integer
+from divergence_lab.config.trial_settings import check_int_at_least, check_trial_settings
 from divergence_lab.ground.errors import ConfigError
 from divergence_lab.metrics.names import lower_is_better
 
@@ -124,12 +128,13 @@ def _check_range(subject: str, sweep: RangeSweep) -> None:
 
 def check_optuna_settings(sweeper: DictConfig, optimized_metric: str) -> None:
     """``n_trials`` and ``n_jobs`` >= 1, ``max_failure_rate`` in [0, 1], ``direction`` fits the metric."""
-    _check_int_at_least(sweeper, "hydra.sweeper", "n_trials", 1)
-    _check_int_at_least(sweeper, "hydra.sweeper", "n_jobs", 1)
+    check_int_at_least(sweeper, "hydra.sweeper", "n_trials", 1)
+    check_int_at_least(sweeper, "hydra.sweeper", "n_jobs", 1)
     rate = sweeper.get("max_failure_rate")
     if not is_finite_number(rate) or not 0.0 <= rate <= 1.0:
         raise ConfigError(f"hydra.sweeper.max_failure_rate must be a number in [0, 1] (got {rate!r})")
     check_direction(sweeper.get("direction"), optimized_metric)
+    check_trial_settings(sweeper)
 
 
 def metric_direction(metric: str) -> str:
@@ -177,10 +182,10 @@ def check_joblib_launcher(launcher: DictConfig) -> None:
 def check_submitit_launcher(launcher: DictConfig) -> None:
     """submitit (local or SLURM): positive time limit and counts, a signal delay within the time limit."""
     for name in SUBMITIT_POSITIVE_INTS:
-        _check_int_at_least(launcher, "hydra.launcher", name, 1)
+        check_int_at_least(launcher, "hydra.launcher", name, 1)
     for name in SUBMITIT_NON_NEGATIVE_INTS:
-        _check_int_at_least(launcher, "hydra.launcher", name, 0)
-    _check_int_at_least(launcher, "hydra.launcher", "signal_delay_s", 0)
+        check_int_at_least(launcher, "hydra.launcher", name, 0)
+    check_int_at_least(launcher, "hydra.launcher", "signal_delay_s", 0)
     delay, timeout_min = launcher.get("signal_delay_s"), launcher.get("timeout_min")
     if delay is not None and timeout_min is not None and delay >= timeout_min * SECONDS_PER_MINUTE:
         raise ConfigError(
@@ -200,10 +205,3 @@ LAUNCHER_CHECKS: Mapping[str, Callable[[DictConfig], None]] = {
 def _class_name(node: DictConfig) -> str:
     """The class a sweeper or launcher node instantiates, without its module."""
     return str(node.get("_target_", "")).rsplit(".", 1)[-1]
-
-
-def _check_int_at_least(node: DictConfig, path: str, name: str, minimum: int) -> None:
-    """``node[name]``, where set (present and not null), must be an integer >= ``minimum``."""
-    value = node.get(name)
-    if value is not None and (not is_integer(value) or value < minimum):
-        raise ConfigError(f"{path}.{name} must be an integer >= {minimum} (got {value!r})")

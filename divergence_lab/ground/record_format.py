@@ -28,6 +28,7 @@ STATUS_FILE = "status.json"
 TEACHER_FILE = "teacher.json"  # the teachers a run distilled from: network and test metrics, by cache key
 CONFUSION_FILE = "confusion.json"  # the tested network's confusion matrix (classifiers, few classes)
 PER_CLASS_KEY = "per_class_acc"  # metrics.json: the tested network's accuracy per class, by class index
+PRUNED_KEY = "pruned"  # metrics.json: {"at_epoch": e} of an Optuna trial's job that its pruning stopped
 # the fingerprints (divergence_lab.run.fingerprint), named here for the report, which reads them too
 RUN_FINGERPRINT_FILE = "fingerprint.json"  # a run's result-relevant settings
 SWEEP_FINGERPRINT_FILE = "sweep_fingerprint.json"  # a sweep's fixed settings and its grid

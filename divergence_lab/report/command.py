@@ -61,6 +61,7 @@ from divergence_lab.report.lines import write_line_plot
 from divergence_lab.report.plots import write_plot
 from divergence_lab.report.provenance import collect_provenance
 from divergence_lab.report.reliability import write_reliability_grid
+from divergence_lab.report.search import search_lines
 from divergence_lab.report.statistics import CORRECTIONS, TESTS, Settings
 from divergence_lab.report.tables import (
     number,
@@ -255,6 +256,7 @@ def write_report(prepared: PreparedReport) -> list[str]:
     remove_stale_figures(sweep_dir, written)
     provenance = collect_provenance(*map(list, zip(*report.records, strict=True)))
     sections = [
+        *search_lines(report),  # empty unless the sweep is a search
         *across_datasets_lines(report),
         *per_class_lines(report),
         *frontier_lines(report, prepared.frontier, prepared.baseline, prepared.settings),

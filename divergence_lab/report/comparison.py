@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from divergence_lab.ground.ties import tied_best
 from divergence_lab.report.collect import Group, SweepReport
 from divergence_lab.report.errors import ReportError
 from divergence_lab.report.metric_info import bounds, direction
@@ -71,11 +72,14 @@ class MetricComparison:
 
     def is_best(self, row: GroupRow) -> bool:
         """Whether ``row`` has the best mean of a metric with a direction among the several groups ranked
-        with it (its stratum: the groups sharing its values of the other varying keys); ties are all best."""
+        with it (its stratum: the groups sharing its values of the other varying keys); ties are all best,
+        by the rule that lists a search's tied trials in ``best.yaml`` (:func:`~divergence_lab.ground.ties.
+        tied_best`)."""
         ranked = [r for r in self.rows if r.stratum == row.stratum and r.rank is not None and r.summary]
         if row.summary is None or row.rank is None or len(ranked) < 2:
             return False
-        return row.summary.mean == min(ranked, key=lambda r: r.rank.position).summary.mean
+        means = {id(r): r.summary.mean for r in ranked if r.summary is not None}
+        return id(row) in tied_best(means, maximize=self.direction > 0)
 
 
 def resolve_baseline(report: SweepReport, spec: str | None) -> Baseline | None:

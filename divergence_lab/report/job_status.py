@@ -67,7 +67,7 @@ def _duration(seconds: float) -> str:
 
 def sweep_size(sweep_dir: Path) -> int | None:
     """How many jobs the sweep has in all: a grid's size (:func:`expected_job_count`), an Optuna study's
-    ``n_trials`` (read from ``multirun.yaml``), else None."""
+    ``n_trials`` times its ``seeds_per_trial`` (read from ``multirun.yaml``), else None."""
     count = expected_job_count(sweep_dir)
     if count is not None:
         return count
@@ -75,8 +75,8 @@ def sweep_size(sweep_dir: Path) -> int | None:
     if not path.is_file():
         return None
     sweeper = ((yaml.safe_load(path.read_text()) or {}).get("hydra", {}) or {}).get("sweeper") or {}
-    trials = sweeper.get("n_trials")
-    return trials if isinstance(trials, int) else None
+    trials, seeds = sweeper.get("n_trials"), sweeper.get("seeds_per_trial", 1)
+    return trials * seeds if isinstance(trials, int) and isinstance(seeds, int) else None
 
 
 def expected_job_count(sweep_dir: Path) -> int | None:

@@ -361,11 +361,13 @@ class RunCallbacks:
 def run_callbacks(cfg: DictConfig, run_dir: Path, rank_zero: bool, interactive: bool) -> RunCallbacks:
     """The checkpoints (``best.ckpt`` listed before ``last.ckpt``, whose state then includes the choice),
     the run summary, per-epoch seeding, the progress lines and the testing position; on rank 0 the
-    reliability diagram, in a terminal a progress bar."""
+    reliability diagram, in a terminal a progress bar; in a job of an Optuna trial the per-epoch reports
+    to the trial, which stop training when the trial is pruned (:mod:`divergence_lab.run.trial_reports`)."""
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
     from divergence_lab.run.epoch_progress import EpochProgress, TestingPosition
     from divergence_lab.run.resumption import EpochSeeding, RunSummary
+    from divergence_lab.run.trial_reports import trial_reports
 
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     rule = selection_rule(cfg)
@@ -380,6 +382,8 @@ def run_callbacks(cfg: DictConfig, run_dir: Path, rank_zero: bool, interactive: 
         callbacks.append(ReliabilityDiagram(run_dir, run_title(cfg)))
     if interactive:
         callbacks.append(RichProgressBar())
+    if (reports := trial_reports(cfg.optimized_metric, rank_zero)) is not None:
+        callbacks.append(reports)
     return RunCallbacks(checkpoint_dir, rule, best, summary, testing, callbacks)
 
 
@@ -465,12 +469,16 @@ def reported_facts(
     cfg: DictConfig, run_dir: Path, module: Any, tested: EpochToTest, sizes: dict[str, int], write: bool
 ) -> dict[str, Any]:
     """What ``metrics.json`` records of the test besides its metrics: the tested epoch and the rule that chose
-    it, the split sizes, and the per-class accuracies (with ``write``: ``confusion.json`` too)."""
+    it, the split sizes, the per-class accuracies (with ``write``: ``confusion.json`` too), and in a job of
+    an Optuna trial that pruning stopped, ``"pruned": {"at_epoch": e}``."""
+    from divergence_lab.run.trial_reports import pruned_entry
+
     return {
         "selected_epoch": tested.epoch,
         "checkpoint_selection": tested.rule,
         **sizes,
         **class_results(module, run_dir, cfg.method.get("confusion_max_classes"), write=write),
+        **pruned_entry(),
     }
 
 

@@ -11,7 +11,9 @@
 * ``n_train``, ``n_val``, ``n_test``: the number of examples in each split of the data module;
 * ``per_class_acc`` (classifiers): the tested network's accuracy on the test examples of each class, by
   class index, ``null`` for a class without test examples; ``confusion.json`` beside it holds the counts
-  (:mod:`divergence_lab.metrics.per_class`) when the data have at most ``method.confusion_max_classes``.
+  (:mod:`divergence_lab.metrics.per_class`) when the data have at most ``method.confusion_max_classes``;
+* ``pruned`` (a job of an Optuna trial that its pruner stopped, :mod:`divergence_lab.run.trial_reports`):
+  ``{"at_epoch": e}``, the epoch after which training stopped.
 
 ``status.json`` holds one of ``running`` (written when an attempt starts, with host, pid, SLURM job id and
 attempt), ``finished`` (after ``metrics.json`` was written), ``failed`` (with the error) or ``interrupted``

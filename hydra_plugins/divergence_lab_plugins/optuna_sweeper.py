@@ -4,9 +4,13 @@
 Settings (``hydra.sweeper.*``): ``params`` (the search space, in Hydra's override grammar: ``choice``,
 ``range``, ``interval``, ``tag(log, interval(...))``, or a fixed value), ``direction`` (minimize or
 maximize), ``storage`` and ``study_name`` (where the study is kept), ``n_trials`` (the size of the study
-over all invocations), ``n_jobs`` (trials handed to the launcher at once), ``max_failure_rate`` and
-``sampler`` (``seed``, ...). This module only plugs :mod:`divergence_lab.sweep.optuna_run` into Hydra,
-and stays cheap to import (Hydra imports it in every process).
+over all invocations), ``n_jobs`` (trials handed to the launcher at once), ``max_failure_rate``,
+``sampler`` (``seed``, ...), ``pruner`` (``none``, ``median`` or ``hyperband``) with its settings under
+``pruners.<name>`` (:mod:`divergence_lab.run.optuna_pruners`), ``seeds_per_trial`` (the jobs of a trial,
+seeds ``seed`` ... ``seed + k - 1``, whose mean is the trial's value) and ``tie_tolerance`` (trials within
+it of the best value are tied in ``best.yaml``). This module only plugs
+:mod:`divergence_lab.sweep.optuna_run` into Hydra, and stays cheap to import (Hydra imports it in every
+process).
 
 A study that cannot go on (more failed trials than ``max_failure_rate`` allows, every trial failed) still
 gets its end-of-sweep report of the trials that finished, then ends with one error line and a non-zero exit
@@ -48,6 +52,14 @@ class RandomSamplerConf:
     seed: int | None = None
 
 
+def _pruner_settings() -> dict[str, dict[str, int]]:
+    """Each pruner's settings (``hydra.sweeper.pruners.<name>``); steps are epochs counted from 1."""
+    return {
+        "median": {"n_startup_trials": 5, "n_warmup_steps": 1},
+        "hyperband": {"min_resource": 1, "reduction_factor": 3},
+    }
+
+
 @dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.divergence_lab_plugins.optuna_sweeper.ResumableOptunaSweeper"
@@ -61,6 +73,11 @@ class OptunaSweeperConf:
     n_jobs: int = 1
     max_failure_rate: float = 0.0
     params: dict[str, str] | None = None
+    # Any: a wrong value reaches the pre-flight check, which names it
+    pruner: Any = "none"
+    pruners: Any = field(default_factory=_pruner_settings)
+    seeds_per_trial: Any = 1
+    tie_tolerance: Any = 0.0
 
 
 class ResumableOptunaSweeper(Sweeper):
@@ -78,6 +95,10 @@ class ResumableOptunaSweeper(Sweeper):
         n_jobs: int,
         max_failure_rate: float,
         params: DictConfig | None,
+        pruner: str = "none",
+        pruners: DictConfig | None = None,
+        seeds_per_trial: int = 1,
+        tie_tolerance: float = 0.0,
     ) -> None:
         self.sampler = sampler
         self.direction = str(direction)
@@ -87,6 +108,10 @@ class ResumableOptunaSweeper(Sweeper):
         self.n_jobs = n_jobs
         self.max_failure_rate = max_failure_rate
         self.params = OmegaConf.to_container(params) if params is not None else {}
+        self.pruner = pruner
+        self.pruners = OmegaConf.to_container(pruners) if pruners is not None else {}
+        self.seeds_per_trial = seeds_per_trial
+        self.tie_tolerance = tie_tolerance
         self.jobs: list[list[str]] = []  # every launched trial's overrides
         self.failed: list[JobReturn] = []  # the failed trials, named when the study cannot go on
 
@@ -112,6 +137,10 @@ class ResumableOptunaSweeper(Sweeper):
             n_jobs=self.n_jobs,
             max_failure_rate=self.max_failure_rate,
             params=self.params,
+            pruner=self.pruner,
+            pruners=self.pruners,
+            seeds_per_trial=self.seeds_per_trial,
+            tie_tolerance=self.tie_tolerance,
         )
         try:
             run_study(settings, self.config, arguments, self._launch)

@@ -8,10 +8,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import optuna
 
 BIN = Path(sys.executable).parent
 APP = Path(__file__).parents[1] / "apps" / "objective.py"
+CURVE = Path(__file__).parents[1] / "apps" / "curve.py"
 STARTUP_TIMEOUT_S = 60
 POLL_INTERVAL_S = 0.5
 SHUTDOWN_TIMEOUT_S = 10
@@ -41,16 +46,17 @@ def wait_for_json(url: str, server: subprocess.Popen, server_log: Path) -> dict:
             time.sleep(POLL_INTERVAL_S)
 
 
-def test_optuna_dashboard_lists_the_study_and_its_trials(tmp_path):
-    env = {**os.environ, "TOY_SWEEP_DIR": str(tmp_path)}
+def run_toy(app: Path, sweep_dir: Path, *args: str) -> None:
+    env = {**os.environ, "TOY_SWEEP_DIR": str(sweep_dir)}
     toy = subprocess.run(
-        [sys.executable, str(APP), "-m", f"hydra.sweeper.n_trials={TOY_TRIALS}", "+extra=1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
+        [sys.executable, str(app), "-m", *args], capture_output=True, text=True, timeout=120, env=env
     )
     assert toy.returncode == 0, toy.stderr[-3000:]
+
+
+@contextmanager
+def dashboard(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    """A local optuna-dashboard on ``<tmp_path>/optuna.db``: its address, process and log."""
     port = free_port()
     server_log = tmp_path / "dashboard.log"
     with server_log.open("w") as log:
@@ -67,12 +73,7 @@ def test_optuna_dashboard_lists_the_study_and_its_trials(tmp_path):
             stderr=subprocess.STDOUT,
         )
     try:
-        studies = wait_for_json(f"http://127.0.0.1:{port}/api/studies", server, server_log)["study_summaries"]
-        (study,) = [s for s in studies if s["study_name"] == "toy"]
-        assert study["directions"] == ["maximize"]
-        assert {"key": "fixed_overrides", "value": json.dumps({"+extra": "+extra=1"})} in study["user_attrs"]
-        detail = get_json(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}")
-        assert [trial["state"] for trial in detail["trials"]] == ["Complete", "Fail", "Fail"]
+        yield f"http://127.0.0.1:{port}", server, server_log
     finally:
         server.terminate()
         try:
@@ -80,3 +81,41 @@ def test_optuna_dashboard_lists_the_study_and_its_trials(tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_optuna_dashboard_lists_the_study_and_its_trials(tmp_path):
+    run_toy(APP, tmp_path, f"hydra.sweeper.n_trials={TOY_TRIALS}", "+extra=1")
+    with dashboard(tmp_path) as (url, server, server_log):
+        studies = wait_for_json(f"{url}/api/studies", server, server_log)["study_summaries"]
+        (study,) = [s for s in studies if s["study_name"] == "toy"]
+        assert study["directions"] == ["maximize"]
+        assert {"key": "fixed_overrides", "value": json.dumps({"+extra": "+extra=1"})} in study["user_attrs"]
+        detail = get_json(f"{url}/api/studies/{study['study_id']}")
+        assert [trial["state"] for trial in detail["trials"]] == ["Complete", "Fail", "Fail"]
+        assert detail["objective_names"] == ["val/x"]  # the study's metric names
+
+
+def test_optuna_dashboard_shows_intermediate_values_seeds_and_pruned_trials(tmp_path):
+    """The curve app's trial 1 (x=0.2) falls behind trial 0 (x=0.9) after epoch 1 and is pruned."""
+    study = optuna.create_study(
+        study_name="curve", storage=f"sqlite:///{tmp_path}/optuna.db", direction="maximize"
+    )
+    for x in (0.9, 0.2):
+        study.enqueue_trial({"x": x})
+    run_toy(CURVE, tmp_path, "hydra.sweeper.n_trials=2")
+    with dashboard(tmp_path) as (url, server, server_log):
+        studies = wait_for_json(f"{url}/api/studies", server, server_log)["study_summaries"]
+        (summary,) = [s for s in studies if s["study_name"] == "curve"]
+        detail = get_json(f"{url}/api/studies/{summary['study_id']}")
+    assert detail["objective_names"] == ["val/x"]  # the study's metric names
+    complete, pruned = detail["trials"]
+    assert (complete["state"], pruned["state"]) == ("Complete", "Pruned")
+    assert [point["step"] for point in complete["intermediate_values"]] == [1, 2, 3]
+    assert [point["step"] for point in pruned["intermediate_values"]] == [1]
+    attributes = {attr["key"]: json.loads(attr["value"]) for attr in complete["user_attrs"]}
+    assert {"run_dirs", "seeds", "fingerprints", "val/x", "val/x per seed", "val/x std", "test/x"} <= set(
+        attributes
+    )
+    assert attributes["seeds"] == [0, 1, 2] and len(attributes["val/x per seed"]) == 3
+    pruned_attributes = {attr["key"]: json.loads(attr["value"]) for attr in pruned["user_attrs"]}
+    assert pruned_attributes["pruned at epoch"] == [None, None, 1]

@@ -50,7 +50,7 @@ def test_study_continues_across_invocations_and_survives_failed_and_nan_trials(t
     best = yaml.safe_load((tmp_path / "best.yaml").read_text())
     completed = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert best["best_value"] == pytest.approx(max(t.value for t in completed))
-    assert best["trials"] == {"complete": 4, "failed": 4, "total": 8}
+    assert best["trials"] == {"complete": 4, "pruned": 0, "failed": 4, "total": 8}
     assert best["best_params"]["x"] == pytest.approx(study.best_params["x"])
 
 

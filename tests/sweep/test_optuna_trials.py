@@ -17,7 +17,7 @@ from divergence_lab.sweep.optuna_study import (
     fixed_settings,
     key_by_fixed_settings,
 )
-from divergence_lab.sweep.optuna_trials import objective_value, run_trials
+from divergence_lab.sweep.optuna_trials import TrialJobs, objective_value, run_trials
 
 SPACE = parse_search_space({"x": "interval(0.0, 1.0)", "seed": "3"}, ["trainer.max_epochs=1"])
 
@@ -102,3 +102,26 @@ def test_a_continued_study_seeds_its_sampler_past_the_trials_it_holds():
     assert first_draw(seeded_sampler(config, 0)) == first_draw(optuna.samplers.RandomSampler(seed=0))
     assert first_draw(seeded_sampler(config, 4)) == first_draw(optuna.samplers.RandomSampler(seed=4))
     assert first_draw(seeded_sampler(config, 4)) != first_draw(optuna.samplers.RandomSampler(seed=0))
+
+
+def test_a_trial_of_several_seeds_runs_consecutive_jobs_with_consecutive_seeds_and_their_mean():
+    study, launcher = new_study(), RecordingLauncher()
+    jobs = TrialJobs(seeds_per_trial=2, base_seed=3)
+    counts = run_trials(study, SPACE, launcher, n_trials=3, n_jobs=2, max_failure_rate=0.0, jobs=jobs)
+    # trials 0-1 as jobs 0-3 in one launch, trial 2 as jobs 4-5 in the next
+    assert [(first, len(batch)) for first, batch in launcher.calls] == [(0, 4), (4, 2)]
+    first_batch = launcher.calls[0][1]
+    assert [job[-1] for job in first_batch] == ["seed=3", "seed=4"] * 2  # the fixed seed=3 is the first
+    assert all(sum(o.startswith("seed=") for o in job) == 1 for job in first_batch)
+    assert [trial.value for trial in study.trials] == [0.5, 2.5, 4.5]  # the mean of jobs 2n and 2n + 1
+    assert counts.launched == 3
+
+
+def test_a_trial_of_a_persistent_study_tells_each_job_its_trial_and_seed_index():
+    jobs = TrialJobs(seeds_per_trial=2, storage="sqlite:///study.db")
+    first, second = jobs.overrides("kd", 5, ["x=0.5"])
+    assert first[:2] == ["x=0.5", "seed=0"] and second[:2] == ["x=0.5", "seed=1"]
+    assert "++hydra.job.env_set.DLAB_OPTUNA_TRIAL=5" in first
+    assert "++hydra.job.env_set.DLAB_OPTUNA_SEED_INDEX=1" in second
+    assert "++hydra.job.env_set.DLAB_OPTUNA_STORAGE='sqlite:///study.db'" in second
+    assert TrialJobs(storage=None).overrides("kd", 5, ["x=0.5"]) == [["x=0.5"]]  # in memory: no channel

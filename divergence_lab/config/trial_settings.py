@@ -24,10 +24,14 @@ PRUNER_SETTINGS: Mapping[str, Mapping[str, int]] = {
 }
 
 
-def check_int_at_least(node: Mapping[str, Any], path: str, name: str, minimum: int) -> None:
-    """``node[name]``, where set (present and not null), must be an integer >= ``minimum``."""
+def check_int_at_least(
+    node: Mapping[str, Any], path: str, name: str, minimum: int, null_allowed: bool = True
+) -> None:
+    """``node[name]``, where present, must be an integer >= ``minimum`` (or null, with ``null_allowed``)."""
     value = node.get(name)
-    if value is not None and (not is_integer(value) or value < minimum):
+    if value is None and (null_allowed or name not in node):
+        return
+    if not is_integer(value) or value < minimum:
         raise ConfigError(f"{path}.{name} must be an integer >= {minimum} (got {value!r})")
 
 
@@ -41,13 +45,13 @@ def check_trial_settings(sweeper: Any) -> None:
         )
     settings = (sweeper.get("pruners") or {}).get(pruner) or {}
     for name, minimum in PRUNER_SETTINGS[pruner].items():
-        check_int_at_least(settings, f"hydra.sweeper.pruners.{pruner}", name, minimum)
+        check_int_at_least(settings, f"hydra.sweeper.pruners.{pruner}", name, minimum, null_allowed=False)
     if pruner != NO_PRUNER and not sweeper.get("storage"):
         raise ConfigError(
             f"hydra.sweeper.pruner={pruner} needs a study the jobs can reach: set hydra.sweeper.storage "
             f"(sqlite:///<file>) and hydra.sweeper.study_name"
         )
-    check_int_at_least(sweeper, "hydra.sweeper", "seeds_per_trial", 1)
+    check_int_at_least(sweeper, "hydra.sweeper", "seeds_per_trial", 1, null_allowed=False)
     tolerance = sweeper.get("tie_tolerance", 0.0)
     if not is_finite_number(tolerance) or tolerance < 0:
         raise ConfigError(f"hydra.sweeper.tie_tolerance must be a number >= 0 (got {tolerance!r})")

@@ -1,8 +1,8 @@
 """The best of several candidates, ties included: one rule for the sweeper's ``best.yaml`` and the report.
 
 Candidates whose value is within ``tolerance`` (absolute) of the best value are tied with it; with
-``tolerance = 0`` only exact equality ties. The tied candidates are returned in their given order, so that
-the first one (the lowest-numbered trial, the first group) is the one a single choice takes.
+``tolerance = 0`` only exact equality ties. The tied candidates are returned in their given order (the
+lowest-numbered trial first); a single choice takes the first of those at the best value itself.
 """
 
 from __future__ import annotations

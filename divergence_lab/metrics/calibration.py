@@ -17,6 +17,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+RELIABILITY_FIGURE_FILE = "reliability.png"  # in the run folder, drawn after testing
+
 
 def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = 15) -> dict[str, Any]:
     """Per-bin mean confidence, accuracy and count, plus the ECE; ``probs`` is (N, C), ``labels`` (N,)."""
@@ -116,4 +118,4 @@ class ReliabilityDiagram(Callback):
             for prefix, chunks in self.probs.items()
         }
         (self.run_dir / "reliability.json").write_text(json.dumps(curves, indent=1))
-        plot_reliability(curves, self.run_dir / "reliability.png", self.title)
+        plot_reliability(curves, self.run_dir / RELIABILITY_FIGURE_FILE, self.title)

@@ -5,8 +5,8 @@ Each trial is a group of the report (its parameters, its ``seeds_per_trial`` see
 as mean ± sample std over its seeds. The best is chosen as the sweeper chose it for ``best.yaml``: by
 ``optimized_metric`` in the study's ``direction``, the groups within ``hydra.sweeper.tie_tolerance`` of
 the best mean tied with it (:func:`~divergence_lab.ground.ties.tied_best`). A trial stopped by its pruner
-(a job whose ``metrics.json`` holds ``pruned``) is not ranked: its value is that of the epoch where it
-stopped.
+(a job whose ``metrics.json`` holds ``pruned``) is not ranked: its value is that of the checkpoint it
+selected among the epochs it trained before it stopped.
 """
 
 from __future__ import annotations
@@ -42,20 +42,23 @@ def search_lines(report: SweepReport) -> list[str]:
         return []
     tolerance = float(sweeper.get("tie_tolerance") or 0.0)
     means = {index: group.summary(metric)[0] for index, group in enumerate(ranked)}
-    tied = [ranked[index] for index in tied_best(means, str(sweeper.get("direction")) == MAXIMIZE, tolerance)]
+    maximize = str(sweeper.get("direction")) == MAXIMIZE
+    tied = tied_best(means, maximize, tolerance)
     if not tied:
         return []
-    lines = ["## Search", "", f"- Best {metric}: {_described(report, tied[0], metric)}"]
+    best_mean = (max if maximize else min)(means[index] for index in tied)
+    best = next(index for index in tied if means[index] == best_mean)
+    lines = ["## Search", "", f"- Best {metric}: {_described(report, ranked[best], metric)}"]
     if len(tied) > 1:
-        others = "; ".join(_described(report, group, metric) for group in tied[1:])
+        others = "; ".join(_described(report, ranked[index], metric) for index in tied if index != best)
         lines.append(
             f"- Tied with it (within hydra.sweeper.tie_tolerance={tolerance:g}): {others}; `best.yaml` lists "
-            "them all, and its rerun command uses the lowest-numbered trial"
+            "them all, and its rerun command uses the best"
         )
     if pruned:
         labels = ", ".join(short_number(report.label(group)) for group in pruned)
         lines.append(
-            f"- Pruned, not ranked: {len(pruned)} trial(s) ({labels}); their values are those of the epoch "
-            "where pruning stopped them"
+            f"- Pruned, not ranked: {len(pruned)} trial(s) ({labels}); their values are those of the "
+            "checkpoint each run selected among the epochs it trained before pruning stopped it"
         )
     return [*lines, ""]

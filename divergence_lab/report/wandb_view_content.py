@@ -39,6 +39,7 @@ VIEW_TITLE_SEPARATOR = " · "
 PROJECT_PATH = re.compile(r"^(?P<entity>[A-Za-z0-9][\w.-]*)/(?P<project>[A-Za-z0-9][\w.-]*)$")
 FIGURE_LINK = re.compile(r"^!\[[^\]]*\]\([^)]*\)\s*$")  # a Markdown image line: ![name](file.png)
 SECTION_HEADING = "## "
+TEXT_BLOCKS = ("|", "- ", "* ")  # Markdown table rows and list items: what a section says beside a figure
 
 
 @dataclass(frozen=True)
@@ -179,14 +180,22 @@ def legend_lines(report: SweepReport, grouping: list[GroupingKey]) -> list[str]:
 
 
 def without_figures(markdown: str) -> str:
-    """``report.md`` without its figure sections (a ``## `` section holding an image link)."""
+    """``report.md`` without its figures (W&B cannot show the sweep folder's image files): a ``## `` section
+    that is a figure (an image link and its caption, no table or list) is left out; from a section that
+    also holds a table or a list (the across-datasets ranks beside their CD diagram) only the image link
+    lines go."""
     sections: list[list[str]] = [[]]
     for line in markdown.splitlines():
         if line.startswith(SECTION_HEADING):
             sections.append([])
         sections[-1].append(line)
-    kept = [s for s in sections if not any(FIGURE_LINK.match(line) for line in s)]
-    return "\n".join(line for section in kept for line in section).strip() + "\n"
+    kept: list[str] = []
+    for section in sections:
+        figures = [line for line in section if FIGURE_LINK.match(line)]
+        if figures and not any(line.startswith(TEXT_BLOCKS) for line in section):
+            continue
+        kept += [line for line in section if line not in figures]
+    return "\n".join(kept).strip() + "\n"
 
 
 def with_legend(markdown: str, legend: list[str]) -> str:

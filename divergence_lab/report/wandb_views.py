@@ -290,7 +290,7 @@ def publish_views(report: SweepReport, target: ViewTarget) -> list[str]:
     if target.spec_file is not None:
         try:
             write_specs(view_specs(content, target.entity, target.project), target.spec_file)
-        except OSError as error:
+        except (OSError, ValueError) as error:  # ValueError: the library refused a value (pydantic)
             raise ReportError(f"--spec-only {target.spec_file}: {error_reason(error)}") from None
         return [
             f"wrote the W&B workspace and report specs of {', '.join(content.groups)} to {target.spec_file}"

@@ -10,6 +10,7 @@ per-epoch value draws nothing.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from divergence_lab.ground.epoch_log import EpochValues, read_epoch_metrics
 
@@ -27,9 +28,9 @@ def curve_metrics(curves: dict[str, EpochValues]) -> list[str]:
     return [TRAINING_LOSS] * (TRAINING_LOSS in curves) + validation
 
 
-def write_epoch_figure(run_dir: Path, title: str, selected_epoch: int | None) -> Path | None:
-    """Draw the run's per-epoch curves into ``run_dir/epoch_curves.png``; its path, or None without curves."""
-    curves = read_epoch_metrics(run_dir)
+def epoch_figure(curves: dict[str, EpochValues], title: str, selected_epoch: int | None) -> Any:
+    """The matplotlib figure of ``curves`` (one titled panel per :func:`curve_metrics` entry, the tested
+    epoch marked); None when there is nothing to draw."""
     names = curve_metrics(curves)
     if not names:
         return None
@@ -48,14 +49,24 @@ def write_epoch_figure(run_dir: Path, title: str, selected_epoch: int | None) ->
         ax.plot(epochs, [curves[name][epoch] for epoch in epochs], marker="o", markersize=3)
         if selected_epoch is not None:
             ax.axvline(selected_epoch, linestyle=":", color="gray", label=f"tested: epoch {selected_epoch}")
-    if selected_epoch is not None:
-        axes.flat[0].legend(loc="best", fontsize=7)  # one legend: the line means the same in every panel
         ax.set(title=name, xlabel="epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
+    if selected_epoch is not None:
+        axes.flat[0].legend(loc="best", fontsize=7)  # one legend: the line means the same in every panel
     for ax in list(axes.flat)[len(names) :]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def write_epoch_figure(run_dir: Path, title: str, selected_epoch: int | None) -> Path | None:
+    """Draw the run's per-epoch curves into ``run_dir/epoch_curves.png``; its path, or None without curves."""
+    fig = epoch_figure(read_epoch_metrics(run_dir), title, selected_epoch)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
+
     path = run_dir / EPOCH_FIGURE_FILE
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -13,8 +13,8 @@ runs by (:func:`run_labels`): ``run/study``, ``run/sweep`` (the group), ``run/me
 as ``run/divergence/<param>`` (``run/divergence/temperature`` ...; only for methods that use a divergence).
 The flat keys use ``/``, never ``.``: W&B reads a dot in a config key as nesting when filtering. Divergence
 parameters that say how a value is computed rather than which value (``logger.wandb.not_labelled``:
-``execution``, ``chunk_rows``) stay in the nested config and get no flat label, so they are never offered as
-a grouping or a parallel-coordinates axis.
+``execution``, ``chunk_rows``) stay in the nested config and get no flat label, the keys views group, filter
+and draw parallel coordinates by.
 
 Beside the labels, the config holds the run's provenance (:func:`provenance_config`): ``git/commit`` and
 ``git/dirty`` of the source tree that ran (also handed to W&B as the run's commit: the run folder is not a
@@ -61,6 +61,7 @@ from divergence_lab.ground.record_format import (
     TEACHER_FILE,
 )
 from divergence_lab.ground.wandb_login import wandb_logged_in
+from divergence_lab.metrics.calibration import RELIABILITY_FIGURE_FILE
 from divergence_lab.run.epoch_figure import write_epoch_figure
 from divergence_lab.run.folder import tests_last_epoch
 from divergence_lab.run.ranks import is_global_rank_zero
@@ -74,8 +75,7 @@ TESTED_KEYS = ("selected_epoch", "checkpoint_selection", "n_train", "n_val", "n_
 NO_DIVERGENCE = "none"  # run/divergence of a method that uses no divergence
 TEACHER_SECTION = "teacher/"
 TEST_PREFIX = "test/"
-RELIABILITY_FIGURE = "reliability.png"  # written by metrics.calibration.ReliabilityDiagram
-IMAGE_KEYS = {"images/reliability": RELIABILITY_FIGURE}  # W&B key -> figure in the run folder
+IMAGE_KEYS = {"images/reliability": RELIABILITY_FIGURE_FILE}  # W&B key -> figure in the run folder
 EPOCH_CURVES_KEY = "images/epoch_curves"
 PER_CLASS_TABLE = f"{TEST_PREFIX}{PER_CLASS_KEY}"
 PER_CLASS_COLUMNS = ["class", "accuracy"]
@@ -241,6 +241,8 @@ def teacher_summary(run_dir: Path) -> dict[str, Any]:
         teachers = json.loads((run_dir / TEACHER_FILE).read_text())
     except (OSError, ValueError):
         return {}
+    if not isinstance(teachers, dict):
+        return {}
     summary: dict[str, Any] = {}
     for key, teacher in sorted(teachers.items()):
         prefix = TEACHER_SECTION if len(teachers) == 1 else f"{TEACHER_SECTION}{key}/"
@@ -269,10 +271,21 @@ def log_summary(loggers: list[Any], record: Mapping[str, Any], cfg: DictConfig, 
 
 def log_media(loggers: list[Any], record: Mapping[str, Any], run_dir: Path, title: str) -> None:
     """Log the run's figures (the reliability diagram, the per-epoch curves drawn now) as W&B images and its
-    per-class accuracy as a W&B table (see the module docstring); nothing without a W&B logger."""
+    per-class accuracy as a W&B table (see the module docstring); nothing without a W&B logger. They are
+    extras of a run that has finished: a failure here is one warning line, never a failed run."""
     runs = wandb_loggers(loggers)
     if not runs:
         return
+    try:
+        media = run_media(record, run_dir, title)
+        for logger in runs:
+            logger.experiment.log(media)
+    except Exception as error:  # matplotlib, file and W&B errors alike; metrics.json is already written
+        log.warning("W&B images and tables not logged: %s: %s", type(error).__name__, error)
+
+
+def run_media(record: Mapping[str, Any], run_dir: Path, title: str) -> dict[str, Any]:
+    """``{W&B key: wandb.Image or wandb.Table}`` of the run (see :func:`log_media`)."""
     import wandb
 
     figures = {key: run_dir / name for key, name in IMAGE_KEYS.items() if (run_dir / name).is_file()}
@@ -283,8 +296,7 @@ def log_media(loggers: list[Any], record: Mapping[str, Any], run_dir: Path, titl
     if PER_CLASS_KEY in record:
         rows = [[index, accuracy] for index, accuracy in enumerate(record[PER_CLASS_KEY])]
         media[PER_CLASS_TABLE] = wandb.Table(columns=PER_CLASS_COLUMNS, data=rows)
-    for logger in runs:
-        logger.experiment.log(media)
+    return media
 
 
 def close_loggers(loggers: list[Any], interrupted: bool = False) -> None:

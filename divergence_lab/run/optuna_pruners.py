@@ -9,7 +9,7 @@ are its epochs counted from 1; its intermediate value at step ``e`` is the mean 
 * ``none``: Optuna's ``NopPruner``: intermediate values are recorded, no trial is pruned;
 * ``median``: ``MedianPruner(n_startup_trials, n_warmup_steps)``: a trial whose value at epoch ``e`` is
   worse than the median of the earlier trials' values at ``e`` is pruned, once ``n_startup_trials`` trials
-  have finished, and never at an epoch below ``n_warmup_steps``;
+  have completed (pruned or failed ones do not count), and never at an epoch below ``n_warmup_steps``;
 * ``hyperband``: ``HyperbandPruner(min_resource, reduction_factor)``: successive halving over brackets, a
   trial surviving a rung of ``min_resource * reduction_factor**i`` epochs only when among the best
   ``1 / reduction_factor`` there (the largest rung, ``max_resource``, is learnt from the first trials).

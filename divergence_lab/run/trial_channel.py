@@ -17,7 +17,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+# the trial's system attributes the jobs write (run/trial_reports.py): "dlab:seed <j>:epoch <e>", ...
+ATTR_PREFIX = "dlab:seed "
+STOPPED = ":stopped at epoch"
 STORAGE_VAR = "DLAB_OPTUNA_STORAGE"  # the study's storage URL
 STUDY_VAR = "DLAB_OPTUNA_STUDY"  # the study's name
 TRIAL_VAR = "DLAB_OPTUNA_TRIAL"  # the trial's number
@@ -71,3 +75,18 @@ class TrialChannel:
             seed_index=int(environ.get(SEED_INDEX_VAR, "0")),
             seeds=int(environ.get(SEEDS_VAR, "1")),
         )
+
+
+def epoch_attr(seed_index: int, epoch: int) -> str:
+    """The trial's system attribute holding seed ``seed_index``'s value after epoch ``epoch``."""
+    return f"{ATTR_PREFIX}{seed_index}:epoch {epoch}"
+
+
+def stop_attr(seed_index: int) -> str:
+    """The trial's system attribute holding the epoch at which seed ``seed_index``'s job stopped."""
+    return f"{ATTR_PREFIX}{seed_index}{STOPPED}"
+
+
+def stopped_by_pruning(system_attrs: Mapping[str, Any]) -> bool:
+    """Whether a job of the trial with these system attributes recorded that pruning stopped it."""
+    return any(key.startswith(ATTR_PREFIX) and key.endswith(STOPPED) for key in system_attrs)

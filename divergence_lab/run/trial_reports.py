@@ -26,23 +26,9 @@ from lightning.pytorch.callbacks import Callback
 
 from divergence_lab.ground.record_format import PRUNED_KEY
 from divergence_lab.run.optuna_pruners import build_pruner
-from divergence_lab.run.trial_channel import TrialChannel
+from divergence_lab.run.trial_channel import TrialChannel, epoch_attr, stop_attr, stopped_by_pruning
 
 log = logging.getLogger(__name__)
-ATTR_PREFIX = "dlab:seed "
-STOPPED = ":stopped at epoch"
-
-
-def epoch_attr(seed_index: int, epoch: int) -> str:
-    """The trial's system attribute holding seed ``seed_index``'s value after epoch ``epoch``."""
-    return f"{ATTR_PREFIX}{seed_index}:epoch {epoch}"
-
-
-def stop_attr(seed_index: int) -> str:
-    """The trial's system attribute holding the epoch at which seed ``seed_index``'s job stopped."""
-    return f"{ATTR_PREFIX}{seed_index}{STOPPED}"
-
-
 class TrialReporter:
     """Reports one job's epochs to its trial (see the module's docstring); Optuna's storage is opened once."""
 
@@ -68,8 +54,7 @@ class TrialReporter:
         if None not in values and epoch not in trial.intermediate_values:
             self.storage.set_trial_intermediate_value(self.trial_id, epoch, statistics.fmean(values))
             trial = self.storage.get_trial(self.trial_id)
-        stopped = any(key.startswith(ATTR_PREFIX) and key.endswith(STOPPED) for key in trial.system_attrs)
-        if not stopped and not self.study.pruner.prune(self.study, trial):
+        if not stopped_by_pruning(trial.system_attrs) and not self.study.pruner.prune(self.study, trial):
             return False
         self.storage.set_trial_system_attr(self.trial_id, stop_attr(seed_index), epoch)
         return True
@@ -115,7 +100,8 @@ class TrialReports(Callback):
             trainer.should_stop = True
 
     def _report(self, epoch: int, value: float) -> bool:
-        """Report the epoch; a storage that cannot be reached costs the reports (one warning), not the run."""
+        """Report the epoch; a storage that cannot be reached costs this epoch's report (one warning), not the
+        run: the next epoch is reported again."""
         import optuna
 
         assert self.reporter is not None
@@ -123,12 +109,8 @@ class TrialReports(Callback):
             return self.reporter.epoch_end(epoch, value)
         except optuna.exceptions.OptunaError as error:
             log.warning(
-                "Optuna trial %d: epoch %d not reported (%s); no more reports",
-                self.reporter.channel.number,
-                epoch,
-                error,
+                "Optuna trial %d: epoch %d not reported (%s)", self.reporter.channel.number, epoch, error
             )
-            self.reporter = None
             return False
 
 

@@ -21,7 +21,7 @@ persistent storage (SQLite in the sweep folder), so that:
 * at the end :func:`write_best` writes ``best.yaml``: the best trial's parameters and value, every trial
   tied with it (``best_trials``: within ``hydra.sweeper.tie_tolerance``, :mod:`divergence_lab.ground.ties`),
   the trial counts (complete, pruned, failed), and the ``dlab`` command that reruns the best parameters
-  over 5 seeds (those of the lowest-numbered tied trial).
+  over 5 seeds (those of the trial at the best value, the lowest-numbered among equal values).
 """
 
 from __future__ import annotations
@@ -213,10 +213,12 @@ def write_best(
 
     ``fixed`` are the fixed overrides of ``hydra.sweeper.params`` ({key: override as written}), which the
     rerun command must repeat. Trials within ``tie_tolerance`` of the best value are tied with it: all are
-    listed (``best_trials``) and said tied, and the rerun command takes the lowest-numbered one."""
+    listed (``best_trials``) and said tied. ``best_trial`` (whose parameters the rerun command takes) is the
+    one with the best value itself, the lowest-numbered among equal values."""
     states = [trial.state for trial in study.trials]
     tied = best_trials(study, tie_tolerance)
-    best = tied[0]
+    best_value = study.best_value
+    best = next(trial for trial in tied if trial.value == best_value)
     result = {
         "study": study.study_name,
         "storage": storage,
@@ -242,7 +244,7 @@ def write_best(
         numbers = ", ".join(str(trial.number) for trial in tied)
         log.info(
             "Trials %s are tied for the best %s (within tie_tolerance=%g); the rerun command uses trial %d, "
-            "the lowest-numbered",
+            "the lowest-numbered at the best value",
             numbers,
             metric,
             tie_tolerance,

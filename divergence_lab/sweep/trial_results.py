@@ -28,6 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from divergence_lab.ground.record_format import METRICS_FILE, PRUNED_KEY, RUN_FINGERPRINT_FILE
+from divergence_lab.run.trial_channel import stopped_by_pruning
 
 FINGERPRINT_CHARS = 12
 REPORTED_SPLITS = ("val/", "test/")
@@ -100,14 +101,16 @@ def tell_trial(
     study: optuna.Study, trial: optuna.Trial, values: Sequence[float] | None, jobs: Sequence[JobResult]
 ) -> TrialState:
     """Set ``trial``'s attributes from ``jobs`` and tell the study its outcome: failed when ``values`` (the
-    jobs' objective values) is None, pruned when a job was stopped by pruning, else complete with the mean
-    of ``values``. Returns the state told."""
+    jobs' objective values) is None, pruned when a job was stopped by pruning (its ``metrics.json`` says so,
+    or it recorded the stop on the trial), else complete with the mean of ``values``. Returns the state
+    told."""
     for key, value in trial_attributes(jobs).items():
         trial.set_user_attr(key, value)
     if values is None:
         study.tell(trial, state=TrialState.FAIL)
         return TrialState.FAIL
-    if any(job.pruned_at is not None for job in jobs):
+    recorded = study._storage.get_trial(trial._trial_id).system_attrs  # the jobs' own records of stopping
+    if any(job.pruned_at is not None for job in jobs) or stopped_by_pruning(recorded):
         study.tell(trial, state=TrialState.PRUNED)
         return TrialState.PRUNED
     study.tell(trial, statistics.fmean(values))

@@ -229,3 +229,23 @@ def test_teacher_summary_names_each_teacher_by_its_key_when_there_are_several(tm
         "teacher/k2/model": "ResNet",
         "teacher/k2/acc": 0.8,
     }
+
+
+@pytest.mark.parametrize("selected", [2, None])
+def test_epoch_figure_titles_every_panel_and_marks_the_tested_epoch(selected):
+    from divergence_lab.run.epoch_figure import epoch_figure
+
+    curves = {
+        "val/nll": {1: 2.0, 2: 1.5},
+        "train/loss": {1: 1.0, 2: 0.5},
+        "val/acc": {1: 0.5, 2: 0.7},
+        "lr": {1: 0.1},
+    }
+    fig = epoch_figure(curves, "kd | kl | seed 0", selected)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == ["train/loss", "val/acc", "val/nll"]  # lr is not drawn
+    assert all(ax.get_xlabel() == "epoch" for ax in shown)
+    marked = [[line.get_xdata()[0] for line in ax.get_lines()[1:]] for ax in shown]
+    assert marked == ([[selected]] * 3 if selected else [[]] * 3)
+    assert (shown[0].get_legend() is not None) == (selected is not None)
+    assert epoch_figure({"test/acc": {1: 0.9}}, "", selected) is None  # nothing per epoch to draw

@@ -255,3 +255,7 @@ def test_project_paths_and_figure_sections():
         "# R\n\n## Table\n\n| a |\n\n## Curves\n\ncaption\n\n![curves](report_curves.png)\n\n## Notes\n\nx\n"
     )
     assert without_figures(text) == "# R\n\n## Table\n\n| a |\n\n## Notes\n\nx\n"
+    ranks = "## Across datasets\n\n| kl | 1.5 |\n\n- Friedman p = 0.01\n\n![report_cd](report_cd.png)\n"
+    assert without_figures(f"# R\n\n{ranks}") == (
+        "# R\n\n## Across datasets\n\n| kl | 1.5 |\n\n- Friedman p = 0.01\n"
+    )  # the ranks stay; only the diagram's link goes

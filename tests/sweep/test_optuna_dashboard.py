@@ -1,7 +1,6 @@
 """optuna-dashboard reads a study the sweeper wrote: a real local server, asked through its JSON API."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -14,8 +13,9 @@ from pathlib import Path
 
 import optuna
 
+from tests.sweep.toy_sweeps import OBJECTIVE, run_app
+
 BIN = Path(sys.executable).parent
-APP = Path(__file__).parents[1] / "apps" / "objective.py"
 CURVE = Path(__file__).parents[1] / "apps" / "curve.py"
 STARTUP_TIMEOUT_S = 60
 POLL_INTERVAL_S = 0.5
@@ -44,14 +44,6 @@ def wait_for_json(url: str, server: subprocess.Popen, server_log: Path) -> dict:
         except (urllib.error.URLError, ConnectionError):
             assert time.monotonic() < deadline, f"optuna-dashboard did not answer {url}"
             time.sleep(POLL_INTERVAL_S)
-
-
-def run_toy(app: Path, sweep_dir: Path, *args: str) -> None:
-    env = {**os.environ, "TOY_SWEEP_DIR": str(sweep_dir)}
-    toy = subprocess.run(
-        [sys.executable, str(app), "-m", *args], capture_output=True, text=True, timeout=120, env=env
-    )
-    assert toy.returncode == 0, toy.stderr[-3000:]
 
 
 @contextmanager
@@ -84,7 +76,7 @@ def dashboard(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
 
 
 def test_optuna_dashboard_lists_the_study_and_its_trials(tmp_path):
-    run_toy(APP, tmp_path, f"hydra.sweeper.n_trials={TOY_TRIALS}", "+extra=1")
+    run_app(OBJECTIVE, tmp_path, f"hydra.sweeper.n_trials={TOY_TRIALS}", "+extra=1")
     with dashboard(tmp_path) as (url, server, server_log):
         studies = wait_for_json(f"{url}/api/studies", server, server_log)["study_summaries"]
         (study,) = [s for s in studies if s["study_name"] == "toy"]
@@ -102,7 +94,7 @@ def test_optuna_dashboard_shows_intermediate_values_seeds_and_pruned_trials(tmp_
     )
     for x in (0.9, 0.2):
         study.enqueue_trial({"x": x})
-    run_toy(CURVE, tmp_path, "hydra.sweeper.n_trials=2")
+    run_app(CURVE, tmp_path, "hydra.sweeper.n_trials=2")
     with dashboard(tmp_path) as (url, server, server_log):
         studies = wait_for_json(f"{url}/api/studies", server, server_log)["study_summaries"]
         (summary,) = [s for s in studies if s["study_name"] == "curve"]

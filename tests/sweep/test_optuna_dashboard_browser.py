@@ -9,19 +9,17 @@ to the test's temporary folder. Skips without Chromium unless ``DLAB_REQUIRE_BRO
 from __future__ import annotations
 
 import html
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.browser import browser, run_browser
-from tests.sweep.test_optuna_dashboard import BIN, SHUTDOWN_TIMEOUT_S, free_port, wait_for_json
+from tests.sweep.test_optuna_dashboard import dashboard as served
+from tests.sweep.test_optuna_dashboard import wait_for_json
+from tests.sweep.toy_sweeps import CURVE, run_app
 
-APP = Path(__file__).parents[1] / "apps" / "curve.py"
 TRIALS = 2
 RENDER_BUDGET_MS = 15_000  # virtual time the page's scripts get to fetch the study and draw it
 WINDOW = "1400,1800"
@@ -39,40 +37,10 @@ def dashboard(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     (its address, the sweep folder)."""
     browser()  # skip (or fail in CI) before any work when there is no browser
     sweep = tmp_path_factory.mktemp("dashboard")
-    toy = subprocess.run(
-        [sys.executable, str(APP), "-m", f"hydra.sweeper.n_trials={TRIALS}", "hydra.sweeper.pruner=none"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "TOY_SWEEP_DIR": str(sweep)},
-    )
-    assert toy.returncode == 0, toy.stderr[-3000:]
-    port = free_port()
-    server_log = sweep / "dashboard.log"
-    with server_log.open("w") as log:
-        server = subprocess.Popen(
-            [
-                BIN / "optuna-dashboard",
-                f"sqlite:///{sweep}/optuna.db",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    address = f"http://127.0.0.1:{port}"
-    try:
+    run_app(CURVE, sweep, f"hydra.sweeper.n_trials={TRIALS}", "hydra.sweeper.pruner=none")
+    with served(sweep) as (address, server, server_log):
         wait_for_json(f"{address}/api/studies", server, server_log)
         yield address, sweep
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=SHUTDOWN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def page_text(url: str, profile: Path) -> str:

@@ -1,7 +1,6 @@
 """Optuna studies through the real sweeper and a real SQLite storage: continuing, failures, best.yaml."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,23 +11,18 @@ import yaml
 
 from divergence_lab.sweep.optuna_study import rerun_command
 from tests.conftest import compose_config
+from tests.sweep.toy_sweeps import OBJECTIVE, run_app, sweep_app
 
 BIN = Path(sys.executable).parent
-APP = Path(__file__).parents[1] / "apps" / "objective.py"
 
 
 def _toy(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
     """The toy Optuna app swept into ``sweep_dir``, whatever its exit code."""
-    env = {**os.environ, "TOY_SWEEP_DIR": str(sweep_dir)}
-    return subprocess.run(
-        [sys.executable, str(APP), "-m", *args], capture_output=True, text=True, timeout=120, env=env
-    )
+    return sweep_app(OBJECTIVE, sweep_dir, *args)
 
 
 def _run_toy(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    result = _toy(sweep_dir, *args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return run_app(OBJECTIVE, sweep_dir, *args)
 
 
 def _study(sweep_dir: Path) -> optuna.Study:

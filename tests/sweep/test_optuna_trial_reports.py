@@ -4,7 +4,6 @@ a real SQLite storage and a toy app whose per-epoch curve is known (``tests/apps
 ``e`` of ``epochs`` its value is ``x * e / epochs + seed * 0.01``)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,24 +17,19 @@ from divergence_lab.ground.errors import ConfigError
 from divergence_lab.ground.ties import tied_best
 from divergence_lab.report.command import main as report_main
 from divergence_lab.run.trial_channel import TrialChannel, trial_job_numbers
+from tests.sweep.toy_sweeps import CURVE, run_app, sweep_app
 
 BIN = Path(sys.executable).parent
-CURVE = Path(__file__).parents[1] / "apps" / "curve.py"
 SEED_STEP = 0.01
 EPOCHS = 3
 
 
 def _curve(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TOY_SWEEP_DIR": str(sweep_dir)}
-    return subprocess.run(
-        [sys.executable, str(CURVE), "-m", *args], capture_output=True, text=True, timeout=240, env=env
-    )
+    return sweep_app(CURVE, sweep_dir, *args)
 
 
 def _run_curve(sweep_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    result = _curve(sweep_dir, *args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return run_app(CURVE, sweep_dir, *args)
 
 
 def _storage(sweep_dir: Path) -> str:
@@ -106,7 +100,8 @@ def test_seeds_pruning_attributes_and_ties_are_recorded_on_the_study(tmp_path):
     assert best["trials"] == {"complete": 2, "pruned": 2, "failed": 0, "total": 4}
     assert best["seeds_per_trial"] == 3
     log = result.stdout + result.stderr
-    assert "Trials 0, 2 are tied for the best val/x" in log and "uses trial 0, the lowest-numbered" in log
+    assert "Trials 0, 2 are tied for the best val/x" in log
+    assert "uses trial 0, the lowest-numbered at the best value" in log
 
 
 def test_trials_within_the_tie_tolerance_are_tied_in_best_yaml_and_in_the_report(tmp_path):
@@ -115,14 +110,15 @@ def test_trials_within_the_tie_tolerance_are_tied_in_best_yaml_and_in_the_report
     args = ["hydra.sweeper.n_trials=3", "hydra.sweeper.seeds_per_trial=2", "hydra.sweeper.pruner=none"]
     _run_curve(tmp_path, *args, "hydra.sweeper.tie_tolerance=0.001")
     best = yaml.safe_load((tmp_path / "best.yaml").read_text())
-    # the best value is trial 2's, but trial 0 is tied with it and is the lowest-numbered
-    assert best["best_trials"] == [0, 2] and best["best_trial"] == 0 and best["tie_tolerance"] == 0.001
-    assert best["best_params"] == {"x": 0.9} and "x=0.9 " in best["rerun"]
+    # the best value is trial 2's; trial 0 is tied with it, listed, and not taken for the best
+    assert best["best_trials"] == [0, 2] and best["best_trial"] == 2 and best["tie_tolerance"] == 0.001
+    assert best["best_value"] == pytest.approx(0.9055)
+    assert best["best_params"] == {"x": 0.9005} and "x=0.9005 " in best["rerun"]
     assert report_main([str(tmp_path), "--metrics", "test/x"]) == 0
     section = (tmp_path / "report.md").read_text().split("## Search")[1].split("\n## ")[0]
-    assert "- Best val/x: 0.9050 ± 0.0071 over 2 seeds (0.9)" in section
+    assert "- Best val/x: 0.9055 ± 0.0071 over 2 seeds (0.9005)" in section
     assert (
-        "- Tied with it (within hydra.sweeper.tie_tolerance=0.001): 0.9055 ± 0.0071 over 2 seeds (0.9005)"
+        "- Tied with it (within hydra.sweeper.tie_tolerance=0.001): 0.9050 ± 0.0071 over 2 seeds (0.9)"
         in (section)
     )
     assert "Pruned" not in section
@@ -220,6 +216,9 @@ def test_a_bad_pruner_is_refused_in_one_line_before_any_job_runs(tmp_path):
          "hydra.sweeper.pruners.hyperband.reduction_factor must be an integer >= 2 (got 1)"),
         ({"pruner": "median", "storage": None}, "hydra.sweeper.pruner=median needs a study the jobs"),
         ({"seeds_per_trial": 0}, "hydra.sweeper.seeds_per_trial must be an integer >= 1 (got 0)"),
+        ({"seeds_per_trial": None}, "hydra.sweeper.seeds_per_trial must be an integer >= 1 (got None)"),
+        ({"pruner": "median", "pruners": {"median": {"n_warmup_steps": None}}, "storage": "sqlite:///x"},
+         "hydra.sweeper.pruners.median.n_warmup_steps must be an integer >= 0 (got None)"),
         ({"tie_tolerance": -0.1}, "hydra.sweeper.tie_tolerance must be a number >= 0 (got -0.1)"),
     ],
 )  # fmt: skip

@@ -27,8 +27,9 @@ OFFLINE_RUN_DIRS = "wandb/offline-run-*"  # under a run directory: one folder pe
 @dataclass
 class OfflineRun:
     """What one ``.wandb`` file says about its run. History rows are in logging order; ``args`` is the
-    command line W&B recorded for the run and ``git_commit`` the commit it was given; media (images,
-    tables) appear in history rows as ``<key>._type``, ``<key>.path`` ... entries."""
+    command line W&B recorded for the run and ``git_commit`` the commit it was given; ``step_metrics``: the
+    x-axis each metric (or glob, ``val/*``) was defined with; media (images, tables) appear in history rows
+    as ``<key>._type``, ``<key>.path`` ... entries."""
 
     run_id: str = ""
     project: str = ""
@@ -41,6 +42,7 @@ class OfflineRun:
     exit_code: int | None = None
     args: list[str] = field(default_factory=list)
     git_commit: str = ""
+    step_metrics: dict[str, str] = field(default_factory=dict)  # metric (or glob) -> its x-axis metric
 
 
 def record_payloads(path: Path) -> Iterator[bytes]:
@@ -103,6 +105,8 @@ def read_offline_run(path: Path) -> OfflineRun:
             run.config.update(_items(meta.config.update))
         elif kind == "environment" and record.environment.program:
             run.args = list(record.environment.args)
+        elif kind == "metric" and record.metric.step_metric:
+            run.step_metrics[record.metric.name or record.metric.glob_name] = record.metric.step_metric
         elif kind == "config":
             run.config.update(_items(record.config.update))
             for item in record.config.remove:

@@ -28,7 +28,8 @@ from typing import Any
 from lightning.pytorch.loggers import WandbLogger
 
 EPOCH_KEY = "epoch"
-EPOCH_AXIS_METRICS = "val/*"  # the charts drawn against epochs rather than steps
+EPOCH_AXIS_PREFIX = "val/"  # the charts drawn against epochs rather than steps
+EPOCH_AXIS_METRICS = f"{EPOCH_AXIS_PREFIX}*"
 STEP_KEY = "trainer/global_step"  # Lightning's x-axis of every other chart
 ALL_METRICS = "*"
 NO_SUMMARY = "none"
@@ -63,6 +64,7 @@ class CountedEpochsWandbLogger(WandbLogger):
     def __init__(self, *, job_overrides: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._job_overrides = list(job_overrides)
+        self._defined: set[str] = set()  # the val/* metrics defined by name so far
 
     @property
     def experiment(self) -> Any:
@@ -77,4 +79,18 @@ class CountedEpochsWandbLogger(WandbLogger):
         return experiment
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._define_epoch_axis(metrics)
         super().log_metrics(counted_epochs(metrics), step)
+
+    def _define_epoch_axis(self, metrics: Mapping[str, float]) -> None:
+        """Define each ``val/*`` metric by its own name, with ``epoch`` as its step, the first time it is
+        logged: W&B applies a metric's own definition before any glob, and of two matching globs (``*``
+        and ``val/*``) it does not say which wins."""
+        new = [name for name in metrics if name.startswith(EPOCH_AXIS_PREFIX) and name not in self._defined]
+        if not new:
+            return
+        experiment = self.experiment
+        if callable(getattr(experiment, "define_metric", None)):
+            for name in new:
+                experiment.define_metric(name, step_metric=EPOCH_KEY, summary=NO_SUMMARY)
+        self._defined.update(new)

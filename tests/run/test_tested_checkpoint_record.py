@@ -109,6 +109,8 @@ def test_wandb_counts_epochs_from_one_and_its_summary_names_the_tested_checkpoin
     run = read_offline_run(run_file)
     val_rows = [row for row in run.history if "val/acc" in row]
     assert [row["epoch"] for row in val_rows] == list(range(1, EPOCHS + 1))  # the report's count
+    # the validation charts are drawn against epoch: each val metric is defined with it by name
+    assert run.step_metrics["val/acc"] == run.step_metrics["val/nll"] == "epoch"
     curve = validation_curve(run_dir)
     assert [row["val/acc"] for row in val_rows] == pytest.approx([epoch["val/acc"] for epoch in curve])
     train_epochs = {row["epoch"] for row in run.history if "train/loss_step" in row}

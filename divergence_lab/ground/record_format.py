@@ -137,6 +137,22 @@ def read_fingerprint_record(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and isinstance(record.get("settings"), dict) else None
 
 
+def fingerprint_digest(run_dir: Path) -> str | None:
+    """The SHA-256 of a run's result-relevant settings as its fingerprint file holds it (None without)."""
+    record = read_fingerprint_record(run_dir / RUN_FINGERPRINT_FILE)
+    return None if record is None else record.get("sha256")
+
+
+def read_teachers(path: Path) -> dict[str, dict[str, Any]]:
+    """A run's ``teacher.json`` at ``path``: ``{cache key: {"model", "test_metrics", "numerics"}}``; empty
+    when it is missing or unreadable."""
+    try:
+        teachers = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return teachers if isinstance(teachers, dict) else {}
+
+
 def read_fingerprint(path: Path) -> dict[str, Any] | None:
     """The settings recorded in a fingerprint file; None when it is missing or unreadable."""
     record = read_fingerprint_record(path)

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from omegaconf.errors import OmegaConfBaseException
 
-from divergence_lab.ground.record_format import TEACHER_FILE, stored_run_settings
+from divergence_lab.ground.record_format import TEACHER_FILE, read_teachers, stored_run_settings
 
 SECTIONS = ("method", "teacher", "divergence", "data", "model", "trainer")  # shown first, in this order
 TEACHER_PREFIX = "method.teacher."
@@ -36,14 +36,6 @@ def run_settings(job: Path) -> dict[str, Any]:
         return stored_run_settings(job) or {}
     except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException):  # unreadable: nothing to show
         return {}
-
-
-def _teachers(job: Path) -> dict[str, dict[str, Any]]:
-    try:
-        teachers = json.loads((job / TEACHER_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return teachers if isinstance(teachers, dict) else {}
 
 
 def _started_finished(record: dict[str, Any]) -> tuple[float, float] | None:
@@ -163,7 +155,7 @@ def collect_provenance(jobs: list[Path], records: list[dict[str, Any]]) -> Prove
         else:
             provenance.varying[key] = sorted(_show(json.loads(v)) for v in values)
     for job in jobs:
-        for key, teacher in _teachers(job).items():
+        for key, teacher in read_teachers(job / TEACHER_FILE).items():
             entry = provenance.teachers.setdefault(key, {**teacher, "runs": 0})
             entry["runs"] += 1
     spans = []

@@ -45,7 +45,6 @@ W&B counts epochs from 1, as the progress lines and the report (:mod:`divergence
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import uuid
@@ -57,8 +56,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from divergence_lab.ground.record_format import (
     PER_CLASS_KEY,
-    RUN_FINGERPRINT_FILE,
     TEACHER_FILE,
+    fingerprint_digest,
+    read_teachers,
 )
 from divergence_lab.ground.wandb_login import wandb_logged_in
 from divergence_lab.metrics.calibration import RELIABILITY_FIGURE_FILE
@@ -146,21 +146,13 @@ def run_labels(cfg: DictConfig, group: str) -> dict[str, Any]:
     return labels
 
 
-def run_fingerprint(run_dir: Path) -> str | None:
-    """The SHA-256 of the run's result-relevant settings as ``fingerprint.json`` holds it (None without)."""
-    try:
-        return json.loads((run_dir / RUN_FINGERPRINT_FILE).read_text())["sha256"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def provenance_config(run_dir: Path, job_overrides: Sequence[str]) -> dict[str, Any]:
     """``git/commit``, ``git/dirty``, ``fingerprint`` and ``job/overrides`` (see the module docstring)."""
     source = git_commit()
     return {
         "git/commit": source["commit"],
         "git/dirty": source["dirty"],
-        "fingerprint": run_fingerprint(run_dir),
+        "fingerprint": fingerprint_digest(run_dir),
         "job/overrides": list(job_overrides),
     }
 
@@ -237,12 +229,7 @@ def tested_summary(record: Mapping[str, Any]) -> dict[str, Any]:
 def teacher_summary(run_dir: Path) -> dict[str, Any]:
     """``teacher/key``, ``teacher/model`` and ``teacher/<test metric>`` (``test/acc`` -> ``teacher/acc``) of
     each teacher in the run's ``teacher.json``; ``teacher/<key>/...`` when there are several; else empty."""
-    try:
-        teachers = json.loads((run_dir / TEACHER_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(teachers, dict):
-        return {}
+    teachers = read_teachers(run_dir / TEACHER_FILE)
     summary: dict[str, Any] = {}
     for key, teacher in sorted(teachers.items()):
         prefix = TEACHER_SECTION if len(teachers) == 1 else f"{TEACHER_SECTION}{key}/"

@@ -76,6 +76,7 @@ from torch import nn
 
 from divergence_lab.ground.errors import ConfigError
 from divergence_lab.ground.progress import StageProgress, format_duration
+from divergence_lab.ground.record_format import read_teachers
 from divergence_lab.methods.recipes import CLASSIFIER, TeacherRecipe, build_classifier, classifier_recipe
 from divergence_lab.methods.stages import FitAndTest
 from divergence_lab.run.epoch_progress import EpochProgress
@@ -267,10 +268,7 @@ def _record_teacher(
 ) -> None:
     """Add ``{key: {"model": <network class>, "test_metrics": {...}, "numerics": {...}}}`` to the run's
     ``teacher.json``."""
-    try:
-        teachers = json.loads(path.read_text())
-    except (OSError, ValueError):
-        teachers = {}
+    teachers = read_teachers(path)
     model = str(teacher_cfg.model.get("_target_", "?")).rsplit(".", 1)[-1]
     teachers[key] = {"model": model, "test_metrics": dict(test_metrics), "numerics": dict(trained_under)}
     write_json_atomically(path, teachers)

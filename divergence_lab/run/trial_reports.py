@@ -29,20 +29,24 @@ from divergence_lab.run.optuna_pruners import build_pruner
 from divergence_lab.run.trial_channel import TrialChannel, epoch_attr, stop_attr, stopped_by_pruning
 
 log = logging.getLogger(__name__)
+
+
+def open_trial(channel: TrialChannel, pruner: Any = None) -> tuple[Any, int]:
+    """The study of ``channel`` (with ``pruner``, Optuna's default when None) and its trial's storage id;
+    ``KeyError`` when the study has no such trial or no such study exists."""
+    import optuna
+
+    study = optuna.load_study(study_name=channel.study_name, storage=channel.storage, pruner=pruner)
+    return study, study._storage.get_trial_id_from_study_id_trial_number(study._study_id, channel.number)
+
+
 class TrialReporter:
     """Reports one job's epochs to its trial (see the module's docstring); Optuna's storage is opened once."""
 
     def __init__(self, channel: TrialChannel, sweeper: Mapping[str, Any]) -> None:
-        import optuna
-
         self.channel = channel
-        self.study = optuna.load_study(
-            study_name=channel.study_name, storage=channel.storage, pruner=build_pruner(sweeper)
-        )
+        self.study, self.trial_id = open_trial(channel, build_pruner(sweeper))
         self.storage = self.study._storage
-        self.trial_id = self.storage.get_trial_id_from_study_id_trial_number(
-            self.study._study_id, channel.number
-        )
 
     def epoch_end(self, epoch: int, value: float) -> bool:
         """Record this seed's ``value`` after ``epoch``, the trial's mean at ``epoch`` once every seed has
@@ -69,9 +73,9 @@ def pruned_entry(channel: TrialChannel | None = None) -> dict[str, Any]:
     import optuna
 
     try:
-        study = optuna.load_study(study_name=channel.study_name, storage=channel.storage)
-        at_epoch = study.trials[channel.number].system_attrs.get(stop_attr(channel.seed_index))
-    except (optuna.exceptions.OptunaError, KeyError, IndexError) as error:  # no such study or trial
+        study, trial_id = open_trial(channel)
+        at_epoch = study._storage.get_trial_system_attrs(trial_id).get(stop_attr(channel.seed_index))
+    except (optuna.exceptions.OptunaError, KeyError) as error:  # no such study or trial
         log.warning("Optuna trial %d not read (%s): no pruned entry recorded", channel.number, error)
         return {}
     return {} if at_epoch is None else {PRUNED_KEY: {"at_epoch": int(at_epoch)}}

@@ -17,7 +17,6 @@ and ``pruned at epoch`` (by seed index, null for a seed that was not stopped).
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from divergence_lab.ground.record_format import METRICS_FILE, PRUNED_KEY, RUN_FINGERPRINT_FILE
+from divergence_lab.ground.record_format import PRUNED_KEY, fingerprint_digest, finished_record
 from divergence_lab.run.trial_channel import stopped_by_pruning
 
 FINGERPRINT_CHARS = 12
@@ -55,19 +54,10 @@ class JobResult:
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return content if isinstance(content, dict) else None
-
-
 def read_job_result(folder: Path) -> JobResult:
     """What the job of ``folder`` left: ``metrics.json`` and the short hash of ``fingerprint.json``."""
-    fingerprint = (_read_json(folder / RUN_FINGERPRINT_FILE) or {}).get("sha256")
-    short = str(fingerprint)[:FINGERPRINT_CHARS] if fingerprint else None
-    return JobResult(folder, _read_json(folder / METRICS_FILE), short)
+    digest = fingerprint_digest(folder)
+    return JobResult(folder, finished_record(folder), digest[:FINGERPRINT_CHARS] if digest else None)
 
 
 def trial_attributes(jobs: Sequence[JobResult]) -> dict[str, Any]:
